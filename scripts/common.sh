@@ -1,0 +1,51 @@
+# Shared by scripts/demo.sh and scripts/test.sh: install what is missing from
+# Debian 12 packages (as root), then configure and build into build/.
+set -euo pipefail
+
+BBITS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BBITS_BUILD="${BBITS_BUILD:-$BBITS_ROOT/build}"
+BBITS_JOBS="${BBITS_JOBS:-$(nproc)}"
+
+BBITS_PACKAGES=(
+  build-essential cmake ninja-build ccache pkg-config git
+  libdnnl-dev ocl-icd-opencl-dev opencl-headers
+  libxsimd-dev libbenchmark-dev libgtest-dev libgmock-dev
+  libfmt-dev libflatbuffers-dev flatbuffers-compiler
+  libcli11-dev nlohmann-json3-dev zlib1g-dev
+  libtorch-dev libopenblas0
+  dataset-fashion-mnist
+  clang libclang-rt-14-dev
+  gnuplot-nox
+)
+
+bbits_install_deps() {
+  local missing=()
+  for p in "${BBITS_PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+      missing+=("$p")
+    fi
+  done
+  if ((${#missing[@]})); then
+    echo "bbits: installing Debian packages: ${missing[*]}"
+    if [[ $(id -u) -ne 0 ]]; then
+      echo "bbits: installing packages needs root (run as root, or install: ${missing[*]})" >&2
+      exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+  fi
+}
+
+# bbits_configure BUILD_DIR [extra cmake args...]
+bbits_configure() {
+  local dir="$1"; shift
+  export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
+  export CCACHE_MAXSIZE="${CCACHE_MAXSIZE:-10G}"
+  cmake -S "$BBITS_ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release "$@"
+}
+
+bbits_build() {
+  local dir="$1"; shift
+  cmake --build "$dir" -j "$BBITS_JOBS" "$@"
+}
