@@ -1,0 +1,129 @@
+// The shared numbers: grids, the gated-sum identity, packing, requantization.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "bbits/format/cost.h"
+#include "bbits/format/quant.h"
+
+using namespace bbits;
+
+TEST(Quant, GridBounds) {
+  EXPECT_EQ(qmin(2, true), -1);
+  EXPECT_EQ(qmax(2, true), 1);
+  EXPECT_EQ(qmin(8, true), -127);
+  EXPECT_EQ(qmax(8, true), 127);
+  EXPECT_EQ(qmax(4, false), 15);
+  EXPECT_EQ(qmax(16, false), 65535);
+  EXPECT_EQ(qmax(16, true), 32767);
+}
+
+TEST(Quant, ScaleChainEqualsRangeOverLevels) {
+  for (bool sgn : {false, true})
+    for (int b : {2, 4, 8, 16}) {
+      const double range = sgn ? 2.0 * 1.7 : 1.7;
+      EXPECT_NEAR(grid_scale(1.7f, b, sgn), range / ((1 << b) - 1), 1e-6 * range / ((1 << b) - 1)) << b;
+    }
+}
+
+TEST(Quant, XMaxNeverRoundsPastTheGrid) {
+  for (bool sgn : {false, true})
+    for (int b : {2, 4, 8, 16}) {
+      EXPECT_EQ(quantize_value(3.0f, 3.0f, b, sgn), qmax(b, sgn));
+      EXPECT_EQ(quantize_value(100.0f, 3.0f, b, sgn), qmax(b, sgn));
+      EXPECT_EQ(quantize_value(-100.0f, 3.0f, b, sgn), qmin(b, sgn));
+    }
+}
+
+// The gated residual sum with all gates up to b open equals rounding straight
+// onto the b-bit grid (DESIGN.md), in exact float32 arithmetic up to ties.
+TEST(Quant, ResidualSumEqualsDirectRounding) {
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-2.5f, 2.5f);
+  const float xmax = 2.0f;
+  for (bool sgn : {false, true}) {
+    const float c = clip_bound(xmax);
+    for (int i = 0; i < 20000; ++i) {
+      float x = u(rng);
+      x = std::min(std::max(x, sgn ? -c : 0.0f), c);
+      double xq = 0.0;
+      float s = grid_scale(xmax, 2, sgn);
+      double acc = s * round_half_even(x / s);
+      int64_t direct_prev = static_cast<int64_t>(round_half_even(x / s));
+      EXPECT_EQ(direct_prev, quantize_value(x, xmax, 2, sgn));
+      for (int b : {4, 8, 16}) {
+        const float sb = grid_scale(xmax, b, sgn);
+        acc += sb * round_half_even(static_cast<float>((x - acc) / sb));
+        xq = acc;
+        const int32_t q = quantize_value(x, xmax, b, sgn);
+        EXPECT_NEAR(xq, q * static_cast<double>(sb), 1.01 * sb) << "b=" << b << " x=" << x;
+        // Exact except at rounding ties: the integer multiple matches.
+        EXPECT_LE(std::fabs(xq / sb - q), 1.0 + 1e-3);
+      }
+    }
+  }
+}
+
+TEST(Quant, GateRule) {
+  EXPECT_TRUE(gate_on(-0.93));
+  EXPECT_FALSE(gate_on(-0.94));
+  EXPECT_EQ(bits_from_gates(6, 6, 6, 6), 32);
+  EXPECT_EQ(bits_from_gates(6, 6, -1, 6), 8);
+  EXPECT_EQ(bits_from_gates(-3, 6, 6, 6), 2);
+  EXPECT_EQ(bits_from_gates(6, -2.0, 6, 6), 4);
+}
+
+TEST(Quant, PackRoundTrip) {
+  std::mt19937 rng(1);
+  for (int b : {2, 4, 8, 16})
+    for (int k : {1, 3, 4, 5, 17, 64, 129}) {
+      std::uniform_int_distribution<int> d(static_cast<int>(qmin(b, true)), static_cast<int>(qmax(b, true)));
+      std::vector<int32_t> v(k);
+      for (auto& x : v) x = d(rng);
+      std::vector<uint8_t> row(packed_row_bytes(k, b) + 1, 0xAB);
+      pack_row(v.data(), k, b, row.data());
+      EXPECT_EQ(row.back(), 0xAB) << "wrote past the row";
+      for (int i = 0; i < k; ++i) ASSERT_EQ(unpack_value(row.data(), i, b), v[i]) << b << " " << k << " " << i;
+    }
+}
+
+TEST(Quant, PackIsLowBitsFirst) {
+  const int32_t v[4] = {1, -1, 0, 1};  // 2-bit codes 01, 11, 00, 01
+  uint8_t row[1];
+  pack_row(v, 4, 2, row);
+  EXPECT_EQ(row[0], 0b01001101);
+  const int32_t w[2] = {-7, 3};  // 4-bit codes 1001, 0011
+  pack_row(w, 2, 4, row);
+  EXPECT_EQ(row[0], 0x39);
+}
+
+TEST(Quant, RequantMatchesRealArithmetic) {
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<double> ur(1e-6, 3.0);
+  std::uniform_int_distribution<int64_t> ua(-(int64_t{1} << 30), int64_t{1} << 30);
+  for (int i = 0; i < 10000; ++i) {
+    const double r = ur(rng);
+    const Requant q = make_requant(r);
+    EXPECT_GE(q.multiplier, 1 << 30);
+    const int64_t a = ua(rng);
+    const int64_t got = apply_requant(a, q);
+    EXPECT_LE(std::fabs(static_cast<double>(got) - a * r), 0.5 + 1e-6 * std::fabs(a * r) + 1e-3);
+  }
+  // Ties round towards +infinity.
+  const Requant half = make_requant(0.5);
+  EXPECT_EQ(apply_requant(3, half), 2);
+  EXPECT_EQ(apply_requant(-3, half), -1);
+  EXPECT_THROW(make_requant(0.0), std::invalid_argument);
+  EXPECT_THROW(make_requant(std::ldexp(1.0, 40)), std::invalid_argument);
+}
+
+TEST(Cost, LeNet5HandCount) {
+  // conv1 1->32 k5 on 28x28 -> 24x24; conv2 32->64 k5 on 12x12 -> 8x8.
+  EXPECT_EQ(cost::conv2d_macs(24, 24, 32, 1, 5, 5), 460800);
+  EXPECT_EQ(cost::conv2d_macs(8, 8, 64, 32, 5, 5), 3276800);
+  EXPECT_EQ(cost::fc_macs(512, 1024), 524288);
+  EXPECT_EQ(cost::bops(cost::fc_macs(10, 512), 4, 8), 5120 * 32);
+  EXPECT_EQ(cost::weight_bytes(3, 5, 2), 3 * 2);
+}
