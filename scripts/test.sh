@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Runs the whole bbits test suite on a fresh Debian 12 machine (as root):
+# installs missing Debian packages, builds (Release, ccache) into build/ and
+# runs every suite through ctest; then rebuilds the torch-free parts with
+# AddressSanitizer + UndefinedBehaviorSanitizer and runs their suites; then
+# builds the libFuzzer targets with clang and runs each for a while.
+#
+#   scripts/test.sh                 everything
+#   BBITS_SKIP_SANITIZE=1 scripts/test.sh   skip the sanitizer build
+#   BBITS_SKIP_FUZZ=1 scripts/test.sh       skip the fuzzers
+#   BBITS_FUZZ_SECONDS=N            seconds per fuzz target (default 20)
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+bbits_install_deps
+cd "$BBITS_ROOT"
+logdir="$BBITS_BUILD/test-logs"
+mkdir -p "$logdir"
+start=$(date +%s)
+status=0
+summary=()
+
+run_ctest() {  # name build_dir
+  local name="$1" dir="$2" log="$logdir/ctest-$1.log"
+  echo "== ctest ($name)"
+  if ctest --test-dir "$dir" -j "$BBITS_JOBS" --output-on-failure --timeout 900 2>&1 | tee "$log"; then :; else status=1; fi
+  local line
+  line=$(grep -E "tests passed, [0-9]+ tests? failed out of" "$log" | tail -1 || true)
+  summary+=("$name: ${line:-no ctest summary}")
+  local failed total
+  failed=$(sed -nE 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\1/p' <<<"$line")
+  total=$(sed -nE 's/.* failed out of ([0-9]+).*/\1/p' <<<"$line")
+  TOTAL_PASSED=$((TOTAL_PASSED + ${total:-0} - ${failed:-0}))
+  TOTAL_FAILED=$((TOTAL_FAILED + ${failed:-1}))
+}
+TOTAL_PASSED=0
+TOTAL_FAILED=0
+
+echo "== configure + build (Release) in $BBITS_BUILD"
+bbits_configure "$BBITS_BUILD" -DBBITS_TESTS=ON -DBBITS_BENCH=ON -DBBITS_TRAINING=ON
+bbits_build "$BBITS_BUILD"
+run_ctest release "$BBITS_BUILD"
+
+if [[ -z "${BBITS_SKIP_SANITIZE:-}" ]]; then
+  echo "== configure + build (ASan + UBSan, no LibTorch) in $BBITS_BUILD-asan"
+  bbits_configure "$BBITS_BUILD-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBBITS_SANITIZE=ON \
+    -DBBITS_TESTS=ON -DBBITS_BENCH=OFF -DBBITS_TRAINING=OFF
+  bbits_build "$BBITS_BUILD-asan"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    run_ctest sanitizers "$BBITS_BUILD-asan"
+fi
+
+if [[ -z "${BBITS_SKIP_FUZZ:-}" ]]; then
+  echo "== configure + build (libFuzzer, clang) in $BBITS_BUILD-fuzz"
+  CC=clang CXX=clang++ bbits_configure "$BBITS_BUILD-fuzz" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBBITS_FUZZ=ON \
+    -DBBITS_TESTS=ON -DBBITS_BENCH=OFF -DBBITS_TRAINING=OFF
+  bbits_build "$BBITS_BUILD-fuzz" --target bbits_fuzzers
+  secs="${BBITS_FUZZ_SECONDS:-20}"
+  fuzz_failed=0
+  fuzz_ran=0
+  for f in "$BBITS_BUILD-fuzz"/bin/fuzz_*; do
+    [[ -x "$f" ]] || continue
+    name=$(basename "$f")
+    corpus="$BBITS_BUILD-fuzz/fuzz-corpus/$name"
+    mkdir -p "$corpus"
+    seeds="$BBITS_BUILD-fuzz/fuzz-seeds/$name"
+    echo "== $name for ${secs}s"
+    fuzz_ran=$((fuzz_ran + 1))
+    if "$f" -max_total_time="$secs" -rss_limit_mb=4096 -print_final_stats=1 "$corpus" \
+         $( [[ -d "$seeds" ]] && echo "$seeds" ) >"$logdir/$name.log" 2>&1; then
+      tail -n 3 "$logdir/$name.log"
+    else
+      echo "!! $name found a problem:"; tail -n 40 "$logdir/$name.log"; fuzz_failed=$((fuzz_failed + 1)); status=1
+    fi
+  done
+  summary+=("fuzz: $fuzz_ran targets, $fuzz_failed failed")
+  TOTAL_PASSED=$((TOTAL_PASSED + fuzz_ran - fuzz_failed))
+  TOTAL_FAILED=$((TOTAL_FAILED + fuzz_failed))
+fi
+
+echo "== summary ($(( $(date +%s) - start )) s)"
+printf '   %s\n' "${summary[@]}"
+echo "tests: $TOTAL_PASSED passed, $TOTAL_FAILED failed"
+exit $status
