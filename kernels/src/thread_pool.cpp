@@ -1,0 +1,118 @@
+#include "bbits/kernels/thread_pool.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace bbits::kernels {
+
+namespace {
+// Index of the pool thread running a chunk on this thread, -1 outside any chunk.
+thread_local int t_chunk_thread = -1;
+
+struct ChunkScope {
+  int saved;
+  explicit ChunkScope(int index) : saved(t_chunk_thread) { t_chunk_thread = index; }
+  ~ChunkScope() { t_chunk_thread = saved; }
+};
+}  // namespace
+
+ThreadPool::ThreadPool(int num_threads) {
+  if (num_threads <= 0) num_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  num_threads_ = num_threads;
+  workers_.reserve(static_cast<size_t>(num_threads_ - 1));
+  for (int i = 1; i < num_threads_; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+}
+
+ThreadPool::~ThreadPool() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  for (auto& t : workers_) t.join();
+}
+
+void ThreadPool::worker_loop(int index) {
+  uint64_t seen = 0;
+  for (;;) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+    if (stop_) return;
+    seen = generation_;
+    // Take chunks until none is left.
+    while (next_chunk_ < num_chunks_) {
+      const int64_t c = next_chunk_++;
+      const RangeFn* fn = fn_;
+      const int64_t begin = c * chunk_, end = std::min(n_, begin + chunk_);
+      lock.unlock();
+      try {
+        ChunkScope scope(index);
+        (*fn)(begin, end, index);
+      } catch (...) {
+        std::lock_guard<std::mutex> g(mutex_);
+        if (!error_) error_ = std::current_exception();
+      }
+      lock.lock();
+    }
+    if (--pending_ == 0) done_.notify_all();
+  }
+}
+
+void ThreadPool::parallel_for(int64_t n, const RangeFn& fn, int64_t grain) {
+  if (n <= 0) return;
+  if (grain < 1) grain = 1;
+  if (t_chunk_thread >= 0) {  // nested call from inside a chunk: run inline
+    fn(0, n, t_chunk_thread);
+    return;
+  }
+  const int64_t max_chunks = (n + grain - 1) / grain;
+  if (num_threads_ == 1 || max_chunks == 1) {
+    ChunkScope scope(0);
+    fn(0, n, 0);
+    return;
+  }
+  std::lock_guard<std::mutex> run_lock(run_mutex_);
+  // A few chunks per thread for balance, none shorter than grain.
+  const int64_t want = std::min<int64_t>(max_chunks, int64_t{4} * num_threads_);
+  const int64_t chunk = std::max<int64_t>(grain, (n + want - 1) / want);
+  std::unique_lock<std::mutex> lock(mutex_);
+  fn_ = &fn;
+  n_ = n;
+  chunk_ = chunk;
+  num_chunks_ = (n + chunk - 1) / chunk;
+  next_chunk_ = 0;
+  pending_ = static_cast<int>(workers_.size());
+  error_ = nullptr;
+  ++generation_;
+  wake_.notify_all();
+  while (next_chunk_ < num_chunks_) {
+    const int64_t c = next_chunk_++;
+    const int64_t begin = c * chunk, end = std::min(n, begin + chunk);
+    lock.unlock();
+    try {
+      ChunkScope scope(0);
+      fn(begin, end, 0);
+    } catch (...) {
+      std::lock_guard<std::mutex> g(mutex_);
+      if (!error_) error_ = std::current_exception();
+    }
+    lock.lock();
+  }
+  done_.wait(lock, [&] { return pending_ == 0; });
+  fn_ = nullptr;
+  std::exception_ptr err = error_;
+  error_ = nullptr;
+  lock.unlock();
+  if (err) std::rethrow_exception(err);
+}
+
+void parallel_for(ThreadPool* pool, int64_t n, const ThreadPool::RangeFn& fn, int64_t grain) {
+  if (n <= 0) return;
+  if (pool == nullptr || pool->num_threads() == 1) {
+    fn(0, n, 0);
+    return;
+  }
+  pool->parallel_for(n, fn, grain);
+}
+
+}  // namespace bbits::kernels
