@@ -1,0 +1,109 @@
+// bbits bench — the machine calibration written by `bbits calibrate` and read
+// by the roofline (and by the runtime's planner if it wishes): read bandwidth
+// per cache level and thread count, and the measured peak MAC throughput of
+// every kernel of the kernel table and of the oneDNN baselines.
+//
+// JSON layout (version 1), see docs/BENCH.md:
+//   {"version": 1, "created": ..., "cpu": ..., "commit": ..., "isa": ...,
+//    "read_loop": "avx512", "caches": [{"level": 1, "bytes": 32768, "shared_by": 1}, ...],
+//    "bandwidth": [{"threads": 1, "level": "L1", "capacity": 32768,
+//                   "probe_bytes": 16384, "bytes_per_s": ..., "iqr": ...}, ...],
+//    "peaks": [{"kernel": "...", "op": "conv2d", "wbits": 4, "abits": 8,
+//               "isa": "avx512_vnni", "threads": 1, "macs_per_s": ..., "shape": "..."}, ...]}
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "bbits/bench/stats.h"
+#include "bbits/bench/sysinfo.h"
+
+namespace bbits::bench {
+
+struct BandwidthLevel {
+  int threads = 1;
+  std::string level;     // "L1", "L2", "L3", "DRAM"
+  int64_t capacity = 0;  // bytes this level holds for `threads` threads (0 for DRAM: unbounded)
+  int64_t probe_bytes = 0;  // total working set the bandwidth was measured at
+  double bytes_per_s = 0;   // median
+  double iqr = 0;           // interquartile range of bytes_per_s
+};
+
+struct KernelPeak {
+  std::string kernel;  // kernel-table name, or "onednn_f32_conv2d", "onednn_s8_depthwise", ...
+  std::string op;      // conv2d, depthwise, fully_connected
+  int wbits = 0;
+  int abits = 0;
+  std::string isa;
+  int threads = 1;
+  double macs_per_s = 0;  // median
+  double iqr = 0;
+  std::string shape;      // the shape it was measured on
+};
+
+class CalibrationError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct Calibration {
+  static constexpr int kVersion = 1;
+  std::string created;
+  std::string cpu;
+  std::string commit;
+  std::string isa;        // kernel ISA path in use when calibrated
+  std::string read_loop;  // vector width of the bandwidth probe
+  std::vector<CacheLevel> caches;
+  std::vector<BandwidthLevel> bandwidth;
+  std::vector<KernelPeak> peaks;
+
+  nlohmann::json to_json() const;
+  // Validates every field; throws CalibrationError naming the bad one.
+  static Calibration from_json(const nlohmann::json& j);
+  // Atomic write (temporary file + rename), parent directories created.
+  void save(const std::string& path) const;
+  // Throws CalibrationError naming the path and the problem.
+  static Calibration load(const std::string& path);
+
+  // Thread counts with bandwidth entries, ascending.
+  std::vector<int> bandwidth_threads() const;
+  // The level holding `working_set` bytes when `threads` threads run: the
+  // first level (ascending) whose capacity is at least the working set, DRAM
+  // otherwise. Uses the entries of the largest thread count <= threads (or
+  // the smallest available). Throws CalibrationError when there are none.
+  const BandwidthLevel& level_for(int64_t working_set, int threads) const;
+  // Peak of a kernel at a thread count; when that thread count was not
+  // measured, the nearest measured one scaled linearly by threads. nullopt when
+  // the kernel was never measured.
+  std::optional<double> peak_macs_per_s(const std::string& kernel, int threads) const;
+};
+
+// Where the calibration lives: $BBITS_CALIBRATION, else
+// $XDG_CACHE_HOME/bbits/calibration.json, else ~/.cache/bbits/calibration.json.
+std::string default_calibration_path();
+
+// Capacity a cache level offers to `threads` threads: private levels
+// (shared_by == 1) add up across threads, shared ones do not.
+int64_t effective_capacity(const CacheLevel& c, int threads);
+
+struct BandwidthCalibrationOptions {
+  std::vector<int> threads = {1, 2};
+  TimingOptions timing{.warmup = 2, .repeats = 9};
+  // Fractions of a level's capacity used as probe working sets (each above
+  // the previous level's capacity); the level's bandwidth is the best median
+  // among them (noise on a shared machine only ever lowers a median).
+  std::vector<double> fills = {0.125, 0.25, 0.5};
+  // DRAM probe: max(dram_factor x last-level capacity, dram_min_bytes).
+  double dram_factor = 4.0;
+  int64_t dram_min_bytes = 64ll << 20;
+};
+
+// Measures the read bandwidth of every cache level and DRAM for each thread count.
+std::vector<BandwidthLevel> calibrate_bandwidth(const std::vector<CacheLevel>& caches,
+                                                const BandwidthCalibrationOptions& opts);
+
+}  // namespace bbits::bench

@@ -1,0 +1,240 @@
+#include "bbits/bench/calibration.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <set>
+
+#include "bbits/bench/bandwidth.h"
+#include "bbits/bench/report.h"
+
+namespace bbits::bench {
+namespace {
+
+using nlohmann::json;
+
+template <class T>
+T field(const json& j, const char* key, const std::string& where) {
+  if (!j.is_object()) throw CalibrationError(fmt::format("calibration: {} is not an object", where));
+  const auto it = j.find(key);
+  if (it == j.end()) throw CalibrationError(fmt::format("calibration: {} has no '{}'", where, key));
+  try {
+    return it->get<T>();
+  } catch (const json::exception&) {
+    throw CalibrationError(fmt::format("calibration: {}.{} has the wrong type", where, key));
+  }
+}
+
+double positive(double v, const std::string& what) {
+  if (!std::isfinite(v) || v <= 0) throw CalibrationError(fmt::format("calibration: {} must be positive", what));
+  return v;
+}
+
+}  // namespace
+
+int64_t effective_capacity(const CacheLevel& c, int threads) {
+  return c.shared_by <= 1 ? c.bytes * std::max(threads, 1) : c.bytes;
+}
+
+json Calibration::to_json() const {
+  json j;
+  j["version"] = kVersion;
+  j["created"] = created;
+  j["cpu"] = cpu;
+  j["commit"] = commit;
+  j["isa"] = isa;
+  j["read_loop"] = read_loop;
+  j["caches"] = json::array();
+  for (const auto& c : caches) j["caches"].push_back({{"level", c.level}, {"bytes", c.bytes}, {"shared_by", c.shared_by}});
+  j["bandwidth"] = json::array();
+  for (const auto& b : bandwidth)
+    j["bandwidth"].push_back({{"threads", b.threads},
+                              {"level", b.level},
+                              {"capacity", b.capacity},
+                              {"probe_bytes", b.probe_bytes},
+                              {"bytes_per_s", b.bytes_per_s},
+                              {"iqr", b.iqr}});
+  j["peaks"] = json::array();
+  for (const auto& p : peaks)
+    j["peaks"].push_back({{"kernel", p.kernel},
+                          {"op", p.op},
+                          {"wbits", p.wbits},
+                          {"abits", p.abits},
+                          {"isa", p.isa},
+                          {"threads", p.threads},
+                          {"macs_per_s", p.macs_per_s},
+                          {"iqr", p.iqr},
+                          {"shape", p.shape}});
+  return j;
+}
+
+Calibration Calibration::from_json(const json& j) {
+  Calibration c;
+  const int version = field<int>(j, "version", "file");
+  if (version != kVersion)
+    throw CalibrationError(fmt::format("calibration: version {} is not supported (expected {}); run `bbits calibrate` again",
+                                       version, kVersion));
+  c.created = field<std::string>(j, "created", "file");
+  c.cpu = field<std::string>(j, "cpu", "file");
+  c.commit = field<std::string>(j, "commit", "file");
+  c.isa = field<std::string>(j, "isa", "file");
+  c.read_loop = field<std::string>(j, "read_loop", "file");
+  const auto caches = field<json>(j, "caches", "file");
+  if (!caches.is_array()) throw CalibrationError("calibration: 'caches' must be an array");
+  for (size_t i = 0; i < caches.size(); ++i) {
+    const std::string where = fmt::format("caches[{}]", i);
+    CacheLevel cl;
+    cl.level = field<int>(caches[i], "level", where);
+    cl.bytes = field<int64_t>(caches[i], "bytes", where);
+    cl.shared_by = field<int>(caches[i], "shared_by", where);
+    if (cl.level < 1 || cl.bytes <= 0 || cl.shared_by < 1)
+      throw CalibrationError(fmt::format("calibration: {} has a non-positive field", where));
+    c.caches.push_back(cl);
+  }
+  const auto bw = field<json>(j, "bandwidth", "file");
+  if (!bw.is_array() || bw.empty()) throw CalibrationError("calibration: 'bandwidth' must be a non-empty array");
+  for (size_t i = 0; i < bw.size(); ++i) {
+    const std::string where = fmt::format("bandwidth[{}]", i);
+    BandwidthLevel b;
+    b.threads = field<int>(bw[i], "threads", where);
+    b.level = field<std::string>(bw[i], "level", where);
+    b.capacity = field<int64_t>(bw[i], "capacity", where);
+    b.probe_bytes = field<int64_t>(bw[i], "probe_bytes", where);
+    b.bytes_per_s = positive(field<double>(bw[i], "bytes_per_s", where), where + ".bytes_per_s");
+    b.iqr = field<double>(bw[i], "iqr", where);
+    if (b.threads < 1) throw CalibrationError(fmt::format("calibration: {}.threads must be at least 1", where));
+    if (b.capacity < 0) throw CalibrationError(fmt::format("calibration: {}.capacity is negative", where));
+    c.bandwidth.push_back(b);
+  }
+  const auto peaks = field<json>(j, "peaks", "file");
+  if (!peaks.is_array()) throw CalibrationError("calibration: 'peaks' must be an array");
+  for (size_t i = 0; i < peaks.size(); ++i) {
+    const std::string where = fmt::format("peaks[{}]", i);
+    KernelPeak p;
+    p.kernel = field<std::string>(peaks[i], "kernel", where);
+    p.op = field<std::string>(peaks[i], "op", where);
+    p.wbits = field<int>(peaks[i], "wbits", where);
+    p.abits = field<int>(peaks[i], "abits", where);
+    p.isa = field<std::string>(peaks[i], "isa", where);
+    p.threads = field<int>(peaks[i], "threads", where);
+    p.macs_per_s = positive(field<double>(peaks[i], "macs_per_s", where), where + ".macs_per_s");
+    p.iqr = field<double>(peaks[i], "iqr", where);
+    p.shape = field<std::string>(peaks[i], "shape", where);
+    if (p.threads < 1) throw CalibrationError(fmt::format("calibration: {}.threads must be at least 1", where));
+    c.peaks.push_back(p);
+  }
+  return c;
+}
+
+void Calibration::save(const std::string& path) const { write_text_atomic(path, to_json().dump(2) + "\n"); }
+
+Calibration Calibration::load(const std::string& path) {
+  std::string text;
+  try {
+    text = read_text(path);
+  } catch (const std::exception& e) {
+    throw CalibrationError(fmt::format("{} (run `bbits calibrate` first, or pass --calibration FILE)", e.what()));
+  }
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::parse_error& e) {
+    throw CalibrationError(fmt::format("calibration '{}' is not valid JSON: {}", path, e.what()));
+  }
+  try {
+    return from_json(j);
+  } catch (const CalibrationError& e) {
+    throw CalibrationError(fmt::format("'{}': {}", path, e.what()));
+  }
+}
+
+std::vector<int> Calibration::bandwidth_threads() const {
+  std::set<int> s;
+  for (const auto& b : bandwidth) s.insert(b.threads);
+  return {s.begin(), s.end()};
+}
+
+const BandwidthLevel& Calibration::level_for(int64_t working_set, int threads) const {
+  const auto ts = bandwidth_threads();
+  if (ts.empty()) throw CalibrationError("calibration: no bandwidth entries");
+  int use = ts.front();
+  for (int t : ts)
+    if (t <= threads) use = t;
+  std::vector<const BandwidthLevel*> levels;
+  for (const auto& b : bandwidth)
+    if (b.threads == use) levels.push_back(&b);
+  // Cache levels ascending by capacity, DRAM (capacity 0) last.
+  std::stable_sort(levels.begin(), levels.end(), [](const BandwidthLevel* a, const BandwidthLevel* b) {
+    const int64_t ca = a->capacity == 0 ? INT64_MAX : a->capacity;
+    const int64_t cb = b->capacity == 0 ? INT64_MAX : b->capacity;
+    return ca < cb;
+  });
+  for (const auto* b : levels)
+    if (b->capacity == 0 || working_set <= b->capacity) return *b;
+  return *levels.back();
+}
+
+std::optional<double> Calibration::peak_macs_per_s(const std::string& kernel, int threads) const {
+  const KernelPeak* best = nullptr;
+  for (const auto& p : peaks) {
+    if (p.kernel != kernel) continue;
+    if (p.threads == threads) return p.macs_per_s;
+    if (!best || std::abs(p.threads - threads) < std::abs(best->threads - threads) ||
+        (std::abs(p.threads - threads) == std::abs(best->threads - threads) && p.threads < best->threads))
+      best = &p;
+  }
+  if (!best) return std::nullopt;
+  return best->macs_per_s * static_cast<double>(threads) / static_cast<double>(best->threads);
+}
+
+std::string default_calibration_path() {
+  if (const char* p = std::getenv("BBITS_CALIBRATION"); p && *p) return p;
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return std::string(x) + "/bbits/calibration.json";
+  if (const char* h = std::getenv("HOME"); h && *h) return std::string(h) + "/.cache/bbits/calibration.json";
+  return "calibration.json";
+}
+
+std::vector<BandwidthLevel> calibrate_bandwidth(const std::vector<CacheLevel>& caches,
+                                                const BandwidthCalibrationOptions& opts) {
+  if (opts.threads.empty()) throw std::invalid_argument("bandwidth calibration: no thread counts");
+  if (opts.fills.empty()) throw std::invalid_argument("bandwidth calibration: no probe fractions");
+  for (double f : opts.fills)
+    if (!(f > 0 && f <= 1)) throw std::invalid_argument("bandwidth calibration: probe fractions must be in (0, 1]");
+  std::vector<BandwidthLevel> out;
+  for (int t : opts.threads) {
+    if (t < 1) throw std::invalid_argument("bandwidth calibration: thread counts must be at least 1");
+    int64_t last = 0;
+    for (const auto& c : caches) {
+      const int64_t cap = effective_capacity(c, t);
+      BandwidthLevel best{t, fmt::format("L{}", c.level), cap, 0, 0, 0};
+      for (double f : opts.fills) {
+        const int64_t probe = static_cast<int64_t>(f * static_cast<double>(cap));
+        if (probe <= last) continue;  // would still fit the previous level
+        const int64_t per_thread = std::max<int64_t>(probe / t, 4096);
+        const Summary s = measure_read_bandwidth(per_thread, t, opts.timing);
+        if (s.median > best.bytes_per_s) {
+          best.probe_bytes = per_thread * t;
+          best.bytes_per_s = s.median;
+          best.iqr = s.iqr();
+        }
+      }
+      if (best.bytes_per_s == 0) {  // every fraction fell below the previous level
+        const int64_t per_thread = std::max<int64_t>((last + cap) / 2 / t, 4096);
+        const Summary s = measure_read_bandwidth(per_thread, t, opts.timing);
+        best.probe_bytes = per_thread * t;
+        best.bytes_per_s = s.median;
+        best.iqr = s.iqr();
+      }
+      out.push_back(best);
+      last = cap;
+    }
+    const int64_t dram = std::max<int64_t>(static_cast<int64_t>(opts.dram_factor * static_cast<double>(last)), opts.dram_min_bytes);
+    const Summary s = measure_read_bandwidth(dram / t, t, opts.timing);
+    out.push_back({t, "DRAM", 0, dram / t * t, s.median, s.iqr()});
+  }
+  return out;
+}
+
+}  // namespace bbits::bench

@@ -1,0 +1,50 @@
+#include "bbits/bench/roofline.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+
+namespace bbits::bench {
+
+int activation_bytes(int bits) {
+  if (bits == 2 || bits == 4 || bits == 8) return 1;
+  if (bits == 16) return 2;
+  if (bits == 32) return 4;
+  throw std::invalid_argument("activation_bytes: bits must be 2, 4, 8, 16 or 32, got " + std::to_string(bits));
+}
+
+RooflinePrediction roofline(const LayerCost& cost, double peak_macs_per_s, const Calibration& cal, int threads) {
+  if (cost.macs < 0 || cost.weight_bytes < 0 || cost.input_bytes < 0 || cost.output_bytes < 0)
+    throw std::invalid_argument("roofline: negative cost");
+  if (threads < 1) throw std::invalid_argument("roofline: threads must be at least 1");
+  RooflinePrediction p;
+  if (cost.macs > 0) {
+    if (!(peak_macs_per_s > 0) || !std::isfinite(peak_macs_per_s))
+      throw std::invalid_argument("roofline: a layer with MACs needs a positive peak");
+    p.macs_per_s = peak_macs_per_s;
+    p.compute_ns = static_cast<double>(cost.macs) / peak_macs_per_s * 1e9;
+  }
+  const BandwidthLevel& lvl = cal.level_for(cost.working_set(), threads);
+  p.level = lvl.level;
+  p.bytes_per_s = lvl.bytes_per_s;
+  p.memory_ns = static_cast<double>(cost.bytes()) / lvl.bytes_per_s * 1e9;
+  p.time_ns = std::max(p.compute_ns, p.memory_ns);
+  return p;
+}
+
+int64_t layer_bops(const LayerCost& c) { return c.macs * c.wbits * c.abits; }
+
+double bop_speedup(const LayerCost& c, int ref_wbits, int ref_abits) {
+  const int64_t b = layer_bops(c);
+  if (b <= 0 || c.macs_unpruned <= 0) return std::numeric_limits<double>::quiet_NaN();
+  return static_cast<double>(c.macs_unpruned) * ref_wbits * ref_abits / static_cast<double>(b);
+}
+
+double relative_error(double predicted, double measured) {
+  if (!(predicted > 0) || !(measured > 0) || !std::isfinite(predicted) || !std::isfinite(measured))
+    return std::numeric_limits<double>::quiet_NaN();
+  return predicted / measured - 1.0;
+}
+
+}  // namespace bbits::bench

@@ -1,0 +1,162 @@
+#include "bbits/bench/roofline.h"
+#include "bbits/bench/report.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <unistd.h>
+
+namespace bb = bbits::bench;
+
+namespace {
+
+// A made-up machine: L1 32 KiB and L2 1 MiB private, L3 32 MiB shared.
+bb::Calibration machine() {
+  bb::Calibration c;
+  c.created = "2026-01-01T00:00:00Z";
+  c.cpu = "test cpu";
+  c.commit = "test";
+  c.isa = "reference";
+  c.read_loop = "scalar";
+  c.caches = {{1, 32 << 10, 1}, {2, 1 << 20, 1}, {3, 32 << 20, 2}};
+  for (int t : {1, 2}) {
+    c.bandwidth.push_back({t, "L1", (32 << 10) * t, 16 << 10, 100e9 * t, 0});
+    c.bandwidth.push_back({t, "L2", (1 << 20) * t, 512 << 10, 50e9 * t, 0});
+    c.bandwidth.push_back({t, "L3", 32 << 20, 16 << 20, 25e9 * t, 0});
+    c.bandwidth.push_back({t, "DRAM", 0, 128 << 20, 10e9, 0});
+  }
+  c.peaks.push_back({"conv_w4a8", "conv2d", 4, 8, "avx512_vnni", 1, 100e9, 0, "3x3 64->64 28x28"});
+  c.peaks.push_back({"conv_w4a8", "conv2d", 4, 8, "avx512_vnni", 2, 190e9, 0, "3x3 64->64 28x28"});
+  c.peaks.push_back({"fc_w8a8", "fully_connected", 8, 8, "avx2", 1, 40e9, 0, "1024->1024"});
+  return c;
+}
+
+}  // namespace
+
+TEST(Roofline, ComputeBoundLayer) {
+  bb::LayerCost l;
+  l.macs = 100'000'000;  // 1 ms at 100 GMAC/s
+  l.weight_bytes = 8 << 10;
+  l.input_bytes = 4 << 10;
+  l.output_bytes = 4 << 10;  // 16 KiB: L1, 16384 / 100e9 s = 163.84 ns
+  const auto p = bb::roofline(l, 100e9, machine(), 1);
+  EXPECT_EQ(p.level, "L1");
+  EXPECT_DOUBLE_EQ(p.compute_ns, 1e6);
+  EXPECT_NEAR(p.memory_ns, 163.84, 1e-9);
+  EXPECT_DOUBLE_EQ(p.time_ns, 1e6);
+  EXPECT_TRUE(p.compute_bound());
+}
+
+TEST(Roofline, MemoryBoundLayerPicksTheLevelHoldingTheWorkingSet) {
+  bb::LayerCost l;
+  l.macs = 1000;
+  l.weight_bytes = 2 << 20;  // 2 MiB + a bit: beyond L2 for one thread, within L2 for two
+  l.input_bytes = 1000;
+  l.output_bytes = 1000;
+  const auto p1 = bb::roofline(l, 100e9, machine(), 1);
+  EXPECT_EQ(p1.level, "L3");
+  EXPECT_NEAR(p1.memory_ns, static_cast<double>(l.bytes()) / 25e9 * 1e9, 1e-6);
+  EXPECT_FALSE(p1.compute_bound());
+  const auto p2 = bb::roofline(l, 100e9, machine(), 2);
+  EXPECT_EQ(p2.level, "L3");  // 2 MiB + 2000 bytes > 2 x 1 MiB
+  l.weight_bytes = (2 << 20) - 4000;
+  EXPECT_EQ(bb::roofline(l, 100e9, machine(), 2).level, "L2");
+  l.weight_bytes = 64 << 20;
+  EXPECT_EQ(bb::roofline(l, 100e9, machine(), 1).level, "DRAM");
+  // A layer without MACs (pooling) is bandwidth only and needs no peak.
+  l.macs = 0;
+  const auto p = bb::roofline(l, 0, machine(), 1);
+  EXPECT_EQ(p.compute_ns, 0);
+  EXPECT_DOUBLE_EQ(p.time_ns, p.memory_ns);
+}
+
+TEST(Roofline, BoundaryBelongsToTheSmallerLevel) {
+  bb::LayerCost l;
+  l.input_bytes = 32 << 10;
+  EXPECT_EQ(bb::roofline(l, 0, machine(), 1).level, "L1");
+  l.input_bytes += 1;
+  EXPECT_EQ(bb::roofline(l, 0, machine(), 1).level, "L2");
+}
+
+TEST(Roofline, RejectsMissingPeakAndNegativeCosts) {
+  bb::LayerCost l;
+  l.macs = 10;
+  EXPECT_THROW(bb::roofline(l, 0, machine(), 1), std::invalid_argument);
+  l.macs = -1;
+  EXPECT_THROW(bb::roofline(l, 1e9, machine(), 1), std::invalid_argument);
+  bb::Calibration empty = machine();
+  empty.bandwidth.clear();
+  l.macs = 0;
+  EXPECT_THROW(bb::roofline(l, 1e9, empty, 1), bb::CalibrationError);
+}
+
+TEST(Roofline, PeakLookupScalesUnmeasuredThreadCounts) {
+  const auto c = machine();
+  EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("conv_w4a8", 2), 190e9);
+  EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("fc_w8a8", 2), 80e9);  // only 1 thread measured
+  EXPECT_FALSE(c.peak_macs_per_s("nope", 1).has_value());
+}
+
+TEST(Bops, SpeedupAgainstReferences) {
+  bb::LayerCost l;
+  l.macs = 750;  // a quarter of the channels pruned
+  l.macs_unpruned = 1000;
+  l.wbits = 4;
+  l.abits = 8;
+  EXPECT_EQ(bb::layer_bops(l), 750 * 32);
+  EXPECT_DOUBLE_EQ(bb::bop_speedup(l, 32, 32), 1000.0 * 1024 / (750 * 32));
+  EXPECT_DOUBLE_EQ(bb::bop_speedup(l, 8, 8), 1000.0 * 64 / (750 * 32));
+  l.macs = 0;
+  EXPECT_TRUE(std::isnan(bb::bop_speedup(l, 8, 8)));
+}
+
+TEST(Bops, RelativeError) {
+  EXPECT_DOUBLE_EQ(bb::relative_error(125, 100), 0.25);
+  EXPECT_DOUBLE_EQ(bb::relative_error(75, 100), -0.25);
+  EXPECT_TRUE(std::isnan(bb::relative_error(1, 0)));
+  EXPECT_TRUE(std::isnan(bb::relative_error(-1, 1)));
+}
+
+TEST(Bops, ActivationBytes) {
+  EXPECT_EQ(bb::activation_bytes(2), 1);
+  EXPECT_EQ(bb::activation_bytes(8), 1);
+  EXPECT_EQ(bb::activation_bytes(16), 2);
+  EXPECT_EQ(bb::activation_bytes(32), 4);
+  EXPECT_THROW(bb::activation_bytes(3), std::invalid_argument);
+}
+
+TEST(Calibration, JsonRoundTripAndValidation) {
+  namespace fs = std::filesystem;
+  const auto c = machine();
+  const std::string path =
+      (fs::temp_directory_path() / ("bbits_cal_test_" + std::to_string(::getpid())) / "cal.json").string();
+  c.save(path);
+  const auto back = bb::Calibration::load(path);
+  EXPECT_EQ(back.to_json(), c.to_json());
+  EXPECT_EQ(back.bandwidth_threads(), (std::vector<int>{1, 2}));
+
+  auto j = c.to_json();
+  j["version"] = 99;
+  EXPECT_THROW(bb::Calibration::from_json(j), bb::CalibrationError);
+  j = c.to_json();
+  j["bandwidth"][0]["bytes_per_s"] = -1.0;
+  try {
+    bb::Calibration::from_json(j);
+    FAIL() << "negative bandwidth accepted";
+  } catch (const bb::CalibrationError& e) {
+    EXPECT_NE(std::string(e.what()).find("bandwidth[0]"), std::string::npos);
+  }
+  j = c.to_json();
+  j["peaks"][0].erase("kernel");
+  EXPECT_THROW(bb::Calibration::from_json(j), bb::CalibrationError);
+  bb::write_text_atomic(path, "{not json");
+  EXPECT_THROW(bb::Calibration::load(path), bb::CalibrationError);
+  fs::remove_all(fs::path(path).parent_path());
+  EXPECT_THROW(bb::Calibration::load(path), bb::CalibrationError);
+}
+
+TEST(Calibration, EffectiveCapacity) {
+  EXPECT_EQ(bb::effective_capacity({2, 1 << 20, 1}, 2), 2 << 20);
+  EXPECT_EQ(bb::effective_capacity({3, 32 << 20, 2}, 2), 32 << 20);
+}
