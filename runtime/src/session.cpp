@@ -1,0 +1,260 @@
+// Session: one activation arena, one thread pool; runs the plan.
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+#include "bbits/kernels/thread_pool.h"
+#include "internal.h"
+
+namespace bbits {
+
+namespace {
+
+// Index in N,H,W,C storage of element i of an N,C,H,W tensor.
+struct Nchw {
+  int64_t N, C, H, W;
+  int64_t to_nhwc(int64_t i) const {
+    const int64_t w = i % W;
+    int64_t r = i / W;
+    const int64_t h = r % H;
+    r /= H;
+    const int64_t c = r % C;
+    const int64_t n = r / C;
+    return ((n * H + h) * W + w) * C + c;
+  }
+};
+
+// Storage index of element i of the caller's tensor for a slot.
+struct IndexMap {
+  bool transpose = false;
+  Nchw d{1, 1, 1, 1};
+  int64_t operator()(int64_t i) const { return transpose ? d.to_nhwc(i) : i; }
+};
+
+IndexMap index_map(const detail::ActSlot& s, bool io_nhwc) {
+  IndexMap m;
+  if (s.shape.size() == 4 && !io_nhwc) {
+    m.d = Nchw{s.shape[0], s.shape[1], s.shape[2], s.shape[3]};
+    m.transpose = m.d.C > 1 && m.d.H * m.d.W > 1;
+  }
+  return m;
+}
+
+void store_q(void* base, int64_t i, const kernels::QuantInfo& q, int64_t v) {
+  if (q.bits <= 8) {
+    if (q.is_signed)
+      static_cast<int8_t*>(base)[i] = static_cast<int8_t>(v);
+    else
+      static_cast<uint8_t*>(base)[i] = static_cast<uint8_t>(v);
+  } else {
+    if (q.is_signed)
+      static_cast<int16_t*>(base)[i] = static_cast<int16_t>(v);
+    else
+      static_cast<uint16_t*>(base)[i] = static_cast<uint16_t>(v);
+  }
+}
+
+int64_t load_q(const void* base, int64_t i, const kernels::QuantInfo& q) {
+  if (q.bits <= 8)
+    return q.is_signed ? int64_t{static_cast<const int8_t*>(base)[i]} : int64_t{static_cast<const uint8_t*>(base)[i]};
+  return q.is_signed ? int64_t{static_cast<const int16_t*>(base)[i]} : int64_t{static_cast<const uint16_t*>(base)[i]};
+}
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r;
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? "x" : "") + std::to_string(s[i]);
+  return r.empty() ? "scalar" : r;
+}
+
+// Aligned, zeroed byte block.
+struct AlignedBlock {
+  void* p = nullptr;
+  size_t size = 0;
+  void reset(size_t n) {
+    std::free(p);
+    p = nullptr;
+    size = n;
+    if (n == 0) return;
+    p = std::aligned_alloc(64, (n + 63) / 64 * 64);
+    if (!p) throw Error("out of memory allocating " + std::to_string(n) + " bytes");
+    std::memset(p, 0, n);
+  }
+  ~AlignedBlock() { std::free(p); }
+};
+
+}  // namespace
+
+struct Session::Impl {
+  std::shared_ptr<const Model> model;
+  SessionOptions options;
+  std::unique_ptr<kernels::ThreadPool> pool;
+  AlignedBlock arena, scratch;
+  int threads = 1;
+  std::vector<const void*> in_ptrs;
+
+  const Model::Impl& mi() const { return model->impl(); }
+  uint8_t* slot_ptr(int slot) const {
+    return static_cast<uint8_t*>(arena.p) + mi().plan.slots[static_cast<size_t>(slot)].offset;
+  }
+
+  void check_input_shape(size_t i, const std::vector<int64_t>& shape) const {
+    const TensorInfo& ti = mi().io_inputs[i];
+    if (shape != ti.shape)
+      throw Error("input " + std::to_string(i) + " '" + ti.name + "': shape " + shape_str(shape) + " given, model expects " +
+                  shape_str(ti.shape));
+  }
+
+  void execute() {
+    const detail::Plan& plan = mi().plan;
+    for (const detail::Step& s : plan.steps) {
+      in_ptrs.clear();
+      for (int slot : s.inputs) in_ptrs.push_back(slot_ptr(slot));
+      kernels::KernelArgs args;
+      args.inputs = std::span<const void* const>(in_ptrs.data(), in_ptrs.size());
+      args.output = slot_ptr(s.output);
+      args.scratch = scratch.p;
+      args.scratch_size = scratch.size;
+      try {
+        s.kernel->run(args, pool.get());
+      } catch (const std::exception& e) {
+        throw Error("operator " + std::to_string(s.op_index) + " '" + s.name + "' (kernel " +
+                    std::string(s.kernel->name()) + "): " + e.what());
+      }
+    }
+  }
+};
+
+Session::Session(std::shared_ptr<const Model> model, SessionOptions options) : impl_(std::make_unique<Impl>()) {
+  if (!model) throw Error("Session: null model");
+  if (options.threads < 0) throw Error("Session: threads must be >= 0 (0 = all hardware threads), got " +
+                                       std::to_string(options.threads));
+  impl_->model = std::move(model);
+  impl_->options = options;
+  int threads = options.threads;
+  if (threads == 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  impl_->threads = threads;
+  if (threads > 1) impl_->pool = std::make_unique<kernels::ThreadPool>(threads);
+  const detail::Plan& plan = impl_->mi().plan;
+  impl_->arena.reset(plan.arena_bytes);
+  impl_->scratch.reset(plan.scratch_bytes(threads));
+}
+
+Session::~Session() = default;
+Session::Session(Session&&) noexcept = default;
+Session& Session::operator=(Session&&) noexcept = default;
+
+const Model& Session::model() const { return *impl_->model; }
+
+std::vector<Tensor> Session::run(const std::vector<Tensor>& inputs) {
+  Impl& I = *impl_;
+  const Model::Impl& M = I.mi();
+  const detail::Plan& plan = M.plan;
+  if (inputs.size() != plan.input_slots.size())
+    throw Error("run: " + std::to_string(inputs.size()) + " inputs given, model has " +
+                std::to_string(plan.input_slots.size()));
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    I.check_input_shape(i, inputs[i].shape);
+    const detail::ActSlot& s = plan.slots[static_cast<size_t>(plan.input_slots[i])];
+    if (static_cast<int64_t>(inputs[i].data.size()) != s.elements)
+      throw Error("input " + std::to_string(i) + " '" + M.io_inputs[i].name + "': " +
+                  std::to_string(inputs[i].data.size()) + " values for shape " + shape_str(inputs[i].shape) + " (" +
+                  std::to_string(s.elements) + " elements)");
+    const IndexMap map = index_map(s, M.io_nhwc);
+    void* dst = I.slot_ptr(plan.input_slots[i]);
+    const float* src = inputs[i].data.data();
+    if (s.q.is_float()) {
+      float* d = static_cast<float*>(dst);
+      for (int64_t k = 0; k < s.elements; ++k) d[map(k)] = src[k];
+      continue;
+    }
+    // Quantize as the training library's eval mode does when x_max is known
+    // and consistent with the scale; otherwise straight onto the grid.
+    const TensorInfo& ti = M.info.tensors[static_cast<size_t>(s.tensor)];
+    const int64_t lo = bbits::qmin(s.q.bits, s.q.is_signed), hi = bbits::qmax(s.q.bits, s.q.is_signed);
+    const bool use_xmax = ti.x_max.size() == 1 && ti.x_max[0] > 0.0f &&
+                          bbits::grid_scale(ti.x_max[0], s.q.bits, s.q.is_signed) == s.q.scale;
+    for (int64_t k = 0; k < s.elements; ++k) {
+      const int64_t q = use_xmax ? bbits::quantize_value(src[k], ti.x_max[0], s.q.bits, s.q.is_signed)
+                                 : kernels::quantize_to_grid(src[k], s.q.scale, lo, hi);
+      store_q(dst, map(k), s.q, q);
+    }
+  }
+  I.execute();
+  std::vector<Tensor> out;
+  out.reserve(plan.output_slots.size());
+  for (size_t i = 0; i < plan.output_slots.size(); ++i) {
+    const detail::ActSlot& s = plan.slots[static_cast<size_t>(plan.output_slots[i])];
+    Tensor t;
+    t.shape = M.io_outputs[i].shape;
+    t.data.resize(static_cast<size_t>(s.elements));
+    const IndexMap map = index_map(s, M.io_nhwc);
+    const void* src = I.slot_ptr(plan.output_slots[i]);
+    if (s.q.is_float()) {
+      const float* f = static_cast<const float*>(src);
+      for (int64_t k = 0; k < s.elements; ++k) t.data[static_cast<size_t>(k)] = f[map(k)];
+    } else {
+      for (int64_t k = 0; k < s.elements; ++k)
+        t.data[static_cast<size_t>(k)] = static_cast<float>(load_q(src, map(k), s.q)) * s.q.scale;
+    }
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+std::vector<QuantizedTensor> Session::run_quantized(const std::vector<QuantizedTensor>& inputs) {
+  Impl& I = *impl_;
+  const Model::Impl& M = I.mi();
+  const detail::Plan& plan = M.plan;
+  if (inputs.size() != plan.input_slots.size())
+    throw Error("run_quantized: " + std::to_string(inputs.size()) + " inputs given, model has " +
+                std::to_string(plan.input_slots.size()));
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const QuantizedTensor& x = inputs[i];
+    const std::string who = "input " + std::to_string(i) + " '" + M.io_inputs[i].name + "'";
+    I.check_input_shape(i, x.shape);
+    const detail::ActSlot& s = plan.slots[static_cast<size_t>(plan.input_slots[i])];
+    if (s.q.is_float()) throw Error(who + " is float32: use run()");
+    if (x.bits != s.q.bits || x.is_signed != s.q.is_signed)
+      throw Error(who + ": given " + std::to_string(x.bits) + (x.is_signed ? "-bit signed" : "-bit unsigned") +
+                  ", model expects " + std::to_string(s.q.bits) + (s.q.is_signed ? "-bit signed" : "-bit unsigned"));
+    if (static_cast<int64_t>(x.data.size()) != s.elements)
+      throw Error(who + ": " + std::to_string(x.data.size()) + " values for " + std::to_string(s.elements) + " elements");
+    const int64_t lo = bbits::qmin(s.q.bits, s.q.is_signed), hi = bbits::qmax(s.q.bits, s.q.is_signed);
+    const IndexMap map = index_map(s, M.io_nhwc);
+    void* dst = I.slot_ptr(plan.input_slots[i]);
+    for (int64_t k = 0; k < s.elements; ++k) {
+      const int64_t v = x.data[static_cast<size_t>(k)];
+      if (v < lo || v > hi)
+        throw Error(who + ": value " + std::to_string(v) + " at " + std::to_string(k) + " outside the grid [" +
+                    std::to_string(lo) + ", " + std::to_string(hi) + "]");
+      store_q(dst, map(k), s.q, v);
+    }
+  }
+  I.execute();
+  std::vector<QuantizedTensor> out;
+  for (size_t i = 0; i < plan.output_slots.size(); ++i) {
+    const detail::ActSlot& s = plan.slots[static_cast<size_t>(plan.output_slots[i])];
+    QuantizedTensor t;
+    t.shape = M.io_outputs[i].shape;
+    t.bits = s.q.bits;
+    t.is_signed = s.q.is_signed;
+    t.scale = s.q.is_float() ? 1.0f : s.q.scale;
+    const IndexMap map = index_map(s, M.io_nhwc);
+    const void* src = I.slot_ptr(plan.output_slots[i]);
+    if (s.q.is_float()) {
+      t.float_data.resize(static_cast<size_t>(s.elements));
+      const float* f = static_cast<const float*>(src);
+      for (int64_t k = 0; k < s.elements; ++k) t.float_data[static_cast<size_t>(k)] = f[map(k)];
+    } else {
+      t.data.resize(static_cast<size_t>(s.elements));
+      for (int64_t k = 0; k < s.elements; ++k)
+        t.data[static_cast<size_t>(k)] = static_cast<int32_t>(load_q(src, map(k), s.q));
+    }
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+}  // namespace bbits
