@@ -1,0 +1,244 @@
+// bbits SIMD kernels — AVX-512 VNNI integer GEMM / GEMV microkernels
+// (vpdpbusd: u8 activations x s8 weights -> s32), weights at 8, 4 or 2 bits.
+// Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni; only
+// called when run-time detection allows Isa::AVX512_VNNI.
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "bbits/kernels/thread_pool.h"
+#include "simd_internal.h"
+
+namespace bbits::kernels::simd {
+namespace {
+
+inline __m512i bcast32(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v);
+}
+
+// GEMV over one panel, TopRaw encoding: field j of every byte is masked in
+// place and accumulated separately (scale 2^(j*BITS)); no shifts in the loop.
+template <int NB, int BITS>
+void gemv_panel(const uint8_t* __restrict wp, const uint8_t* __restrict x, int64_t ng, int32_t* __restrict out) {
+  constexpr int F = 8 / BITS;
+  constexpr int KG = 4 * F;
+  constexpr int U = F == 1 ? 2 : F;  // accumulator sets per block (W8: two for latency)
+  __m512i acc[NB][U];
+  for (int b = 0; b < NB; ++b)
+    for (int u = 0; u < U; ++u) acc[b][u] = _mm512_setzero_si512();
+  if constexpr (F == 1) {
+    int64_t g = 0;
+    for (; g + 2 <= ng; g += 2) {
+      const __m512i x0 = bcast32(x + g * 4);
+      const __m512i x1 = bcast32(x + g * 4 + 4);
+      const uint8_t* wg = wp + g * NB * 64;
+      for (int b = 0; b < NB; ++b) {
+        acc[b][0] = _mm512_dpbusd_epi32(acc[b][0], x0, _mm512_load_si512(wg + b * 64));
+        acc[b][1] = _mm512_dpbusd_epi32(acc[b][1], x1, _mm512_load_si512(wg + (NB + b) * 64));
+      }
+    }
+    if (g < ng) {
+      const __m512i x0 = bcast32(x + g * 4);
+      const uint8_t* wg = wp + g * NB * 64;
+      for (int b = 0; b < NB; ++b) acc[b][0] = _mm512_dpbusd_epi32(acc[b][0], x0, _mm512_load_si512(wg + b * 64));
+    }
+    for (int b = 0; b < NB; ++b) _mm512_store_si512(out + b * 16, _mm512_add_epi32(acc[b][0], acc[b][1]));
+  } else {
+    __m512i mask[F];
+    for (int j = 0; j < F; ++j) mask[j] = _mm512_set1_epi8(static_cast<char>(((1 << BITS) - 1) << (j * BITS)));
+    for (int64_t g = 0; g < ng; ++g) {
+      __m512i xb[F];
+      for (int j = 0; j < F; ++j) xb[j] = bcast32(x + g * KG + 4 * j);
+      const uint8_t* wg = wp + g * NB * 64;
+      for (int b = 0; b < NB; ++b) {
+        const __m512i v = _mm512_load_si512(wg + b * 64);
+        for (int j = 0; j < F; ++j) acc[b][j] = _mm512_dpbusd_epi32(acc[b][j], xb[j], _mm512_and_si512(v, mask[j]));
+      }
+    }
+    for (int b = 0; b < NB; ++b) {
+      __m512i r = acc[b][0];
+      for (int j = 1; j < F; ++j) r = _mm512_add_epi32(r, _mm512_srai_epi32(acc[b][j], j * BITS));
+      _mm512_store_si512(out + b * 16, r);
+    }
+  }
+}
+
+// GEMM tile MR rows x NB blocks, Offset encoding: fields shifted down and masked
+// once per weight vector, reused by MR rows.
+template <int MR, int NB, int BITS>
+void gemm_tile(const uint8_t* __restrict wp, const uint8_t* __restrict A, int64_t lda, int64_t ng,
+               int32_t* __restrict out) {
+  constexpr int F = 8 / BITS;
+  constexpr int KG = 4 * F;
+  __m512i acc[MR][NB];
+  for (int m = 0; m < MR; ++m)
+    for (int b = 0; b < NB; ++b) acc[m][b] = _mm512_setzero_si512();
+  const __m512i mask = _mm512_set1_epi8(static_cast<char>((1 << BITS) - 1));
+  for (int64_t g = 0; g < ng; ++g) {
+    const uint8_t* wg = wp + g * NB * 64;
+    const uint8_t* ag = A + g * KG;
+    for (int j = 0; j < F; ++j) {
+      __m512i w[NB];
+      for (int b = 0; b < NB; ++b) {
+        const __m512i v = _mm512_load_si512(wg + b * 64);
+        if constexpr (F == 1) {
+          w[b] = v;
+        } else {
+          w[b] = _mm512_and_si512(j == 0 ? v : _mm512_srli_epi16(v, j * BITS), mask);
+        }
+      }
+      for (int m = 0; m < MR; ++m) {
+        const __m512i xb = bcast32(ag + m * lda + 4 * j);
+        for (int b = 0; b < NB; ++b) acc[m][b] = _mm512_dpbusd_epi32(acc[m][b], xb, w[b]);
+      }
+    }
+  }
+  for (int m = 0; m < MR; ++m)
+    for (int b = 0; b < NB; ++b) _mm512_store_si512(out + m * 64 + b * 16, acc[m][b]);
+}
+
+using GemvFn = void (*)(const uint8_t*, const uint8_t*, int64_t, int32_t*);
+using TileFn = void (*)(const uint8_t*, const uint8_t*, int64_t, int64_t, int32_t*);
+
+template <int BITS>
+GemvFn gemv_fn(int nb) {
+  switch (nb) {
+    case 1: return gemv_panel<1, BITS>;
+    case 2: return gemv_panel<2, BITS>;
+    case 3: return gemv_panel<3, BITS>;
+    default: return gemv_panel<4, BITS>;
+  }
+}
+GemvFn gemv_fn(int bits, int nb) {
+  return bits == 8 ? gemv_fn<8>(nb) : bits == 4 ? gemv_fn<4>(nb) : gemv_fn<2>(nb);
+}
+
+template <int MR, int BITS>
+TileFn tile_fn_nb(int nb) {
+  switch (nb) {
+    case 1: return gemm_tile<MR, 1, BITS>;
+    case 2: return gemm_tile<MR, 2, BITS>;
+    case 3: return gemm_tile<MR, 3, BITS>;
+    default: return gemm_tile<MR, 4, BITS>;
+  }
+}
+template <int BITS>
+TileFn tile_fn_mr(int mr, int nb) {
+  switch (mr) {
+    case 1: return tile_fn_nb<1, BITS>(nb);
+    case 2: return tile_fn_nb<2, BITS>(nb);
+    case 3: return tile_fn_nb<3, BITS>(nb);
+    default: return tile_fn_nb<4, BITS>(nb);
+  }
+}
+TileFn tile_fn(int bits, int mr, int nb) {
+  return bits == 8 ? tile_fn_mr<8>(mr, nb) : bits == 4 ? tile_fn_mr<4>(mr, nb) : tile_fn_mr<2>(mr, nb);
+}
+
+// Corrections, bias, requantization, clamp and store of one row segment of n
+// channels starting at oc0 (n <= 64).
+void epilogue_row(const int32_t* acc, int64_t oc0, int64_t n, int32_t rowcorr, const Epilogue& E, void* out_row) {
+  if (E.kind == OutKind::F32 || E.wide) {
+    epilogue_row_scalar(acc, oc0, n, rowcorr, E, out_row);
+    return;
+  }
+  const __m256i rc = _mm256_set1_epi32(rowcorr);
+  const __m512i lo = _mm512_set1_epi64(E.lo), hi = _mm512_set1_epi64(E.hi);
+  for (int64_t c = 0; c < n; c += 8) {
+    const int64_t oc = oc0 + c;
+    const __mmask8 k = n - c >= 8 ? static_cast<__mmask8>(0xff) : static_cast<__mmask8>((1u << (n - c)) - 1u);
+    __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + c));
+    a = _mm256_sub_epi32(_mm256_add_epi32(a, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(E.colterm.get() + oc))),
+                         rc);
+    __m512i p = _mm512_mul_epi32(_mm512_cvtepi32_epi64(a), _mm512_loadu_si512(E.mult.get() + oc));
+    p = _mm512_add_epi64(p, _mm512_loadu_si512(E.round.get() + oc));
+    p = _mm512_srav_epi64(p, _mm512_loadu_si512(E.shift.get() + oc));
+    p = _mm512_min_epi64(_mm512_max_epi64(p, lo), hi);
+    switch (E.kind) {
+      case OutKind::U8:
+      case OutKind::S8:
+        _mm512_mask_cvtepi64_storeu_epi8(static_cast<uint8_t*>(out_row) + oc, k, p);
+        break;
+      case OutKind::U16:
+      case OutKind::S16:
+        _mm512_mask_cvtepi64_storeu_epi16(static_cast<uint16_t*>(out_row) + oc, k, p);
+        break;
+      case OutKind::F32:
+        break;
+    }
+  }
+}
+
+}  // namespace
+
+void gemm_avx512vnni(const GemmCall& c) {
+  const PackedB& B = *c.B;
+  const Epilogue& E = *c.E;
+  const size_t esz = out_elem_bytes(E.kind);
+  alignas(64) int32_t tile[4 * 64];
+  const int64_t pw = static_cast<int64_t>(B.nb_max) * B.lanes;
+  for (int64_t p = c.p0; p < c.p1; ++p) {
+    const int nb = B.panel_blocks(p);
+    const uint8_t* wp = B.panel(p);
+    const int64_t oc0 = p * pw;
+    const int64_t n = std::min<int64_t>(static_cast<int64_t>(nb) * B.lanes, B.OC - oc0);
+    if (B.enc == WEnc::TopRaw) {
+      const GemvFn fn = gemv_fn(B.bits, nb);
+      for (int64_t m = 0; m < c.M; ++m) {
+        fn(wp, c.A + m * c.lda, B.ngroups, tile);
+        epilogue_row(tile, oc0, n, c.rowcorr[m], E, static_cast<uint8_t*>(c.out) + m * c.ldo * esz);
+      }
+    } else {
+      for (int64_t m0 = 0; m0 < c.M; m0 += 4) {
+        const int mr = static_cast<int>(std::min<int64_t>(4, c.M - m0));
+        tile_fn(B.bits, mr, nb)(wp, c.A + m0 * c.lda, c.lda, B.ngroups, tile);
+        for (int r = 0; r < mr; ++r)
+          epilogue_row(tile + r * 64, oc0, n, c.rowcorr[m0 + r], E,
+                       static_cast<uint8_t*>(c.out) + (m0 + r) * c.ldo * esz);
+      }
+    }
+  }
+}
+
+void epilogue_rows_avx512(const int32_t* acc, int64_t M, const Epilogue& E, void* out, ThreadPool* pool) {
+  const size_t esz = out_elem_bytes(E.kind);
+  const int64_t OC = E.OC;
+  parallel_for(
+      pool, M,
+      [&](int64_t b, int64_t e, int) {
+        for (int64_t m = b; m < e; ++m)
+          for (int64_t oc0 = 0; oc0 < OC; oc0 += 64)
+            epilogue_row(acc + m * OC + oc0, oc0, std::min<int64_t>(64, OC - oc0), 0, E,
+                         static_cast<uint8_t*>(out) + m * OC * esz);
+      },
+      16);
+}
+
+void rowcorr_avx512(const PackedB& B, const uint8_t* A, int64_t lda, int64_t M, int32_t* rowcorr) {
+  const int32_t off = B.offset();
+  if (off == 0) {
+    std::fill(rowcorr, rowcorr + M, 0);
+    return;
+  }
+  // Byte mask of the offset positions within 64 bytes (kgroup divides 64).
+  alignas(64) uint8_t pm[64];
+  for (int i = 0; i < 64; ++i) pm[i] = B.offset_position(i) ? 0xff : 0x00;
+  const __m512i posmask = _mm512_load_si512(pm);
+  const __m512i zero = _mm512_setzero_si512();
+  for (int64_t m = 0; m < M; ++m) {
+    const uint8_t* a = A + m * lda;
+    __m512i s = _mm512_setzero_si512();
+    int64_t k = 0;
+    for (; k + 64 <= B.Kp; k += 64)
+      s = _mm512_add_epi64(s, _mm512_sad_epu8(_mm512_and_si512(_mm512_loadu_si512(a + k), posmask), zero));
+    if (k < B.Kp) {
+      const __mmask64 km = _cvtu64_mask64((~uint64_t{0}) >> (64 - (B.Kp - k)));
+      s = _mm512_add_epi64(s, _mm512_sad_epu8(_mm512_and_si512(_mm512_maskz_loadu_epi8(km, a + k), posmask), zero));
+    }
+    rowcorr[m] = static_cast<int32_t>(static_cast<uint32_t>(_mm512_reduce_add_epi64(s)) * static_cast<uint32_t>(off));
+  }
+}
+
+}  // namespace bbits::kernels::simd

@@ -1,0 +1,158 @@
+// bbits SIMD kernels — internal interfaces shared by the portable drivers
+// (simd_kernels.cpp, compiled without ISA flags) and the ISA-specific
+// translation units (gemm_avx512vnni.cpp, gemm_avx2.cpp, ... compiled with
+// per-file -m flags and only ever called after run-time CPU detection).
+//
+// Integer GEMM scheme (every bit width runs through the same dot product):
+//   A (activations): rows of Kp unsigned bytes, zero padded past K. A signed
+//     input is stored as x + 128 (xor 0x80); its -128 * sum_k w[oc][k] term is
+//     folded into the per-channel constant `colterm`.
+//   B (weights): "prepacked" at create time from the model's packed rows into
+//     panels of nb_max blocks of `lanes` output channels. One 32-bit lane of a
+//     vector holds, for one output channel, `kgroup` = 32 / bits consecutive
+//     reduction values: byte i, bit field j holds k = g * kgroup + 4 * j + i.
+//     So the activations multiplying field j of group g are the 4 bytes at
+//     A[g * kgroup + 4 * j], broadcast to every lane.
+//   Encodings of a field (bits < 8):
+//     Offset: u = w + 2^(bits-1) in [0, 2^bits - 1] (unsigned, fits the s8
+//             operand of vpdpbusd / vpmaddubsw without saturation at <= 4 bits).
+//     TopRaw: like Offset, except the top field of each byte holds w in two's
+//             complement, so that (byte & top_mask) read as int8 equals
+//             w * 2^(8 - bits) exactly; lower fields are read in place
+//             (byte & field_mask = u * 2^(j * bits)) into separate accumulators
+//             that are shifted back at the end (exact: each is a multiple).
+//   The offsets add off * sum(A over offset-encoded positions) per row: the
+//   per-row correction `rowcorr`, computed from the packed A itself.
+//   At 8 bits the byte is the int8 weight (no offset).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <new>
+#include <vector>
+
+#include "bbits/kernels/kernels.h"
+
+namespace bbits::kernels::simd {
+
+struct AlignedFree {
+  void operator()(void* p) const { std::free(p); }
+};
+template <class T>
+using AlignedArray = std::unique_ptr<T[], AlignedFree>;
+
+// Zero-initialised, 64-byte aligned, rounded up to whole cache lines.
+template <class T>
+AlignedArray<T> make_aligned(size_t n) {
+  size_t bytes = ((n * sizeof(T) + 63) / 64) * 64;
+  if (bytes == 0) bytes = 64;
+  void* p = std::aligned_alloc(64, bytes);
+  if (p == nullptr) throw std::bad_alloc();
+  std::memset(p, 0, bytes);
+  return AlignedArray<T>(static_cast<T*>(p));
+}
+
+enum class WEnc : uint8_t { Offset, TopRaw };
+
+// Prepacked weights of one conv / fc layer (see the scheme above).
+struct PackedB {
+  int bits = 8;     // 2, 4, 8
+  int lanes = 16;   // output channels per block (16: zmm, 8: ymm)
+  int nb_max = 4;   // blocks per panel
+  int kgroup = 4;   // reduction values per 32-bit lane: 32 / bits
+  int fields = 1;   // bit fields per byte: 8 / bits
+  WEnc enc = WEnc::Offset;
+  int64_t K = 0, Kp = 0;  // Kp: K rounded up to a multiple of kgroup
+  int64_t OC = 0, OCp = 0, nblocks = 0, npanels = 0;
+  int64_t ngroups = 0;        // Kp / kgroup
+  int64_t panel_stride = 0;   // bytes of a full panel; panel p starts at p * panel_stride
+  size_t bytes = 0;           // bytes of packed data
+  AlignedArray<uint8_t> data;
+  std::vector<int32_t> wsum;  // per output channel (OCp): sum_k w (true values)
+
+  int32_t offset() const { return bits < 8 ? (1 << (bits - 1)) : 0; }
+  int panel_blocks(int64_t p) const {
+    const int64_t left = nblocks - p * nb_max;
+    return static_cast<int>(left < nb_max ? left : nb_max);
+  }
+  const uint8_t* panel(int64_t p) const { return data.get() + p * panel_stride; }
+  // True when reduction position k (0 <= k < Kp) is offset-encoded.
+  bool offset_position(int64_t k) const {
+    if (bits == 8) return false;
+    if (enc == WEnc::Offset) return true;
+    return (k % kgroup) < 4 * (fields - 1);
+  }
+};
+
+// rows: OC rows of the model's packed weights (row_bytes = packed_row_bytes(K, bits)).
+// rows: OC rows of the model's packed weights at src_bits (row_bytes =
+// packed_row_bytes(K, src_bits)); packed at `bits` >= src_bits (an 8-bit kernel
+// runs 2/4-bit weights widened to int8).
+PackedB pack_weights(const uint8_t* rows, size_t row_bytes, int src_bits, int64_t OC, int64_t K, int bits,
+                     int lanes, int nb_max, WEnc enc);
+
+enum class OutKind : uint8_t { U8, S8, U16, S16, F32 };
+
+// Everything after the dot product: corrections, bias, requantization, clamp,
+// activation and the store, per output channel (arrays padded to OCp).
+struct Epilogue {
+  OutKind kind = OutKind::U8;
+  int64_t OC = 0;
+  // -128 * wsum (signed input) + bias_q (integer out, when !wide), wrapping int32.
+  AlignedArray<int32_t> colterm;
+  // wide: |acc| + |bias| may exceed int32; the epilogue then adds bias64 in
+  // 64 bits (scalar path), exactly as the reference does.
+  bool wide = false;
+  std::vector<int64_t> bias64;
+  AlignedArray<int64_t> mult;     // requant multiplier m (integer out)
+  AlignedArray<int64_t> round;    // 2^(s-1) or 0
+  AlignedArray<int64_t> shift;    // s
+  int64_t lo = 0, hi = 0;
+  // Float output (as the reference): out = act(float(double(acc) * mul[oc] + double(bias_f[oc]))),
+  // mul[oc] = double(s_w[oc]) * double(s_in).
+  std::vector<double> mul;
+  std::vector<float> bias_f;
+  Activation act = Activation::None;
+};
+
+// Builds the epilogue of an integer conv / fc (K values per row, weights at
+// wbits). wsum from the packed weights. Validates scales and biases.
+Epilogue make_epilogue(int64_t OC, int64_t OCp, int64_t K, int wbits, const Weights& w, const QuantInfo& in,
+                       const QuantInfo& out, Activation act, const std::vector<int32_t>& wsum,
+                       const std::string& who);
+
+// One call of the GEMM driver: rows [0, M) of A against panels [p0, p1).
+struct GemmCall {
+  const PackedB* B = nullptr;
+  const Epilogue* E = nullptr;
+  const uint8_t* A = nullptr;
+  int64_t lda = 0;
+  const int32_t* rowcorr = nullptr;  // M values
+  int64_t M = 0;
+  void* out = nullptr;  // row m, channel oc at element m * ldo + oc
+  int64_t ldo = 0;
+  int64_t p0 = 0, p1 = 0;
+};
+
+// ISA entry points (defined only in their own translation units).
+void gemm_avx512vnni(const GemmCall& c);
+void gemm_avx2(const GemmCall& c);
+// rowcorr[m] = B.offset() * sum of A[m][k] over offset positions k < Kp.
+void rowcorr_avx512(const PackedB& B, const uint8_t* A, int64_t lda, int64_t M, int32_t* rowcorr);
+void rowcorr_avx2(const PackedB& B, const uint8_t* A, int64_t lda, int64_t M, int32_t* rowcorr);
+
+// Epilogue of M full rows of OC int32 accumulators (row stride OC) into `out`
+// (row stride OC), rows split over the pool. No row corrections.
+void epilogue_rows_avx512(const int32_t* acc, int64_t M, const Epilogue& E, void* out, ThreadPool* pool);
+
+// Shared scalar epilogue of one row segment (float output, and tails).
+void epilogue_row_scalar(const int32_t* acc, int64_t oc0, int64_t n, int32_t rowcorr, const Epilogue& E,
+                         void* out_row);
+
+size_t out_elem_bytes(OutKind k);
+
+}  // namespace bbits::kernels::simd

@@ -1,0 +1,322 @@
+// bbits SIMD kernels — portable drivers (im2col, threading, validation), cost
+// model and the registration into the kernel table. Compiled without ISA
+// flags: every ISA-specific call goes through the entry points of
+// simd_internal.h and is reached only for kernels whose supports() checked
+// the CPU.
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+
+#include "bbits/kernels/cpu.h"
+#include "bbits/kernels/simd.h"
+#include "bbits/kernels/thread_pool.h"
+#include "simd_internal.h"
+#include "simd_registry.h"
+
+namespace bbits::kernels {
+namespace simd {
+
+bool cpu_has(Isa isa) { return isa_at_most(isa, max_supported_isa(cpu_features())); }
+
+namespace {
+
+size_t round64(size_t n) { return (n + 63) / 64 * 64; }
+
+ConvDesc fc_as_conv(const FcDesc& f) {
+  ConvDesc c;
+  c.N = f.N;
+  c.H = c.W = 1;
+  c.C = f.K;
+  c.OC = f.OC;
+  c.KH = c.KW = 1;
+  c.wbits = f.wbits;
+  c.in = f.in;
+  c.out = f.out;
+  c.activation = f.activation;
+  return c;
+}
+
+// ---- cost-model rates ---------------------------------------------------------
+struct Rates {
+  std::mutex mu;
+  std::map<std::string, double, std::less<>> defaults, calibrated;
+};
+Rates& rates() {
+  static Rates r;
+  return r;
+}
+
+double rate_of(std::string_view name) {
+  Rates& r = rates();
+  std::lock_guard<std::mutex> lock(r.mu);
+  if (auto it = r.calibrated.find(name); it != r.calibrated.end()) return it->second;
+  if (auto it = r.defaults.find(name); it != r.defaults.end()) return it->second;
+  return 0.0;
+}
+
+// ---- integer GEMM conv / fc ------------------------------------------------------
+// The limits of the GEMM kernels: integer weights at <= 8 bits, integer input
+// at <= 8 bits (one byte), groups == 1, the reference's int32 accumulation, and
+// K <= 65536 (the in-place field accumulators of the GEMV stay below 2^31).
+bool gemm_supports_conv(const ConvDesc& c, int kbits) {
+  if (c.wbits != 2 && c.wbits != 4 && c.wbits != 8) return false;
+  if (c.wbits > kbits) return false;
+  if (kbits < 8 && c.wbits != kbits) return false;
+  if (!(c.in.bits == 2 || c.in.bits == 4 || c.in.bits == 8)) return false;
+  if (!(c.out.bits == 2 || c.out.bits == 4 || c.out.bits == 8 || c.out.bits == 16 || c.out.bits == 32)) return false;
+  if (c.groups != 1) return false;
+  const int64_t K = c.K();
+  if (K <= 0 || K > 65536) return false;
+  const double wmax = static_cast<double>(qmax(c.wbits, true));
+  const double imax = static_cast<double>(std::max(-qmin(c.in.bits, c.in.is_signed), qmax(c.in.bits, c.in.is_signed)));
+  return wmax * imax * static_cast<double>(K) < 2147483647.0;
+}
+
+class GemmConv final : public Kernel {
+ public:
+  GemmConv(std::string name, Isa isa, int kbits, const ConvDesc& d, const Weights& w)
+      : name_(std::move(name)), isa_(isa), d_(d) {
+    check_desc(d_);
+    if (!gemm_supports_conv(d_, kbits)) throw std::invalid_argument(name_ + ": cannot run " + describe(d_));
+    if (!cpu_has(isa_)) throw std::invalid_argument(name_ + ": this CPU lacks " + std::string(isa_name(isa_)));
+    OH_ = d_.out_h();
+    OW_ = d_.out_w();
+    M_ = d_.N * OH_ * OW_;
+    K_ = d_.K();
+    const size_t row = packed_row_bytes(K_, d_.wbits);
+    const size_t need = row * static_cast<size_t>(d_.OC);
+    if (w.data == nullptr || w.size < need)
+      throw std::invalid_argument(name_ + ": weights hold " + std::to_string(w.size) + " bytes, " +
+                                  std::to_string(need) + " needed for " + std::to_string(d_.OC) + " rows of " +
+                                  std::to_string(K_) + " values at " + std::to_string(d_.wbits) + " bits");
+    const bool vnni = isa_ == Isa::AVX512_VNNI;
+    const WEnc enc = vnni && M_ <= 2 ? WEnc::TopRaw : WEnc::Offset;
+    B_ = pack_weights(w.data, row, d_.wbits, d_.OC, K_, kbits, vnni ? 16 : 8, 4, enc);
+    E_ = make_epilogue(d_.OC, B_.OCp, K_, d_.wbits, w, d_.in, d_.out, d_.activation, B_.wsum, name_);
+    direct_ = d_.KH == 1 && d_.KW == 1 && d_.stride_h == 1 && d_.stride_w == 1 && d_.pad_top == 0 &&
+              d_.pad_left == 0 && d_.pad_bottom == 0 && d_.pad_right == 0 && !d_.in.is_signed && d_.C == B_.Kp;
+    // Rows per block: the block of A (MB x Kp bytes) stays in L2 next to a weight panel.
+    MB_ = std::clamp<int64_t>((96 * 1024 / B_.Kp) / 4 * 4, 4, 256);
+    MB_ = std::min<int64_t>(MB_, (M_ + 3) / 4 * 4);
+  }
+
+  std::string_view name() const override { return name_; }
+
+  size_t scratch_bytes(int num_threads) const override {
+    return static_cast<size_t>(std::max(1, num_threads)) * block_bytes();
+  }
+
+  void run(const KernelArgs& args, ThreadPool* pool) const override {
+    if (args.inputs.size() != 1)
+      throw std::invalid_argument(name_ + ": expected 1 input, got " + std::to_string(args.inputs.size()));
+    const int threads = pool ? std::max(1, pool->num_threads()) : 1;
+    if (args.inputs[0] == nullptr || args.output == nullptr)
+      throw std::invalid_argument(name_ + ": null input or output");
+    if (args.scratch_size < scratch_bytes(threads) || (args.scratch == nullptr && scratch_bytes(threads) > 0))
+      throw std::invalid_argument(name_ + ": scratch of " + std::to_string(args.scratch_size) + " bytes, " +
+                                  std::to_string(scratch_bytes(threads)) + " needed");
+    const auto* in = static_cast<const uint8_t*>(args.inputs[0]);
+    auto* out = static_cast<uint8_t*>(args.output);
+    auto* scratch = static_cast<uint8_t*>(args.scratch);
+    const int64_t nrb = (M_ + MB_ - 1) / MB_;
+    int64_t npg = 1;
+    if (threads > 1 && nrb < 2 * threads) npg = std::min<int64_t>(B_.npanels, (2 * threads + nrb - 1) / nrb);
+    const size_t esz = out_elem_bytes(E_.kind);
+    parallel_for(pool, nrb * npg, [&](int64_t begin, int64_t end, int t) {
+      uint8_t* A = scratch + static_cast<size_t>(t) * block_bytes();
+      auto* rc = reinterpret_cast<int32_t*>(A + round64(static_cast<size_t>(MB_ * B_.Kp)));
+      for (int64_t it = begin; it < end; ++it) {
+        const int64_t rb = it / npg, pg = it % npg;
+        const int64_t m0 = rb * MB_, mb = std::min(MB_, M_ - m0);
+        GemmCall c;
+        c.B = &B_;
+        c.E = &E_;
+        if (direct_) {
+          c.A = in + m0 * d_.C;
+          c.lda = d_.C;
+        } else {
+          im2col(in, m0, mb, A);
+          c.A = A;
+          c.lda = B_.Kp;
+        }
+        if (isa_ == Isa::AVX512_VNNI) rowcorr_avx512(B_, c.A, c.lda, mb, rc);
+        else rowcorr_avx2(B_, c.A, c.lda, mb, rc);
+        c.rowcorr = rc;
+        c.M = mb;
+        c.out = out + static_cast<size_t>(m0 * d_.OC) * esz;
+        c.ldo = d_.OC;
+        c.p0 = pg * B_.npanels / npg;
+        c.p1 = (pg + 1) * B_.npanels / npg;
+        if (c.p0 >= c.p1) continue;
+        if (isa_ == Isa::AVX512_VNNI) gemm_avx512vnni(c);
+        else gemm_avx2(c);
+      }
+    });
+  }
+
+ private:
+  size_t block_bytes() const {
+    return round64(static_cast<size_t>(MB_ * B_.Kp)) + round64(static_cast<size_t>(MB_) * 4) + 64;
+  }
+
+  // Rows [m0, m0 + mb) of the im2col matrix (kh, kw, ci order), unsigned
+  // (signed input + 128), spatial padding = the value 0, zero past K.
+  void im2col(const uint8_t* in, int64_t m0, int64_t mb, uint8_t* A) const {
+    const ConvDesc& d = d_;
+    const bool sgn = d.in.is_signed;
+    const uint8_t pad = sgn ? 0x80 : 0x00;
+    const int64_t C = d.C;
+    for (int64_t r = 0; r < mb; ++r) {
+      const int64_t m = m0 + r;
+      const int64_t n = m / (OH_ * OW_), rem = m % (OH_ * OW_);
+      const int64_t oh = rem / OW_, ow = rem % OW_;
+      uint8_t* dst = A + r * B_.Kp;
+      int64_t k = 0;
+      for (int64_t kh = 0; kh < d.KH; ++kh) {
+        const int64_t ih = oh * d.stride_h - d.pad_top + kh * d.dilation_h;
+        for (int64_t kw = 0; kw < d.KW; ++kw) {
+          const int64_t iw = ow * d.stride_w - d.pad_left + kw * d.dilation_w;
+          if (ih < 0 || ih >= d.H || iw < 0 || iw >= d.W) {
+            std::memset(dst + k, pad, static_cast<size_t>(C));
+          } else {
+            const uint8_t* src = in + ((n * d.H + ih) * d.W + iw) * C;
+            if (sgn) {
+              for (int64_t c = 0; c < C; ++c) dst[k + c] = static_cast<uint8_t>(src[c] ^ 0x80u);
+            } else {
+              std::memcpy(dst + k, src, static_cast<size_t>(C));
+            }
+          }
+          k += C;
+        }
+      }
+      if (B_.Kp > k) std::memset(dst + k, 0, static_cast<size_t>(B_.Kp - k));
+    }
+  }
+
+  std::string name_;
+  Isa isa_;
+  ConvDesc d_;
+  int64_t OH_ = 0, OW_ = 0, M_ = 0, K_ = 0, MB_ = 4;
+  bool direct_ = false;
+  PackedB B_;
+  Epilogue E_;
+};
+
+std::string isa_tag(Isa isa) { return isa == Isa::AVX512_VNNI ? "avx512vnni" : "avx2"; }
+
+// Default MAC rates (MACs per ns, one thread, Zen 4 at ~3.7 GHz), measured with
+// bench/kernels (bbits-bench-kernels) on compute-bound shapes.
+double default_gemm_rate(Isa isa, int kbits) {
+  if (isa == Isa::AVX512_VNNI) return kbits == 8 ? 110.0 : kbits == 4 ? 85.0 : 70.0;
+  return kbits == 8 ? 22.0 : kbits == 4 ? 30.0 : 24.0;
+}
+// Single-thread weight streaming rate (bytes per ns) when the weights come from
+// memory (working set beyond L2); roughly the measured read bandwidth.
+constexpr double kWeightBytesPerNs = 25.0;
+constexpr double kGemvOverheadNs = 300.0;
+
+double gemm_cost(const std::string& name, Isa isa, int kbits, const ConvDesc& c) {
+  const double rate = std::max(1e-3, rate_of(name));
+  const double macs = static_cast<double>(c.macs());
+  const double wbytes = static_cast<double>(c.OC) * static_cast<double>(packed_row_bytes(c.K(), kbits));
+  const double m = static_cast<double>(c.N * c.out_h() * c.out_w());
+  // GEMV-like layers (few rows) stream every weight byte once per row block;
+  // GEMM layers reuse weights from cache and are bounded by the MAC rate.
+  const double stream = m <= 8.0 ? wbytes * m / kWeightBytesPerNs : wbytes / kWeightBytesPerNs;
+  const double im2col = (c.KH * c.KW > 1 || c.in.is_signed) ? m * static_cast<double>(c.K()) / 8.0 : 0.0;
+  (void)isa;
+  return std::max(macs / rate, stream) + im2col + kGemvOverheadNs;
+}
+
+void add_gemm(std::vector<KernelInfo>& t, OpKind op, int kbits, Isa isa) {
+  KernelInfo k;
+  const char* opn = op == OpKind::Conv2D ? "conv2d" : "fc";
+  const std::string tile = isa == Isa::AVX512_VNNI ? "4x64" : "2x32";
+  k.name = std::string(opn) + "_w" + std::to_string(kbits) + "a8_u8s" + std::to_string(kbits) + "_" + isa_tag(isa) +
+           "_" + tile;
+  k.op = op;
+  k.weight_bits = kbits;
+  k.act_bits = 8;
+  k.isa = isa;
+  {
+    Rates& r = rates();
+    std::lock_guard<std::mutex> lock(r.mu);
+    r.defaults[k.name] = default_gemm_rate(isa, kbits);
+  }
+  k.supports = [op, kbits, isa](const OpDesc& d) {
+    if (!cpu_has(isa)) return false;
+    if (op == OpKind::Conv2D) {
+      const auto* c = std::get_if<ConvDesc>(&d);
+      return c && gemm_supports_conv(*c, kbits);
+    }
+    const auto* f = std::get_if<FcDesc>(&d);
+    return f && gemm_supports_conv(fc_as_conv(*f), kbits);
+  };
+  k.cost_ns = [name = k.name, op, kbits, isa](const OpDesc& d) {
+    if (op == OpKind::Conv2D) return gemm_cost(name, isa, kbits, std::get<ConvDesc>(d));
+    return gemm_cost(name, isa, kbits, fc_as_conv(std::get<FcDesc>(d)));
+  };
+  k.create = [name = k.name, op, kbits, isa](const OpDesc& d, const Weights& w) -> std::unique_ptr<Kernel> {
+    if (op == OpKind::Conv2D) {
+      const auto* c = std::get_if<ConvDesc>(&d);
+      if (!c) throw std::invalid_argument(name + ": not a conv2d: " + describe(d));
+      return std::make_unique<GemmConv>(name, isa, kbits, *c, w);
+    }
+    const auto* f = std::get_if<FcDesc>(&d);
+    if (!f) throw std::invalid_argument(name + ": not a fully connected layer: " + describe(d));
+    check_desc(d);
+    return std::make_unique<GemmConv>(name, isa, kbits, fc_as_conv(*f), w);
+  };
+  if (isa == Isa::AVX512_VNNI) {
+    k.note = kbits == 8 ? "vpdpbusd int8 GEMM/GEMV; also runs 2/4-bit weights widened to int8"
+                        : "packed " + std::to_string(kbits) +
+                              "-bit weights unpacked in registers (mask/shift) into vpdpbusd";
+  } else {
+    k.note = kbits == 8 ? "AVX2 vpmaddubsw/vpmaddwd int8 GEMM (split activations, exact); also runs 2/4-bit weights"
+                        : "AVX2 packed " + std::to_string(kbits) + "-bit weights unpacked into vpmaddubsw";
+  }
+  t.push_back(std::move(k));
+}
+
+}  // namespace
+}  // namespace simd
+
+void register_simd_kernels(std::vector<KernelInfo>& table) {
+  for (Isa isa : {Isa::AVX512_VNNI, Isa::AVX2})
+    for (int kbits : {8, 4, 2}) {
+      simd::add_gemm(table, OpKind::FullyConnected, kbits, isa);
+      simd::add_gemm(table, OpKind::Conv2D, kbits, isa);
+    }
+  simd::register_extra_kernels(table);
+}
+
+void set_simd_kernel_rate(std::string_view kernel_name, double macs_per_ns) {
+  simd::Rates& r = simd::rates();
+  std::lock_guard<std::mutex> lock(r.mu);
+  if (macs_per_ns > 0.0 && std::isfinite(macs_per_ns)) r.calibrated[std::string(kernel_name)] = macs_per_ns;
+  else r.calibrated.erase(std::string(kernel_name));
+}
+
+double simd_kernel_rate(std::string_view kernel_name) { return simd::rate_of(kernel_name); }
+
+std::vector<std::string> simd_kernel_names() {
+  simd::Rates& r = simd::rates();
+  std::lock_guard<std::mutex> lock(r.mu);
+  std::vector<std::string> names;
+  for (const auto& [k, v] : r.defaults) names.push_back(k);
+  return names;
+}
+
+namespace simd {
+void set_default_rate(const std::string& name, double macs_per_ns) {
+  Rates& r = rates();
+  std::lock_guard<std::mutex> lock(r.mu);
+  r.defaults[name] = macs_per_ns;
+}
+double kernel_rate(std::string_view name) { return rate_of(name); }
+}  // namespace simd
+
+}  // namespace bbits::kernels
