@@ -1,0 +1,92 @@
+// bbits training — a quantized network built from a Graph (LibTorch).
+// Each conv2d/linear node is a QLayer: (BN-folded) weight through its weight
+// quantizer, conv/linear plus float bias, activation, output through its
+// activation quantizer. The input is quantized at 8 bits.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/nn/module.h>
+
+#include "bbits/training/graph.h"
+#include "bbits/training/quantizer.h"
+#include "bbits/training/safetensors.h"
+
+namespace bbits::train {
+
+// How the quantizers of a network are set up (from the training mode).
+struct QuantSetup {
+  bool enabled = true;            // false: float network (quantizers pass through)
+  bool learn_bit_gates = true;
+  int weight_bits = 8, act_bits = 8;  // when !learn_bit_gates
+  bool learn_prune_gates = true;  // z2 gates for nodes with prune
+  bool learn_ranges = true;
+  double gate_init = 6.0;
+};
+
+class QLayer : public torch::nn::Module {
+ public:
+  QLayer(const Node& node, const QuantSetup& q);
+  at::Tensor forward(const at::Tensor& x);
+  // Weight and bias with BN folded (running statistics in eval, batch statistics in training).
+  std::pair<at::Tensor, at::Tensor> folded(const at::Tensor& x);
+
+  Node node;
+  at::Tensor weight, bias;
+  at::Tensor bn_weight, bn_bias, running_mean, running_var;
+  std::shared_ptr<BBQuantizer> wq, aq;
+  double bn_momentum = 0.1;
+
+ private:
+  at::Tensor run(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const;
+};
+
+class Net : public torch::nn::Module {
+ public:
+  Net(Graph graph, const QuantSetup& q);
+
+  at::Tensor forward(const at::Tensor& x);  // x: preprocessed N,C,H,W float
+  at::Tensor regularizer() const;           // sum over regularized quantizers
+
+  const Graph& graph() const { return graph_; }
+  // Every quantizer with its checkpoint prefix ("features.0.wq", "features.0.aq", "input.aq").
+  std::vector<std::pair<std::string, std::shared_ptr<BBQuantizer>>> quantizers() const;
+  std::shared_ptr<QLayer> layer(const std::string& name) const;  // nullptr when not a weight layer
+  std::shared_ptr<BBQuantizer> input_quantizer() const { return input_q_; }
+
+  std::vector<at::Tensor> weight_parameters() const;  // weights, biases, BN affine
+  std::vector<at::Tensor> gate_parameters() const;
+  std::vector<at::Tensor> range_parameters() const;
+  void set_weights_trainable(bool on);
+
+  // Checkpoint tensors in the contract's names (docs/CHECKPOINT.md).
+  std::vector<NamedTensor> export_tensors() const;
+  // Loads the named tensors; every expected tensor must be present with its
+  // shape, and no unknown tensor may be present. Marks all ranges initialised.
+  void import_tensors(const Checkpoint& ck);
+  // Copies only weights/biases/BN (post-training from a float checkpoint).
+  void import_weights(const Checkpoint& ck);
+
+  // Calibrate ranges: reset every quantizer and run one eval forward on `x`,
+  // each quantizer taking its range from the data it sees.
+  void calibrate(const at::Tensor& x);
+
+  // Test-time decisions for the cost report.
+  std::map<std::string, int> weight_bits() const;
+  std::map<std::string, int> act_bits() const;
+  std::map<std::string, std::vector<bool>> keep_masks() const;
+
+ private:
+  Graph graph_;
+  std::vector<std::shared_ptr<QLayer>> layers_;          // per node (nullptr for non-weight ops)
+  std::vector<std::shared_ptr<BBQuantizer>> node_aq_;    // add/relu nodes with act_quant
+  std::shared_ptr<BBQuantizer> input_q_;
+};
+
+// Preprocess uint8 images (N x C x H x W) with the graph's input spec.
+at::Tensor preprocess(const uint8_t* pixels, int64_t n, const InputSpec& in);
+
+}  // namespace bbits::train

@@ -1,0 +1,482 @@
+// The trainer: data, modes, optimisers, epochs, logs, checkpoints.
+#include "bbits/training/trainer.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/autograd.h>
+#include <torch/optim/adam.h>
+#include <torch/optim/sgd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <mutex>
+#include <random>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "bbits/training/cost.h"
+#include "bbits/training/dataset.h"
+#include "bbits/training/network.h"
+#include "bbits/format/quant.h"
+
+namespace bbits::train {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+const char* mode_name(Mode m) {
+  switch (m) {
+    case Mode::BayesianBits: return "bayesian-bits";
+    case Mode::PostTraining: return "post-training";
+    case Mode::QuantOnly: return "quant-only";
+    case Mode::PruneOnly: return "prune-only";
+    case Mode::Fixed: return "fixed";
+    case Mode::Float: return "float";
+  }
+  return "?";
+}
+
+Mode mode_from_name(const std::string& s) {
+  for (Mode m : {Mode::BayesianBits, Mode::PostTraining, Mode::QuantOnly, Mode::PruneOnly, Mode::Fixed, Mode::Float})
+    if (s == mode_name(m)) return m;
+  throw std::invalid_argument("unknown mode '" + s +
+                              "' (known: bayesian-bits, post-training, quant-only, prune-only, fixed, float)");
+}
+
+void set_threads(int n) {
+  if (n < 1) throw std::invalid_argument("threads must be >= 1");
+  at::set_num_threads(n);
+  static std::once_flag once;
+  std::call_once(once, [n] {
+    try {
+      at::set_num_interop_threads(n);
+    } catch (const std::exception&) {
+      // already started: keep the existing pool
+    }
+  });
+}
+
+void write_npy(const std::string& path, const std::vector<float>& data, const std::vector<int64_t>& shape) {
+  std::string dims;
+  int64_t count = 1;
+  for (auto d : shape) {
+    dims += std::to_string(d) + ", ";
+    count *= d;
+  }
+  if (count != static_cast<int64_t>(data.size())) throw std::invalid_argument("write_npy: data does not match shape");
+  if (shape.size() > 1) dims.resize(dims.size() - 2);
+  else if (!shape.empty()) dims.resize(dims.size() - 1);
+  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + dims + "), }";
+  const size_t total = 10 + header.size() + 1;
+  header.append((64 - total % 64) % 64, ' ');
+  header.push_back('\n');
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary);
+    if (!f) throw std::runtime_error("cannot open '" + tmp + "' for writing");
+    f.write("\x93NUMPY\x01\x00", 8);
+    const uint16_t hl = static_cast<uint16_t>(header.size());
+    const char hb[2] = {static_cast<char>(hl & 0xff), static_cast<char>(hl >> 8)};
+    f.write(hb, 2);
+    f.write(header.data(), static_cast<std::streamsize>(header.size()));
+    f.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size() * 4));
+    if (!f) throw std::runtime_error("cannot write '" + tmp + "'");
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+namespace {
+
+struct ModeSetup {
+  ModelOptions model;
+  QuantSetup quant;
+};
+
+std::pair<int, int> parse_fixed_bits(const std::string& s) {
+  int w = 0, a = 0;
+  char tail = 0;
+  if (std::sscanf(s.c_str(), "w%da%d%c", &w, &a, &tail) != 2 || !bbits::is_legal_act_bits(w) ||
+      !bbits::is_legal_act_bits(a))
+    throw std::invalid_argument("--bits must look like w8a8, w4a8 or w2a8 (widths 2, 4, 8, 16, 32), not '" + s + "'");
+  return {w, a};
+}
+
+ModeSetup mode_setup(const TrainConfig& c, const std::vector<int64_t>& input_shape) {
+  ModeSetup m;
+  m.model.input_shape = input_shape;
+  m.model.width = c.width;
+  m.quant.gate_init = c.gate_init;
+  switch (c.mode) {
+    case Mode::BayesianBits:
+      break;
+    case Mode::PostTraining:
+      m.quant.learn_ranges = c.learn_ranges;
+      break;
+    case Mode::QuantOnly:
+      m.model.prune = false;
+      break;
+    case Mode::PruneOnly:
+      if (c.prune_only_bits != 8 && c.prune_only_bits != 16 && c.prune_only_bits != 32)
+        throw std::invalid_argument("--prune-only-bits must be 8, 16 or 32");
+      m.quant.learn_bit_gates = false;
+      m.quant.weight_bits = m.quant.act_bits = c.prune_only_bits;
+      break;
+    case Mode::Fixed: {
+      auto [w, a] = parse_fixed_bits(c.fixed_bits);
+      m.model.prune = false;
+      m.quant.learn_bit_gates = false;
+      m.quant.weight_bits = w;
+      m.quant.act_bits = a;
+      break;
+    }
+    case Mode::Float:
+      m.model.prune = false;
+      m.quant.enabled = false;
+      m.quant.learn_bit_gates = false;
+      m.quant.weight_bits = m.quant.act_bits = 32;
+      break;
+  }
+  return m;
+}
+
+ImageSet load_split(const std::string& dataset, const std::string& dir, const std::string& split, int64_t limit) {
+  if (dataset != "fashion-mnist") throw std::invalid_argument("unknown dataset '" + dataset + "' (known: fashion-mnist)");
+  ImageSet s = load_fashion_mnist(split, dir);
+  if (limit > 0) s = take(s, limit);
+  return s;
+}
+
+// Gathers a batch of raw pixels (optionally augmented: random horizontal flip
+// and a random shift of up to 2 pixels with zero fill).
+std::vector<uint8_t> gather(const ImageSet& s, const int64_t* idx, int64_t n, bool augment, std::mt19937_64& rng) {
+  const int64_t sz = s.image_size();
+  std::vector<uint8_t> out(static_cast<size_t>(n * sz), 0);
+  std::uniform_int_distribution<int> shift(-2, 2), coin(0, 1);
+  for (int64_t i = 0; i < n; ++i) {
+    const uint8_t* src = s.pixels.data() + idx[i] * sz;
+    uint8_t* dst = out.data() + i * sz;
+    if (!augment) {
+      std::copy(src, src + sz, dst);
+      continue;
+    }
+    const bool flip = coin(rng);
+    const int dy = shift(rng), dx = shift(rng);
+    for (int64_t c = 0; c < s.channels; ++c)
+      for (int64_t y = 0; y < s.rows; ++y)
+        for (int64_t x = 0; x < s.cols; ++x) {
+          const int64_t sy = y + dy, sx0 = x + dx;
+          if (sy < 0 || sy >= s.rows || sx0 < 0 || sx0 >= s.cols) continue;
+          const int64_t sx = flip ? s.cols - 1 - sx0 : sx0;
+          dst[(c * s.rows + y) * s.cols + x] = src[(c * s.rows + sy) * s.cols + sx];
+        }
+  }
+  return out;
+}
+
+at::Tensor labels_of(const ImageSet& s, const int64_t* idx, int64_t n) {
+  auto y = at::empty({n}, at::kLong);
+  int64_t* p = y.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i) p[i] = s.labels[static_cast<size_t>(idx[i])];
+  return y;
+}
+
+// Eval-mode accuracy (and optionally logits) on a set.
+double evaluate(Net& net, const ImageSet& s, int64_t batch, std::vector<float>* logits) {
+  net.eval();
+  at::NoGradGuard ng;
+  int64_t correct = 0;
+  if (logits) logits->clear();
+  for (int64_t b = 0; b < s.count; b += batch) {
+    const int64_t n = std::min(batch, s.count - b);
+    auto x = preprocess(s.pixels.data() + b * s.image_size(), n, net.graph().input);
+    auto out = net.forward(x).contiguous();
+    auto pred = out.argmax(1);
+    const int64_t* pp = pred.data_ptr<int64_t>();
+    for (int64_t i = 0; i < n; ++i) correct += pp[i] == s.labels[static_cast<size_t>(b + i)];
+    if (logits) logits->insert(logits->end(), out.data_ptr<float>(), out.data_ptr<float>() + out.numel());
+  }
+  return s.count ? static_cast<double>(correct) / static_cast<double>(s.count) : 0.0;
+}
+
+std::string training_json(const TrainConfig& c, int epoch, double acc, double rel) {
+  json j = {{"method", mode_name(c.mode)},
+            {"mu", c.mu},
+            {"epochs", c.epochs + c.finetune_epochs},
+            {"dataset", c.dataset},
+            {"test_accuracy", acc},
+            {"relative_bops", rel},
+            {"seed", c.seed},
+            {"epoch", epoch},
+            {"finetune_epochs", c.finetune_epochs},
+            {"batch_size", c.batch_size},
+            {"lr", c.lr},
+            {"lr_gates", c.lr_gates},
+            {"lr_ranges", c.lr_ranges},
+            {"gate_init", c.gate_init}};
+  if (c.mode == Mode::Fixed) j["bits"] = c.fixed_bits;
+  if (c.mode == Mode::PruneOnly) j["prune_only_bits"] = c.prune_only_bits;
+  return j.dump();
+}
+
+void save(const Net& net, const TrainConfig& c, const std::string& path, int epoch, double acc, double rel) {
+  Checkpoint ck;
+  ck.metadata["bbits.format"] = kCheckpointFormat;
+  ck.metadata["bbits.graph"] = net.graph().to_json_string();
+  ck.metadata["bbits.training"] = training_json(c, epoch, acc, rel);
+  ck.tensors = net.export_tensors();
+  write_safetensors(path, ck);
+}
+
+void set_lr(torch::optim::Optimizer& opt, double lr) {
+  for (auto& g : opt.param_groups()) {
+    if (auto* a = dynamic_cast<torch::optim::AdamOptions*>(&g.options())) a->lr(lr);
+    else if (auto* s = dynamic_cast<torch::optim::SGDOptions*>(&g.options())) s->lr(lr);
+  }
+}
+
+// The reference's schedule: constant for the first 2/3 of the epochs, then linear to zero.
+double lr_factor(int epoch0, int epochs) {
+  const int sched = static_cast<int>((2.0 / 3.0) * epochs);
+  if (epoch0 <= sched || epochs <= sched) return 1.0;
+  return static_cast<double>(epochs - epoch0) / static_cast<double>(epochs - sched);
+}
+
+std::string bar(double frac, int width) {
+  const int n = static_cast<int>(frac * width + 0.5);
+  return std::string(static_cast<size_t>(std::clamp(n, 0, width)), '#') +
+         std::string(static_cast<size_t>(width - std::clamp(n, 0, width)), '.');
+}
+
+}  // namespace
+
+TrainResult run_training(const TrainConfig& c, std::ostream& log) {
+  set_threads(c.threads);
+  at::manual_seed(c.seed);
+  std::mt19937_64 rng(c.seed);
+  if (c.epochs < 0 || c.finetune_epochs < 0) throw std::invalid_argument("epochs must be >= 0");
+  if (c.batch_size < 1) throw std::invalid_argument("batch size must be >= 1");
+  if (c.mu < 0) throw std::invalid_argument("mu must be >= 0");
+  if (c.mode == Mode::PostTraining && c.init.empty() && c.resume.empty())
+    throw std::invalid_argument("--mode post-training needs --init FLOAT_CHECKPOINT");
+
+  const ImageSet train = load_split(c.dataset, c.data_dir, "train", c.train_limit);
+  const ImageSet test = load_split(c.dataset, c.data_dir, "test", c.test_limit);
+  const std::vector<int64_t> input_shape{train.channels, train.rows, train.cols};
+  ModeSetup ms = mode_setup(c, input_shape);
+  Graph graph = build_model(c.model, ms.model);
+  Net net(graph, ms.quant);
+
+  int start_epoch = 0;  // completed epochs
+  if (!c.resume.empty()) {
+    Checkpoint ck = read_safetensors(c.resume);
+    check_contract_metadata(ck, "checkpoint '" + c.resume + "'");
+    const Graph g2 = Graph::from_json_string(ck.metadata.at("bbits.graph"));
+    if (g2.to_json() != graph.to_json())
+      throw std::invalid_argument("--resume: checkpoint graph (model '" + g2.model + "') does not match --model " +
+                                  c.model + " in mode " + mode_name(c.mode));
+    const json tj = json::parse(ck.metadata.at("bbits.training"));
+    if (tj.value("method", "") != mode_name(c.mode))
+      throw std::invalid_argument("--resume: checkpoint was trained with mode '" + tj.value("method", "?") +
+                                  "', not " + mode_name(c.mode));
+    net.import_tensors(ck);
+    start_epoch = tj.value("epoch", 0);
+    log << fmt::format("resumed from {} after epoch {}\n", c.resume, start_epoch);
+  } else {
+    if (c.mode == Mode::PostTraining) {
+      Checkpoint ck = read_safetensors(c.init);
+      check_contract_metadata(ck, "checkpoint '" + c.init + "'");
+      net.import_weights(ck);
+      log << fmt::format("weights from {}\n", c.init);
+    }
+    // Ranges from data, on a real calibration batch of random training images.
+    const int64_t nc = std::min<int64_t>(c.calib_images, train.count);
+    std::vector<int64_t> idx(static_cast<size_t>(train.count));
+    for (int64_t i = 0; i < train.count; ++i) idx[static_cast<size_t>(i)] = i;
+    std::shuffle(idx.begin(), idx.end(), rng);
+    auto px = gather(train, idx.data(), nc, false, rng);
+    net.calibrate(preprocess(px.data(), nc, graph.input));
+  }
+  if (c.mode == Mode::PostTraining) net.set_weights_trainable(false);
+
+  std::filesystem::create_directories(c.out);
+  const std::string log_csv = c.out + "/log.csv", bits_csv = c.out + "/bits.csv";
+  if (start_epoch == 0) {
+    std::ofstream(log_csv) << "epoch,loss,ce,reg,train_acc,test_acc,rel_bops,seconds,phase\n";
+    std::ofstream(bits_csv) << "epoch,quantizer,bits,kept,total,x_max\n";
+  }
+
+  const int total_epochs = c.epochs + c.finetune_epochs;
+  const bool tty = c.progress && isatty(fileno(stderr));
+  TrainResult result;
+  double secs_sum = 0;
+  int secs_n = 0;
+
+  std::unique_ptr<torch::optim::Optimizer> opt_w, opt_g, opt_r;
+  auto make_optimizers = [&](bool gates) {
+    opt_w.reset();
+    opt_g.reset();
+    opt_r.reset();
+    auto w = net.weight_parameters();
+    if (!w.empty()) {
+      if (c.optimizer == "adam")
+        opt_w = std::make_unique<torch::optim::Adam>(w, torch::optim::AdamOptions(c.lr).weight_decay(c.weight_decay));
+      else if (c.optimizer == "sgd")
+        opt_w = std::make_unique<torch::optim::SGD>(
+            w, torch::optim::SGDOptions(c.lr).momentum(0.9).nesterov(true).weight_decay(c.weight_decay));
+      else
+        throw std::invalid_argument("--optimizer must be adam or sgd");
+    }
+    auto g = net.gate_parameters();
+    if (gates && !g.empty()) opt_g = std::make_unique<torch::optim::Adam>(g, torch::optim::AdamOptions(c.lr_gates));
+    auto r = net.range_parameters();
+    if (!r.empty()) opt_r = std::make_unique<torch::optim::Adam>(r, torch::optim::AdamOptions(c.lr_ranges));
+  };
+
+  bool finetuning = false;
+  auto enter_finetune = [&] {
+    for (auto& [name, q] : net.quantizers()) {
+      q->freeze_gates();
+      q->regularized = false;
+    }
+    finetuning = true;
+    make_optimizers(false);
+    log << "gates frozen at their test-time decisions; fine-tuning weights and ranges\n";
+  };
+  if (start_epoch >= c.epochs && c.finetune_epochs > 0 && start_epoch < total_epochs) enter_finetune();
+  else make_optimizers(true);
+
+  std::vector<int64_t> order(static_cast<size_t>(train.count));
+  for (int64_t i = 0; i < train.count; ++i) order[static_cast<size_t>(i)] = i;
+  const double mu = (c.mode == Mode::Fixed || c.mode == Mode::Float) ? 0.0 : c.mu;
+
+  for (int epoch = start_epoch; epoch < total_epochs; ++epoch) {
+    if (epoch == c.epochs && !finetuning) enter_finetune();
+    const int phase_epoch = finetuning ? epoch - c.epochs : epoch;
+    const int phase_len = finetuning ? c.finetune_epochs : c.epochs;
+    if (opt_w) set_lr(*opt_w, c.lr * lr_factor(phase_epoch, phase_len));
+    std::shuffle(order.begin(), order.end(), rng);
+    net.train();
+    const auto t0 = Clock::now();
+    auto last_print = t0;
+    double sum_loss = 0, sum_ce = 0, sum_reg = 0;
+    int64_t seen = 0, correct = 0, steps = 0;
+    for (int64_t b = 0; b < train.count; b += c.batch_size) {
+      const int64_t n = std::min(c.batch_size, train.count - b);
+      auto px = gather(train, order.data() + b, n, c.augment, rng);
+      auto x = preprocess(px.data(), n, graph.input);
+      auto y = labels_of(train, order.data() + b, n);
+      auto logits = net.forward(x);
+      auto ce = at::cross_entropy_loss(logits, y);
+      at::Tensor reg = (!finetuning && mu > 0) ? net.regularizer() : at::zeros({}, at::kFloat);
+      auto loss = ce + mu * reg;
+      if (opt_w) opt_w->zero_grad();
+      if (opt_g) opt_g->zero_grad();
+      if (opt_r) opt_r->zero_grad();
+      loss.backward();
+      if (opt_w) opt_w->step();
+      if (opt_g) opt_g->step();
+      if (opt_r) {
+        opt_r->step();
+        at::NoGradGuard ng;
+        for (auto& r : net.range_parameters()) r.clamp_min_(1e-6);
+      }
+      const double lv = loss.item<double>();
+      if (!std::isfinite(lv)) throw std::runtime_error(fmt::format("loss became {} at epoch {}: lower the learning rates", lv, epoch + 1));
+      sum_loss += lv * n;
+      sum_ce += ce.item<double>() * n;
+      sum_reg += reg.item<double>() * n;
+      correct += (logits.argmax(1) == y).sum().item<int64_t>();
+      seen += n;
+      ++steps;
+      const auto now = Clock::now();
+      if (c.progress && (std::chrono::duration<double>(now - last_print).count() > (tty ? 0.2 : 15.0) || seen == train.count)) {
+        last_print = now;
+        const double el = std::chrono::duration<double>(now - t0).count();
+        const double frac = static_cast<double>(seen) / static_cast<double>(train.count);
+        std::string line = fmt::format("epoch {:>3}/{} [{}] {:5.1f}% loss {:.4f} ce {:.4f} reg {:.4f} acc {:.4f} {:.0f} img/s",
+                                       epoch + 1, total_epochs, bar(frac, 24), 100 * frac, sum_loss / seen, sum_ce / seen,
+                                       sum_reg / seen, static_cast<double>(correct) / seen, seen / std::max(el, 1e-9));
+        if (tty) std::cerr << "\r" << line << std::flush;
+        else std::cerr << line << "\n";
+      }
+    }
+    if (tty && c.progress) std::cerr << "\n";
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    EpochResult er;
+    er.epoch = epoch + 1;
+    er.loss = sum_loss / std::max<int64_t>(seen, 1);
+    er.ce = sum_ce / std::max<int64_t>(seen, 1);
+    er.reg = sum_reg / std::max<int64_t>(seen, 1);
+    er.train_acc = static_cast<double>(correct) / std::max<int64_t>(seen, 1);
+    er.seconds = secs;
+    er.test_acc = evaluate(net, test, 1000, nullptr);
+    const CostReport cr = compute_costs(graph, net.weight_bits(), net.act_bits(), net.keep_masks());
+    er.rel_bops = cr.relative;
+    result.epochs.push_back(er);
+    secs_sum += secs;
+    ++secs_n;
+    log << fmt::format("epoch {}/{}{}: loss {:.4f} ce {:.4f} reg {:.4f} train_acc {:.4f} test_acc {:.4f} rel_bops {:.4f}% ({:.1f} s)\n",
+                       er.epoch, total_epochs, finetuning ? " (fine-tune)" : "", er.loss, er.ce, er.reg, er.train_acc,
+                       er.test_acc, 100 * er.rel_bops, secs)
+        << std::flush;
+    {
+      std::ofstream f(log_csv, std::ios::app);
+      f << fmt::format("{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.8f},{:.2f},{}\n", er.epoch, er.loss, er.ce, er.reg,
+                       er.train_acc, er.test_acc, er.rel_bops, secs, finetuning ? "finetune" : "train");
+      std::ofstream fb(bits_csv, std::ios::app);
+      for (const auto& [name, q] : net.quantizers()) {
+        const auto k = q->keep();
+        const int64_t kept = k.empty() ? -1 : std::count(k.begin(), k.end(), true);
+        fb << fmt::format("{},{},{},{},{},{:.6g}\n", er.epoch, name, q->enabled() ? q->bits() : 32,
+                          k.empty() ? std::string("") : std::to_string(kept),
+                          k.empty() ? std::string("") : std::to_string(k.size()), q->range());
+      }
+    }
+    if (c.save_epochs) save(net, c, c.out + "/epoch-" + std::to_string(er.epoch) + ".safetensors", er.epoch, er.test_acc, er.rel_bops);
+    result.test_accuracy = er.test_acc;
+    result.relative_bops = er.rel_bops;
+  }
+
+  if (result.epochs.empty()) {  // nothing to train (e.g. resumed at the end): evaluate as is
+    result.test_accuracy = evaluate(net, test, 1000, nullptr);
+    result.relative_bops = compute_costs(graph, net.weight_bits(), net.act_bits(), net.keep_masks()).relative;
+  }
+  result.seconds_per_epoch = secs_n ? secs_sum / secs_n : 0.0;
+  result.final_checkpoint = c.out + "/final.safetensors";
+  save(net, c, result.final_checkpoint, std::max(start_epoch, total_epochs), result.test_accuracy, result.relative_bops);
+  log << layer_table(compute_costs(graph, net.weight_bits(), net.act_bits(), net.keep_masks()));
+  log << fmt::format("test accuracy {:.4f}, relative BOPs {:.4f}%, {:.1f} s per epoch\nwrote {}\n", result.test_accuracy,
+                     100 * result.relative_bops, result.seconds_per_epoch, result.final_checkpoint);
+  return result;
+}
+
+double run_eval(const EvalConfig& c, std::ostream& log) {
+  set_threads(c.threads);
+  Checkpoint ck = read_safetensors(c.checkpoint);
+  check_contract_metadata(ck, "checkpoint '" + c.checkpoint + "'");
+  const Graph g = Graph::from_json_string(ck.metadata.at("bbits.graph"));
+  QuantSetup q;
+  Net net(g, q);
+  net.import_tensors(ck);
+  ImageSet test = load_split(c.dataset, c.data_dir, "test", c.limit);
+  if (test.channels != g.input.shape[0] || test.rows != g.input.shape[1] || test.cols != g.input.shape[2])
+    throw std::invalid_argument("dataset images do not match the model input shape");
+  std::vector<float> logits;
+  const double acc = evaluate(net, test, c.batch_size, c.save_logits.empty() ? nullptr : &logits);
+  if (!c.save_logits.empty()) {
+    const int64_t classes = test.count ? static_cast<int64_t>(logits.size()) / test.count : 0;
+    write_npy(c.save_logits, logits, {test.count, classes});
+  }
+  (void)log;
+  return acc;
+}
+
+}  // namespace bbits::train

@@ -1,0 +1,77 @@
+// bbits-train: Bayesian Bits training on LibTorch, and the eval entry point.
+#include <cstdio>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "bbits/training/trainer.h"
+
+int main(int argc, char** argv) {
+  using namespace bbits::train;
+  CLI::App app{"bbits-train: train a network with Bayesian Bits (learned bit widths and pruning), or evaluate a checkpoint"};
+  app.set_version_flag("--version", "bbits-train 0.1.0");
+  TrainConfig c;
+  EvalConfig e;
+  std::string mode = "bayesian-bits", eval_ckpt;
+  app.add_option("--eval", eval_ckpt, "Evaluate CHECKPOINT (eval mode, deterministic gates) on the test set and print 'accuracy: 0.xxxx'; no training")
+      ->check(CLI::ExistingFile);
+  app.add_option("--save-logits", e.save_logits, "With --eval: write the float32 logits (N x classes) to this .npy file");
+  app.add_option("--limit", e.limit, "With --eval: use only the first N test images");
+  app.add_option("--model", c.model, "Network: lenet5, vgg7, resnet18, resnet18-small, mobilenetv2")->capture_default_str();
+  app.add_option("--mode", mode,
+                 "bayesian-bits (weights, gates, ranges jointly), post-training (weights frozen from --init), "
+                 "quant-only (no pruning gates), prune-only (pruning gates, fixed bits), fixed (--bits), float")
+      ->capture_default_str();
+  app.add_option("--dataset", c.dataset, "Data set (fashion-mnist)")->capture_default_str();
+  app.add_option("--data-dir", c.data_dir, "Folder of the IDX files (default /usr/share/datasets/fashion-mnist or $BBITS_FASHION_MNIST_DIR)");
+  app.add_option("--out", c.out, "Output folder: log.csv, bits.csv, epoch-N.safetensors, final.safetensors")->capture_default_str();
+  app.add_option("--mu", c.mu, "Regularizer strength (loss = CE + mu * expected relative cost)")->capture_default_str();
+  app.add_option("--epochs", c.epochs, "Training epochs")->capture_default_str();
+  app.add_option("--finetune-epochs", c.finetune_epochs, "Epochs of fine-tuning after the gates are frozen at their test-time decisions")->capture_default_str();
+  app.add_option("--batch-size", c.batch_size, "Mini-batch size")->capture_default_str();
+  app.add_option("--optimizer", c.optimizer, "Optimizer for the weights: adam or sgd (Nesterov, momentum 0.9)")->capture_default_str();
+  app.add_option("--lr", c.lr, "Learning rate of the weights (constant for 2/3 of the epochs, then linear to zero)")->capture_default_str();
+  app.add_option("--lr-gates", c.lr_gates, "Learning rate (Adam) of the gates' log alpha")->capture_default_str();
+  app.add_option("--lr-ranges", c.lr_ranges, "Learning rate (Adam) of the quantizer ranges x_max")->capture_default_str();
+  app.add_option("--weight-decay", c.weight_decay, "Weight decay of the weights")->capture_default_str();
+  app.add_option("--gate-init", c.gate_init, "Initial log alpha of every learned gate (6 in the reference: all gates open)")->capture_default_str();
+  app.add_option("--bits", c.fixed_bits, "With --mode fixed: wXaY, e.g. w8a8, w4a8, w2a8")->capture_default_str();
+  app.add_option("--prune-only-bits", c.prune_only_bits, "With --mode prune-only: the fixed bit width (8, 16, or 32 = float)")->capture_default_str();
+  app.add_option("--init", c.init, "With --mode post-training: the float checkpoint whose weights are frozen");
+  bool freeze_ranges = false;
+  app.add_flag("--freeze-ranges", freeze_ranges, "With --mode post-training: learn the gates only, keep the calibrated ranges");
+  app.add_option("--resume", c.resume, "Continue training from a checkpoint written by this program (optimizer moments restart)");
+  app.add_option("--seed", c.seed, "Random seed")->capture_default_str();
+  app.add_option("--threads", c.threads, "Torch intra-op and inter-op threads")->capture_default_str();
+  app.add_option("--calib-images", c.calib_images, "Training images used to initialise the ranges")->capture_default_str();
+  app.add_option("--train-limit", c.train_limit, "Use only the first N training images");
+  app.add_option("--test-limit", c.test_limit, "Use only the first N test images");
+  app.add_flag("--augment", c.augment, "Random horizontal flips and shifts of up to 2 pixels");
+  app.add_option("--width", c.width, "Channel multiplier for vgg7, resnet18(-small), mobilenetv2")->capture_default_str();
+  bool no_progress = false, no_epoch_ckpt = false;
+  app.add_flag("--no-progress", no_progress, "No progress bar");
+  app.add_flag("--no-epoch-checkpoints", no_epoch_ckpt, "Write only final.safetensors");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (!eval_ckpt.empty()) {
+      e.checkpoint = eval_ckpt;
+      e.dataset = c.dataset;
+      e.data_dir = c.data_dir;
+      e.threads = c.threads;
+      const double acc = run_eval(e, std::cerr);
+      std::printf("accuracy: %.4f\n", acc);
+      return 0;
+    }
+    c.mode = mode_from_name(mode);
+    c.learn_ranges = !freeze_ranges;
+    c.progress = !no_progress;
+    c.save_epochs = !no_epoch_ckpt;
+    const auto r = run_training(c, std::cout);
+    std::printf("accuracy: %.4f\nrelative_bops: %.6f\n", r.test_accuracy, r.relative_bops);
+    return 0;
+  } catch (const std::exception& ex) {
+    std::fprintf(stderr, "bbits-train: error: %s\n", ex.what());
+    return 1;
+  }
+}
