@@ -466,12 +466,9 @@ void store_float(void* data, int64_t i, float v) { static_cast<float*>(data)[i] 
 AddRequant add_requant(const QuantInfo& a, const QuantInfo& b, const QuantInfo& out) {
   if (a.is_float() || b.is_float() || out.is_float())
     throw std::invalid_argument("add_requant: only for integer inputs and output");
-  const double sa = a.scale, sb = b.scale;
-  const double t = std::max(sa, sb);
   AddRequant r;
-  r.mul_a = std::llround(sa / t * static_cast<double>(int64_t{1} << kAddShift));
-  r.mul_b = std::llround(sb / t * static_cast<double>(int64_t{1} << kAddShift));
-  r.out = make_requant(t / (static_cast<double>(int64_t{1} << kAddShift) * static_cast<double>(out.scale)));
+  r.a = make_requant(static_cast<double>(a.scale) / static_cast<double>(out.scale));
+  r.b = make_requant(static_cast<double>(b.scale) / static_cast<double>(out.scale));
   return r;
 }
 

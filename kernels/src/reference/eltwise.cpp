@@ -73,8 +73,8 @@ class RefAdd final : public Kernel {
     parallel_for(pool, d_.count, [&](int64_t begin, int64_t end, int) {
       for (int64_t i = begin; i < end; ++i) {
         if constexpr (!kIsFloat<TA> && !kIsFloat<TB> && !kIsFloat<TO>) {
-          const int64_t acc = static_cast<int64_t>(a[i]) * rq_.mul_a + static_cast<int64_t>(b[i]) * rq_.mul_b;
-          out[i] = static_cast<TO>(clamp_range(apply_requant(acc, rq_.out), clamp_));
+          const int64_t sum = apply_requant(static_cast<int64_t>(a[i]), rq_.a) + apply_requant(static_cast<int64_t>(b[i]), rq_.b);
+          out[i] = static_cast<TO>(clamp_range(sum, clamp_));
         } else {
           const float x = apply_act_float(deq(a[i], d_.a) + deq(b[i], d_.b), d_.activation);
           if constexpr (kIsFloat<TO>) out[i] = x;
@@ -277,7 +277,7 @@ void register_eltwise(std::vector<KernelInfo>& table) {
         table, OpKind::Relu6, "relu6", ab, elt_cost, [](const ActivationDesc& d) { return d.act == Activation::Relu6; },
         "plain C++ oracle; requantizes to the output grid");
     add_kernel<AddDesc, RefAdd>(table, OpKind::Add, "add", ab, elt_cost, [](const AddDesc&) { return true; },
-                                "plain C++ oracle; both inputs onto the output grid, one rounding");
+                                "plain C++ oracle; each input requantized to the output grid");
     add_kernel<ConcatDesc, RefConcat>(table, OpKind::Concat, "concat", ab, elt_cost,
                                       [](const ConcatDesc&) { return true; },
                                       "plain C++ oracle; every input requantized to the output grid");

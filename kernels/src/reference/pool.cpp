@@ -79,7 +79,8 @@ class RefPool final : public Kernel {
                 int64_t s = 0;
                 for (int64_t ih = hs; ih < he; ++ih)
                   for (int64_t iw = ws; iw < we; ++iw) s += in[((n * d.H + ih) * d.W + iw) * d.C + c];
-                o[c] = static_cast<TO>(clamp_range(apply_requant(s, rq_[static_cast<size_t>(count)]), clamp_));
+                const int64_t q = apply_requant(s < 0 ? -s : s, rq_[static_cast<size_t>(count)]);
+                o[c] = static_cast<TO>(clamp_range(s < 0 ? -q : q, clamp_));
               }
             } else {
               // Float path: dequantize, pool in float (double sum), store or quantize.

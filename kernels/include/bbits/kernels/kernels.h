@@ -4,7 +4,11 @@
 //
 // CHANGELOG (newest first; every change stays source compatible unless marked
 // BREAKING; owners of runtime/ and kernels/simd/ read this):
-//   v1  (2026-11-28) first version.
+//   v2  (2026-11-28 07:25) BREAKING (nobody used it yet): integer add now
+//       follows docs/FORMAT.md: each input requantized on its own, then summed;
+//       AddRequant is {Requant a, b}. Avg pool rounds half away from zero
+//       (FORMAT.md). Semantics of everything else unchanged.
+//   v1  (2026-11-28 06:45) first version.
 //
 // ---------------------------------------------------------------------------
 // Conventions (see also /work/notes/kernel_api.md and docs/FORMAT.md)
@@ -53,7 +57,7 @@
 
 namespace bbits::kernels {
 
-inline constexpr int kKernelApiVersion = 1;
+inline constexpr int kKernelApiVersion = 2;
 
 class ThreadPool;  // thread_pool.h
 
@@ -147,9 +151,10 @@ enum class PoolKind : uint8_t { Max, Avg, GlobalAvg };
 // no padding, out 1x1 (kernel/stride/pad fields are ignored).
 // Max: padded positions are ignored (-inf). Avg: the divisor is the number of
 // window positions inside the input, or KH*KW when count_include_pad.
-// Integer avg: out = clamp(apply_requant(sum, make_requant(s_in / (s_out * count))));
+// Integer avg (docs/FORMAT.md: sum, divide, round half away from zero):
+//   out = clamp(sign(sum) * apply_requant(|sum|, make_requant(s_in / (s_out * count))))
 // integer max: out = clamp(apply_requant(max, make_requant(s_in / s_out))) (the
-// identity copy when the grids agree).
+// identity copy when the grids agree, as the format requires for max pool).
 struct PoolDesc {
   PoolKind kind = PoolKind::Max;
   int64_t N = 1, H = 0, W = 0, C = 0;
@@ -163,13 +168,13 @@ struct PoolDesc {
   int64_t out_w() const { return kind == PoolKind::GlobalAvg ? 1 : (W + pad_left + pad_right - KW) / stride_w + 1; }
 };
 
-// Residual add of two tensors of `count` elements, output requantized to the
-// output grid, fused activation. Integer semantics (single rounding):
-//   t = max(s_a, s_b); A = llround(s_a / t * 2^20); B = llround(s_b / t * 2^20)
-//   acc = a_q * A + b_q * B                      (int64)
-//   out = clamp(apply_requant(acc, make_requant(t / (2^20 * s_out))), lo, hi)
-// add_requant() computes A, B and R. Any float side: float add + activation
-// (+ quantize_to_grid when the output is integer).
+// Residual add of two tensors of `count` elements, output on its own grid,
+// fused activation. Integer semantics (docs/FORMAT.md: each input requantized
+// with its own multiplier, then summed and clamped):
+//   out = clamp(apply_requant(a_q, Ra) + apply_requant(b_q, Rb), lo, hi)
+//   Ra = make_requant(s_a / s_out), Rb = make_requant(s_b / s_out)   (add_requant())
+// Any float side: float add + activation (+ quantize_to_grid when the output
+// is integer).
 struct AddDesc {
   int64_t count = 0;
   QuantInfo a, b, out;
@@ -347,10 +352,8 @@ void store_float(void* data, int64_t i, float v);                    // float32 
 
 // Integer constants of an integer add (see AddDesc).
 struct AddRequant {
-  int64_t mul_a = 0, mul_b = 0;
-  bbits::Requant out;  // make_requant(t / (2^20 * s_out))
+  bbits::Requant a, b;  // make_requant(s_a / s_out), make_requant(s_b / s_out)
 };
-inline constexpr int kAddShift = 20;
 AddRequant add_requant(const QuantInfo& a, const QuantInfo& b, const QuantInfo& out);
 
 }  // namespace bbits::kernels
