@@ -309,9 +309,11 @@ double onednn_cost(const std::string& name, const ConvDesc& c, double wbytes_per
   const double rate = std::max(1e-3, kernel_rate(name));
   const double m = static_cast<double>(c.N * c.out_h() * c.out_w());
   const double wbytes = static_cast<double>(c.OC * c.K()) * wbytes_per_weight;
-  const double stream = m <= 8.0 ? wbytes * m / 25.0 : wbytes / 25.0;
-  const double epi = m * static_cast<double>(c.OC) * 0.25;
-  return std::max(static_cast<double>(c.macs()) / rate, stream) + epi + 2000.0;
+  const double bw = wbytes <= 1.0e6 ? 85.0 : wbytes <= 24.0e6 ? 40.0 : 24.0;
+  const double stream = wbytes * std::min(m, 1.0) / bw;
+  // s32 result written, read back and requantized by our epilogue pass.
+  const double epi = m * static_cast<double>(c.OC) * 0.15;
+  return std::max(static_cast<double>(c.macs()) / rate, stream) + epi + 3000.0;
 }
 
 void add(std::vector<KernelInfo>& t, OpKind op, bool int8) {
@@ -322,7 +324,7 @@ void add(std::vector<KernelInfo>& t, OpKind op, bool int8) {
   k.weight_bits = int8 ? 8 : 32;
   k.act_bits = int8 ? 8 : 32;
   k.isa = int8 ? Isa::AVX512_VNNI : Isa::AVX2;
-  set_default_rate(k.name, int8 ? (op == OpKind::Conv2D ? 100.0 : 60.0) : 25.0);
+  set_default_rate(k.name, int8 ? (op == OpKind::Conv2D ? 170.0 : 60.0) : 4.0);
   auto as_conv = [op](const OpDesc& d) -> std::optional<ConvDesc> {
     if (op == OpKind::Conv2D) {
       if (const auto* c = std::get_if<ConvDesc>(&d)) return *c;

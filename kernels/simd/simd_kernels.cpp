@@ -177,8 +177,16 @@ class GemmConv final : public Kernel {
       int64_t k = 0;
       for (int64_t kh = 0; kh < d.KH; ++kh) {
         const int64_t ih = oh * d.stride_h - d.pad_top + kh * d.dilation_h;
+        const int64_t iw0 = ow * d.stride_w - d.pad_left;
+        const int64_t iw_last = iw0 + (d.KW - 1) * d.dilation_w;
+        if (!sgn && d.dilation_w == 1 && ih >= 0 && ih < d.H && iw0 >= 0 && iw_last < d.W) {
+          // The whole kernel row is one contiguous run of KW * C input bytes (NHWC).
+          std::memcpy(dst + k, in + ((n * d.H + ih) * d.W + iw0) * C, static_cast<size_t>(d.KW * C));
+          k += d.KW * C;
+          continue;
+        }
         for (int64_t kw = 0; kw < d.KW; ++kw) {
-          const int64_t iw = ow * d.stride_w - d.pad_left + kw * d.dilation_w;
+          const int64_t iw = iw0 + kw * d.dilation_w;
           if (ih < 0 || ih >= d.H || iw < 0 || iw >= d.W) {
             std::memset(dst + k, pad, static_cast<size_t>(C));
           } else {
@@ -207,28 +215,36 @@ class GemmConv final : public Kernel {
 
 std::string isa_tag(Isa isa) { return isa == Isa::AVX512_VNNI ? "avx512vnni" : "avx2"; }
 
-// Default MAC rates (MACs per ns, one thread, Zen 4 at ~3.7 GHz), measured with
-// bench/kernels (bbits-bench-kernels) on compute-bound shapes.
+// Default MAC rates (MACs per ns, one thread), measured with bbits-bench-kernels
+// on an AMD EPYC Zen 4 (see bench/kernels/README.md): GEMV (fc, batch 1) is
+// bounded by weight streaming, so the MAC rate there is the in-register
+// unpack + vpdpbusd ceiling; conv GEMM rates fall as K grows (the weight
+// panel no longer stays in L1/L2 across row tiles).
 double default_gemm_rate(Isa isa, int kbits) {
-  if (isa == Isa::AVX512_VNNI) return kbits == 8 ? 110.0 : kbits == 4 ? 85.0 : 70.0;
+  if (isa == Isa::AVX512_VNNI) return kbits == 8 ? 150.0 : 140.0;
   return kbits == 8 ? 22.0 : kbits == 4 ? 30.0 : 24.0;
 }
-// Single-thread weight streaming rate (bytes per ns) when the weights come from
-// memory (working set beyond L2); roughly the measured read bandwidth.
-constexpr double kWeightBytesPerNs = 25.0;
-constexpr double kGemvOverheadNs = 300.0;
+// Single-thread weight streaming rate (bytes per ns) by working set: L2, L3, DRAM.
+double stream_bytes_per_ns(double wbytes) {
+  if (wbytes <= 1.0e6) return 85.0;
+  if (wbytes <= 24.0e6) return 55.0;
+  return 25.0;
+}
+constexpr double kFixedNs = 300.0;
 
 double gemm_cost(const std::string& name, Isa isa, int kbits, const ConvDesc& c) {
   const double rate = std::max(1e-3, rate_of(name));
   const double macs = static_cast<double>(c.macs());
+  const double K = static_cast<double>(c.K());
   const double wbytes = static_cast<double>(c.OC) * static_cast<double>(packed_row_bytes(c.K(), kbits));
   const double m = static_cast<double>(c.N * c.out_h() * c.out_w());
-  // GEMV-like layers (few rows) stream every weight byte once per row block;
-  // GEMM layers reuse weights from cache and are bounded by the MAC rate.
-  const double stream = m <= 8.0 ? wbytes * m / kWeightBytesPerNs : wbytes / kWeightBytesPerNs;
-  const double im2col = (c.KH * c.KW > 1 || c.in.is_signed) ? m * static_cast<double>(c.K()) / 8.0 : 0.0;
-  (void)isa;
-  return std::max(macs / rate, stream) + im2col + kGemvOverheadNs;
+  if (m <= 2.0) {  // GEMV: every weight byte streamed once per row
+    return std::max(macs / rate, wbytes * m / stream_bytes_per_ns(wbytes)) + kFixedNs;
+  }
+  // GEMM: the weight panel is re-read from L2 once per 4-row tile when K is large.
+  const double eff = rate / (1.0 + K / 3000.0) * (isa == Isa::AVX512_VNNI ? 1.6 : 1.0);
+  const double im2col = (c.KH * c.KW > 1 || c.in.is_signed) ? m * K / 4.0 : 0.0;
+  return macs / eff + im2col + kFixedNs;
 }
 
 void add_gemm(std::vector<KernelInfo>& t, OpKind op, int kbits, Isa isa) {
