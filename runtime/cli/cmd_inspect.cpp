@@ -144,19 +144,19 @@ int print_text(const InspectOptions& o, const Model& model) {
   size_t name_w = 5;
   for (const LayerInfo& L : info.layers) name_w = std::max(name_w, L.name.size());
   name_w = std::min<size_t>(name_w, 32);
-  fmt::print("{:>3}  {:<{}}  {:<15}  {:<14}  {:<14}  {:>5}  {:>5}  {:>9}  {:>12}  {:>10}  {:>15}  {:>8}\n", "#", "layer",
+  fmt::print("{:>3}  {:<{}}  {:<20}  {:<14}  {:<14}  {:>5}  {:>5}  {:>9}  {:>12}  {:>10}  {:>15}  {:>8}\n", "#", "layer",
              name_w, "op", "input", "output", "wbits", "abits", "kept", "MACs", "weight B", "BOPs", "rel BOPs");
   for (size_t i = 0; i < info.layers.size(); ++i) {
     const LayerInfo& L = info.layers[i];
     const bool w = L.weight_bits >= 0;
     const std::string op = L.activation != "none" ? L.op + "+" + L.activation : L.op;
-    fmt::print("{:>3}  {:<{}}  {:<15}  {:<14}  {:<14}  {:>5}  {:>5}  {:>9}  {:>12}  {:>10}  {:>15}  {:>8}\n", i,
+    fmt::print("{:>3}  {:<{}}  {:<20}  {:<14}  {:<14}  {:>5}  {:>5}  {:>9}  {:>12}  {:>10}  {:>15}  {:>8}\n", i,
                L.name.substr(0, name_w), name_w, op, shape_str(L.input_shape), shape_str(L.output_shape),
                w ? std::to_string(L.weight_bits) : "-", L.act_bits < 0 ? "-" : std::to_string(L.act_bits),
                w ? fmt::format("{}/{}", L.channels_kept, L.channels_total) : "-", w ? grouped(L.macs) : "-",
                w ? grouped(L.weight_bytes) : "-", w ? grouped(L.bops) : "-", w ? rel_str(L.bops, L.bops_fp32) : "-");
   }
-  fmt::print("{:>3}  {:<{}}  {:<15}  {:<14}  {:<14}  {:>5}  {:>5}  {:>9}  {:>12}  {:>10}  {:>15}  {:>8}\n", "", "total",
+  fmt::print("{:>3}  {:<{}}  {:<20}  {:<14}  {:<14}  {:>5}  {:>5}  {:>9}  {:>12}  {:>10}  {:>15}  {:>8}\n", "", "total",
              name_w, "", "", "", "", "", "", grouped(info.macs), grouped(info.weight_bytes), grouped(info.bops),
              rel_str(info.bops, info.bops_fp32));
   fmt::print("\n");
