@@ -1,0 +1,86 @@
+// bbits-convert: checkpoints (bbits safetensors, reference .pth) and synthetic
+// networks to the bbits model format.
+#include <cstdio>
+#include <iostream>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "bbits/converter/arch.h"
+#include "bbits/converter/convert.h"
+#include "bbits/converter/pth.h"
+#include "bbits/converter/safetensors.h"
+#include "bbits/converter/synthetic.h"
+#include "bbits/format/model_file.h"
+
+using namespace bbits::converter;
+
+int main(int argc, char** argv) {
+  CLI::App app{"bbits-convert: turn a Bayesian Bits checkpoint into a bbits model (.bbm)"};
+  app.set_version_flag("--version", std::string("bbits-convert ") + converter_version());
+  std::string input, output, arch, gates_from, synthetic, bits, save_ck, description;
+  uint64_t seed = 1;
+  bool json_out = false, quiet = false;
+  app.add_option("checkpoint", input, "bbits checkpoint (.safetensors) or reference checkpoint (.pth, needs --arch)");
+  app.add_option("-o,--output", output, "model file to write (.bbm)")->required();
+  app.add_option("--arch", arch, "graph template for a reference .pth: lenet5, vgg7, resnet18, mobilenetv2");
+  app.add_option("--gates-from", gates_from,
+                 "reference .pth written before fixed-gate fine-tuning: bit widths and masks come from it");
+  app.add_option("--synthetic", synthetic, "random weights for lenet5, vgg7, resnet18 or mobilenetv2 (no checkpoint)");
+  app.add_option("--bits", bits, "with --synthetic: w8a8, w4a8, w2a8, w16a16, w32a32 or a JSON file of per-layer bits");
+  app.add_option("--seed", seed, "with --synthetic: random seed (default 1)");
+  app.add_option("--save-checkpoint", save_ck, "also write the (synthetic or imported) checkpoint as safetensors");
+  app.add_option("--description", description, "free text stored in the model's metadata");
+  app.add_flag("--json", json_out, "print a JSON summary instead of the per-layer table");
+  app.add_flag("-q,--quiet", quiet, "print nothing on success");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    Checkpoint ck;
+    if (!synthetic.empty()) {
+      if (!input.empty()) throw ConvertError("--synthetic takes no checkpoint argument");
+      if (bits.empty()) throw ConvertError("--synthetic needs --bits (w8a8, w4a8, w2a8, w16a16, w32a32 or a JSON file)");
+      if (!arch.empty() || !gates_from.empty()) throw ConvertError("--arch and --gates-from apply to reference .pth checkpoints only");
+      ck = make_synthetic(synthetic, parse_bit_config(bits), seed);
+    } else {
+      if (input.empty()) throw ConvertError("give a checkpoint, or --synthetic ARCH --bits CONFIG");
+      if (!bits.empty()) throw ConvertError("--bits applies to --synthetic only");
+      const auto bytes = read_file_bytes(input);
+      const bool is_pth = (bytes.size() >= 2 && bytes[0] == 'P' && bytes[1] == 'K') || (!bytes.empty() && bytes[0] == 0x80);
+      if (is_pth) {
+        if (arch.empty()) throw ConvertError(input + ": a reference .pth checkpoint needs --arch (lenet5, vgg7, resnet18, mobilenetv2)");
+        TensorMap state, gates;
+        try {
+          state = read_pth(bytes);
+        } catch (const ConvertError& e) {
+          throw ConvertError(input + ": " + e.what());
+        }
+        if (!gates_from.empty()) gates = read_pth_file(gates_from);
+        ck = import_reference(state, arch, gates_from.empty() ? nullptr : &gates, input);
+      } else {
+        if (!arch.empty() || !gates_from.empty())
+          throw ConvertError("--arch and --gates-from apply to reference .pth checkpoints; " + input +
+                             " is a bbits checkpoint that carries its own graph");
+        try {
+          ck = parse_checkpoint(bytes, input);
+        } catch (const ConvertError& e) {
+          throw ConvertError(input + ": " + e.what());
+        }
+      }
+    }
+    if (!save_ck.empty()) save_checkpoint(ck, save_ck);
+    ConvertOptions opts;
+    opts.description = description;
+    const ConvertReport rep = convert_to_file(ck, output, opts);
+    if (json_out) std::cout << report_json(rep).dump(2) << "\n";
+    else if (!quiet) std::cout << format_report(rep);
+    return 0;
+  } catch (const ConvertError& e) {
+    std::cerr << "bbits-convert: error: " << e.what() << "\n";
+  } catch (const bbits::format::FormatError& e) {
+    std::cerr << "bbits-convert: error: " << e.what() << "\n";
+  } catch (const std::exception& e) {
+    std::cerr << "bbits-convert: error: " << e.what() << "\n";
+  }
+  return 1;
+}
