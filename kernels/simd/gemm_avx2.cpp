@@ -26,7 +26,9 @@ void gemm_tile(const uint8_t* __restrict wp, const uint8_t* __restrict A, int64_
   constexpr int F = 8 / BITS;
   constexpr int KG = 4 * F;
   __m256i acc[MR][NB];
+  #pragma GCC unroll 16
   for (int m = 0; m < MR; ++m)
+    #pragma GCC unroll 16
     for (int b = 0; b < NB; ++b) acc[m][b] = _mm256_setzero_si256();
   const __m256i ones = _mm256_set1_epi16(1);
   const __m256i twos = _mm256_set1_epi16(2);
@@ -36,8 +38,10 @@ void gemm_tile(const uint8_t* __restrict wp, const uint8_t* __restrict A, int64_
   for (int64_t g = 0; g < ng; ++g) {
     const uint8_t* wg = wp + g * NB * 32;
     const uint8_t* ag = A + g * KG;
+    #pragma GCC unroll 16
     for (int j = 0; j < F; ++j) {
       __m256i w[NB];
+      #pragma GCC unroll 16
       for (int b = 0; b < NB; ++b) {
         const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + b * 32));
         if constexpr (F == 1) {
@@ -46,24 +50,29 @@ void gemm_tile(const uint8_t* __restrict wp, const uint8_t* __restrict A, int64_
           w[b] = _mm256_and_si256(j == 0 ? v : _mm256_srli_epi16(v, j * BITS), mask);
         }
       }
+      #pragma GCC unroll 16
       for (int m = 0; m < MR; ++m) {
         const __m256i xb = bcast32(ag + m * lda + 4 * j);
         if constexpr (BITS == 8) {
           const __m256i xh = _mm256_and_si256(_mm256_srli_epi16(xb, 1), m7f);
           const __m256i xl = _mm256_and_si256(xb, m01);
+          #pragma GCC unroll 16
           for (int b = 0; b < NB; ++b) {
             const __m256i ph = _mm256_madd_epi16(_mm256_maddubs_epi16(xh, w[b]), twos);
             const __m256i pl = _mm256_madd_epi16(_mm256_maddubs_epi16(xl, w[b]), ones);
             acc[m][b] = _mm256_add_epi32(acc[m][b], _mm256_add_epi32(ph, pl));
           }
         } else {
+          #pragma GCC unroll 16
           for (int b = 0; b < NB; ++b)
             acc[m][b] = _mm256_add_epi32(acc[m][b], _mm256_madd_epi16(_mm256_maddubs_epi16(xb, w[b]), ones));
         }
       }
     }
   }
+  #pragma GCC unroll 16
   for (int m = 0; m < MR; ++m)
+    #pragma GCC unroll 16
     for (int b = 0; b < NB; ++b) _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + m * 32 + b * 8), acc[m][b]);
 }
 

@@ -12,6 +12,14 @@
 namespace bbits::kernels::simd {
 namespace {
 
+// acc + dot4(u8 a, s8 b) per 32-bit lane (vpdpbusd). Written as inline asm
+// tied to the accumulator: with the intrinsic GCC 12 copies (and spills) the
+// accumulators of an unrolled tile around every dot product.
+inline __m512i dp(__m512i acc, __m512i a, __m512i b) {
+  asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+  return acc;
+}
+
 inline __m512i bcast32(const uint8_t* p) {
   int32_t v;
   std::memcpy(&v, p, 4);
@@ -26,7 +34,9 @@ void gemv_panel(const uint8_t* __restrict wp, const uint8_t* __restrict x, int64
   constexpr int KG = 4 * F;
   constexpr int U = F == 1 ? 2 : F;  // accumulator sets per block (W8: two for latency)
   __m512i acc[NB][U];
+  #pragma GCC unroll 16
   for (int b = 0; b < NB; ++b)
+    #pragma GCC unroll 16
     for (int u = 0; u < U; ++u) acc[b][u] = _mm512_setzero_si512();
   if constexpr (F == 1) {
     int64_t g = 0;
@@ -34,29 +44,37 @@ void gemv_panel(const uint8_t* __restrict wp, const uint8_t* __restrict x, int64
       const __m512i x0 = bcast32(x + g * 4);
       const __m512i x1 = bcast32(x + g * 4 + 4);
       const uint8_t* wg = wp + g * NB * 64;
+      #pragma GCC unroll 16
       for (int b = 0; b < NB; ++b) {
-        acc[b][0] = _mm512_dpbusd_epi32(acc[b][0], x0, _mm512_load_si512(wg + b * 64));
-        acc[b][1] = _mm512_dpbusd_epi32(acc[b][1], x1, _mm512_load_si512(wg + (NB + b) * 64));
+        acc[b][0] = dp(acc[b][0], x0, _mm512_load_si512(wg + b * 64));
+        acc[b][1] = dp(acc[b][1], x1, _mm512_load_si512(wg + (NB + b) * 64));
       }
     }
     if (g < ng) {
       const __m512i x0 = bcast32(x + g * 4);
       const uint8_t* wg = wp + g * NB * 64;
-      for (int b = 0; b < NB; ++b) acc[b][0] = _mm512_dpbusd_epi32(acc[b][0], x0, _mm512_load_si512(wg + b * 64));
+      #pragma GCC unroll 16
+      for (int b = 0; b < NB; ++b) acc[b][0] = dp(acc[b][0], x0, _mm512_load_si512(wg + b * 64));
     }
+    #pragma GCC unroll 16
     for (int b = 0; b < NB; ++b) _mm512_store_si512(out + b * 16, _mm512_add_epi32(acc[b][0], acc[b][1]));
   } else {
     __m512i mask[F];
+    #pragma GCC unroll 16
     for (int j = 0; j < F; ++j) mask[j] = _mm512_set1_epi8(static_cast<char>(((1 << BITS) - 1) << (j * BITS)));
     for (int64_t g = 0; g < ng; ++g) {
       __m512i xb[F];
+      #pragma GCC unroll 16
       for (int j = 0; j < F; ++j) xb[j] = bcast32(x + g * KG + 4 * j);
       const uint8_t* wg = wp + g * NB * 64;
+      #pragma GCC unroll 16
       for (int b = 0; b < NB; ++b) {
         const __m512i v = _mm512_load_si512(wg + b * 64);
-        for (int j = 0; j < F; ++j) acc[b][j] = _mm512_dpbusd_epi32(acc[b][j], xb[j], _mm512_and_si512(v, mask[j]));
+        #pragma GCC unroll 16
+        for (int j = 0; j < F; ++j) acc[b][j] = dp(acc[b][j], xb[j], _mm512_and_si512(v, mask[j]));
       }
     }
+    #pragma GCC unroll 16
     for (int b = 0; b < NB; ++b) {
       __m512i r = acc[b][0];
       for (int j = 1; j < F; ++j) r = _mm512_add_epi32(r, _mm512_srai_epi32(acc[b][j], j * BITS));
@@ -73,14 +91,18 @@ void gemm_tile(const uint8_t* __restrict wp, const uint8_t* __restrict A, int64_
   constexpr int F = 8 / BITS;
   constexpr int KG = 4 * F;
   __m512i acc[MR][NB];
+  #pragma GCC unroll 16
   for (int m = 0; m < MR; ++m)
+    #pragma GCC unroll 16
     for (int b = 0; b < NB; ++b) acc[m][b] = _mm512_setzero_si512();
   const __m512i mask = _mm512_set1_epi8(static_cast<char>((1 << BITS) - 1));
   for (int64_t g = 0; g < ng; ++g) {
     const uint8_t* wg = wp + g * NB * 64;
     const uint8_t* ag = A + g * KG;
+    #pragma GCC unroll 16
     for (int j = 0; j < F; ++j) {
       __m512i w[NB];
+      #pragma GCC unroll 16
       for (int b = 0; b < NB; ++b) {
         const __m512i v = _mm512_load_si512(wg + b * 64);
         if constexpr (F == 1) {
@@ -89,13 +111,17 @@ void gemm_tile(const uint8_t* __restrict wp, const uint8_t* __restrict A, int64_
           w[b] = _mm512_and_si512(j == 0 ? v : _mm512_srli_epi16(v, j * BITS), mask);
         }
       }
+      #pragma GCC unroll 16
       for (int m = 0; m < MR; ++m) {
         const __m512i xb = bcast32(ag + m * lda + 4 * j);
-        for (int b = 0; b < NB; ++b) acc[m][b] = _mm512_dpbusd_epi32(acc[m][b], xb, w[b]);
+        #pragma GCC unroll 16
+        for (int b = 0; b < NB; ++b) acc[m][b] = dp(acc[m][b], xb, w[b]);
       }
     }
   }
+  #pragma GCC unroll 16
   for (int m = 0; m < MR; ++m)
+    #pragma GCC unroll 16
     for (int b = 0; b < NB; ++b) _mm512_store_si512(out + m * 64 + b * 16, acc[m][b]);
 }
 
