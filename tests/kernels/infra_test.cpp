@@ -272,15 +272,15 @@ TEST(ThreadPool, KernelsGiveTheSameResultWithThreads) {
   d.in = {8, false, 0.02f};
   d.out = {8, false, 0.1f};
   d.activation = Activation::Relu;
-  std::vector<OpDesc> descs = {d};
-  d.in = {32, false, 1.0f};
-  descs.push_back(d);
+  ConvDesc df = d;
+  df.in = {32, false, 1.0f};
   SoftmaxDesc s;
   s.outer = 9, s.axis_size = 11, s.in = {8, true, 0.1f};
-  descs.push_back(s);
   AddDesc a;
   a.count = 10000, a.a = {8, false, 0.1f}, a.b = {4, true, 0.3f}, a.out = {8, true, 0.2f};
-  descs.push_back(a);
+  // (built in place: GCC 12 warns falsely on std::variant push_back here)
+  const std::vector<OpDesc> descs{OpDesc{std::in_place_type<ConvDesc>, d}, OpDesc{std::in_place_type<ConvDesc>, df},
+                                  OpDesc{std::in_place_type<SoftmaxDesc>, s}, OpDesc{std::in_place_type<AddDesc>, a}};
   for (const auto& desc : descs) {
     const auto L = make_layer(desc, 77);
     const KernelInfo& k = *reference_kernel(L.desc);

@@ -126,7 +126,7 @@ class RefConv final : public Kernel {
   std::string_view name() const override { return name_; }
 
   size_t scratch_bytes(int num_threads) const override {
-    return static_cast<size_t>(std::max(1, num_threads)) * patch_stride();
+    return static_cast<size_t>(std::max(1, num_threads)) * thread_scratch();
   }
 
   void run(const KernelArgs& args, ThreadPool* pool) const override {
@@ -143,32 +143,53 @@ class RefConv final : public Kernel {
   }
 
  private:
-  size_t patch_stride() const { return round_up64(static_cast<size_t>(K_) * 4); }
+  // Per thread: one input patch (K_ int32 or float) and one accumulator per
+  // output channel (int64 or double).
+  size_t patch_bytes() const { return round_up64(static_cast<size_t>(K_) * 4); }
+  size_t thread_scratch() const { return patch_bytes() + round_up64(static_cast<size_t>(d_.OC) * 8); }
 
+  // Accumulators of all output channels of one output pixel are computed
+  // first and stored afterwards: the (possibly byte-sized) output stores may
+  // alias anything, so they are kept out of the inner loops, which read only
+  // locals.
   template <class TI, class TO>
   void run_typed(const TI* in, TO* out, uint8_t* scratch, ThreadPool* pool) const {
-    const ConvDesc& d = d_;
-    parallel_for(pool, d.N * OH_, [&](int64_t begin, int64_t end, int t) {
-      uint8_t* patch_raw = scratch + static_cast<size_t>(t) * patch_stride();
+    const ConvDesc d = d_;
+    const int64_t OH = OH_, OW = OW_, K = K_, Cg = Cg_, OCg = OCg_, OC = d.OC;
+    const float s_in = d.in.scale;
+    parallel_for(pool, d.N * OH, [&](int64_t begin, int64_t end, int t) {
+      uint8_t* base = scratch + static_cast<size_t>(t) * thread_scratch();
+      void* patch_raw = base;
+      void* acc_raw = base + patch_bytes();
       for (int64_t r = begin; r < end; ++r) {
-        const int64_t n = r / OH_, oh = r % OH_;
-        for (int64_t ow = 0; ow < OW_; ++ow) {
-          TO* o = out + ((n * OH_ + oh) * OW_ + ow) * d.OC;
-          for (int64_t g = 0; g < d.groups; ++g) {
-            if (float_path_) {
-              float* patch = reinterpret_cast<float*>(patch_raw);
-              gather<TI>(in, n, oh, ow, g, patch, [&](TI v) {
+        const int64_t n = r / OH, oh = r % OH;
+        for (int64_t ow = 0; ow < OW; ++ow) {
+          TO* o = out + ((n * OH + oh) * OW + ow) * OC;
+          if (float_path_) {
+            float* patch = static_cast<float*>(patch_raw);
+            double* acc = static_cast<double*>(acc_raw);
+            for (int64_t g = 0; g < d.groups; ++g) {
+              gather(d, in, n, oh, ow, g, Cg, patch, [s_in](TI v) {
                 if constexpr (kIsFloat<TI>) return v;
-                else return static_cast<float>(v) * d.in.scale;
+                else return static_cast<float>(v) * s_in;
               });
-              for (int64_t oc = g * OCg_; oc < (g + 1) * OCg_; ++oc) o[oc] = finish_float<TO>(dot_float(oc, patch), oc);
-            } else {
-              int32_t* patch = reinterpret_cast<int32_t*>(patch_raw);
-              if constexpr (!kIsFloat<TI>) {
-                gather<TI>(in, n, oh, ow, g, patch, [](TI v) { return static_cast<int32_t>(v); });
-                for (int64_t oc = g * OCg_; oc < (g + 1) * OCg_; ++oc) o[oc] = finish_int<TO>(dot_int(oc, patch), oc);
+              const float* w = wf_.empty() ? nullptr : wf_.data();
+              for (int64_t oc = g * OCg; oc < (g + 1) * OCg; ++oc) acc[oc] = w ? dot<double>(w + oc * K, patch, K) : 0.0;
+            }
+            for (int64_t oc = 0; oc < OC; ++oc) o[oc] = finish_float<TO>(acc[oc], oc);
+          } else if constexpr (!kIsFloat<TI>) {
+            int32_t* patch = static_cast<int32_t*>(patch_raw);
+            int64_t* acc = static_cast<int64_t*>(acc_raw);
+            const int16_t* w = wq_.empty() ? nullptr : wq_.data();
+            for (int64_t g = 0; g < d.groups; ++g) {
+              gather(d, in, n, oh, ow, g, Cg, patch, [](TI v) { return static_cast<int32_t>(v); });
+              for (int64_t oc = g * OCg; oc < (g + 1) * OCg; ++oc) {
+                if (!w) acc[oc] = 0;  // pruned layer
+                else if (acc32_) acc[oc] = dot<int32_t>(w + oc * K, patch, K);
+                else acc[oc] = dot<int64_t>(w + oc * K, patch, K);
               }
             }
+            finish_int<TO>(acc, o);
           }
         }
       }
@@ -177,41 +198,28 @@ class RefConv final : public Kernel {
 
   // Input patch of group g at output (n, oh, ow), in (kh, kw, ci) order; zero padding.
   template <class TI, class T, class F>
-  void gather(const TI* in, int64_t n, int64_t oh, int64_t ow, int64_t g, T* patch, F conv) const {
-    const ConvDesc& d = d_;
+  static void gather(const ConvDesc& d, const TI* in, int64_t n, int64_t oh, int64_t ow, int64_t g, int64_t Cg,
+                     T* patch, F conv) {
     int64_t k = 0;
     for (int64_t kh = 0; kh < d.KH; ++kh) {
       const int64_t ih = oh * d.stride_h - d.pad_top + kh * d.dilation_h;
       for (int64_t kw = 0; kw < d.KW; ++kw) {
         const int64_t iw = ow * d.stride_w - d.pad_left + kw * d.dilation_w;
         if (ih < 0 || ih >= d.H || iw < 0 || iw >= d.W) {
-          for (int64_t c = 0; c < Cg_; ++c) patch[k++] = T{0};
+          for (int64_t c = 0; c < Cg; ++c) patch[k + c] = T{0};
         } else {
-          const TI* p = in + ((n * d.H + ih) * d.W + iw) * d.C + g * Cg_;
-          for (int64_t c = 0; c < Cg_; ++c) patch[k++] = conv(p[c]);
+          const TI* p = in + ((n * d.H + ih) * d.W + iw) * d.C + g * Cg;
+          for (int64_t c = 0; c < Cg; ++c) patch[k + c] = conv(p[c]);
         }
+        k += Cg;
       }
     }
   }
 
-  double dot_float(int64_t oc, const float* patch) const {
-    if (wf_.empty()) return 0.0;  // pruned layer
-    const float* w = wf_.data() + oc * K_;
-    double acc = 0.0;
-    for (int64_t k = 0; k < K_; ++k) acc += static_cast<double>(w[k]) * static_cast<double>(patch[k]);
-    return acc;
-  }
-
-  int64_t dot_int(int64_t oc, const int32_t* patch) const {
-    if (wq_.empty()) return 0;  // pruned layer
-    const int16_t* w = wq_.data() + oc * K_;
-    if (acc32_) {
-      int32_t acc = 0;
-      for (int64_t k = 0; k < K_; ++k) acc += static_cast<int32_t>(w[k]) * patch[k];
-      return acc;
-    }
-    int64_t acc = 0;
-    for (int64_t k = 0; k < K_; ++k) acc += static_cast<int64_t>(w[k]) * patch[k];
+  template <class Acc, class W, class P>
+  static Acc dot(const W* w, const P* p, int64_t K) {
+    Acc acc = 0;
+    for (int64_t k = 0; k < K; ++k) acc += static_cast<Acc>(w[k]) * static_cast<Acc>(p[k]);
     return acc;
   }
 
@@ -224,13 +232,23 @@ class RefConv final : public Kernel {
   }
 
   template <class TO>
-  TO finish_int(int64_t acc, int64_t oc) const {
-    const auto i = static_cast<size_t>(oc);
+  void finish_int(const int64_t* acc, TO* o) const {
+    const int64_t OC = d_.OC;
     if constexpr (kIsFloat<TO>) {
-      const double v = static_cast<double>(acc) * out_mul_[i] + static_cast<double>(bias_f_[i]);
-      return apply_act_float(static_cast<float>(v), d_.activation);
+      const Activation act = d_.activation;
+      for (int64_t oc = 0; oc < OC; ++oc) {
+        const auto i = static_cast<size_t>(oc);
+        const double v = static_cast<double>(acc[oc]) * out_mul_[i] + static_cast<double>(bias_f_[i]);
+        o[oc] = apply_act_float(static_cast<float>(v), act);
+      }
     } else {
-      return static_cast<TO>(clamp_range(apply_requant(acc + bias_q_[i], rq_[i]), clamp_));
+      const int64_t lo = clamp_.lo, hi = clamp_.hi;
+      const int64_t* bias = bias_q_.data();
+      const Requant* rq = rq_.data();
+      for (int64_t oc = 0; oc < OC; ++oc) {
+        const int64_t v = apply_requant(acc[oc] + bias[oc], rq[oc]);
+        o[oc] = static_cast<TO>(v < lo ? lo : (v > hi ? hi : v));
+      }
     }
   }
 
@@ -253,9 +271,17 @@ std::string ref_name(const char* op, int wb, int ab) {
 }
 
 double conv_cost(const OpDesc& desc) {
-  const bool fl = weight_bits(desc) == 32 || input_bits(desc) == 32;
-  return cost_model_ns(static_cast<double>(op_work(desc)), fl ? RefCost::kFloatMacsPerNs : RefCost::kIntMacsPerNs,
-                       static_cast<double>(op_bytes(desc)), RefCost::kBytesPerNs, RefCost::kOverheadNs);
+  ConvDesc c;
+  if (const auto* f = std::get_if<FcDesc>(&desc)) c = fc_as_conv(*f);
+  else c = std::get<ConvDesc>(desc);
+  const bool fl = c.wbits == 32 || c.in.is_float();
+  const bool wide = c.wbits == 16 || c.in.bits == 16;
+  const double rate = fl ? RefCost::kFloatMacsPerNs : (wide ? RefCost::kWideMacsPerNs : RefCost::kIntMacsPerNs);
+  const double pixels = static_cast<double>(c.N * c.out_h() * c.out_w());
+  const double work = static_cast<double>(c.macs()) / rate + pixels * static_cast<double>(c.K() * c.groups) * RefCost::kGatherNs +
+                      pixels * static_cast<double>(c.groups) * RefCost::kPatchNs +
+                      pixels * static_cast<double>(c.OC) * RefCost::kOutputNs;
+  return work + static_cast<double>(op_bytes(desc)) / RefCost::kBytesPerNs + RefCost::kOverheadNs;
 }
 
 }  // namespace

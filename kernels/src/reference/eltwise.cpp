@@ -30,9 +30,8 @@ class RefActivation final : public Kernel {
       using TO = decltype(to);
       const TI* in = static_cast<const TI*>(args.inputs[0]);
       TO* out = static_cast<TO*>(args.output);
-      parallel_for(pool, d_.count, [&](int64_t b, int64_t e, int) {
-        for (int64_t i = b; i < e; ++i) out[i] = conv_.template operator()<TI, TO>(in[i]);
-      }, kGrain);
+      parallel_for(pool, d_.count, [&](int64_t b, int64_t e, int) { convert_n(in + b, 1, out + b, e - b, conv_); },
+                   kGrain);
     });
   }
 
@@ -70,15 +69,20 @@ class RefAdd final : public Kernel {
  private:
   template <class TA, class TB, class TO>
   void run_typed(const TA* a, const TB* b, TO* out, ThreadPool* pool) const {
-    parallel_for(pool, d_.count, [&](int64_t begin, int64_t end, int) {
+    // Locals: byte-sized output stores may alias the members.
+    const Requant ra = rq_.a, rb = rq_.b;
+    const int64_t lo = clamp_.lo, hi = clamp_.hi;
+    const QuantInfo qa = d_.a, qb = d_.b, qo = d_.out;
+    const Activation act = d_.activation;
+    parallel_for(pool, d_.count, [=](int64_t begin, int64_t end, int) {
       for (int64_t i = begin; i < end; ++i) {
         if constexpr (!kIsFloat<TA> && !kIsFloat<TB> && !kIsFloat<TO>) {
-          const int64_t sum = apply_requant(static_cast<int64_t>(a[i]), rq_.a) + apply_requant(static_cast<int64_t>(b[i]), rq_.b);
-          out[i] = static_cast<TO>(clamp_range(sum, clamp_));
+          const int64_t sum = apply_requant(static_cast<int64_t>(a[i]), ra) + apply_requant(static_cast<int64_t>(b[i]), rb);
+          out[i] = static_cast<TO>(sum < lo ? lo : (sum > hi ? hi : sum));
         } else {
-          const float x = apply_act_float(deq(a[i], d_.a) + deq(b[i], d_.b), d_.activation);
+          const float x = apply_act_float(deq(a[i], qa) + deq(b[i], qb), act);
           if constexpr (kIsFloat<TO>) out[i] = x;
-          else out[i] = static_cast<TO>(quantize_to_grid(x, d_.out.scale, clamp_.lo, clamp_.hi));
+          else out[i] = static_cast<TO>(quantize_to_grid(x, qo.scale, lo, hi));
         }
       }
     }, kGrain);
@@ -123,8 +127,7 @@ class RefConcat final : public Kernel {
         const int64_t off = offsets_[i] * d_.inner;
         const Converter& cv = convs_[i];
         parallel_for(pool, d_.outer, [&](int64_t b, int64_t e, int) {
-          for (int64_t o = b; o < e; ++o)
-            for (int64_t j = 0; j < row; ++j) out[o * orow + off + j] = cv.template operator()<TI, TO>(in[o * row + j]);
+          for (int64_t o = b; o < e; ++o) convert_n(in + o * row, 1, out + o * orow + off, row, cv);
         }, std::max<int64_t>(1, kGrain / std::max<int64_t>(1, row)));
       });
     }
@@ -154,9 +157,8 @@ class RefReshape final : public Kernel {
       TO* out = static_cast<TO*>(args.output);
       const int64_t H = d_.H, W = d_.W, C = d_.C, HWC = H * W * C;
       if (!d_.to_chw) {
-        parallel_for(pool, d_.N * HWC, [&](int64_t b, int64_t e, int) {
-          for (int64_t i = b; i < e; ++i) out[i] = conv_.template operator()<TI, TO>(in[i]);
-        }, kGrain);
+        parallel_for(pool, d_.N * HWC, [&](int64_t b, int64_t e, int) { convert_n(in + b, 1, out + b, e - b, conv_); },
+                     kGrain);
         return;
       }
       // out[n][c*H*W + h*W + w] = in[n][h][w][c]
@@ -165,7 +167,7 @@ class RefReshape final : public Kernel {
           const int64_t n = r / C, c = r % C;
           const TI* src = in + n * HWC + c;
           TO* dst = out + n * HWC + c * H * W;
-          for (int64_t hw = 0; hw < H * W; ++hw) dst[hw] = conv_.template operator()<TI, TO>(src[hw * C]);
+          convert_n(src, C, dst, H * W, conv_);
         }
       });
     });
@@ -233,14 +235,25 @@ class RefSoftmax final : public Kernel {
 };
 
 double elt_cost(const OpDesc& desc) {
-  return cost_model_ns(static_cast<double>(op_work(desc)), RefCost::kElemsPerNs, static_cast<double>(op_bytes(desc)),
+  // Integer elements cost a 128-bit requantization each unless the grids agree
+  // (a clamped copy); an integer add requantizes both inputs.
+  const QuantInfo out = output_quant(desc);
+  bool any_int = !out.is_float(), all_same = true;
+  for (int i = 0; i < num_inputs(desc); ++i) {
+    const QuantInfo q = input_quant(desc, i);
+    any_int |= !q.is_float();
+    all_same &= q == out;
+  }
+  double per = RefCost::kFloatElemNs;
+  if (std::holds_alternative<AddDesc>(desc) && any_int) per = 2.0 * RefCost::kRequantElemNs;
+  else if (any_int) per = all_same ? RefCost::kCopyElemNs : RefCost::kRequantElemNs;
+  return cost_model_ns(static_cast<double>(output_elements(desc)), 1.0 / per, static_cast<double>(op_bytes(desc)),
                        RefCost::kBytesPerNs, RefCost::kOverheadNs);
 }
 
 double softmax_cost(const OpDesc& desc) {
-  // exp dominates: about 20 ns per element in the reference.
-  return cost_model_ns(static_cast<double>(op_work(desc)), 0.05, static_cast<double>(op_bytes(desc)),
-                       RefCost::kBytesPerNs, RefCost::kOverheadNs);
+  return cost_model_ns(static_cast<double>(op_work(desc)), 1.0 / RefCost::kSoftmaxElemNs,
+                       static_cast<double>(op_bytes(desc)), RefCost::kBytesPerNs, RefCost::kOverheadNs);
 }
 
 template <class Desc, class K>

@@ -121,8 +121,9 @@ class RefPool final : public Kernel {
 };
 
 double pool_cost(const OpDesc& desc) {
-  return cost_model_ns(static_cast<double>(op_work(desc)), RefCost::kElemsPerNs, static_cast<double>(op_bytes(desc)),
-                       RefCost::kBytesPerNs, RefCost::kOverheadNs);
+  return cost_model_ns(static_cast<double>(op_work(desc)), 1.0 / RefCost::kPoolTapNs,
+                       static_cast<double>(op_bytes(desc)), RefCost::kBytesPerNs,
+                       RefCost::kOverheadNs + static_cast<double>(output_elements(desc)) * RefCost::kOutputNs);
 }
 
 }  // namespace

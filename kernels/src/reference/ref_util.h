@@ -1,6 +1,7 @@
 // Internal helpers of the reference kernels (not installed).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -75,6 +76,33 @@ struct Converter {
   }
 };
 
+// out[i] = cv(in[i * in_stride]) for i in [0, n). Hot values are copied to
+// locals first: byte-sized output stores may alias anything, which would
+// otherwise force reloads of the converter on every element.
+template <class TI, class TO>
+void convert_n(const TI* in, int64_t in_stride, TO* out, int64_t n, const Converter& cv) {
+  if constexpr (!kIsFloat<TI> && !kIsFloat<TO>) {
+    const int64_t lo = cv.clamp.lo, hi = cv.clamp.hi;
+    if (cv.identity) {
+      // Stored values and grid bounds all fit int32 (<= 16 bits).
+      const auto lo32 = static_cast<int32_t>(lo), hi32 = static_cast<int32_t>(hi);
+      for (int64_t i = 0; i < n; ++i) {
+        const int32_t v = in[i * in_stride];
+        out[i] = static_cast<TO>(std::min(std::max(v, lo32), hi32));
+      }
+    } else {
+      const Requant r = cv.r;
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t v = apply_requant(static_cast<int64_t>(in[i * in_stride]), r);
+        out[i] = static_cast<TO>(v < lo ? lo : (v > hi ? hi : v));
+      }
+    }
+  } else {
+    const Converter local = cv;
+    for (int64_t i = 0; i < n; ++i) out[i] = local.template operator()<TI, TO>(in[i * in_stride]);
+  }
+}
+
 inline void check_args(const KernelArgs& a, int n_inputs, size_t scratch_needed, std::string_view name) {
   if (static_cast<int>(a.inputs.size()) != n_inputs)
     throw std::invalid_argument(std::string(name) + ": expected " + std::to_string(n_inputs) + " input(s), got " +
@@ -89,14 +117,23 @@ inline void check_args(const KernelArgs& a, int n_inputs, size_t scratch_needed,
 
 inline size_t round_up64(size_t v) { return (v + 63) / 64 * 64; }
 
-// Rough throughput figures of the reference kernels on one core (measured on
-// the development machine, Zen 4, -O2; see tests/kernels and bench/).
+// Cost model of the reference kernels (one thread; figures measured with
+// CPU time on the development machine, an AMD EPYC Zen 4, -O2, on layer
+// shapes of LeNet-5 / ResNet-18; SIMD kernels have their own, calibrated).
 struct RefCost {
-  static constexpr double kIntMacsPerNs = 1.0;
-  static constexpr double kFloatMacsPerNs = 0.8;
-  static constexpr double kElemsPerNs = 0.5;  // eltwise / pool / copy work items
-  static constexpr double kBytesPerNs = 8.0;
-  static constexpr double kOverheadNs = 300.0;
+  static constexpr double kIntMacsPerNs = 4.0;    // w <= 8 and a <= 8 bits (int32 sums)
+  static constexpr double kWideMacsPerNs = 1.9;   // 16-bit weights or activations (int64 sums)
+  static constexpr double kFloatMacsPerNs = 1.15; // float32 weights or input
+  static constexpr double kGatherNs = 1.0;        // per input value copied into a conv patch
+  static constexpr double kPatchNs = 20.0;        // per (output pixel, group)
+  static constexpr double kOutputNs = 3.0;        // per output value (requant + clamp + store)
+  static constexpr double kRequantElemNs = 2.2;   // per element requantized to another grid
+  static constexpr double kCopyElemNs = 0.4;      // per element copied (and clamped) on the same grid
+  static constexpr double kFloatElemNs = 0.2;     // per element of a float eltwise op
+  static constexpr double kPoolTapNs = 1.0;       // per window element of a pool
+  static constexpr double kSoftmaxElemNs = 7.5;   // per element (exp)
+  static constexpr double kBytesPerNs = 10.0;     // memory traffic
+  static constexpr double kOverheadNs = 300.0;    // per call
 };
 
 // Registration (one function per source file).
