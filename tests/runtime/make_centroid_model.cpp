@@ -4,7 +4,9 @@
 // behind a flatten of the 1x1x28x28 input. Its purpose is to check the whole
 // `bbits eval` path (IDX reading, preprocessing, layout, quantization, arg-max)
 // against a known accuracy, which random weights cannot do.
-//   bbits_make_centroid_model OUT.bbm [DATA_DIR] [--limit N]
+//   bbits_make_centroid_model OUT.bbm [DATA_DIR] [--limit N] [--export-test N X.npy Y.npy]
+// --export-test also writes the first N test images, preprocessed (x / 255,
+// N x 1 x 28 x 28 float32), and their labels (int64) for `bbits eval --inputs`.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -25,10 +27,16 @@ int main(int argc, char** argv) {
   }
   std::string dir = "/usr/share/datasets/fashion-mnist";
   long limit = 20000;
+  long export_n = 0;
+  std::string export_x, export_y;
   for (int i = 2; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--limit") == 0 && i + 1 < argc)
+    if (std::strcmp(argv[i], "--limit") == 0 && i + 1 < argc) {
       limit = std::strtol(argv[++i], nullptr, 10);
-    else
+    } else if (std::strcmp(argv[i], "--export-test") == 0 && i + 3 < argc) {
+      export_n = std::strtol(argv[++i], nullptr, 10);
+      export_x = argv[++i];
+      export_y = argv[++i];
+    } else
       dir = argv[i];
   }
   try {
@@ -134,6 +142,17 @@ int main(int argc, char** argv) {
     m.metadata->training->dataset = "fashion-mnist";
     m.metadata->training->arch = "class-means";
     w.write(argv[1]);
+    if (export_n > 0) {
+      const auto ti = bbits::io::read_idx(dir + "/t10k-images-idx3-ubyte.gz");
+      const auto tl = bbits::io::read_idx(dir + "/t10k-labels-idx1-ubyte.gz");
+      const int64_t k = std::min<int64_t>(export_n, ti.shape[0]);
+      std::vector<float> x(static_cast<size_t>(k * hw));
+      for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(ti.values[i]) / 255.0f;
+      std::vector<int64_t> y(static_cast<size_t>(k));
+      for (size_t i = 0; i < y.size(); ++i) y[i] = static_cast<int64_t>(tl.values[i]);
+      bbits::io::write_npy(export_x, {k, 1, ti.shape[1], ti.shape[2]}, x.data());
+      bbits::io::write_npy(export_y, {k}, y.data());
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
