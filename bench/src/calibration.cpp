@@ -176,10 +176,11 @@ const BandwidthLevel& Calibration::level_for(int64_t working_set, int threads) c
   return *levels.back();
 }
 
-std::optional<double> Calibration::peak_macs_per_s(const std::string& kernel, int threads) const {
+std::optional<double> Calibration::peak_macs_per_s(const std::string& kernel, const std::string& op,
+                                                   int threads) const {
   const KernelPeak* best = nullptr;
   for (const auto& p : peaks) {
-    if (p.kernel != kernel) continue;
+    if (p.kernel != kernel || (!op.empty() && p.op != op)) continue;
     if (p.threads == threads) return p.macs_per_s;
     if (!best || std::abs(p.threads - threads) < std::abs(best->threads - threads) ||
         (std::abs(p.threads - threads) == std::abs(best->threads - threads) && p.threads < best->threads))

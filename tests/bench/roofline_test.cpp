@@ -93,9 +93,11 @@ TEST(Roofline, RejectsMissingPeakAndNegativeCosts) {
 
 TEST(Roofline, PeakLookupScalesUnmeasuredThreadCounts) {
   const auto c = machine();
-  EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("conv_w4a8", 2), 190e9);
-  EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("fc_w8a8", 2), 80e9);  // only 1 thread measured
-  EXPECT_FALSE(c.peak_macs_per_s("nope", 1).has_value());
+  EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("conv_w4a8", "conv2d", 2), 190e9);
+  EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("conv_w4a8", "", 1), 100e9);
+  EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("fc_w8a8", "fully_connected", 2), 80e9);  // only 1 thread measured
+  EXPECT_FALSE(c.peak_macs_per_s("conv_w4a8", "depthwise", 1).has_value());
+  EXPECT_FALSE(c.peak_macs_per_s("nope", "", 1).has_value());
 }
 
 TEST(Bops, SpeedupAgainstReferences) {

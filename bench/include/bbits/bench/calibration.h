@@ -76,10 +76,11 @@ struct Calibration {
   // otherwise. Uses the entries of the largest thread count <= threads (or
   // the smallest available). Throws CalibrationError when there are none.
   const BandwidthLevel& level_for(int64_t working_set, int threads) const;
-  // Peak of a kernel at a thread count; when that thread count was not
-  // measured, the nearest measured one scaled linearly by threads. nullopt when
-  // the kernel was never measured.
-  std::optional<double> peak_macs_per_s(const std::string& kernel, int threads) const;
+  // Peak of a kernel for a layer family ("conv2d", "pointwise", "depthwise",
+  // "fully_connected"; empty: any family) at a thread count; when that thread
+  // count was not measured, the nearest measured one scaled linearly by
+  // threads. nullopt when the kernel was never measured for the family.
+  std::optional<double> peak_macs_per_s(const std::string& kernel, const std::string& op, int threads) const;
 };
 
 // Where the calibration lives: $BBITS_CALIBRATION, else

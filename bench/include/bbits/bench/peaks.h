@@ -1,0 +1,53 @@
+// bbits bench — measured peak MAC throughput of every kernel of the kernel
+// table (at its native bit widths) and of the oneDNN baselines, per layer
+// family and thread count: the compute side of the roofline.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "bbits/bench/calibration.h"
+#include "bbits/kernels/kernels.h"
+
+namespace bbits::bench {
+
+// Layer families a peak is measured for: "conv2d" (KxK, K > 1), "pointwise"
+// (1x1), "depthwise", "fully_connected".
+const std::vector<std::string>& peak_families();
+
+// A compute-heavy layer of the family at the given bits. `small` gives a
+// shape about 30x cheaper, for reference kernels. Inputs are unsigned (after
+// ReLU), outputs unsigned 8-bit with a fused ReLU; float32 when abits is 32.
+kernels::OpDesc representative_desc(const std::string& family, int wbits, int abits, bool small);
+
+struct PeakCalibrationOptions {
+  std::vector<int> threads = {1, 2};
+  kernels::Isa max_isa = kernels::Isa::AMX;  // kernels above this ISA are skipped
+  TimingOptions timing{.warmup = 1, .repeats = 5, .min_sample_ns = 2e6};
+  bool onednn = true;
+  // Only kernels whose name contains this text (empty: all).
+  std::string filter;
+};
+
+using Progress = std::function<void(const std::string&)>;
+
+// Peaks of every (kernel, family) the kernel supports at its native bits.
+std::vector<KernelPeak> calibrate_kernel_peaks(const PeakCalibrationOptions& opts, const Progress& progress = {});
+// Peaks of oneDNN f32 and int8 per family ("onednn_f32", "onednn_int8").
+std::vector<KernelPeak> calibrate_onednn_peaks(const PeakCalibrationOptions& opts, const Progress& progress = {});
+
+}  // namespace bbits::bench
+
+namespace bbits::bench {
+
+struct MachineCalibrationOptions {
+  BandwidthCalibrationOptions bandwidth;
+  PeakCalibrationOptions peaks;
+};
+
+// Everything `bbits calibrate` measures: caches, read bandwidth per level and
+// thread count, kernel and oneDNN peaks, stamped with cpu, isa and commit.
+Calibration calibrate_machine(const MachineCalibrationOptions& opts, const Progress& progress = {});
+
+}  // namespace bbits::bench

@@ -1,0 +1,396 @@
+// bbits kernel microbenchmarks (Google Benchmark): batch 1, one thread.
+//
+//   fc/<OC>x<K>/<kernel>        our fully connected kernels at W8A8/W4A8/W2A8
+//                               (weight GB/s reported) beside oneDNN int8
+//                               (u8s8 -> u8, output scales + ReLU fused) and
+//                               oneDNN f32 on the same shape;
+//   conv/<model>/<layer>/<k>    the real conv / fc layers of LeNet-5 (28x28),
+//                               ResNet-18 and MobileNetV2 (224x224), batch 1:
+//                               our GEMM kernel at each weight width, the
+//                               kernel the table chooses, and oneDNN int8;
+//   bandwidth/<bytes>           single-thread read bandwidth at the fc working
+//                               set sizes (the ceiling for weight streaming).
+//
+// Run: bbits-bench-kernels --benchmark_format=json --benchmark_out=k.json, then
+// bench/kernels/ratios.py k.json prints the target ratios.
+#include <benchmark/benchmark.h>
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include "bbits/kernels/cpu.h"
+#include "bbits/kernels/kernels.h"
+
+extern "C" void omp_set_num_threads(int);
+
+namespace bk = bbits::kernels;
+
+namespace {
+
+struct Buf {
+  explicit Buf(size_t n) : size(n) {
+    p = static_cast<uint8_t*>(std::aligned_alloc(64, (n + 127) / 64 * 64));
+    if (!p) throw std::bad_alloc();
+    std::memset(p, 0, (n + 127) / 64 * 64);
+  }
+  ~Buf() { std::free(p); }
+  Buf(const Buf&) = delete;
+  Buf& operator=(const Buf&) = delete;
+  uint8_t* p = nullptr;
+  size_t size = 0;
+};
+
+void fill_random(uint8_t* p, size_t n, uint64_t seed, uint8_t mask = 0xff) {
+  std::mt19937_64 rng(seed);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t v = rng();
+    std::memcpy(p + i, &v, 8);
+  }
+  for (; i < n; ++i) p[i] = static_cast<uint8_t>(rng());
+  if (mask != 0xff)
+    for (size_t j = 0; j < n; ++j) p[j] &= mask;
+}
+
+// ---- our kernels through the table --------------------------------------------
+struct Layer {
+  std::string model, name;
+  bk::ConvDesc conv;  // fc layers: 1x1 conv on a 1x1 image are expressed as FcDesc below
+  bool fc = false;
+  int64_t K = 0, OC = 0;
+};
+
+bk::OpDesc make_desc(const Layer& L, int wbits) {
+  if (L.fc) {
+    bk::FcDesc f;
+    f.N = 1;
+    f.K = L.K;
+    f.OC = L.OC;
+    f.wbits = wbits;
+    f.in = {8, false, 0.02f};
+    f.out = {8, false, 0.05f};
+    f.activation = bk::Activation::Relu;
+    return f;
+  }
+  bk::ConvDesc c = L.conv;
+  c.wbits = wbits;
+  c.in = {8, false, 0.02f};
+  c.out = {8, false, 0.05f};
+  c.activation = bk::Activation::Relu;
+  return c;
+}
+
+struct Prepared {
+  std::unique_ptr<bk::Kernel> kernel;
+  std::unique_ptr<Buf> weights, in, out, scratch;
+  std::vector<float> scales;
+  std::vector<int32_t> bias;
+  size_t weight_bytes = 0;
+};
+
+std::unique_ptr<Prepared> prepare(const bk::KernelInfo& info, const bk::OpDesc& d) {
+  auto p = std::make_unique<Prepared>();
+  int64_t rows = 0, k = 0;
+  if (const auto* c = std::get_if<bk::ConvDesc>(&d)) rows = c->OC, k = c->K();
+  if (const auto* f = std::get_if<bk::FcDesc>(&d)) rows = f->OC, k = f->K;
+  const int wb = bk::weight_bits(d);
+  p->weight_bytes = static_cast<size_t>(rows) * bbits::packed_row_bytes(k, wb);
+  p->weights = std::make_unique<Buf>(p->weight_bytes);
+  fill_random(p->weights->p, p->weight_bytes, 7);
+  if (wb == 8)  // stay on the signed 8-bit grid (no -128)
+    for (size_t i = 0; i < p->weight_bytes; ++i)
+      if (p->weights->p[i] == 0x80) p->weights->p[i] = 0x81;
+  p->scales.assign(static_cast<size_t>(rows), 0.0005f);
+  p->bias.assign(static_cast<size_t>(rows), 100);
+  bk::Weights w;
+  w.data = p->weights->p;
+  w.size = p->weight_bytes;
+  w.scales = p->scales;
+  w.bias_q = p->bias;
+  p->kernel = info.create(d, w);
+  p->in = std::make_unique<Buf>(static_cast<size_t>(bk::input_elements(d, 0)));
+  fill_random(p->in->p, p->in->size, 11);
+  p->out = std::make_unique<Buf>(static_cast<size_t>(bk::output_elements(d)) * 4);
+  p->scratch = std::make_unique<Buf>(std::max<size_t>(64, p->kernel->scratch_bytes(1)));
+  return p;
+}
+
+void run_ours(benchmark::State& st, const bk::KernelInfo* info, bk::OpDesc d) {
+  std::unique_ptr<Prepared> p;
+  try {
+    p = prepare(*info, d);
+  } catch (const std::exception& e) {
+    st.SkipWithError(e.what());
+    return;
+  }
+  const void* ins[1] = {p->in->p};
+  bk::KernelArgs a;
+  a.inputs = ins;
+  a.output = p->out->p;
+  a.scratch = p->scratch->p;
+  a.scratch_size = p->scratch->size;
+  for (auto _ : st) {
+    p->kernel->run(a, nullptr);
+    benchmark::ClobberMemory();
+  }
+  const double macs = static_cast<double>(bk::op_work(d));
+  st.counters["GMAC/s"] = benchmark::Counter(macs * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["wGB/s"] =
+      benchmark::Counter(static_cast<double>(p->weight_bytes) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  st.SetLabel(std::string(p->kernel->name()));
+}
+
+// ---- oneDNN baselines -------------------------------------------------------------
+using dnnl::memory;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+struct OnednnLayer {
+  dnnl::engine eng{dnnl::engine::kind::cpu, 0};
+  dnnl::stream strm{eng};
+  dnnl::primitive prim;
+  std::unordered_map<int, memory> args;
+};
+
+// int8: u8 src, s8 weights, u8 dst with per-channel output scales and ReLU
+// (a complete quantized layer); f32: float src/weights/dst with bias + ReLU.
+std::unique_ptr<OnednnLayer> onednn_layer(const Layer& L, bool int8) {
+  auto o = std::make_unique<OnednnLayer>();
+  const dt st = int8 ? dt::u8 : dt::f32, wt = int8 ? dt::s8 : dt::f32, dst_t = int8 ? dt::u8 : dt::f32;
+  dnnl::primitive_attr attr;
+  dnnl::post_ops po;
+  po.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+  attr.set_post_ops(po);
+  const int64_t OC = L.fc ? L.OC : L.conv.OC;
+  if (int8) attr.set_output_scales(2, std::vector<float>(static_cast<size_t>(OC), 0.0002f));
+  memory::desc src, wei, bias, dst;
+  if (L.fc) {
+    src = memory::desc({1, L.K}, st, tag::nc);
+    wei = memory::desc({L.OC, L.K}, wt, tag::any);
+    bias = memory::desc({L.OC}, dt::f32, tag::x);
+    dst = memory::desc({1, L.OC}, dst_t, tag::nc);
+    dnnl::inner_product_forward::primitive_desc pd(
+        dnnl::inner_product_forward::desc(dnnl::prop_kind::forward_inference, src, wei, bias, dst), attr, o->eng);
+    o->prim = dnnl::inner_product_forward(pd);
+    wei = pd.weights_desc();
+  } else {
+    const bk::ConvDesc& c = L.conv;
+    const int64_t G = c.groups;
+    src = memory::desc({1, c.C, c.H, c.W}, st, tag::nhwc);
+    wei = G == 1 ? memory::desc({c.OC, c.C, c.KH, c.KW}, wt, tag::any)
+                 : memory::desc({G, c.OC / G, c.C / G, c.KH, c.KW}, wt, tag::any);
+    bias = memory::desc({c.OC}, dt::f32, tag::x);
+    dst = memory::desc({1, c.OC, c.out_h(), c.out_w()}, dst_t, tag::nhwc);
+    dnnl::convolution_forward::primitive_desc pd(
+        dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src,
+                                        wei, bias, dst, {c.stride_h, c.stride_w}, {0, 0}, {c.pad_top, c.pad_left},
+                                        {c.pad_bottom, c.pad_right}),
+        attr, o->eng);
+    o->prim = dnnl::convolution_forward(pd);
+    wei = pd.weights_desc();
+  }
+  memory ms(src, o->eng), mw(wei, o->eng), mb(bias, o->eng), md(dst, o->eng);
+  fill_random(static_cast<uint8_t*>(ms.get_data_handle()), src.get_size(), 3, int8 ? 0xff : 0x3f);
+  fill_random(static_cast<uint8_t*>(mw.get_data_handle()), wei.get_size(), 5, int8 ? 0xff : 0x3f);
+  std::memset(mb.get_data_handle(), 0, bias.get_size());
+  o->args = {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_BIAS, mb}, {DNNL_ARG_DST, md}};
+  return o;
+}
+
+void run_onednn(benchmark::State& st, Layer L, bool int8) {
+  std::unique_ptr<OnednnLayer> o;
+  try {
+    o = onednn_layer(L, int8);
+  } catch (const std::exception& e) {
+    st.SkipWithError(e.what());
+    return;
+  }
+  for (auto _ : st) {
+    o->prim.execute(o->strm, o->args);
+    o->strm.wait();
+  }
+  const double macs = L.fc ? static_cast<double>(L.K * L.OC) : static_cast<double>(L.conv.macs());
+  const double wbytes = (L.fc ? static_cast<double>(L.K * L.OC) : static_cast<double>(L.conv.OC * L.conv.K())) *
+                        (int8 ? 1.0 : 4.0);
+  st.counters["GMAC/s"] = benchmark::Counter(macs * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["wGB/s"] = benchmark::Counter(wbytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  st.SetLabel(int8 ? "onednn u8s8u8" : "onednn f32");
+}
+
+// ---- read bandwidth ---------------------------------------------------------------
+__attribute__((target("avx512f"))) uint64_t read_avx512(const uint8_t* p, size_t n) {
+  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+  for (size_t i = 0; i + 256 <= n; i += 256) {
+    a0 = _mm512_xor_si512(a0, _mm512_load_si512(p + i));
+    a1 = _mm512_xor_si512(a1, _mm512_load_si512(p + i + 64));
+    a2 = _mm512_xor_si512(a2, _mm512_load_si512(p + i + 128));
+    a3 = _mm512_xor_si512(a3, _mm512_load_si512(p + i + 192));
+  }
+  const __m512i x = _mm512_xor_si512(_mm512_xor_si512(a0, a1), _mm512_xor_si512(a2, a3));
+  return static_cast<uint64_t>(_mm512_reduce_add_epi64(x));
+}
+__attribute__((target("avx2"))) uint64_t read_avx2(const uint8_t* p, size_t n) {
+  __m256i a0 = _mm256_setzero_si256(), a1 = a0;
+  for (size_t i = 0; i + 64 <= n; i += 64) {
+    a0 = _mm256_xor_si256(a0, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i)));
+    a1 = _mm256_xor_si256(a1, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 32)));
+  }
+  alignas(32) uint64_t v[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(v), _mm256_xor_si256(a0, a1));
+  return v[0] ^ v[1] ^ v[2] ^ v[3];
+}
+
+void run_bandwidth(benchmark::State& st, size_t bytes) {
+  Buf b(bytes);
+  fill_random(b.p, bytes, 1);
+  const bool avx512 = bk::cpu_features().avx512f;
+  for (auto _ : st) {
+    uint64_t r = avx512 ? read_avx512(b.p, bytes) : read_avx2(b.p, bytes);
+    benchmark::DoNotOptimize(r);
+  }
+  st.counters["GB/s"] = benchmark::Counter(static_cast<double>(bytes) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  st.SetLabel(avx512 ? "avx512 loads" : "avx2 loads");
+}
+
+// ---- the real layer shapes -----------------------------------------------------------
+Layer conv(const std::string& model, const std::string& name, int64_t HW, int64_t C, int64_t OC, int k, int s,
+           int groups = 1) {
+  Layer L;
+  L.model = model;
+  L.name = name;
+  bk::ConvDesc& c = L.conv;
+  c.N = 1;
+  c.H = c.W = HW;
+  c.C = C;
+  c.OC = OC;
+  c.KH = c.KW = k;
+  c.stride_h = c.stride_w = s;
+  const int pad = k / 2;
+  c.pad_top = c.pad_left = c.pad_bottom = c.pad_right = pad;
+  c.groups = groups;
+  return L;
+}
+Layer fc(const std::string& model, const std::string& name, int64_t K, int64_t OC) {
+  Layer L;
+  L.model = model;
+  L.name = name;
+  L.fc = true;
+  L.K = K;
+  L.OC = OC;
+  return L;
+}
+
+std::vector<Layer> model_layers() {
+  std::vector<Layer> v;
+  // LeNet-5 on 28x28 (conv1 padded to keep 28x28).
+  v.push_back(conv("lenet5", "conv1_5x5_1to6_28", 28, 1, 6, 5, 1));
+  {
+    Layer L = conv("lenet5", "conv2_5x5_6to16_14", 14, 6, 16, 5, 1);
+    L.conv.pad_top = L.conv.pad_left = L.conv.pad_bottom = L.conv.pad_right = 0;
+    v.push_back(L);
+  }
+  v.push_back(fc("lenet5", "fc1_400to120", 400, 120));
+  v.push_back(fc("lenet5", "fc2_120to84", 120, 84));
+  v.push_back(fc("lenet5", "fc3_84to10", 84, 10));
+  // ResNet-18, 224x224.
+  v.push_back(conv("resnet18", "conv1_7x7s2_3to64_224", 224, 3, 64, 7, 2));
+  v.push_back(conv("resnet18", "l1_3x3_64to64_56", 56, 64, 64, 3, 1));
+  v.push_back(conv("resnet18", "l2a_3x3s2_64to128_56", 56, 64, 128, 3, 2));
+  v.push_back(conv("resnet18", "l2b_3x3_128to128_28", 28, 128, 128, 3, 1));
+  v.push_back(conv("resnet18", "l2ds_1x1s2_64to128_56", 56, 64, 128, 1, 2));
+  v.push_back(conv("resnet18", "l3a_3x3s2_128to256_28", 28, 128, 256, 3, 2));
+  v.push_back(conv("resnet18", "l3b_3x3_256to256_14", 14, 256, 256, 3, 1));
+  v.push_back(conv("resnet18", "l3ds_1x1s2_128to256_28", 28, 128, 256, 1, 2));
+  v.push_back(conv("resnet18", "l4a_3x3s2_256to512_14", 14, 256, 512, 3, 2));
+  v.push_back(conv("resnet18", "l4b_3x3_512to512_7", 7, 512, 512, 3, 1));
+  v.push_back(conv("resnet18", "l4ds_1x1s2_256to512_14", 14, 256, 512, 1, 2));
+  v.push_back(fc("resnet18", "fc_512to1000", 512, 1000));
+  // MobileNetV2, 224x224 (the distinct shapes).
+  v.push_back(conv("mobilenetv2", "stem_3x3s2_3to32_224", 224, 3, 32, 3, 2));
+  v.push_back(conv("mobilenetv2", "dw_3x3_32_112", 112, 32, 32, 3, 1, 32));
+  v.push_back(conv("mobilenetv2", "pw_32to16_112", 112, 32, 16, 1, 1));
+  v.push_back(conv("mobilenetv2", "pw_16to96_112", 112, 16, 96, 1, 1));
+  v.push_back(conv("mobilenetv2", "dw_3x3s2_96_112", 112, 96, 96, 3, 2, 96));
+  v.push_back(conv("mobilenetv2", "pw_96to24_56", 56, 96, 24, 1, 1));
+  v.push_back(conv("mobilenetv2", "pw_24to144_56", 56, 24, 144, 1, 1));
+  v.push_back(conv("mobilenetv2", "dw_3x3_144_56", 56, 144, 144, 3, 1, 144));
+  v.push_back(conv("mobilenetv2", "pw_144to32_28", 28, 144, 32, 1, 1));
+  v.push_back(conv("mobilenetv2", "pw_32to192_28", 28, 32, 192, 1, 1));
+  v.push_back(conv("mobilenetv2", "pw_192to64_14", 14, 192, 64, 1, 1));
+  v.push_back(conv("mobilenetv2", "pw_64to384_14", 14, 64, 384, 1, 1));
+  v.push_back(conv("mobilenetv2", "dw_3x3_384_14", 14, 384, 384, 3, 1, 384));
+  v.push_back(conv("mobilenetv2", "pw_384to96_14", 14, 384, 96, 1, 1));
+  v.push_back(conv("mobilenetv2", "pw_576to160_7", 7, 576, 160, 1, 1));
+  v.push_back(conv("mobilenetv2", "pw_160to960_7", 7, 160, 960, 1, 1));
+  v.push_back(conv("mobilenetv2", "dw_3x3_960_7", 7, 960, 960, 3, 1, 960));
+  v.push_back(conv("mobilenetv2", "pw_960to320_7", 7, 960, 320, 1, 1));
+  v.push_back(conv("mobilenetv2", "pw_320to1280_7", 7, 320, 1280, 1, 1));
+  v.push_back(fc("mobilenetv2", "fc_1280to1000", 1280, 1000));
+  return v;
+}
+
+const char* isa_tag(bk::Isa isa) { return isa == bk::Isa::AVX512_VNNI ? "avx512vnni" : "avx2"; }
+
+void register_all() {
+  const bk::Isa isa = bk::detect_isa();
+  const bool has_vnni = bk::isa_at_most(bk::Isa::AVX512_VNNI, isa);
+  // The big fully connected layers.
+  for (auto [oc, k] : {std::pair<int64_t, int64_t>{4096, 4096}, {11008, 4096}}) {
+    const Layer L = fc("fc", std::to_string(oc) + "x" + std::to_string(k), k, oc);
+    const std::string base = "fc/" + L.name + "/";
+    for (int wb : {8, 4, 2}) {
+      const std::string kn = "fc_w" + std::to_string(wb) + "a8_u8s" + std::to_string(wb) + "_" + isa_tag(isa) +
+                             (has_vnni ? "_4x64" : "_2x32");
+      const bk::KernelInfo* info = bk::find_kernel(kn);
+      if (!info) continue;
+      benchmark::RegisterBenchmark((base + "w" + std::to_string(wb) + "a8_ours").c_str(), run_ours, info,
+                                   make_desc(L, wb))
+          ->Unit(benchmark::kMicrosecond);
+    }
+    if (has_vnni)
+      benchmark::RegisterBenchmark((base + "w8a8_onednn").c_str(), run_onednn, L, true)->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark((base + "f32_onednn").c_str(), run_onednn, L, false)->Unit(benchmark::kMicrosecond);
+  }
+  // Read bandwidth at the fc working sets (weights at 8, 4, 2 bits) and in cache.
+  for (size_t bytes : {size_t{4096} * 4096, size_t{4096} * 4096 / 2, size_t{4096} * 4096 / 4, size_t{11008} * 4096,
+                       size_t{11008} * 4096 / 2, size_t{11008} * 4096 / 4, size_t{1} << 20})
+    benchmark::RegisterBenchmark(("bandwidth/" + std::to_string(bytes)).c_str(), run_bandwidth, bytes)
+        ->Unit(benchmark::kMicrosecond);
+  // Model layers.
+  for (const Layer& L : model_layers()) {
+    const std::string base = "layer/" + L.model + "/" + L.name + "/";
+    for (int wb : {8, 4, 2}) {
+      const bk::OpDesc d = make_desc(L, wb);
+      const std::string kn = std::string(L.fc ? "fc" : "conv2d") + "_w" + std::to_string(wb) + "a8_u8s" +
+                             std::to_string(wb) + "_" + isa_tag(isa) + (has_vnni ? "_4x64" : "_2x32");
+      const bk::KernelInfo* info = bk::find_kernel(kn);
+      if (info && info->supports(d))
+        benchmark::RegisterBenchmark((base + "w" + std::to_string(wb) + "a8_ours").c_str(), run_ours, info, d)
+            ->Unit(benchmark::kMicrosecond);
+      const bk::KernelInfo* chosen = bk::choose_kernel(d, isa).info;
+      benchmark::RegisterBenchmark((base + "w" + std::to_string(wb) + "a8_chosen").c_str(), run_ours, chosen, d)
+          ->Unit(benchmark::kMicrosecond);
+    }
+    if (has_vnni)
+      benchmark::RegisterBenchmark((base + "w8a8_onednn").c_str(), run_onednn, L, true)->Unit(benchmark::kMicrosecond);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  omp_set_num_threads(1);  // one thread for oneDNN too
+  benchmark::Initialize(&argc, argv);
+  register_all();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

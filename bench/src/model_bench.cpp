@@ -1,0 +1,320 @@
+#include "bbits/bench/model_bench.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <random>
+#include <stdexcept>
+
+#include "bbits/bench/layer_runner.h"
+#include "bbits/bench/model_layers.h"
+#include "bbits/bench/onednn_baseline.h"
+#include "bbits/bench/roofline.h"
+#include "bbits/bench/sysinfo.h"
+#include "bbits/kernels/cpu.h"
+#include "bbits/kernels/thread_pool.h"
+#include "bbits/runtime.h"
+
+namespace bbits::bench {
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+Cell num(double v) { return std::isfinite(v) ? Cell{v} : Cell{}; }
+Cell us(const Summary* s) { return s ? Cell{s->median * 1e-3} : Cell{}; }
+
+// The same layer (same kept channels) with weights and activations at `bits`
+// (32: float32): what the oneDNN baselines move and compute.
+LayerCost baseline_cost(const ModelLayer& L, int bits) {
+  LayerCost c = L.cost();
+  const int64_t act_bytes = bits == 32 ? 4 : 1;
+  auto elem = [&](const kernels::QuantInfo& q) { return q.is_float() ? int64_t{4} : act_bytes; };
+  c.input_bytes = 0;
+  for (int i = 0; i < kernels::num_inputs(L.desc); ++i)
+    c.input_bytes += kernels::input_elements(L.desc, i) * elem(kernels::input_quant(L.desc, i));
+  c.output_bytes = kernels::output_elements(L.desc) * elem(kernels::output_quant(L.desc));
+  if (c.macs > 0) {
+    int64_t welems = 0, oc = 0;
+    if (const auto* d = std::get_if<kernels::ConvDesc>(&L.desc)) {
+      welems = d->OC * d->K();
+      oc = d->OC;
+    } else if (const auto* f = std::get_if<kernels::FcDesc>(&L.desc)) {
+      welems = f->OC * f->K;
+      oc = f->OC;
+    }
+    c.weight_bytes = welems * (bits == 32 ? 4 : 1) + 4 * oc;
+    c.wbits = bits;
+    c.abits = bits;
+  }
+  return c;
+}
+
+// BOP speedup against the same layer shape at ref bits.
+double bop_ratio(const LayerCost& c, int ref) {
+  if (c.macs <= 0 || c.wbits <= 0 || c.abits <= 0) return kNaN;
+  return static_cast<double>(ref) * ref / (static_cast<double>(c.wbits) * c.abits);
+}
+
+double ratio(double a, double b) {
+  if (!(a > 0) || !(b > 0) || !std::isfinite(a) || !std::isfinite(b)) return kNaN;
+  return a / b;
+}
+
+struct Pred {
+  double ns = kNaN;
+  std::string level, bound;
+};
+
+Pred predict(const LayerCost& c, const Calibration& cal, const std::string& kernel, const std::string& family,
+             int threads) {
+  Pred p;
+  double peak = 0;
+  if (c.macs > 0) {
+    const auto pk = cal.peak_macs_per_s(kernel, family, threads);
+    if (!pk) return p;  // not calibrated: no prediction
+    peak = *pk;
+  }
+  const RooflinePrediction r = roofline(c, peak, cal, threads);
+  p.ns = r.time_ns;
+  p.level = r.level;
+  p.bound = c.macs > 0 ? (r.compute_bound() ? "compute" : "memory") : "memory";
+  return p;
+}
+
+}  // namespace
+
+const std::vector<Column>& bench_columns() {
+  static const std::vector<Column> cols = {
+      {"scope"},          {"threads"},         {"index"},        {"layer"},        {"op"},
+      {"kernel"},         {"wbits"},           {"abits"},        {"macs"},         {"bops"},
+      {"bytes"},          {"level"},           {"bound"},        {"t_us", 1},      {"t_iqr_us", 1},
+      {"t_f32_us", 1},    {"t_int8_us", 1},    {"roof_us", 1},   {"roof_err", 2},  {"bop_x32", 1},
+      {"roof_x32", 2},    {"meas_x32", 2},     {"bop_err32", 2}, {"roof_err32", 2}, {"bop_x8", 2},
+      {"roof_x8", 2},     {"meas_x8", 2},      {"bop_err8", 2},  {"roof_err8", 2}, {"t_layers_sum_us", 1},
+      {"onednn_f32_impl"}, {"onednn_int8_impl"}};
+  return cols;
+}
+
+const std::vector<std::string>& terminal_columns() {
+  static const std::vector<std::string> c = {"threads", "index", "layer",   "kernel",  "wbits",  "abits",
+                                             "t_us",    "t_iqr_us", "t_f32_us", "t_int8_us", "roof_us", "roof_err",
+                                             "bop_x32", "meas_x32", "bop_x8",  "meas_x8", "roof_x8"};
+  return c;
+}
+
+nlohmann::json ModelBenchResult::to_json() const {
+  nlohmann::json j = bench::to_json(rows, meta);
+  j["roofline_within_25pct"] = nlohmann::json::array();
+  for (const auto& [t, r] : roofline_hit_rate) j["roofline_within_25pct"].push_back({{"threads", t}, {"share", r}});
+  return j;
+}
+
+ModelBenchResult run_model_bench(const std::string& model_path, const ModelBenchOptions& opts,
+                                 const std::function<void(const std::string&)>& progress) {
+  if (opts.threads.empty()) throw std::invalid_argument("bench: no thread counts");
+  for (int t : opts.threads)
+    if (t < 1 || t > 256) throw std::invalid_argument(fmt::format("bench: thread count {} out of range 1..256", t));
+  auto say = [&](const std::string& s) {
+    if (progress) progress(s);
+  };
+  const auto ml = ModelLayers::load(model_path);
+  const auto model = bbits::Model::load(model_path);
+  const auto& info = model->info();
+  if (info.layers.size() != ml->layers().size())
+    throw std::runtime_error(fmt::format("{}: the runtime reports {} layers, the file has {}", model_path,
+                                         info.layers.size(), ml->layers().size()));
+  const kernels::Isa isa = kernels::detect_isa();
+  const Calibration& cal = opts.calibration;
+
+  ModelBenchResult res;
+  res.meta = {{"model", model_path},
+              {"arch", ml->arch()},
+              {"method", ml->method()},
+              {"cpu", cpu_model_name()},
+              {"isa", model->isa()},
+              {"commit", build_commit()},
+              {"created", utc_timestamp()},
+              {"onednn", onednn_info()},
+              {"calibration", opts.calibration_path},
+              {"repeats", std::to_string(opts.timing.repeats)},
+              {"relative_bops", fmt::format("{:.6f}", info.relative_bops())}};
+  res.rows = Table(bench_columns());
+
+  // Kernels as the plan chose them.
+  std::vector<const kernels::KernelInfo*> chosen;
+  for (size_t i = 0; i < ml->layers().size(); ++i)
+    chosen.push_back(pick_kernel(ml->layers()[i], info.layers[i].kernel, isa));
+
+  for (int t : opts.threads) {
+    std::unique_ptr<kernels::ThreadPool> pool;
+    if (t > 1) pool = std::make_unique<kernels::ThreadPool>(t);
+    const size_t n = ml->layers().size();
+    std::vector<Summary> tb(n);
+    for (size_t i = 0; i < n; ++i) {
+      LayerRunner r(ml->layers()[i], *chosen[i], t, 1 + i);
+      tb[i] = time_ns([&] { r.run(pool.get()); }, opts.timing);
+    }
+    say(fmt::format("bbits layers timed ({} threads)", t));
+
+    std::vector<std::optional<Summary>> tf(n), ti(n);
+    std::optional<Summary> whole_f, whole_i, whole_b;
+    std::vector<std::string> impl_f(n), impl_i(n);
+    if (opts.baselines) {
+      for (BaselineKind kind : {BaselineKind::F32, BaselineKind::Int8}) {
+        OnednnNet net(*ml, kind, t);
+        set_onednn_threads(t);
+        auto& dst = kind == BaselineKind::F32 ? tf : ti;
+        auto& impl = kind == BaselineKind::F32 ? impl_f : impl_i;
+        for (size_t i = 0; i < n; ++i) {
+          impl[i] = net.note(i);
+          if (net.available(i)) dst[i] = time_ns([&] { net.run_layer(i); }, opts.timing);
+        }
+        (kind == BaselineKind::F32 ? whole_f : whole_i) = time_ns([&] { net.run_all(); }, opts.timing);
+        say(fmt::format("{} timed ({} threads)", baseline_name(kind), t));
+      }
+    }
+    if (opts.whole_model) {
+      bbits::Session session(model, {.threads = t});
+      std::mt19937 rng(3);
+      std::vector<bbits::QuantizedTensor> qin;
+      std::vector<bbits::Tensor> fin;
+      bool quantized = true;
+      for (size_t i = 0; i < model->num_inputs(); ++i)
+        if (model->input(i).bits == 32) quantized = false;
+      for (size_t i = 0; i < model->num_inputs(); ++i) {
+        const auto& ti_ = model->input(i);
+        if (quantized) {
+          bbits::QuantizedTensor q;
+          q.shape = ti_.shape;
+          q.bits = ti_.bits;
+          q.is_signed = ti_.is_signed;
+          q.scale = ti_.scale.empty() ? 1.0f : ti_.scale[0];
+          std::uniform_int_distribution<int32_t> u(static_cast<int32_t>(bbits::qmin(q.bits, q.is_signed)),
+                                                   static_cast<int32_t>(bbits::qmax(q.bits, q.is_signed)));
+          q.data.resize(static_cast<size_t>(ti_.elements()));
+          for (auto& v : q.data) v = u(rng);
+          qin.push_back(std::move(q));
+        } else {
+          bbits::Tensor x;
+          x.shape = ti_.shape;
+          std::uniform_real_distribution<float> u(-1.f, 1.f);
+          x.data.resize(static_cast<size_t>(ti_.elements()));
+          for (auto& v : x.data) v = u(rng);
+          fin.push_back(std::move(x));
+        }
+      }
+      whole_b = time_ns(
+          [&] {
+            if (quantized)
+              session.run_quantized(qin);
+            else
+              session.run(fin);
+          },
+          opts.timing);
+      say(fmt::format("bbits session timed ({} threads)", t));
+    }
+
+    // ---- rows -------------------------------------------------------------------
+    double sum_roof = 0, sum_roof_f = 0, sum_roof_i = 0, sum_t = 0;
+    bool roof_ok = true, roof_f_ok = true, roof_i_ok = true;
+    int64_t tot_macs = 0, tot_bops = 0, tot_bytes = 0, bops32 = 0, bops8 = 0;
+    int hits = 0, judged = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const ModelLayer& L = ml->layers()[i];
+      const LayerCost c = L.cost();
+      const std::string fam = L.family();
+      const Pred pb = predict(c, cal, chosen[i]->name, fam, t);
+      const Pred pf = predict(baseline_cost(L, 32), cal, baseline_name(BaselineKind::F32), fam, t);
+      const Pred pi = predict(baseline_cost(L, 8), cal, baseline_name(BaselineKind::Int8), fam, t);
+      const double tm = tb[i].median;
+      const double t32 = tf[i] ? tf[i]->median : kNaN;
+      const double t8 = ti[i] ? ti[i]->median : kNaN;
+      const double bx32 = bop_ratio(c, 32), bx8 = bop_ratio(c, 8);
+      const double rx32 = ratio(pf.ns, pb.ns), rx8 = ratio(pi.ns, pb.ns);
+      const double mx32 = ratio(t32, tm), mx8 = ratio(t8, tm);
+      const double rerr = relative_error(pb.ns, tm);
+      if (std::isfinite(rerr)) {
+        ++judged;
+        if (std::fabs(rerr) <= 0.25) ++hits;
+      }
+      sum_t += tm;
+      if (std::isfinite(pb.ns)) sum_roof += pb.ns; else roof_ok = false;
+      if (std::isfinite(pf.ns)) sum_roof_f += pf.ns; else roof_f_ok = false;
+      if (std::isfinite(pi.ns)) sum_roof_i += pi.ns; else roof_i_ok = false;
+      tot_macs += c.macs;
+      tot_bops += layer_bops(c);
+      tot_bytes += c.bytes();
+      if (c.macs > 0) {
+        bops32 += c.macs * 32 * 32;
+        bops8 += c.macs * 8 * 8;
+      }
+      res.rows.add_row({std::string("layer"), int64_t{t}, int64_t{L.index}, L.name, fam, chosen[i]->name,
+                        c.macs > 0 ? Cell{int64_t{c.wbits}} : Cell{}, int64_t{c.abits}, c.macs, layer_bops(c),
+                        c.bytes(), pb.level, pb.bound, us(&tb[i]), num(tb[i].iqr() * 1e-3),
+                        tf[i] ? us(&*tf[i]) : Cell{}, ti[i] ? us(&*ti[i]) : Cell{}, num(pb.ns * 1e-3), num(rerr),
+                        num(bx32), num(rx32), num(mx32), num(relative_error(bx32, mx32)),
+                        num(relative_error(rx32, mx32)), num(bx8), num(rx8), num(mx8),
+                        num(relative_error(bx8, mx8)), num(relative_error(rx8, mx8)), Cell{}, impl_f[i], impl_i[i]});
+    }
+    const double share = judged > 0 ? static_cast<double>(hits) / judged : kNaN;
+    res.roofline_hit_rate.emplace_back(t, share);
+    // Whole model: measured end to end; predictions are sums over the layers.
+    const double tw = whole_b ? whole_b->median : kNaN;
+    const double tw32 = whole_f ? whole_f->median : kNaN, tw8 = whole_i ? whole_i->median : kNaN;
+    const double proof = roof_ok ? sum_roof : kNaN;
+    const double bx32 = tot_bops > 0 ? static_cast<double>(bops32) / tot_bops : kNaN;
+    const double bx8 = tot_bops > 0 ? static_cast<double>(bops8) / tot_bops : kNaN;
+    const double rx32 = roof_f_ok ? ratio(sum_roof_f, proof) : kNaN;
+    const double rx8 = roof_i_ok ? ratio(sum_roof_i, proof) : kNaN;
+    const double mx32 = ratio(tw32, tw), mx8 = ratio(tw8, tw);
+    res.rows.add_row({std::string("model"), int64_t{t}, int64_t{-1}, std::string("(whole model)"), std::string(""),
+                      std::string("bbits::Session"), Cell{}, Cell{}, tot_macs, tot_bops, tot_bytes, std::string(""),
+                      std::string(""), whole_b ? us(&*whole_b) : Cell{}, whole_b ? num(whole_b->iqr() * 1e-3) : Cell{},
+                      whole_f ? us(&*whole_f) : Cell{}, whole_i ? us(&*whole_i) : Cell{}, num(proof * 1e-3),
+                      num(relative_error(proof, tw)), num(bx32), num(rx32), num(mx32), num(relative_error(bx32, mx32)),
+                      num(relative_error(rx32, mx32)), num(bx8), num(rx8), num(mx8), num(relative_error(bx8, mx8)),
+                      num(relative_error(rx8, mx8)), num(sum_t * 1e-3), std::string(""), std::string("")});
+  }
+  return res;
+}
+
+std::string summary_text(const ModelBenchResult& r) {
+  std::string s;
+  const auto& rows = r.rows.rows();
+  const size_t c_scope = r.rows.column_index("scope"), c_thr = r.rows.column_index("threads");
+  auto get = [&](const std::vector<Cell>& row, const char* col) {
+    const Cell& c = row[r.rows.column_index(col)];
+    if (const auto* d = std::get_if<double>(&c)) return *d;
+    if (const auto* i = std::get_if<int64_t>(&c)) return static_cast<double>(*i);
+    return kNaN;
+  };
+  for (const auto& [t, share] : r.roofline_hit_rate) {
+    std::vector<double> rerr, berr8, berr32;
+    for (const auto& row : rows) {
+      if (std::get<std::string>(row[c_scope]) != "layer" || std::get<int64_t>(row[c_thr]) != t) continue;
+      const double e = get(row, "roof_err"), b8 = get(row, "bop_err8"), b32 = get(row, "bop_err32");
+      if (std::isfinite(e)) rerr.push_back(std::fabs(e));
+      if (std::isfinite(b8)) berr8.push_back(b8);
+      if (std::isfinite(b32)) berr32.push_back(b32);
+    }
+    s += fmt::format("threads {}: roofline within +/-25% of the measured time for {:.0f}% of {} layers", t,
+                     std::isfinite(share) ? share * 100 : 0.0, rerr.size());
+    if (!rerr.empty()) s += fmt::format(" (median |error| {:.0f}%)", summarize(rerr).median * 100);
+    s += "\n";
+    if (!berr8.empty()) {
+      const Summary b = summarize(berr8);
+      s += fmt::format("threads {}: BOP-predicted speedup vs oneDNN int8: median error {:+.0f}% (IQR {:+.0f}%..{:+.0f}%)\n",
+                       t, b.median * 100, b.q1 * 100, b.q3 * 100);
+    }
+    if (!berr32.empty()) {
+      const Summary b = summarize(berr32);
+      s += fmt::format("threads {}: BOP-predicted speedup vs oneDNN f32: median error {:+.0f}% (IQR {:+.0f}%..{:+.0f}%)\n",
+                       t, b.median * 100, b.q1 * 100, b.q3 * 100);
+    }
+  }
+  return s;
+}
+
+}  // namespace bbits::bench

@@ -1,0 +1,194 @@
+#include "bbits/bench/peaks.h"
+
+#include <fmt/format.h>
+
+#include <stdexcept>
+
+#include "bbits/bench/layer_runner.h"
+#include "bbits/bench/model_layers.h"
+#include "bbits/bench/onednn_baseline.h"
+#include "bbits/bench/synthetic.h"
+#include "bbits/kernels/thread_pool.h"
+
+namespace bbits::bench {
+
+const std::vector<std::string>& peak_families() {
+  static const std::vector<std::string> f = {"conv2d", "pointwise", "depthwise", "fully_connected"};
+  return f;
+}
+
+kernels::OpDesc representative_desc(const std::string& family, int wbits, int abits, bool small) {
+  const kernels::QuantInfo in = abits == 32 ? kernels::QuantInfo{32, true, 1.0f} : kernels::QuantInfo{abits, false, 0.05f};
+  const kernels::QuantInfo out = abits == 32 ? kernels::QuantInfo{32, true, 1.0f} : kernels::QuantInfo{8, false, 0.05f};
+  if (family == "fully_connected") {
+    kernels::FcDesc d;
+    d.K = small ? 256 : 1024;
+    d.OC = small ? 128 : 512;
+    d.wbits = wbits;
+    d.in = in;
+    d.out = out;
+    d.activation = kernels::Activation::Relu;
+    return d;
+  }
+  kernels::ConvDesc d;
+  d.wbits = wbits;
+  d.in = in;
+  d.out = out;
+  d.activation = kernels::Activation::Relu;
+  if (family == "conv2d") {  // a ResNet-18 layer2 3x3 convolution
+    d.H = d.W = small ? 14 : 28;
+    d.C = d.OC = small ? 32 : 128;
+    d.KH = d.KW = 3;
+    d.pad_top = d.pad_left = d.pad_bottom = d.pad_right = 1;
+  } else if (family == "pointwise") {  // a MobileNetV2 expansion
+    d.H = d.W = small ? 14 : 28;
+    d.C = small ? 32 : 64;
+    d.OC = small ? 96 : 384;
+    d.KH = d.KW = 1;
+  } else if (family == "depthwise") {
+    d.H = d.W = small ? 28 : 56;
+    d.C = d.OC = d.groups = small ? 48 : 144;
+    d.KH = d.KW = 3;
+    d.pad_top = d.pad_left = d.pad_bottom = d.pad_right = 1;
+  } else {
+    throw std::invalid_argument("representative_desc: unknown family '" + family + "'");
+  }
+  return d;
+}
+
+namespace {
+
+std::unique_ptr<ModelLayers> one_layer_model(const kernels::OpDesc& desc) {
+  std::vector<uint8_t> bytes;
+  if (const auto* c = std::get_if<kernels::ConvDesc>(&desc))
+    bytes = single_conv_model(*c);
+  else
+    bytes = single_fc_model(std::get<kernels::FcDesc>(desc));
+  return ModelLayers::from_memory(bytes.data(), bytes.size(), "calibration layer");
+}
+
+int native_bits(int b) { return b == kernels::kAnyBits ? 8 : b; }
+
+}  // namespace
+
+std::vector<KernelPeak> calibrate_kernel_peaks(const PeakCalibrationOptions& opts, const Progress& progress) {
+  std::vector<KernelPeak> out;
+  for (const kernels::KernelInfo& k : kernels::kernel_table()) {
+    if (k.op != kernels::OpKind::Conv2D && k.op != kernels::OpKind::FullyConnected) continue;
+    if (!kernels::isa_at_most(k.isa, opts.max_isa)) continue;
+    if (!opts.filter.empty() && k.name.find(opts.filter) == std::string::npos) continue;
+    const int wb = native_bits(k.weight_bits), ab = native_bits(k.act_bits);
+    if (wb == 0) continue;  // whole-layer-pruned kernels compute nothing
+    for (const std::string& fam : peak_families()) {
+      if ((fam == "fully_connected") != (k.op == kernels::OpKind::FullyConnected)) continue;
+      const bool small = k.isa == kernels::Isa::Reference;
+      const kernels::OpDesc desc = representative_desc(fam, wb, ab, small);
+      if (!k.supports(desc)) continue;
+      std::unique_ptr<ModelLayers> m;
+      try {
+        m = one_layer_model(desc);
+      } catch (const std::exception& e) {
+        if (progress) progress(fmt::format("  {} {}: skipped ({})", k.name, fam, e.what()));
+        continue;
+      }
+      const ModelLayer& L = m->layers().front();
+      const double macs = static_cast<double>(kernels::op_work(L.desc));
+      for (int t : opts.threads) {
+        try {
+          LayerRunner r(L, k, t);
+          std::unique_ptr<kernels::ThreadPool> pool;
+          if (t > 1) pool = std::make_unique<kernels::ThreadPool>(t);
+          const Summary s = time_ns([&] { r.run(pool.get()); }, opts.timing);
+          KernelPeak p;
+          p.kernel = k.name;
+          p.op = fam;
+          p.wbits = wb;
+          p.abits = ab;
+          p.isa = kernels::isa_name(k.isa);
+          p.threads = t;
+          p.macs_per_s = macs / (s.median * 1e-9);
+          // IQR of the rate from the time quartiles.
+          p.iqr = macs / (s.q1 * 1e-9) - macs / (s.q3 * 1e-9);
+          p.shape = kernels::describe(L.desc);
+          if (progress) progress(fmt::format("  {:<44} {:<16} {} thr  {:8.2f} GMAC/s", k.name, fam, t, p.macs_per_s * 1e-9));
+          out.push_back(std::move(p));
+        } catch (const std::exception& e) {
+          if (progress) progress(fmt::format("  {} {}: failed ({})", k.name, fam, e.what()));
+        }
+      }
+    }
+  }
+  return out;
+}
+
+std::vector<KernelPeak> calibrate_onednn_peaks(const PeakCalibrationOptions& opts, const Progress& progress) {
+  std::vector<KernelPeak> out;
+  for (BaselineKind kind : {BaselineKind::F32, BaselineKind::Int8}) {
+    const int bits = kind == BaselineKind::F32 ? 32 : 8;
+    for (const std::string& fam : peak_families()) {
+      const auto m = one_layer_model(representative_desc(fam, bits, bits, false));
+      const double macs = static_cast<double>(kernels::op_work(m->layers().front().desc));
+      for (int t : opts.threads) {
+        OnednnNet net(*m, kind, t);
+        if (!net.available(0)) {
+          if (progress) progress(fmt::format("  {} {}: {}", baseline_name(kind), fam, net.note(0)));
+          continue;
+        }
+        set_onednn_threads(t);
+        const Summary s = time_ns([&] { net.run_layer(0); }, opts.timing);
+        KernelPeak p;
+        p.kernel = baseline_name(kind);
+        p.op = fam;
+        p.wbits = bits;
+        p.abits = bits;
+        p.isa = net.note(0);
+        p.threads = t;
+        p.macs_per_s = macs / (s.median * 1e-9);
+        p.iqr = macs / (s.q1 * 1e-9) - macs / (s.q3 * 1e-9);
+        p.shape = kernels::describe(m->layers().front().desc);
+        if (progress) progress(fmt::format("  {:<44} {:<16} {} thr  {:8.2f} GMAC/s", p.kernel, fam, t, p.macs_per_s * 1e-9));
+        out.push_back(std::move(p));
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace bbits::bench
+
+#include "bbits/bench/bandwidth.h"
+#include "bbits/kernels/cpu.h"
+
+namespace bbits::bench {
+
+Calibration calibrate_machine(const MachineCalibrationOptions& opts, const Progress& progress) {
+  Calibration c;
+  c.created = utc_timestamp();
+  c.cpu = cpu_model_name();
+  c.commit = build_commit();
+  PeakCalibrationOptions po = opts.peaks;
+  po.max_isa = kernels::detect_isa();
+  if (static_cast<int>(opts.peaks.max_isa) < static_cast<int>(po.max_isa)) po.max_isa = opts.peaks.max_isa;
+  c.isa = kernels::isa_name(po.max_isa);
+  c.read_loop = read_loop_isa();
+  bool guessed = false;
+  c.caches = detect_caches(&guessed);
+  if (progress) {
+    std::string caches;
+    for (const auto& l : c.caches) caches += fmt::format(" L{} {} KiB (shared by {})", l.level, l.bytes >> 10, l.shared_by);
+    progress(fmt::format("caches:{}{}", caches, guessed ? " (guessed: sysfs says nothing)" : ""));
+  }
+  c.bandwidth = calibrate_bandwidth(c.caches, opts.bandwidth);
+  if (progress)
+    for (const auto& b : c.bandwidth)
+      progress(fmt::format("  read bandwidth {} thr {:<4} {:8.1f} GB/s  (probe {} KiB)", b.threads, b.level,
+                           b.bytes_per_s * 1e-9, b.probe_bytes >> 10));
+  c.peaks = calibrate_kernel_peaks(po, progress);
+  if (po.onednn) {
+    auto o = calibrate_onednn_peaks(po, progress);
+    c.peaks.insert(c.peaks.end(), o.begin(), o.end());
+  }
+  return c;
+}
+
+}  // namespace bbits::bench

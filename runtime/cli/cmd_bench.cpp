@@ -1,0 +1,82 @@
+// bbits bench MODEL [--json] [--csv FILE] [--json-out FILE] [--threads 1,2]
+//                   [--repeats N] [--calibration FILE] [--no-baselines]
+// Per layer and for the whole model: measured time (median, IQR), oneDNN
+// float32 and int8 baselines, BOP- and roofline-predicted speedups, measured
+// speedups and the error of each prediction. Columns: docs/BENCH.md.
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <memory>
+
+#include "bbits/bench/calibration.h"
+#include "bbits/bench/model_bench.h"
+#include "bbits/bench/report.h"
+#include "command.h"
+
+namespace bbits::cli {
+namespace {
+
+struct BenchOptions {
+  std::string model;
+  bool json = false;
+  std::string csv;
+  std::string json_out;
+  std::vector<int> threads = {1, 2};
+  int repeats = 15;
+  int warmup = 2;
+  std::string calibration;
+  bool no_baselines = false;
+  bool all_columns = false;
+};
+
+int run_bench(const BenchOptions& o) {
+  namespace bb = bbits::bench;
+  if (o.repeats < 1) throw std::invalid_argument("--repeats must be at least 1");
+  if (o.warmup < 0) throw std::invalid_argument("--warmup must not be negative");
+  bb::ModelBenchOptions mo;
+  mo.threads = o.threads;
+  mo.timing.repeats = o.repeats;
+  mo.timing.warmup = o.warmup;
+  mo.baselines = !o.no_baselines;
+  mo.calibration_path = o.calibration.empty() ? bb::default_calibration_path() : o.calibration;
+  mo.calibration = bb::Calibration::load(mo.calibration_path);
+  // Progress goes to stderr so that --json output stays clean.
+  const bb::ModelBenchResult r =
+      bb::run_model_bench(o.model, mo, [](const std::string& s) { fmt::print(stderr, "bbits bench: {}\n", s); });
+  if (!o.csv.empty()) bb::write_text_atomic(o.csv, bb::to_csv(r.rows, r.meta));
+  if (!o.json_out.empty()) bb::write_text_atomic(o.json_out, r.to_json().dump(2) + "\n");
+  if (o.json) {
+    fmt::print("{}\n", r.to_json().dump(2));
+  } else {
+    const std::vector<std::string> none;
+    fmt::print("{}", bb::format_terminal(r.rows, r.meta, o.all_columns ? none : bb::terminal_columns()));
+    fmt::print("\n{}", bb::summary_text(r));
+    fmt::print("columns: t = measured median (us), iqr = interquartile range, f32/int8 = oneDNN baselines,\n"
+               "roof = roofline time, roof_err = roof / t - 1, bop_xN = speedup BOPs predict vs the layer at N/N bits,\n"
+               "meas_xN = measured speedup vs the oneDNN baseline at N bits, roof_xN = roofline-predicted speedup\n");
+  }
+  std::fflush(stdout);
+  return 0;
+}
+
+}  // namespace
+
+BBITS_COMMAND("bench", "Measure per-layer and whole-model time against BOP and roofline predictions",
+              [](CLI::App& sub) {
+                auto o = std::make_shared<BenchOptions>();
+                sub.add_option("model", o->model, "Model file (.bbm)")->required();
+                sub.add_flag("--json", o->json, "Print the results as JSON instead of a table");
+                sub.add_option("--csv", o->csv, "Also write the results as CSV to FILE");
+                sub.add_option("--json-out", o->json_out, "Also write the results as JSON to FILE");
+                sub.add_option("--threads", o->threads, "Thread counts, e.g. 1,2")->delimiter(',');
+                sub.add_option("--repeats", o->repeats, "Timed samples per measurement (median and IQR)");
+                sub.add_option("--warmup", o->warmup, "Untimed runs before sampling");
+                sub.add_option("--calibration", o->calibration,
+                               "Calibration JSON from `bbits calibrate` (default: $BBITS_CALIBRATION or "
+                               "~/.cache/bbits/calibration.json)");
+                sub.add_flag("--no-baselines", o->no_baselines, "Skip the oneDNN float32 and int8 baselines");
+                sub.add_flag("--all-columns", o->all_columns, "Print every column in the terminal table");
+                return [o]() -> int { return run_bench(*o); };
+              });
+
+}  // namespace bbits::cli
