@@ -288,6 +288,36 @@ TEST(ThreadPool, KernelsGiveTheSameResultWithThreads) {
   }
 }
 
+// The tester's sweeps and matches_reference(), run on the reference kernels
+// themselves with a thread pool (what a SIMD tester does with its kernels).
+TEST(KernelTester, SweepsRunAgainstTheReference) {
+  ThreadPool pool(2);
+  uint64_t seed = 1;
+  int shapes = 0;
+  ConvDesc cb;
+  cb.wbits = 4;
+  cb.in = {8, false, 0.02f};
+  cb.out = {8, false, 0.1f};
+  cb.activation = Activation::Relu;
+  testing::sweep_conv_shapes(cb, [&](const ConvDesc& d) {
+    ++shapes;
+    EXPECT_TRUE(testing::matches_reference(*reference_kernel(d), d, ++seed, &pool));
+  });
+  FcDesc fb;
+  fb.wbits = 2;
+  fb.in = {8, false, 0.02f};
+  fb.out = {16, true, 0.1f};
+  testing::sweep_fc_shapes(fb, [&](const FcDesc& d) {
+    ++shapes;
+    EXPECT_TRUE(testing::matches_reference(*reference_kernel(d), d, ++seed, &pool));
+  }, 65, 17);
+  EXPECT_GT(shapes, 100);
+  // A kernel that does not support the desc is reported, not run.
+  FcDesc other = fb;
+  other.K = 8, other.OC = 2, other.wbits = 8;
+  EXPECT_FALSE(testing::matches_reference(*find_kernel("fc_ref_w2a8"), other, 1));
+}
+
 // ---- table -----------------------------------------------------------------------------------
 TEST(Table, NamesAreUniqueAndComplete) {
   std::set<std::string> names;
