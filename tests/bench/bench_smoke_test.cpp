@@ -1,0 +1,164 @@
+// Smoke tests of the model benchmark: a tiny synthetic model through the
+// layer decoder, the oneDNN baselines, run_model_bench and the `bbits bench`
+// and `bbits calibrate` commands (1 repeat; no timing assertions).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include "bbits/bench/calibration.h"
+#include "bbits/bench/model_bench.h"
+#include "bbits/bench/model_layers.h"
+#include "bbits/bench/onednn_baseline.h"
+#include "bbits/bench/peaks.h"
+#include "bbits/bench/report.h"
+#include "bbits/bench/synthetic.h"
+#include "bbits/format/cost.h"
+#include "bbits/format/model_file.h"
+
+namespace bb = bbits::bench;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    path = fs::temp_directory_path() / ("bbits_bench_smoke_" + std::to_string(::getpid()));
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+  std::string file(const std::string& name) const { return (path / name).string(); }
+};
+
+// A made-up calibration with a peak for every kernel and baseline, so that
+// every layer gets a roofline prediction.
+bb::Calibration fake_calibration() {
+  bb::Calibration c;
+  c.created = "test";
+  c.cpu = "test";
+  c.commit = "test";
+  c.isa = "reference";
+  c.read_loop = "scalar";
+  c.caches = {{1, 32 << 10, 1}, {2, 1 << 20, 1}};
+  c.bandwidth = {{1, "L1", 32 << 10, 16 << 10, 100e9, 0},
+                 {1, "L2", 1 << 20, 512 << 10, 50e9, 0},
+                 {1, "DRAM", 0, 64 << 20, 10e9, 0}};
+  for (const auto& k : bbits::kernels::kernel_table())
+    for (const auto& fam : bb::peak_families()) c.peaks.push_back({k.name, fam, 8, 8, "test", 1, 1e9, 0, ""});
+  for (const char* b : {"onednn_f32", "onednn_int8"})
+    for (const auto& fam : bb::peak_families()) c.peaks.push_back({b, fam, 8, 8, "test", 1, 2e9, 0, ""});
+  return c;
+}
+
+}  // namespace
+
+TEST(ModelLayers, DecodesTheTinyModel) {
+  const auto bytes = bb::tiny_test_model();
+  const auto m = bb::ModelLayers::from_memory(bytes.data(), bytes.size(), "tiny");
+  ASSERT_EQ(m->layers().size(), 9u);
+  EXPECT_EQ(m->layers()[0].family(), "conv2d");
+  EXPECT_EQ(m->layers()[1].family(), "max_pool2d");
+  EXPECT_EQ(m->layers()[2].family(), "depthwise");
+  EXPECT_EQ(m->layers()[3].family(), "pointwise");
+  EXPECT_EQ(m->layers()[7].family(), "fully_connected");
+  const bb::LayerCost c = m->layers()[0].cost();
+  EXPECT_EQ(c.macs, bbits::cost::conv2d_macs(16, 16, 8, 3, 3, 3));
+  EXPECT_EQ(c.wbits, 8);
+  EXPECT_EQ(c.abits, 8);
+  EXPECT_EQ(c.input_bytes, 3 * 16 * 16);
+  EXPECT_EQ(c.output_bytes, 8 * 16 * 16);
+  EXPECT_EQ(c.weight_bytes, 8 * 27 + 8 * 4);  // int8 rows + int32 bias
+  const bb::LayerCost pw = m->layers()[3].cost();
+  EXPECT_EQ(pw.wbits, 2);
+  EXPECT_EQ(pw.weight_bytes, 8 * 2 + 8 * 4);  // 8 values x 2 bits = 2 bytes per row
+  const bb::LayerCost fc = m->layers()[7].cost();
+  EXPECT_EQ(fc.output_bytes, 10 * 4);  // float logits
+  EXPECT_EQ(m->layers()[4].cost().input_bytes, 2 * 8 * 8 * 8);  // add reads two tensors
+}
+
+TEST(ModelLayers, RejectsGarbage) {
+  const std::string junk = "definitely not a model";
+  EXPECT_THROW(bb::ModelLayers::from_memory(junk.data(), junk.size(), "junk"), std::runtime_error);
+  EXPECT_THROW(bb::ModelLayers::load("/nonexistent/model.bbm"), std::runtime_error);
+}
+
+TEST(OnednnBaseline, BuildsEveryLayerOfTheTinyModel) {
+  const auto bytes = bb::tiny_test_model();
+  const auto m = bb::ModelLayers::from_memory(bytes.data(), bytes.size(), "tiny");
+  for (auto kind : {bb::BaselineKind::F32, bb::BaselineKind::Int8}) {
+    bb::OnednnNet net(*m, kind, 1);
+    ASSERT_EQ(net.size(), m->layers().size());
+    for (size_t i = 0; i < net.size(); ++i) EXPECT_TRUE(net.available(i)) << bb::baseline_name(kind) << " layer " << i << ": " << net.note(i);
+    net.run_all();
+  }
+}
+
+TEST(ModelBench, TinyModelOneRepeat) {
+  TempDir dir;
+  const std::string path = dir.file("tiny.bbm");
+  bbits::format::write_file_atomic(path, bb::tiny_test_model());
+  bb::ModelBenchOptions o;
+  o.threads = {1};
+  o.timing = {.warmup = 0, .repeats = 1, .min_sample_ns = 0};
+  o.calibration = fake_calibration();
+  const bb::ModelBenchResult r = bb::run_model_bench(path, o);
+  ASSERT_EQ(r.rows.rows().size(), 9u + 1u);  // 9 layers + the whole model
+  const size_t c_t = r.rows.column_index("t_us"), c_roof = r.rows.column_index("roof_us");
+  for (const auto& row : r.rows.rows()) {
+    EXPECT_TRUE(std::holds_alternative<double>(row[c_t]));
+    EXPECT_TRUE(std::holds_alternative<double>(row[c_roof]));  // every kernel has a (fake) peak
+  }
+  // BOP prediction of the 2-bit pointwise layer against 8/8: 64 / (2 x 8) = 4.
+  const auto& pw = r.rows.rows()[3];
+  EXPECT_DOUBLE_EQ(std::get<double>(pw[r.rows.column_index("bop_x8")]), 4.0);
+  EXPECT_DOUBLE_EQ(std::get<double>(pw[r.rows.column_index("bop_x32")]), 64.0);
+  // Pooling has no BOPs.
+  EXPECT_TRUE(std::holds_alternative<std::monostate>(r.rows.rows()[1][r.rows.column_index("bop_x8")]));
+  // Writers: the CSV and JSON parse back with every row and the run facts.
+  const bb::CsvDocument doc = bb::parse_csv(bb::to_csv(r.rows, r.meta));
+  EXPECT_EQ(doc.rows.size(), r.rows.rows().size());
+  EXPECT_EQ(doc.rows[0][doc.index("model")], path);
+  EXPECT_FALSE(doc.rows[0][doc.index("commit")].empty());
+  const auto j = nlohmann::json::parse(r.to_json().dump());
+  EXPECT_EQ(j["rows"].size(), r.rows.rows().size());
+  EXPECT_EQ(j["roofline_within_25pct"].size(), 1u);
+  EXPECT_FALSE(bb::summary_text(r).empty());
+}
+
+TEST(ModelBench, RejectsBadOptions) {
+  bb::ModelBenchOptions o;
+  o.threads = {0};
+  EXPECT_THROW(bb::run_model_bench("x.bbm", o), std::invalid_argument);
+  o.threads = {1};
+  EXPECT_THROW(bb::run_model_bench("/nonexistent.bbm", o), std::runtime_error);
+}
+
+// The `bbits` binary itself, when it was built in this tree.
+TEST(BbitsCli, BenchAndCalibrateSmoke) {
+  const std::string bin = std::string(BBITS_BINARY_DIR) + "/bin/bbits";
+  if (!fs::exists(bin)) GTEST_SKIP() << "bbits CLI not built: " << bin;
+  TempDir dir;
+  const std::string model = dir.file("tiny.bbm"), cal = dir.file("cal.json"), csv = dir.file("out.csv"),
+                    json = dir.file("out.json");
+  bbits::format::write_file_atomic(model, bb::tiny_test_model());
+  const std::string calibrate = bin + " calibrate --quick --threads 1 --no-onednn --filter fc_ --out " + cal + " > " +
+                                dir.file("cal.log") + " 2>&1";
+  ASSERT_EQ(std::system(calibrate.c_str()), 0) << bb::read_text(dir.file("cal.log"));
+  const bb::Calibration c = bb::Calibration::load(cal);
+  EXPECT_FALSE(c.bandwidth.empty());
+  EXPECT_FALSE(c.peaks.empty());
+  const std::string bench = bin + " bench " + model + " --repeats 1 --warmup 0 --threads 1 --calibration " + cal +
+                            " --csv " + csv + " --json-out " + json + " > " + dir.file("bench.log") + " 2>&1";
+  ASSERT_EQ(std::system(bench.c_str()), 0) << bb::read_text(dir.file("bench.log"));
+  EXPECT_EQ(bb::parse_csv(bb::read_text(csv)).rows.size(), 10u);
+  EXPECT_EQ(nlohmann::json::parse(bb::read_text(json))["rows"].size(), 10u);
+  // A clear error for a missing model.
+  const std::string bad = bin + " bench " + dir.file("missing.bbm") + " --calibration " + cal + " > " +
+                          dir.file("bad.log") + " 2>&1";
+  EXPECT_NE(std::system(bad.c_str()), 0);
+  EXPECT_NE(bb::read_text(dir.file("bad.log")).find("missing.bbm"), std::string::npos);
+}
