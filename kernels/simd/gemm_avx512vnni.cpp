@@ -170,6 +170,29 @@ void epilogue_row(const int32_t* acc, int64_t oc0, int64_t n, int32_t rowcorr, c
     epilogue_row_scalar(acc, oc0, n, rowcorr, E, out_row);
     return;
   }
+  if (E.small_mult && (E.kind == OutKind::U8 || E.kind == OutKind::S8)) {
+    // 16 lanes at a time: vpmuldq on even and odd 32-bit lanes, 64-bit round
+    // and shift, blend back, clamp in 32 bits (values fit: multipliers <= 1).
+    const __m512i rc = _mm512_set1_epi32(rowcorr);
+    const __m512i lo = _mm512_set1_epi32(static_cast<int32_t>(E.lo)), hi = _mm512_set1_epi32(static_cast<int32_t>(E.hi));
+    for (int64_t c = 0; c < n; c += 16) {
+      const int64_t oc = oc0 + c;
+      const __mmask16 k = n - c >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (n - c)) - 1u);
+      __m512i a = _mm512_loadu_si512(acc + c);
+      a = _mm512_sub_epi32(_mm512_add_epi32(a, _mm512_loadu_si512(E.colterm.get() + oc)), rc);
+      const __m512i m = _mm512_loadu_si512(E.mult32.get() + oc);
+      __m512i pe = _mm512_mul_epi32(a, m);
+      __m512i po = _mm512_mul_epi32(_mm512_srli_epi64(a, 32), _mm512_srli_epi64(m, 32));
+      pe = _mm512_srav_epi64(_mm512_add_epi64(pe, _mm512_loadu_si512(E.round_eo.get() + oc)),
+                             _mm512_loadu_si512(E.shift_eo.get() + oc));
+      po = _mm512_srav_epi64(_mm512_add_epi64(po, _mm512_loadu_si512(E.round_eo.get() + oc + 8)),
+                             _mm512_loadu_si512(E.shift_eo.get() + oc + 8));
+      __m512i r = _mm512_mask_blend_epi32(static_cast<__mmask16>(0xAAAA), pe, _mm512_slli_epi64(po, 32));
+      r = _mm512_min_epi32(_mm512_max_epi32(r, lo), hi);
+      _mm512_mask_cvtepi32_storeu_epi8(static_cast<uint8_t*>(out_row) + oc, k, r);
+    }
+    return;
+  }
   const __m256i rc = _mm256_set1_epi32(rowcorr);
   const __m512i lo = _mm512_set1_epi64(E.lo), hi = _mm512_set1_epi64(E.hi);
   for (int64_t c = 0; c < n; c += 8) {

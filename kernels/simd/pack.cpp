@@ -159,6 +159,21 @@ Epilogue make_epilogue(int64_t OC, int64_t OCp, int64_t K, int wbits, const Weig
     const double imax = static_cast<double>(std::max(-qmin(in.bits, in.is_signed), qmax(in.bits, in.is_signed)));
     E.wide = wmax * imax * static_cast<double>(K) + static_cast<double>(max_bias) >= 2147483647.0;
   }
+  const auto OC16 = static_cast<size_t>((OCp + 15) / 16 * 16);
+  E.mult32 = make_aligned<int32_t>(OC16);
+  E.round_eo = make_aligned<int64_t>(OC16);
+  E.shift_eo = make_aligned<int64_t>(OC16);
+  E.small_mult = E.kind != OutKind::F32;
+  for (int64_t oc = 0; oc < OCp; ++oc) {
+    E.mult32[oc] = static_cast<int32_t>(E.mult[oc]);
+    const int64_t blk = oc / 16 * 16, l = oc % 16;
+    const int64_t pos = blk + (l % 2 == 0 ? l / 2 : 8 + l / 2);
+    E.round_eo[pos] = E.round[oc];
+    E.shift_eo[pos] = E.shift[oc];
+    // m * 2^-s <= 1  <=>  m <= 2^s (m < 2^31).
+    if (oc < OC && E.kind != OutKind::F32 && E.shift[oc] < 31 && E.mult[oc] > (int64_t{1} << E.shift[oc]))
+      E.small_mult = false;
+  }
   for (int64_t oc = 0; oc < OC; ++oc) {
     int64_t ct = 0;
     if (in.is_signed) ct -= 128 * static_cast<int64_t>(wsum[static_cast<size_t>(oc)]);

@@ -112,6 +112,13 @@ struct Epilogue {
   AlignedArray<int64_t> round;    // 2^(s-1) or 0
   AlignedArray<int64_t> shift;    // s
   int64_t lo = 0, hi = 0;
+  // Layout for the 16-lane AVX-512 epilogue: mult32[oc] = m (int32); per block
+  // of 16 channels, round_eo / shift_eo hold the 8 even channels then the 8
+  // odd ones (as int64), matching vpmuldq on even / odd 32-bit lanes.
+  AlignedArray<int32_t> mult32;
+  AlignedArray<int64_t> round_eo, shift_eo;
+  // Every real multiplier <= 1: requantized values fit int32 (clamp in 32 bits).
+  bool small_mult = false;
   // Float output (as the reference): out = act(float(double(acc) * mul[oc] + double(bias_f[oc]))),
   // mul[oc] = double(s_w[oc]) * double(s_in).
   std::vector<double> mul;
