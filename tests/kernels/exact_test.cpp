@@ -266,6 +266,28 @@ TEST(ExactPool, AvgPoolRoundsHalfAwayFromZero) {
   EXPECT_EQ(ints(run_ref(L)), (std::vector<int64_t>{3, -3, 1}));
 }
 
+// Windows of 6 (3x2): ties at .5 must round away from zero exactly, though
+// 1/6 has no exact fixed-point multiplier: 9/6 = 1.5 -> 2, -9/6 -> -2,
+// 15/6 = 2.5 -> 3, 8/6 = 1.33 -> 1. Onto a grid of step 2 (s_in/s_out = 1/2):
+// 9/12 = 0.75 -> 1, -9/12 -> -1, 15/12 = 1.25 -> 1, 18/12 = 1.5 -> 2.
+TEST(ExactPool, AvgPoolTiesWithCountSix) {
+  PoolDesc d;
+  d.kind = PoolKind::Avg;
+  d.H = 3;
+  d.W = 2;
+  d.C = 4;
+  d.KH = 3;
+  d.KW = 2;
+  d.in = d.out = s8(1.0f);
+  TestLayer L = layer(d);
+  // channels: c0 sums to 9, c1 to -9, c2 to 15, c3 to 8
+  L.inputs.push_back(tensor(d.in, {1, -1, 5, 3, 1, -1, 2, 1, 1, -1, 2, 1, 1, -1, 2, 1, 1, -1, 2, 1, 4, -4, 2, 1}));
+  EXPECT_EQ(ints(run_ref(L)), (std::vector<int64_t>{2, -2, 3, 1}));
+  std::get<PoolDesc>(L.desc).out = s8(2.0f);
+  L.inputs[0].set_int(23, 11);  // c3 now sums to 18
+  EXPECT_EQ(ints(run_ref(L)), (std::vector<int64_t>{1, -1, 1, 2}));
+}
+
 // Padding 1, kernel 2, stride 2 on a 2x2 image: every window holds one pixel.
 // Excluding the padding the average is the pixel; including it, pixel / 4.
 TEST(ExactPool, AvgPoolCountIncludePad) {

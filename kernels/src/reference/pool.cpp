@@ -30,12 +30,7 @@ class RefPool final : public Kernel {
       if (d_.kind == PoolKind::Max) {
         conv_ = std::make_unique<Converter>(d_.in, d_.out, Activation::None);
       } else {
-        // One multiplier per possible divisor.
-        const int64_t max_count = int64_t{d_.KH} * d_.KW;
-        rq_.resize(static_cast<size_t>(max_count) + 1);
-        for (int64_t c = 1; c <= max_count; ++c)
-          rq_[static_cast<size_t>(c)] = make_requant(static_cast<double>(d_.in.scale) /
-                                                     (static_cast<double>(d_.out.scale) * static_cast<double>(c)));
+        rq_ = make_requant(static_cast<double>(d_.in.scale) / static_cast<double>(d_.out.scale));
       }
     }
   }
@@ -79,8 +74,7 @@ class RefPool final : public Kernel {
                 int64_t s = 0;
                 for (int64_t ih = hs; ih < he; ++ih)
                   for (int64_t iw = ws; iw < we; ++iw) s += in[((n * d.H + ih) * d.W + iw) * d.C + c];
-                const int64_t q = apply_requant(s < 0 ? -s : s, rq_[static_cast<size_t>(count)]);
-                o[c] = static_cast<TO>(clamp_range(s < 0 ? -q : q, clamp_));
+                o[c] = static_cast<TO>(clamp_range(avg_pool_divide(s, count, rq_), clamp_));
               }
             } else {
               // Float path: dequantize, pool in float (double sum), store or quantize.
@@ -117,7 +111,7 @@ class RefPool final : public Kernel {
   bool int_path_ = false;
   ClampRange clamp_{};
   std::unique_ptr<Converter> conv_;
-  std::vector<Requant> rq_;
+  Requant rq_{};  // s_in / s_out (average pools)
 };
 
 double pool_cost(const OpDesc& desc) {

@@ -4,7 +4,10 @@
 //
 // CHANGELOG (newest first; every change stays source compatible unless marked
 // BREAKING; owners of runtime/ and kernels/simd/ read this):
-//   v2  (2026-11-28 07:25) BREAKING (nobody used it yet): integer add now
+//   v3  (2026-11-28 07:20) integer avg pool: exact division by the window
+//       count (avg_pool_divide(); the v2 form rounded ties wrongly for counts
+//       like 6 or 12). Added avg_pool_divide(). No other change.
+//   v2  (2026-11-28 06:55) BREAKING (nobody used it yet): integer add now
 //       follows docs/FORMAT.md: each input requantized on its own, then summed;
 //       AddRequant is {Requant a, b}. Avg pool rounds half away from zero
 //       (FORMAT.md). Semantics of everything else unchanged.
@@ -57,7 +60,7 @@
 
 namespace bbits::kernels {
 
-inline constexpr int kKernelApiVersion = 2;
+inline constexpr int kKernelApiVersion = 3;
 
 class ThreadPool;  // thread_pool.h
 
@@ -151,8 +154,11 @@ enum class PoolKind : uint8_t { Max, Avg, GlobalAvg };
 // no padding, out 1x1 (kernel/stride/pad fields are ignored).
 // Max: padded positions are ignored (-inf). Avg: the divisor is the number of
 // window positions inside the input, or KH*KW when count_include_pad.
-// Integer avg (docs/FORMAT.md: sum, divide, round half away from zero):
-//   out = clamp(sign(sum) * apply_requant(|sum|, make_requant(s_in / (s_out * count))))
+// Integer avg (docs/FORMAT.md: sum, divide, round half away from zero), with
+// {m, s} = make_requant(s_in / s_out) and D = count * 2^s, in 128-bit integers:
+//   out = clamp(sign(sum) * floor((2 * |sum| * m + D) / (2 * D)))
+// (avg_pool_divide()); on one grid (m = 2^30, s = 30) this is the exact
+// integer average rounded half away from zero.
 // integer max: out = clamp(apply_requant(max, make_requant(s_in / s_out))) (the
 // identity copy when the grids agree, as the format requires for max pool).
 struct PoolDesc {
@@ -349,6 +355,17 @@ int64_t load_int(const void* data, int64_t i, const QuantInfo& q);
 float load_float(const void* data, int64_t i, const QuantInfo& q);  // dequantized value
 void store_int(void* data, int64_t i, const QuantInfo& q, int64_t v);  // v within the grid
 void store_float(void* data, int64_t i, float v);                    // float32 output
+
+// Integer average of an avg / global avg pool (see PoolDesc): sum / count on
+// the input grid, moved to the output grid by r = make_requant(s_in / s_out),
+// rounded half away from zero (one rounding).
+inline int64_t avg_pool_divide(int64_t sum, int64_t count, bbits::Requant r) {
+  if (r.multiplier == 0 || count <= 0) return 0;
+  const __int128 mag = static_cast<__int128>(sum < 0 ? -sum : sum) * r.multiplier;
+  const __int128 den = static_cast<__int128>(count) << r.shift;
+  const auto q = static_cast<int64_t>((2 * mag + den) / (2 * den));
+  return sum < 0 ? -q : q;
+}
 
 // Integer constants of an integer add (see AddDesc).
 struct AddRequant {
