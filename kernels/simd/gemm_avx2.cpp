@@ -158,6 +158,11 @@ void gemm_avx2(const GemmCall& c) {
   }
 }
 
+void epilogue_row_avx2(const int32_t* acc, int64_t oc0, int64_t n, int32_t rowcorr, const Epilogue& E,
+                       void* out_row) {
+  epilogue_row(acc, oc0, n, rowcorr, E, out_row);
+}
+
 void rowcorr_avx2(const PackedB& B, const uint8_t* A, int64_t lda, int64_t M, int32_t* rowcorr) {
   const int32_t off = B.offset();
   if (off == 0) {

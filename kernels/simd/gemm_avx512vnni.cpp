@@ -265,6 +265,11 @@ void epilogue_rows_avx512(const int32_t* acc, int64_t M, const Epilogue& E, void
       16);
 }
 
+void epilogue_row_avx512(const int32_t* acc, int64_t oc0, int64_t n, int32_t rowcorr, const Epilogue& E,
+                         void* out_row) {
+  epilogue_row(acc, oc0, n, rowcorr, E, out_row);
+}
+
 void rowcorr_avx512(const PackedB& B, const uint8_t* A, int64_t lda, int64_t M, int32_t* rowcorr) {
   const int32_t off = B.offset();
   if (off == 0) {

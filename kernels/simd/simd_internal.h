@@ -156,6 +156,55 @@ void rowcorr_avx2(const PackedB& B, const uint8_t* A, int64_t lda, int64_t M, in
 // (row stride OC), rows split over the pool. No row corrections.
 void epilogue_rows_avx512(const int32_t* acc, int64_t M, const Epilogue& E, void* out, ThreadPool* pool);
 
+// Epilogue of one row segment (n <= 64 channels from oc0; acc[0..n) holds the
+// sums of channels oc0..oc0+n-1): corrections, requantization, store.
+void epilogue_row_avx512(const int32_t* acc, int64_t oc0, int64_t n, int32_t rowcorr, const Epilogue& E,
+                         void* out_row);
+void epilogue_row_avx2(const int32_t* acc, int64_t oc0, int64_t n, int32_t rowcorr, const Epilogue& E,
+                       void* out_row);
+
+// ---- depthwise conv -------------------------------------------------------------
+// Weights prepacked per block of 64 channels (VNNI: 4 taps interleaved per
+// 32-bit lane in the order the activation unpack produces) or 8 channels
+// (AVX2: int32 per tap).
+struct DwGeom {
+  int64_t N = 1, H = 0, W = 0, C = 0, OH = 0, OW = 0;
+  int KH = 1, KW = 1, sh = 1, sw = 1, pt = 0, pl = 0, dh = 1, dw = 1;
+  bool is_signed = false;
+};
+struct DwPacked {
+  int64_t taps = 0, tgroups = 0, cblocks = 0;
+  AlignedArray<int8_t> w8;    // VNNI: [cblock][tgroup][4][64]
+  AlignedArray<int32_t> w32;  // AVX2: [cblock8][tap][8]
+};
+// Output rows [r0, r1) of N*OH.
+void dwconv_rows_avx512vnni(const DwGeom& g, const DwPacked& P, const Epilogue& E, const uint8_t* in, void* out,
+                            int64_t r0, int64_t r1);
+void dwconv_rows_avx2(const DwGeom& g, const DwPacked& P, const Epilogue& E, const uint8_t* in, void* out,
+                      int64_t r0, int64_t r1);
+
+// ---- elementwise on 8-bit data --------------------------------------------------
+// out[i] = clamp(rq(a[i], Ra) + rq(b[i], Rb), lo, hi), 8-bit in / out.
+struct AddParams {
+  bool a_signed = false, b_signed = false, out_signed = false;
+  int64_t ma = 0, ra = 0, sa = 0, mb = 0, rb = 0, sb = 0;  // multiplier, rounding, shift
+  int32_t lo = 0, hi = 0;
+};
+void add_u8_avx512(const AddParams& p, const uint8_t* a, const uint8_t* b, uint8_t* out, int64_t n);
+void add_u8_avx2(const AddParams& p, const uint8_t* a, const uint8_t* b, uint8_t* out, int64_t n);
+
+// Max pool over 8-bit NHWC: output rows [r0, r1) of N*OH; requant (identity
+// when `identity`) and clamp to [lo, hi].
+struct MaxPoolParams {
+  int64_t N = 1, H = 0, W = 0, C = 0, OH = 0, OW = 0;
+  int KH = 1, KW = 1, sh = 1, sw = 1, pt = 0, pl = 0;
+  bool in_signed = false, out_signed = false, identity = true;
+  int64_t m = 0, round = 0, shift = 0;
+  int32_t lo = 0, hi = 0;
+};
+void maxpool_rows_avx512(const MaxPoolParams& p, const uint8_t* in, uint8_t* out, int64_t r0, int64_t r1);
+void maxpool_rows_avx2(const MaxPoolParams& p, const uint8_t* in, uint8_t* out, int64_t r0, int64_t r1);
+
 // Shared scalar epilogue of one row segment (float output, and tails).
 void epilogue_row_scalar(const int32_t* acc, int64_t oc0, int64_t n, int32_t rowcorr, const Epilogue& E,
                          void* out_row);

@@ -1,0 +1,142 @@
+// bbits SIMD kernels — portable AVX2 depthwise conv, residual add and max pool
+// on 8-bit NHWC data. Compiled with -mavx2; reached only after detection.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "simd_internal.h"
+
+namespace bbits::kernels::simd {
+namespace {
+
+// 8 bytes (or fewer at a tail) zero-extended / sign-extended to int32.
+inline __m256i load8_epi32(const uint8_t* p, int64_t left, bool sgn) {
+  int64_t v = 0;
+  std::memcpy(&v, p, static_cast<size_t>(std::min<int64_t>(8, left)));
+  const __m128i x = _mm_cvtsi64_si128(v);
+  return sgn ? _mm256_cvtepi8_epi32(x) : _mm256_cvtepu8_epi32(x);
+}
+
+inline __m256i sra_epi64(__m256i p, __m128i s) {
+  const __m256i sgn = _mm256_cmpgt_epi64(_mm256_setzero_si256(), p);
+  return _mm256_xor_si256(_mm256_srl_epi64(_mm256_xor_si256(p, sgn), s), sgn);
+}
+
+// Requantize 8 int32 lanes with one multiplier / shift (exact, 64 bits).
+inline __m256i requant8(__m256i v, __m256i m, __m256i round, __m128i shift) {
+  __m256i pe = _mm256_mul_epi32(v, m);
+  __m256i po = _mm256_mul_epi32(_mm256_srli_epi64(v, 32), m);
+  pe = sra_epi64(_mm256_add_epi64(pe, round), shift);
+  po = sra_epi64(_mm256_add_epi64(po, round), shift);
+  return _mm256_blend_epi32(pe, _mm256_slli_epi64(po, 32), 0xAA);
+}
+
+inline void store8(uint8_t* o, __m256i v, int64_t left, bool sgn) {
+  // v: 8 int32 already clamped to the byte range of the output grid.
+  const __m256i p16 = _mm256_packs_epi32(v, v);  // per 128-bit lane
+  const __m256i p8 = sgn ? _mm256_packs_epi16(p16, p16) : _mm256_packus_epi16(p16, p16);
+  const __m256i ord = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4));
+  int64_t w = _mm256_extract_epi64(ord, 0);
+  std::memcpy(o, &w, static_cast<size_t>(std::min<int64_t>(8, left)));
+}
+
+}  // namespace
+
+void dwconv_rows_avx2(const DwGeom& g, const DwPacked& P, const Epilogue& E, const uint8_t* in, void* out,
+                      int64_t r0, int64_t r1) {
+  const size_t esz = out_elem_bytes(E.kind);
+  const __m256i c128 = _mm256_set1_epi32(128);
+  alignas(32) int32_t tmp[8];
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / g.OH, oh = r % g.OH;
+    for (int64_t ow = 0; ow < g.OW; ++ow) {
+      uint8_t* orow = static_cast<uint8_t*>(out) + ((n * g.OH + oh) * g.OW + ow) * g.C * static_cast<int64_t>(esz);
+      for (int64_t cb = 0; cb < (g.C + 7) / 8; ++cb) {
+        const int64_t c0 = cb * 8, nc = std::min<int64_t>(8, g.C - c0);
+        __m256i acc = _mm256_setzero_si256();
+        const int32_t* w = P.w32.get() + cb * P.taps * 8;
+        for (int64_t t = 0; t < P.taps; ++t) {
+          const int64_t kh = t / g.KW, kw = t % g.KW;
+          const int64_t ih = oh * g.sh - g.pt + kh * g.dh, iw = ow * g.sw - g.pl + kw * g.dw;
+          if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) continue;  // padding: value 0
+          __m256i x = load8_epi32(in + ((n * g.H + ih) * g.W + iw) * g.C + c0, nc, g.is_signed);
+          if (g.is_signed) x = _mm256_add_epi32(x, c128);  // the +128 domain of the epilogue
+          acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(x, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + t * 8))));
+        }
+        if (g.is_signed) {
+          // Padded taps hold 0 (signed) = 128 in the +128 domain the epilogue corrects for.
+          for (int64_t t = 0; t < P.taps; ++t) {
+            const int64_t kh = t / g.KW, kw = t % g.KW;
+            const int64_t ih = oh * g.sh - g.pt + kh * g.dh, iw = ow * g.sw - g.pl + kw * g.dw;
+            if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W)
+              acc = _mm256_add_epi32(
+                  acc, _mm256_mullo_epi32(c128, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + t * 8))));
+          }
+        }
+        _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), acc);
+        epilogue_row_avx2(tmp, c0, nc, 0, E, orow);
+      }
+    }
+  }
+}
+
+void add_u8_avx2(const AddParams& p, const uint8_t* a, const uint8_t* b, uint8_t* out, int64_t n) {
+  const __m256i ma = _mm256_set1_epi64x(p.ma), ra = _mm256_set1_epi64x(p.ra);
+  const __m256i mb = _mm256_set1_epi64x(p.mb), rb = _mm256_set1_epi64x(p.rb);
+  const __m128i sa = _mm_cvtsi64_si128(p.sa), sb = _mm_cvtsi64_si128(p.sb);
+  const __m256i lo = _mm256_set1_epi32(p.lo), hi = _mm256_set1_epi32(p.hi);
+  for (int64_t i = 0; i < n; i += 8) {
+    const int64_t left = n - i;
+    const __m256i va = load8_epi32(a + i, left, p.a_signed), vb = load8_epi32(b + i, left, p.b_signed);
+    __m256i r = _mm256_add_epi32(requant8(va, ma, ra, sa), requant8(vb, mb, rb, sb));
+    r = _mm256_min_epi32(_mm256_max_epi32(r, lo), hi);
+    store8(out + i, r, left, p.out_signed);
+  }
+}
+
+void maxpool_rows_avx2(const MaxPoolParams& p, const uint8_t* in, uint8_t* out, int64_t r0, int64_t r1) {
+  const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+  const __m256i m = _mm256_set1_epi64x(p.m), rnd = _mm256_set1_epi64x(p.round);
+  const __m128i sh = _mm_cvtsi64_si128(p.shift);
+  const __m256i lo = _mm256_set1_epi32(p.lo), hi = _mm256_set1_epi32(p.hi);
+  alignas(32) uint8_t buf[32];
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / p.OH, oh = r % p.OH;
+    const int64_t h0 = oh * p.sh - p.pt;
+    const int64_t hs = std::max<int64_t>(h0, 0), he = std::min<int64_t>(h0 + p.KH, p.H);
+    for (int64_t ow = 0; ow < p.OW; ++ow) {
+      const int64_t w0 = ow * p.sw - p.pl;
+      const int64_t ws = std::max<int64_t>(w0, 0), we = std::min<int64_t>(w0 + p.KW, p.W);
+      uint8_t* o = out + ((n * p.OH + oh) * p.OW + ow) * p.C;
+      for (int64_t c = 0; c < p.C; c += 32) {
+        const int64_t nc = std::min<int64_t>(32, p.C - c);
+        __m256i mx = _mm256_setzero_si256();
+        for (int64_t ih = hs; ih < he; ++ih)
+          for (int64_t iw = ws; iw < we; ++iw) {
+            const uint8_t* src = in + ((n * p.H + ih) * p.W + iw) * p.C + c;
+            __m256i v;
+            if (nc == 32) {
+              v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
+            } else {
+              std::memset(buf, p.in_signed ? 0x80 : 0, 32);
+              std::memcpy(buf, src, static_cast<size_t>(nc));
+              v = _mm256_load_si256(reinterpret_cast<const __m256i*>(buf));
+            }
+            if (p.in_signed) v = _mm256_xor_si256(v, flip);
+            mx = _mm256_max_epu8(mx, v);
+          }
+        if (p.in_signed) mx = _mm256_xor_si256(mx, flip);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(buf), mx);
+        for (int64_t q = 0; q < nc; q += 8) {
+          __m256i v = load8_epi32(buf + q, 8, p.in_signed);
+          if (!p.identity) v = requant8(v, m, rnd, sh);
+          v = _mm256_min_epi32(_mm256_max_epi32(v, lo), hi);
+          store8(o + c + q, v, nc - q, p.out_signed);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace bbits::kernels::simd

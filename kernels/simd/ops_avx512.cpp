@@ -1,0 +1,155 @@
+// bbits SIMD kernels — AVX-512 (VNNI) depthwise conv, residual add and max
+// pool on 8-bit NHWC data. Compiled with AVX-512 flags; reached only after
+// run-time detection.
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "simd_internal.h"
+
+namespace bbits::kernels::simd {
+namespace {
+
+inline __m512i dp(__m512i acc, __m512i a, __m512i b) {
+  asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+  return acc;
+}
+
+inline __mmask64 mask64(int64_t n) { return n >= 64 ? ~__mmask64{0} : ((__mmask64{1} << n) - 1); }
+
+// Requantize 16 int32 lanes (one multiplier / shift for all): 64-bit exact.
+inline __m512i requant16(__m512i v, __m512i m, __m512i round, __m128i shift) {
+  __m512i pe = _mm512_mul_epi32(v, m);
+  __m512i po = _mm512_mul_epi32(_mm512_srli_epi64(v, 32), m);
+  pe = _mm512_sra_epi64(_mm512_add_epi64(pe, round), shift);
+  po = _mm512_sra_epi64(_mm512_add_epi64(po, round), shift);
+  return _mm512_mask_blend_epi32(static_cast<__mmask16>(0xAAAA), pe, _mm512_slli_epi64(po, 32));
+}
+
+}  // namespace
+
+void dwconv_rows_avx512vnni(const DwGeom& g, const DwPacked& P, const Epilogue& E, const uint8_t* in, void* out,
+                            int64_t r0, int64_t r1) {
+  const size_t esz = out_elem_bytes(E.kind);
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  const __m512i padv = g.is_signed ? flip : _mm512_setzero_si512();
+  alignas(64) int32_t tmp[64];
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / g.OH, oh = r % g.OH;
+    for (int64_t ow = 0; ow < g.OW; ++ow) {
+      uint8_t* orow = static_cast<uint8_t*>(out) + ((n * g.OH + oh) * g.OW + ow) * g.C * static_cast<int64_t>(esz);
+      // Input offsets of the taps (-1: padding).
+      int64_t toff[64 * 4];
+      for (int64_t t = 0; t < P.tgroups * 4; ++t) {
+        toff[t] = -1;
+        if (t >= P.taps) continue;
+        const int64_t kh = t / g.KW, kw = t % g.KW;
+        const int64_t ih = oh * g.sh - g.pt + kh * g.dh, iw = ow * g.sw - g.pl + kw * g.dw;
+        if (ih >= 0 && ih < g.H && iw >= 0 && iw < g.W) toff[t] = ((n * g.H + ih) * g.W + iw) * g.C;
+      }
+      for (int64_t cb = 0; cb < P.cblocks; ++cb) {
+        const int64_t c0 = cb * 64;
+        const int64_t nc = std::min<int64_t>(64, g.C - c0);
+        const __mmask64 km = mask64(nc);
+        __m512i acc0 = _mm512_setzero_si512(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+        const int8_t* wb = P.w8.get() + cb * P.tgroups * 256;
+        for (int64_t tg = 0; tg < P.tgroups; ++tg) {
+          __m512i x[4];
+          for (int i = 0; i < 4; ++i) {
+            const int64_t o = toff[tg * 4 + i];
+            if (o < 0) {
+              x[i] = padv;
+            } else {
+              x[i] = _mm512_maskz_loadu_epi8(km, in + o + c0);
+              if (g.is_signed) x[i] = _mm512_xor_si512(x[i], flip);
+            }
+          }
+          const __m512i a01l = _mm512_unpacklo_epi8(x[0], x[1]), a01h = _mm512_unpackhi_epi8(x[0], x[1]);
+          const __m512i a23l = _mm512_unpacklo_epi8(x[2], x[3]), a23h = _mm512_unpackhi_epi8(x[2], x[3]);
+          const int8_t* w = wb + tg * 256;
+          acc0 = dp(acc0, _mm512_unpacklo_epi16(a01l, a23l), _mm512_load_si512(w));
+          acc1 = dp(acc1, _mm512_unpackhi_epi16(a01l, a23l), _mm512_load_si512(w + 64));
+          acc2 = dp(acc2, _mm512_unpacklo_epi16(a01h, a23h), _mm512_load_si512(w + 128));
+          acc3 = dp(acc3, _mm512_unpackhi_epi16(a01h, a23h), _mm512_load_si512(w + 192));
+        }
+        // acc_j lane 4L+i holds channel 16L+4j+i: transpose the 128-bit blocks.
+        const __m512i t0 = _mm512_shuffle_i32x4(acc0, acc1, _MM_SHUFFLE(1, 0, 1, 0));
+        const __m512i t1 = _mm512_shuffle_i32x4(acc2, acc3, _MM_SHUFFLE(1, 0, 1, 0));
+        const __m512i t2 = _mm512_shuffle_i32x4(acc0, acc1, _MM_SHUFFLE(3, 2, 3, 2));
+        const __m512i t3 = _mm512_shuffle_i32x4(acc2, acc3, _MM_SHUFFLE(3, 2, 3, 2));
+        _mm512_store_si512(tmp, _mm512_shuffle_i32x4(t0, t1, _MM_SHUFFLE(2, 0, 2, 0)));
+        _mm512_store_si512(tmp + 16, _mm512_shuffle_i32x4(t0, t1, _MM_SHUFFLE(3, 1, 3, 1)));
+        _mm512_store_si512(tmp + 32, _mm512_shuffle_i32x4(t2, t3, _MM_SHUFFLE(2, 0, 2, 0)));
+        _mm512_store_si512(tmp + 48, _mm512_shuffle_i32x4(t2, t3, _MM_SHUFFLE(3, 1, 3, 1)));
+        epilogue_row_avx512(tmp, c0, nc, 0, E, orow);
+      }
+    }
+  }
+}
+
+void add_u8_avx512(const AddParams& p, const uint8_t* a, const uint8_t* b, uint8_t* out, int64_t n) {
+  const __m512i ma = _mm512_set1_epi64(p.ma), ra = _mm512_set1_epi64(p.ra);
+  const __m512i mb = _mm512_set1_epi64(p.mb), rb = _mm512_set1_epi64(p.rb);
+  const __m128i sa = _mm_cvtsi64_si128(p.sa), sb = _mm_cvtsi64_si128(p.sb);
+  const __m512i lo = _mm512_set1_epi32(p.lo), hi = _mm512_set1_epi32(p.hi);
+  for (int64_t i = 0; i < n; i += 16) {
+    const int64_t left = n - i;
+    const __mmask16 k = left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1u);
+    const __m128i va8 = _mm_maskz_loadu_epi8(k, a + i), vb8 = _mm_maskz_loadu_epi8(k, b + i);
+    const __m512i va = p.a_signed ? _mm512_cvtepi8_epi32(va8) : _mm512_cvtepu8_epi32(va8);
+    const __m512i vb = p.b_signed ? _mm512_cvtepi8_epi32(vb8) : _mm512_cvtepu8_epi32(vb8);
+    // Each side: |q| <= 255 and m < 2^31, so q * m + round fits int64; the
+    // requantized values are within +-2^31 * 255 / 2^s: clamp in 64 bits is
+    // avoided by clamping the 32-bit sum of values that fit (multipliers of
+    // add are s_in / s_out, checked <= 2^23 at create time).
+    __m512i r = _mm512_add_epi32(requant16(va, ma, ra, sa), requant16(vb, mb, rb, sb));
+    r = _mm512_min_epi32(_mm512_max_epi32(r, lo), hi);
+    _mm512_mask_cvtepi32_storeu_epi8(out + i, k, r);
+  }
+}
+
+void maxpool_rows_avx512(const MaxPoolParams& p, const uint8_t* in, uint8_t* out, int64_t r0, int64_t r1) {
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  const __m512i m = _mm512_set1_epi64(p.m), rnd = _mm512_set1_epi64(p.round);
+  const __m128i sh = _mm_cvtsi64_si128(p.shift);
+  const __m512i lo = _mm512_set1_epi32(p.lo), hi = _mm512_set1_epi32(p.hi);
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / p.OH, oh = r % p.OH;
+    const int64_t h0 = oh * p.sh - p.pt;
+    const int64_t hs = std::max<int64_t>(h0, 0), he = std::min<int64_t>(h0 + p.KH, p.H);
+    for (int64_t ow = 0; ow < p.OW; ++ow) {
+      const int64_t w0 = ow * p.sw - p.pl;
+      const int64_t ws = std::max<int64_t>(w0, 0), we = std::min<int64_t>(w0 + p.KW, p.W);
+      uint8_t* o = out + ((n * p.OH + oh) * p.OW + ow) * p.C;
+      for (int64_t c = 0; c < p.C; c += 64) {
+        const __mmask64 km = mask64(p.C - c);
+        // Max in the unsigned domain (signed values flipped by 0x80).
+        __m512i mx = _mm512_setzero_si512();
+        for (int64_t ih = hs; ih < he; ++ih)
+          for (int64_t iw = ws; iw < we; ++iw) {
+            __m512i v = _mm512_maskz_loadu_epi8(km, in + ((n * p.H + ih) * p.W + iw) * p.C + c);
+            if (p.in_signed) v = _mm512_xor_si512(v, flip);
+            mx = _mm512_max_epu8(mx, v);
+          }
+        if (p.in_signed) mx = _mm512_xor_si512(mx, flip);
+        for (int q = 0; q < 4 && c + q * 16 < p.C; ++q) {
+          __m128i part;
+          switch (q) {
+            case 0: part = _mm512_extracti32x4_epi32(mx, 0); break;
+            case 1: part = _mm512_extracti32x4_epi32(mx, 1); break;
+            case 2: part = _mm512_extracti32x4_epi32(mx, 2); break;
+            default: part = _mm512_extracti32x4_epi32(mx, 3); break;
+          }
+          __m512i v = p.in_signed ? _mm512_cvtepi8_epi32(part) : _mm512_cvtepu8_epi32(part);
+          if (!p.identity) v = requant16(v, m, rnd, sh);
+          v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
+          const int64_t left = p.C - c - q * 16;
+          const __mmask16 k = left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1u);
+          _mm512_mask_cvtepi32_storeu_epi8(o + c + q * 16, k, v);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace bbits::kernels::simd
