@@ -176,6 +176,7 @@ int bbits_session_set_input(bbits_session* session, size_t index, const float* d
 
 int bbits_session_run(bbits_session* session) {
   if (!session) return set_error("bbits_session_run: null session"), -1;
+  session->outputs.clear();  // a failed run leaves no stale outputs behind
   const bool ok = guarded([&] {
     for (size_t i = 0; i < session->input_set.size(); ++i)
       if (!session->input_set[i]) throw bbits::Error("input " + std::to_string(i) + " was not set");

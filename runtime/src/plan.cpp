@@ -2,6 +2,7 @@
 // activation arena, built once per Model.
 #include <algorithm>
 #include <cinttypes>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <stdexcept>
@@ -75,6 +76,11 @@ struct Builder {
     } else {
       s.bias_f.resize(static_cast<size_t>(oc));
       std::memcpy(s.bias_f.data(), bytes.data(), bytes.size());
+      // The kernels derive integer biases from these (quantize_bias): NaN or
+      // infinity has no integer meaning.
+      for (size_t i = 0; i < s.bias_f.size(); ++i)
+        if (!std::isfinite(s.bias_f[i]))
+          fail("bias '" + b->name()->str() + "' value " + std::to_string(i) + " is not a finite number");
     }
   }
 

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <random>
 
 #include "bbits/format/model_file.h"
@@ -246,6 +247,31 @@ TEST(BadFiles, ZeroSizeTensor) {
     m.tensors[static_cast<size_t>(tensor_index(m, "pool1.out"))]->shape[1] = 0;
   });
   EXPECT_ERROR_HAS(load_error(b), "zero-size tensor");
+}
+
+TEST(BadFiles, NonFiniteFloatBias) {
+  // Reinterpreting conv1's int32 bias as float32 gives bit patterns that are
+  // NaN for some values: found by fuzz_model_load.
+  const auto b = repack(small_model().bytes, [](fb::ModelT& m) {
+    m.tensors[static_cast<size_t>(tensor_index(m, "conv1.bias"))]->dtype = fb::DataType::Float32;
+  });
+  std::vector<uint8_t> nan_bias = b;
+  // Overwrite the bias buffer with NaNs: find it through the table.
+  const fb::Model* fm = fb::GetModel(nan_bias.data() + 64);
+  FileHeader h;
+  std::memcpy(&h, nan_bias.data(), sizeof h);
+  int bias_buffer = -1;
+  for (const fb::Tensor* t : *fm->tensors())
+    if (t->name()->str() == "conv1.bias") bias_buffer = t->buffer();
+  ASSERT_GE(bias_buffer, 0);
+  const fb::Buffer* buf = fm->buffers()->Get(static_cast<flatbuffers::uoffset_t>(bias_buffer));
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (uint64_t off = 0; off + 4 <= buf->size(); off += 4)
+    std::memcpy(nan_bias.data() + h.data_offset + buf->offset() + off, &nan, 4);
+  fix_checksum(nan_bias);
+  const std::string msg = load_error(nan_bias);
+  EXPECT_ERROR_HAS(msg, "conv1.bias");
+  EXPECT_ERROR_HAS(msg, "not a finite number");
 }
 
 TEST(BadFiles, IllegalBitWidth) {
