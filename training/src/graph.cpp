@@ -376,7 +376,7 @@ struct Builder {
     n.weight_quant = opt.quantize;
     n.prune = opt.quantize && opt.prune && groups == 1;
     n.act_quant = opt.quantize;
-    n.act_signed = act_signed;
+    n.act_signed = n.act_quant && act_signed;
     g.nodes.push_back(n);
     last = name;
     return name;
@@ -394,7 +394,7 @@ struct Builder {
     n.weight_quant = opt.quantize;
     n.prune = opt.quantize && opt.prune && !is_last;
     n.act_quant = opt.quantize && !is_last;  // logits stay float
-    n.act_signed = act == "none";
+    n.act_signed = n.act_quant && act == "none";
     g.nodes.push_back(n);
     last = name;
     return name;
@@ -427,7 +427,7 @@ struct Builder {
     n.inputs = {a, b};
     n.activation = act;
     n.act_quant = opt.quantize;
-    n.act_signed = act == "none";
+    n.act_signed = n.act_quant && act == "none";
     g.nodes.push_back(n);
     last = name;
     return name;

@@ -153,67 +153,68 @@ at::Tensor BBQuantizer::forward_eval(const at::Tensor& x) const {
   return y;
 }
 
-at::Tensor BBQuantizer::forward_train(const at::Tensor& x) {
-  // pact_clip as in the reference: -relu(c - lo - relu(x - lo)) + c, so the
-  // gradient reaches x_max through the clip.
-  const at::Tensor c = x_max * (1.0 - 1e-7);
-  const at::Tensor lo = cfg_.is_signed ? -c : at::zeros_like(c);
-  const at::Tensor range_t = cfg_.is_signed ? 2.0 * x_max : x_max;
-  const at::Tensor s2 = range_t / 3.0;
-  const at::Tensor s4 = s2 / 5.0, s8 = s4 / 17.0, s16 = s8 / 257.0, s32 = s16 / 65537.0;
+BBQuantizer::GateSample BBQuantizer::sample_gates() const {
+  GateSample g;
+  if (has_prune()) g.z2 = cfg_.learn_prune_gates ? hard_concrete_sample(log_alpha_2) : prune_mask_eval(log_alpha_2).view({-1});
+  if (!cfg_.learn_bit_gates) return g;
+  // The reference's cut-off closes a gate whose log alpha is <= -2 together
+  // with every gate above it. A gate sampled exactly 0 contributes nothing
+  // (and no gradient), so the finer residuals are not computed.
+  const at::Tensor* las[4] = {&log_alpha_4, &log_alpha_8, &log_alpha_16, &log_alpha_32};
+  for (int i = 0; i < 4; ++i) {
+    if (las[i]->item<float>() <= bbits::kGateCutoff) break;
+    at::Tensor gi = hard_concrete_sample(*las[i]);
+    if (gi.item<float>() <= 0.0f) break;
+    g.bits.push_back(std::move(gi));
+  }
+  return g;
+}
 
-  at::Tensor z2;
-  if (has_prune()) {
-    if (cfg_.learn_prune_gates) {
-      z2 = hard_concrete_sample(log_alpha_2);
-    } else {
-      z2 = prune_mask_eval(log_alpha_2).view({-1});
-    }
+at::Tensor BBQuantizer::quantize_train(const at::Tensor& x, const GateSample& g, bool fused) const {
+  const int base = cfg_.learn_bit_gates ? 2 : bits();
+  if (base == 32) {  // float: only the pruning gates act
+    if (!g.z2.defined()) return x;
     std::vector<int64_t> shape(x.dim(), 1);
     shape[0] = -1;
-    z2 = z2.view(shape);
+    return g.z2.view(shape) * x;
   }
-
-  at::Tensor y;
-  if (!cfg_.learn_bit_gates) {
-    const int b = bits();
-    if (b == 32) {
-      y = x;
-    } else {
-      const at::Tensor xc = -at::relu(c - lo - at::relu(x - lo)) + c;
-      const at::Tensor s = b == 2 ? s2 : b == 4 ? s4 : b == 8 ? s8 : s16;
-      y = s * round_ste(xc / s);
-    }
-  } else {
-    const at::Tensor xc = -at::relu(c - lo - at::relu(x - lo)) + c;
-    // Sample the nested gates; the reference's cut-off closes a gate whose
-    // log alpha is <= -2 together with every gate above it. A gate sampled
-    // exactly 0 contributes nothing (and no gradient), so the finer residuals
-    // are not computed, as in the reference.
-    const at::Tensor* las[4] = {&log_alpha_4, &log_alpha_8, &log_alpha_16, &log_alpha_32};
-    const at::Tensor* scales[4] = {&s4, &s8, &s16, &s32};
-    const at::Tensor x2 = s2 * round_ste(xc / s2);
-    std::vector<at::Tensor> g, e;
-    at::Tensor acc = x2;
-    for (int i = 0; i < 4; ++i) {
-      if (las[i]->item<float>() <= bbits::kGateCutoff) break;
-      at::Tensor gi = hard_concrete_sample(*las[i]);
-      if (gi.item<float>() <= 0.0f) break;
-      // residual eps_b: what remains, rounded on the finer grid
-      at::Tensor ei = *scales[i] * round_ste((xc - acc) / *scales[i]);
-      acc = acc + ei;
-      g.push_back(std::move(gi));
-      e.push_back(std::move(ei));
-    }
-    // xq = x2 + z4 (eps4 + z8 (eps8 + z16 (eps16 + z32 eps32)))
-    at::Tensor inner;
-    for (int i = static_cast<int>(e.size()) - 1; i >= 0; --i)
-      inner = g[i] * (inner.defined() ? e[i] + inner : e[i]);
-    y = inner.defined() ? x2 + inner : x2;
+  if (fused) {
+    const at::Tensor gates = g.bits.empty() ? at::empty({0}, at::kFloat) : at::cat(g.bits);
+    const at::Tensor z2 = g.z2.defined() ? g.z2 : at::empty({0}, at::kFloat);
+    return bb_quantize_train(x, x_max, gates, z2, cfg_.is_signed, base);
   }
-  if (z2.defined()) y = z2 * y;
+  // Composite formula (reference semantics), differentiated by autograd.
+  // pact_clip: -relu(c - lo - relu(x - lo)) + c, so the gradient reaches x_max.
+  const at::Tensor c = x_max * (1.0 - 1e-7);
+  const at::Tensor lo = cfg_.is_signed ? -c : at::zeros_like(c);
+  const at::Tensor range_t = cfg_.is_signed ? (x_max - (-x_max)) : x_max;
+  const at::Tensor s2 = range_t / 3.0;
+  const at::Tensor s4 = s2 / 5.0, s8 = s4 / 17.0, s16 = s8 / 257.0, s32 = s16 / 65537.0;
+  const at::Tensor scales[5] = {s2, s4, s8, s16, s32};
+  const int b0 = base == 2 ? 0 : base == 4 ? 1 : base == 8 ? 2 : 3;
+  const at::Tensor xc = -at::relu(c - lo - at::relu(x - lo)) + c;
+  const at::Tensor xb = scales[b0] * round_ste(xc / scales[b0]);
+  std::vector<at::Tensor> e;
+  at::Tensor acc = xb;
+  for (size_t i = 0; i < g.bits.size(); ++i) {
+    const at::Tensor& s = scales[b0 + 1 + static_cast<int>(i)];
+    e.push_back(s * round_ste((xc - acc) / s));  // residual on the finer grid
+    acc = acc + e.back();
+  }
+  // xq = x2 + z4 (eps4 + z8 (eps8 + z16 (eps16 + z32 eps32)))
+  at::Tensor inner;
+  for (int i = static_cast<int>(e.size()) - 1; i >= 0; --i)
+    inner = g.bits[static_cast<size_t>(i)] * (inner.defined() ? e[static_cast<size_t>(i)] + inner : e[static_cast<size_t>(i)]);
+  at::Tensor y = inner.defined() ? xb + inner : xb;
+  if (g.z2.defined()) {
+    std::vector<int64_t> shape(x.dim(), 1);
+    shape[0] = -1;
+    y = g.z2.view(shape) * y;
+  }
   return y;
 }
+
+at::Tensor BBQuantizer::forward_train(const at::Tensor& x) { return quantize_train(x, sample_gates(), true); }
 
 at::Tensor BBQuantizer::regularizer() const {
   const double ratio = max_macs > 0 ? mac_count / max_macs : 1.0;

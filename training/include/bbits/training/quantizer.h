@@ -79,6 +79,17 @@ class BBQuantizer : public torch::nn::Module {
   at::Tensor log_alpha_2;                  // [C] or undefined
   at::Tensor log_alpha_4, log_alpha_8, log_alpha_16, log_alpha_32;  // [1] each
 
+  // Training-mode pieces, public for the tests: one sample of the gates
+  // (bit gates cut off as the reference does; z2 per channel, or its
+  // deterministic mask when not learned) and the quantization given them.
+  struct GateSample {
+    std::vector<at::Tensor> bits;  // z4, z8, ... while open (each [1])
+    at::Tensor z2;                 // [C] or undefined
+  };
+  GateSample sample_gates() const;
+  // fused = true: one-pass kernel (default); false: the composite formula with autograd.
+  at::Tensor quantize_train(const at::Tensor& x, const GateSample& g, bool fused = true) const;
+
  private:
   at::Tensor forward_train(const at::Tensor& x);
   at::Tensor forward_eval(const at::Tensor& x) const;
@@ -86,6 +97,12 @@ class BBQuantizer : public torch::nn::Module {
   QuantizerConfig cfg_;
   bool initialized_ = false;
 };
+
+// Fused training-mode kernel (src/quant_kernel.cpp): base grid of `base_bits`,
+// then one residual level per entry of `gates` (z4, z8, ...), then z2 per
+// dim-0 slice (empty tensor: none).
+at::Tensor bb_quantize_train(const at::Tensor& x, const at::Tensor& x_max, const at::Tensor& gates,
+                             const at::Tensor& z2, bool is_signed, int base_bits);
 
 // Eval-mode quantization of a tensor onto the `bits` grid (bits 2..16), bit for
 // bit bbits::quantize_value(x, x_max, bits, signed) * grid_scale(...).

@@ -1,0 +1,168 @@
+// Torch-free parts of the training library: graph JSON, model shapes, MAC
+// and BOP counts, the IDX reader.
+#include <gtest/gtest.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "bbits/training/cost.h"
+#include "bbits/training/dataset.h"
+#include "bbits/training/graph.h"
+
+using namespace bbits::train;
+
+TEST(Graph, LeNet5MatchesTheContractExample) {
+  const Graph g = build_model("lenet5", ModelOptions{});
+  ASSERT_EQ(g.nodes.size(), 7u);
+  const Node& c0 = g.node("features.0");
+  EXPECT_EQ(c0.op, Op::Conv2d);
+  EXPECT_EQ(c0.in_channels, 1);
+  EXPECT_EQ(c0.out_channels, 32);
+  EXPECT_EQ(c0.kernel[0], 5);
+  EXPECT_TRUE(c0.prune);
+  EXPECT_TRUE(c0.act_quant);
+  EXPECT_FALSE(c0.act_signed);
+  EXPECT_EQ(g.node("features.2").out_channels, 64);
+  EXPECT_EQ(g.node("classifier.0").in_channels, 1024);
+  EXPECT_EQ(g.node("classifier.0").out_channels, 512);
+  const Node& last = g.node("classifier.1");
+  EXPECT_FALSE(last.prune);
+  EXPECT_FALSE(last.act_quant);
+  EXPECT_TRUE(last.weight_quant);
+  EXPECT_EQ(g.outputs, std::vector<std::string>{"classifier.1"});
+  const auto shapes = infer_shapes(g);
+  EXPECT_EQ(shapes.at("features.3"), (std::vector<int64_t>{64, 4, 4}));
+  EXPECT_NEAR(g.input.pixel_scale, 1.0 / 255.0, 1e-15);
+}
+
+TEST(Graph, JsonRoundTripAndValidation) {
+  for (const auto& name : model_names()) {
+    ModelOptions o;
+    o.input_shape = name == "lenet5" ? std::vector<int64_t>{1, 28, 28} : std::vector<int64_t>{3, 32, 32};
+    o.width = 0.25;
+    const Graph g = build_model(name, o);
+    const Graph h = Graph::from_json_string(g.to_json_string());
+    EXPECT_TRUE(g.to_json() == h.to_json()) << name;
+  }
+  nlohmann::json j = build_model("lenet5", ModelOptions{}).to_json();
+  auto bad = j;
+  bad["nodes"][0]["op"] = "conv3d";
+  EXPECT_THROW(Graph::from_json(bad), std::invalid_argument);
+  bad = j;
+  bad["nodes"][0].erase("kernel");
+  try {
+    Graph::from_json(bad);
+    FAIL() << "missing field accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("kernel"), std::string::npos);
+  }
+  bad = j;
+  bad["nodes"][1]["inputs"][0] = "nowhere";
+  EXPECT_THROW(Graph::from_json(bad), std::invalid_argument);
+  bad = j;
+  bad["nodes"][2]["in_channels"] = 31;
+  EXPECT_THROW(Graph::from_json(bad), std::invalid_argument);
+  EXPECT_THROW(Graph::from_json_string("{not json"), std::invalid_argument);
+  EXPECT_THROW(build_model("alexnet", ModelOptions{}), std::invalid_argument);
+}
+
+TEST(Cost, LeNet5MacsAndBopsByHand) {
+  const Graph g = build_model("lenet5", ModelOptions{});
+  const auto m = layer_macs(g);
+  EXPECT_EQ(m.at("features.0"), 24 * 24 * 32 * 1 * 25);
+  EXPECT_EQ(m.at("features.2"), 8 * 8 * 64 * 32 * 25);
+  EXPECT_EQ(m.at("classifier.0"), 512 * 1024);
+  EXPECT_EQ(m.at("classifier.1"), 10 * 512);
+  // Activation quantizers are charged the MACs of the layers they feed.
+  const auto q = quantizer_macs(g);
+  EXPECT_EQ(q.at("input"), m.at("features.0"));
+  EXPECT_EQ(q.at("features.0"), m.at("features.2"));
+  EXPECT_EQ(q.at("features.2"), m.at("classifier.0"));
+  EXPECT_EQ(q.at("classifier.0"), m.at("classifier.1"));
+
+  // Everything at 32/32, nothing pruned: relative BOPs from 8-bit input only.
+  const int64_t fp = (460800 + 3276800 + 524288 + 5120) * int64_t{1024};
+  auto r = compute_costs(g, {}, {}, {});
+  EXPECT_EQ(r.bops_fp32, fp);
+  EXPECT_EQ(r.bops, 460800 * 32 * 8 + (3276800 + 524288 + 5120) * int64_t{1024});
+
+  // Mixed bits with pruning, counted by hand.
+  std::map<std::string, int> wb{{"features.0", 4}, {"features.2", 2}, {"classifier.0", 8}, {"classifier.1", 8}};
+  std::map<std::string, int> ab{{"input", 8}, {"features.0", 4}, {"features.2", 8}, {"classifier.0", 2}};
+  std::map<std::string, std::vector<bool>> keep;
+  keep["features.0"] = std::vector<bool>(32, false);
+  for (int i = 0; i < 16; ++i) keep["features.0"][i] = true;
+  keep["features.2"] = std::vector<bool>(64, false);
+  for (int i = 0; i < 32; ++i) keep["features.2"][2 * i] = true;
+  keep["classifier.0"] = std::vector<bool>(512, false);
+  for (int i = 0; i < 100; ++i) keep["classifier.0"][i * 5] = true;
+  r = compute_costs(g, wb, ab, keep);
+  const int64_t c0 = 24 * 24 * 16 * 1 * 25;        // 16 kept outputs
+  const int64_t c2 = 8 * 8 * 32 * 16 * 25;         // 32 kept outputs, 16 kept inputs
+  const int64_t f0 = 100 * (32 * 16);              // 100 kept outputs, 32 kept channels x 4 x 4
+  const int64_t f1 = 10 * 100;                     // 100 kept inputs
+  EXPECT_EQ(r.layers[0].macs, c0);
+  EXPECT_EQ(r.layers[1].macs, c2);
+  EXPECT_EQ(r.layers[2].macs, f0);
+  EXPECT_EQ(r.layers[3].macs, f1);
+  EXPECT_EQ(r.bops, c0 * 4 * 8 + c2 * 2 * 4 + f0 * 8 * 8 + f1 * 8 * 2);
+  EXPECT_DOUBLE_EQ(r.relative, static_cast<double>(r.bops) / static_cast<double>(fp));
+  EXPECT_EQ(r.layers[1].kept, 32);
+  EXPECT_EQ(r.layers[1].total, 64);
+  // A fully pruned layer costs nothing and reports 0 weight bits.
+  keep["classifier.0"] = std::vector<bool>(512, false);
+  r = compute_costs(g, wb, ab, keep);
+  EXPECT_EQ(r.layers[2].weight_bits, 0);
+  EXPECT_EQ(r.layers[2].bops, 0);
+  EXPECT_EQ(r.layers[3].macs, 0);
+  EXPECT_NE(layer_table(r).find("classifier.0"), std::string::npos);
+}
+
+namespace {
+void write_gz(const std::string& path, const std::vector<uint8_t>& bytes) {
+  gzFile f = gzopen(path.c_str(), "wb");
+  ASSERT_NE(f, nullptr);
+  ASSERT_EQ(gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size())), static_cast<int>(bytes.size()));
+  gzclose(f);
+}
+}  // namespace
+
+TEST(Dataset, ReadsGzippedIdxAndRejectsBadFiles) {
+  const auto dir = std::filesystem::temp_directory_path() / ("bbits_idx_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  std::vector<uint8_t> img = {0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 3};
+  for (int i = 0; i < 12; ++i) img.push_back(static_cast<uint8_t>(i * 20));
+  std::vector<uint8_t> lab = {0, 0, 8, 1, 0, 0, 0, 2, 7, 3};
+  write_gz((dir / "i.gz").string(), img);
+  write_gz((dir / "l.gz").string(), lab);
+  const ImageSet s = read_idx_images((dir / "i.gz").string(), (dir / "l.gz").string());
+  EXPECT_EQ(s.count, 2);
+  EXPECT_EQ(s.rows, 2);
+  EXPECT_EQ(s.cols, 3);
+  EXPECT_EQ(s.pixels[7], 140);
+  EXPECT_EQ(s.labels[1], 3);
+  img.pop_back();  // truncated
+  write_gz((dir / "t.gz").string(), img);
+  EXPECT_THROW(read_idx_images((dir / "t.gz").string(), (dir / "l.gz").string()), std::runtime_error);
+  try {
+    load_fashion_mnist("train", (dir / "missing").string());
+    FAIL() << "missing files accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("dataset-fashion-mnist"), std::string::npos);
+  }
+  EXPECT_THROW(load_fashion_mnist("validation", dir.string()), std::invalid_argument);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Dataset, FashionMnistTestSplitWhenInstalled) {
+  if (!std::filesystem::exists(std::string(kFashionMnistDir) + "/t10k-labels-idx1-ubyte.gz"))
+    GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  const ImageSet s = load_fashion_mnist("test");
+  EXPECT_EQ(s.count, 10000);
+  EXPECT_EQ(s.rows, 28);
+  EXPECT_EQ(s.cols, 28);
+  EXPECT_EQ(take(s, 10).labels.size(), 10u);
+}
