@@ -369,8 +369,11 @@ void register_all() {
     const std::string base = "layer/" + L.model + "/" + L.name + "/";
     for (int wb : {8, 4, 2}) {
       const bk::OpDesc d = make_desc(L, wb);
-      const std::string kn = std::string(L.fc ? "fc" : "conv2d") + "_w" + std::to_string(wb) + "a8_u8s" +
-                             std::to_string(wb) + "_" + isa_tag(isa) + (has_vnni ? "_4x64" : "_2x32");
+      const bool dw = !L.fc && L.conv.groups > 1;
+      const std::string kn =
+          dw ? std::string("dwconv2d_w8a8_u8s8_") + isa_tag(isa) + (has_vnni ? "_c64" : "_c8")
+             : std::string(L.fc ? "fc" : "conv2d") + "_w" + std::to_string(wb) + "a8_u8s" + std::to_string(wb) + "_" +
+                   isa_tag(isa) + (has_vnni ? "_4x64" : "_2x32");
       const bk::KernelInfo* info = bk::find_kernel(kn);
       if (info && info->supports(d))
         benchmark::RegisterBenchmark((base + "w" + std::to_string(wb) + "a8_ours").c_str(), run_ours, info, d)

@@ -71,7 +71,7 @@ Pred predict(const LayerCost& c, const Calibration& cal, const std::string& kern
              int threads) {
   Pred p;
   double peak = 0;
-  if (c.macs > 0) {
+  if (c.compute_work() > 0) {
     const auto pk = cal.peak_macs_per_s(kernel, family, threads);
     if (!pk) return p;  // not calibrated: no prediction
     peak = *pk;
@@ -79,7 +79,7 @@ Pred predict(const LayerCost& c, const Calibration& cal, const std::string& kern
   const RooflinePrediction r = roofline(c, peak, cal, threads);
   p.ns = r.time_ns;
   p.level = r.level;
-  p.bound = c.macs > 0 ? (r.compute_bound() ? "compute" : "memory") : "memory";
+  p.bound = r.compute_bound() ? "compute" : "memory";
   return p;
 }
 
@@ -150,6 +150,9 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
   for (int t : opts.threads) {
     std::unique_ptr<kernels::ThreadPool> pool;
     if (t > 1) pool = std::make_unique<kernels::ThreadPool>(t);
+    // Kernels built on oneDNN (and the baselines) run on OpenMP threads: the
+    // same count as the thread pool, as a Session with `t` threads should.
+    set_onednn_threads(t);
     const size_t n = ml->layers().size();
     std::vector<Summary> tb(n);
     for (size_t i = 0; i < n; ++i) {
@@ -176,6 +179,7 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
       }
     }
     if (opts.whole_model) {
+      set_onednn_threads(t);
       bbits::Session session(model, {.threads = t});
       std::mt19937 rng(3);
       std::vector<bbits::QuantizedTensor> qin;

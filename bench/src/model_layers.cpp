@@ -85,6 +85,7 @@ LayerCost ModelLayer::cost() const {
     c.wbits = kernels::weight_bits(desc);
     c.weight_bytes = static_cast<int64_t>(weight_data.size() + 4 * std::max(bias_q.size(), bias_f.size()));
   }
+  c.work = kernels::op_work(desc);
   c.macs_unpruned = macs_unpruned > 0 ? macs_unpruned : c.macs;
   c.abits = kernels::input_bits(desc);
   for (int i = 0; i < kernels::num_inputs(desc); ++i)

@@ -15,15 +15,15 @@ int activation_bytes(int bits) {
 }
 
 RooflinePrediction roofline(const LayerCost& cost, double peak_macs_per_s, const Calibration& cal, int threads) {
-  if (cost.macs < 0 || cost.weight_bytes < 0 || cost.input_bytes < 0 || cost.output_bytes < 0)
+  if (cost.macs < 0 || cost.work < 0 || cost.weight_bytes < 0 || cost.input_bytes < 0 || cost.output_bytes < 0)
     throw std::invalid_argument("roofline: negative cost");
   if (threads < 1) throw std::invalid_argument("roofline: threads must be at least 1");
   RooflinePrediction p;
-  if (cost.macs > 0) {
+  if (cost.compute_work() > 0) {
     if (!(peak_macs_per_s > 0) || !std::isfinite(peak_macs_per_s))
-      throw std::invalid_argument("roofline: a layer with MACs needs a positive peak");
+      throw std::invalid_argument("roofline: a layer that does work needs a positive peak");
     p.macs_per_s = peak_macs_per_s;
-    p.compute_ns = static_cast<double>(cost.macs) / peak_macs_per_s * 1e9;
+    p.compute_ns = static_cast<double>(cost.compute_work()) / peak_macs_per_s * 1e9;
   }
   const BandwidthLevel& lvl = cal.level_for(cost.working_set(), threads);
   p.level = lvl.level;

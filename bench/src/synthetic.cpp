@@ -186,6 +186,87 @@ std::vector<uint8_t> single_fc_model(const kernels::FcDesc& d, uint32_t seed) {
   return b.finish(x, y);
 }
 
+std::vector<uint8_t> single_op_model(const kernels::OpDesc& desc, uint32_t seed) {
+  kernels::check_desc(desc);
+  if (const auto* c = std::get_if<kernels::ConvDesc>(&desc)) return single_conv_model(*c, seed);
+  if (const auto* f = std::get_if<kernels::FcDesc>(&desc)) return single_fc_model(*f, seed);
+  Builder b(seed);
+  if (const auto* p = std::get_if<kernels::PoolDesc>(&desc)) {
+    const int x = b.act("input", {p->N, p->C, p->H, p->W}, p->in);
+    const int y = b.act("pool.out", {p->N, p->C, p->out_h(), p->out_w()}, p->out);
+    if (p->kind == kernels::PoolKind::GlobalAvg) {
+      b.op("pool", fb::OpType::GlobalAvgPool, {x}, {y});
+    } else {
+      auto& o = b.op("pool", p->kind == kernels::PoolKind::Max ? fb::OpType::MaxPool2D : fb::OpType::AvgPool2D, {x}, {y});
+      fb::Pool2DOptionsT po;
+      po.kernel_h = p->KH;
+      po.kernel_w = p->KW;
+      po.stride_h = p->stride_h;
+      po.stride_w = p->stride_w;
+      po.pad_top = p->pad_top;
+      po.pad_left = p->pad_left;
+      po.pad_bottom = p->pad_bottom;
+      po.pad_right = p->pad_right;
+      po.count_include_pad = p->count_include_pad;
+      o.options.Set(po);
+    }
+    return b.finish(x, y);
+  }
+  if (const auto* a = std::get_if<kernels::AddDesc>(&desc)) {
+    const int xa = b.act("a", {1, a->count}, a->a);
+    const int xb_src = b.act("b", {1, a->count}, a->b);  // both operands are model inputs
+    const int y = b.act("add.out", {1, a->count}, a->out);
+    auto& o = b.op("add", fb::OpType::Add, {xa, xb_src}, {y});
+    fb::AddOptionsT ao;
+    ao.activation = Builder::fb_act(a->activation);
+    o.options.Set(ao);
+    b.w.model().inputs = {xa, xb_src};
+    b.w.model().outputs = {y};
+    return b.w.serialize();
+  }
+  if (const auto* r = std::get_if<kernels::ActivationDesc>(&desc)) {
+    const int x = b.act("input", {1, r->count}, r->in);
+    const int y = b.act("act.out", {1, r->count}, r->out);
+    b.op("act", r->act == kernels::Activation::Relu6 ? fb::OpType::Relu6 : fb::OpType::Relu, {x}, {y});
+    return b.finish(x, y);
+  }
+  if (const auto* r = std::get_if<kernels::ReshapeDesc>(&desc)) {
+    const int x = b.act("input", {r->N, r->C, r->H, r->W}, r->in);
+    const int y = b.act("flatten.out", {r->N, r->C * r->H * r->W}, r->out);
+    auto& o = b.op("flatten", fb::OpType::Reshape, {x}, {y});
+    fb::ReshapeOptionsT ro;
+    ro.shape = {r->N, r->C * r->H * r->W};
+    o.options.Set(ro);
+    return b.finish(x, y);
+  }
+  if (const auto* s = std::get_if<kernels::SoftmaxDesc>(&desc)) {
+    const int x = b.act("input", {s->outer, s->axis_size}, s->in);
+    const int y = b.act("softmax.out", {s->outer, s->axis_size}, s->out);
+    auto& o = b.op("softmax", fb::OpType::Softmax, {x}, {y});
+    fb::SoftmaxOptionsT so;
+    so.axis = -1;
+    o.options.Set(so);
+    return b.finish(x, y);
+  }
+  if (const auto* c = std::get_if<kernels::ConcatDesc>(&desc)) {
+    std::vector<int> ins;
+    int64_t total = 0;
+    for (size_t i = 0; i < c->sizes.size(); ++i) {
+      ins.push_back(b.act(fmt::format("in{}", i), {1, c->sizes[i], 1, c->outer}, c->in[i]));
+      total += c->sizes[i];
+    }
+    const int y = b.act("concat.out", {1, total, 1, c->outer}, c->out);
+    auto& o = b.op("concat", fb::OpType::Concat, ins, {y});
+    fb::ConcatOptionsT co;
+    co.axis = 1;
+    o.options.Set(co);
+    b.w.model().inputs = ins;
+    b.w.model().outputs = {y};
+    return b.w.serialize();
+  }
+  throw std::invalid_argument("single_op_model: unsupported operator");
+}
+
 std::vector<uint8_t> tiny_test_model(uint32_t seed) {
   Builder b(seed);
   const kernels::QuantInfo u8{8, false, 0.02f};

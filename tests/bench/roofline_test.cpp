@@ -71,6 +71,19 @@ TEST(Roofline, MemoryBoundLayerPicksTheLevelHoldingTheWorkingSet) {
   EXPECT_DOUBLE_EQ(p.time_ns, p.memory_ns);
 }
 
+TEST(Roofline, ElementOperationsUseTheKernelPeak) {
+  bb::LayerCost l;  // an add of 100k elements: no MACs, 100k element operations
+  l.work = 100'000;
+  l.input_bytes = 200'000;
+  l.output_bytes = 100'000;
+  EXPECT_EQ(l.compute_work(), 100'000);
+  const auto p = bb::roofline(l, 1e9, machine(), 1);  // 1 G element ops/s: 100 us
+  EXPECT_DOUBLE_EQ(p.compute_ns, 100'000);
+  EXPECT_EQ(p.level, "L2");
+  EXPECT_TRUE(p.compute_bound());
+  EXPECT_THROW(bb::roofline(l, 0, machine(), 1), std::invalid_argument);
+}
+
 TEST(Roofline, BoundaryBelongsToTheSmallerLevel) {
   bb::LayerCost l;
   l.input_bytes = 32 << 10;

@@ -40,7 +40,7 @@ struct KernelPeak {
   int abits = 0;
   std::string isa;
   int threads = 1;
-  double macs_per_s = 0;  // median
+  double macs_per_s = 0;  // from the fastest sample (a peak; noise only slows runs down)
   double iqr = 0;
   std::string shape;      // the shape it was measured on
 };

@@ -13,11 +13,14 @@
 namespace bbits::bench {
 
 // Layer families a peak is measured for: "conv2d" (KxK, K > 1), "pointwise"
-// (1x1), "depthwise", "fully_connected".
+// (1x1), "depthwise", "fully_connected" (peaks in MACs/s), and the operators
+// without weights: "max_pool2d", "avg_pool2d", "global_avg_pool", "add",
+// "relu", "relu6", "concat", "reshape", "softmax" (peaks in element
+// operations/s, kernels::op_work).
 const std::vector<std::string>& peak_families();
 
-// A compute-heavy layer of the family at the given bits. `small` gives a
-// shape about 30x cheaper, for reference kernels. Inputs are unsigned (after
+// A compute-heavy layer of the family at the given bits (wbits ignored for
+// operators without weights). `small` gives a cheaper shape, for reference kernels. Inputs are unsigned (after
 // ReLU), outputs unsigned 8-bit with a fused ReLU; float32 when abits is 32.
 kernels::OpDesc representative_desc(const std::string& family, int wbits, int abits, bool small);
 
@@ -33,6 +36,7 @@ struct PeakCalibrationOptions {
 using Progress = std::function<void(const std::string&)>;
 
 // Peaks of every (kernel, family) the kernel supports at its native bits.
+// Kernels built on oneDNN get the thread count through OpenMP.
 std::vector<KernelPeak> calibrate_kernel_peaks(const PeakCalibrationOptions& opts, const Progress& progress = {});
 // Peaks of oneDNN f32 and int8 per family ("onednn_f32", "onednn_int8").
 std::vector<KernelPeak> calibrate_onednn_peaks(const PeakCalibrationOptions& opts, const Progress& progress = {});

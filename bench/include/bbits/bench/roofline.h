@@ -1,6 +1,7 @@
 // bbits bench — the roofline model and the BOP model of a layer's time.
 //
-// roofline time = max(MACs / peak of the chosen kernel,
+// roofline time = max(work / peak of the chosen kernel,   (work = MACs for conv/fc,
+//                                                         element operations otherwise)
 //                     bytes / read bandwidth of the level holding the working set)
 // BOP speedup vs a reference = BOPs(reference) / BOPs(layer).
 #pragma once
@@ -15,6 +16,9 @@ namespace bbits::bench {
 // What a layer moves and computes (batch 1).
 struct LayerCost {
   int64_t macs = 0;           // with pruned channels removed
+  // Work the kernel's peak is measured in: MACs for conv / fc, element
+  // operations for the others (kernels::op_work); 0 means `macs`.
+  int64_t work = 0;
   int64_t macs_unpruned = 0;  // the same layer before pruning
   int wbits = 0;              // 0 for layers without weights
   int abits = 0;              // input activation bits
@@ -24,6 +28,7 @@ struct LayerCost {
   int64_t bytes() const { return weight_bytes + input_bytes + output_bytes; }
   // Everything the layer touches once: what must stay in cache.
   int64_t working_set() const { return bytes(); }
+  int64_t compute_work() const { return work > 0 ? work : macs; }
 };
 
 // Bytes one stored activation element takes inside the runtime: one byte up
@@ -31,7 +36,7 @@ struct LayerCost {
 int activation_bytes(int bits);
 
 struct RooflinePrediction {
-  double compute_ns = 0;  // MACs / peak (0 without MACs or without a peak)
+  double compute_ns = 0;  // work / peak (0 when the layer does no work)
   double memory_ns = 0;   // bytes / bandwidth
   double time_ns = 0;     // max of the two
   std::string level;      // cache level holding the working set
@@ -41,7 +46,7 @@ struct RooflinePrediction {
 };
 
 // Throws CalibrationError when the calibration has no bandwidth entries, and
-// std::invalid_argument for negative costs or a layer with MACs but no peak.
+// std::invalid_argument for negative costs or a layer with work but no peak.
 RooflinePrediction roofline(const LayerCost& cost, double peak_macs_per_s, const Calibration& cal, int threads);
 
 // BOPs of the layer as it runs: MACs x wbits x abits (0 when nothing is computed).

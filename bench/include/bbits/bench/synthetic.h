@@ -17,6 +17,10 @@ std::vector<uint8_t> single_conv_model(const kernels::ConvDesc& d, uint32_t seed
 // A model of one fully connected layer.
 std::vector<uint8_t> single_fc_model(const kernels::FcDesc& d, uint32_t seed = 1);
 
+// A model of any one operator (conv, fc, pooling, add, relu/relu6, reshape
+// from N,C,H,W to N,C*H*W, softmax over N,F, channel concat).
+std::vector<uint8_t> single_op_model(const kernels::OpDesc& d, uint32_t seed = 1);
+
 // A tiny network covering every common operator kind: conv 3x3 (w8a8, relu)
 // -> max pool 2x2 -> depthwise conv 3x3 (w4) -> conv 1x1 (w2, relu) -> add
 // (residual) -> global average pool -> reshape -> fully connected (w8, float

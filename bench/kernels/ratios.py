@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Target ratios from one run of bbits-bench-kernels (Google Benchmark JSON).
+
+    bbits-bench-kernels --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
+        --benchmark_format=json --benchmark_out=k.json
+    python3 bench/kernels/ratios.py k.json [--time cpu|real]
+
+Uses the median aggregate when repetitions were run, else the single value.
+Prints markdown tables: fully connected ratios (W4A8 / W2A8 vs our W8A8, our
+W8A8 vs oneDNN int8, weight streaming vs measured read bandwidth) and, per
+model layer, our kernels, the table's choice and oneDNN int8.
+"""
+import json
+import sys
+
+
+def load(path, which):
+    with open(path) as f:
+        data = json.load(f)
+    times, labels, counters = {}, {}, {}
+    for b in data["benchmarks"]:
+        name = b.get("run_name", b["name"])
+        if b.get("run_type") == "aggregate" and b.get("aggregate_name") != "median":
+            continue
+        if b.get("error_occurred"):
+            continue
+        t = b["cpu_time" if which == "cpu" else "real_time"]
+        unit = b.get("time_unit", "ns")
+        scale = {"ns": 1e-3, "us": 1.0, "ms": 1e3, "s": 1e6}[unit]
+        times[name] = t * scale  # microseconds
+        labels[name] = b.get("label", "")
+        counters[name] = b
+    return data.get("context", {}), times, labels, counters
+
+
+def main():
+    if len(sys.argv) < 2:
+        print(__doc__)
+        sys.exit(2)
+    which = "cpu"
+    if "--time" in sys.argv:
+        which = sys.argv[sys.argv.index("--time") + 1]
+    ctx, t, labels, c = load(sys.argv[1], which)
+    print(f"# bbits kernel ratios ({which} time, median; host {ctx.get('host_name', '?')}, "
+          f"{ctx.get('num_cpus', '?')} CPUs @ {ctx.get('mhz_per_cpu', '?')} MHz)\n")
+    print("## Fully connected, batch 1, one thread\n")
+    print("| shape | W8A8 us | W4A8 us | W2A8 us | oneDNN int8 us | oneDNN f32 us | W4/W8 (>=1.8) | W2/W8 (>=3.0) | W8 vs oneDNN (>=1) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    bw_sizes = {"4096x4096": [16777216, 8388608, 4194304], "11008x4096": [45088768, 22544384, 11272192]}
+    bw_rows = []
+    for shape in ["4096x4096", "11008x4096"]:
+        b = f"fc/{shape}/"
+        w8, w4, w2 = (t.get(b + f"w{k}a8_ours") for k in (8, 4, 2))
+        dn, f32 = t.get(b + "w8a8_onednn"), t.get(b + "f32_onednn")
+        if None in (w8, w4, w2):
+            continue
+        r = lambda x, y: f"{x / y:.2f}" if x and y else "-"
+        print(f"| {shape} | {w8:.1f} | {w4:.1f} | {w2:.1f} | {dn or 0:.1f} | {f32 or 0:.1f} | {r(w8, w4)} | {r(w8, w2)} | {r(dn, w8)} |")
+        oc, k = (int(v) for v in shape.split("x"))
+        for bits, size, tt in zip((8, 4, 2), bw_sizes[shape], (w8, w4, w2)):
+            bwt = t.get(f"bandwidth/{size}")
+            if bwt is None:
+                continue
+            wbytes = oc * k * bits / 8
+            got = wbytes / tt / 1e3  # GB/s
+            bw = size / bwt / 1e3
+            bw_rows.append((shape, bits, wbytes / 1e6, got, bw, got / bw))
+    if bw_rows:
+        print("\n## Weight streaming vs single-thread read bandwidth at the same working set (target >= 80%)\n")
+        print("| shape | bits | weight MB | kernel GB/s | read GB/s | fraction |")
+        print("|---|---|---|---|---|---|")
+        for shape, bits, mb, got, bw, fr in bw_rows:
+            print(f"| {shape} | W{bits}A8 | {mb:.1f} | {got:.1f} | {bw:.1f} | {fr * 100:.0f}% |")
+    print("\n## Model layers, batch 1, one thread: the table's choice vs oneDNN int8 (target >= 0.9)\n")
+    print("| model | layer | oneDNN int8 us | W8 ours | W8 chosen | W4 ours | W4 chosen | W2 ours | W2 chosen | worst chosen vs oneDNN | chosen kernels |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    layers = []
+    for name in t:
+        if name.startswith("layer/") and name.endswith("/w8a8_onednn"):
+            layers.append(name[: -len("w8a8_onednn")])
+    for base in layers:
+        _, model, layer, _ = base.split("/")
+        dn = t[base + "w8a8_onednn"]
+        cells, worst, chosen = [], None, []
+        for bits in (8, 4, 2):
+            o = t.get(base + f"w{bits}a8_ours")
+            ch = t.get(base + f"w{bits}a8_chosen")
+            cells.append(f"{o:.1f}" if o else "-")
+            cells.append(f"{ch:.1f}" if ch else "-")
+            if ch:
+                ratio = dn / ch
+                worst = ratio if worst is None else min(worst, ratio)
+                chosen.append(f"w{bits}:{labels.get(base + f'w{bits}a8_chosen', '')}")
+        print(f"| {model} | {layer} | {dn:.1f} | " + " | ".join(cells) + f" | {worst:.2f} | {' '.join(chosen)} |")
+
+
+if __name__ == "__main__":
+    main()
