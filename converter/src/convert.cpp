@@ -210,14 +210,21 @@ ConvertReport build_model(const Checkpoint& ck, bbits::format::ModelWriter& writ
         const Layer& L = layers[i];
         const int64_t K = L.f.weight.numel() / static_cast<int64_t>(C);
         const bool no_pad = n.pad_h == 0 && n.pad_w == 0;
+        // The constant is what the integer network computes for the channel:
+        // an integer layer adds its bias rounded onto the accumulator grid.
+        const bool int_layer = is_integer_bits(L.wbits) && x.grid.quant;
+        auto bias_of = [&](size_t o) {
+          return int_layer ? static_cast<double>(L.scale) * x.grid.scale * quantize_bias(L.f.bias[o], L.scale, x.grid.scale)
+                           : static_cast<double>(L.f.bias[o]);
+        };
         for (size_t o = 0; o < C; ++o) {
           float pre;
           if (!L.keep[o]) {
-            pre = L.f.bias[o];
+            pre = static_cast<float>(bias_of(o));
           } else if (n.is_depthwise() && x.is_const[o] && (no_pad || x.cval[o] == 0.0f)) {
             double acc = 0.0;
             for (int64_t k = 0; k < K; ++k) acc += L.wreal[o * static_cast<size_t>(K) + static_cast<size_t>(k)];
-            pre = static_cast<float>(acc * x.cval[o]) + L.f.bias[o];
+            pre = static_cast<float>(acc * x.cval[o] + bias_of(o));
           } else {
             continue;
           }

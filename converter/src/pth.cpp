@@ -284,7 +284,11 @@ Checkpoint import_reference(const TensorMap& state, const std::string& arch, con
   };
   auto take = [&](const std::string& from, const std::string& to) {
     auto it = state.find(from);
-    if (it == state.end()) throw ConvertError("reference checkpoint: missing tensor '" + from + "' (needed for " + arch + ")");
+    if (it == state.end())
+      throw ConvertError("reference checkpoint: missing tensor '" + from + "' (needed for " + arch + ")" +
+                         (from.find(".gamma_") != std::string::npos && !gates
+                              ? "; a checkpoint after fixed-gate fine-tuning needs --gates-from"
+                              : ""));
     used.insert(from);
     ck.tensors[to] = it->first.find("quantizer") != std::string::npos ? scalarize(it->second) : it->second;
   };

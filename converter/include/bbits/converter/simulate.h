@@ -18,6 +18,11 @@ namespace bbits::converter {
 
 struct SimulateOptions {
   bool quantize = true;  // false: plain float network (no weight or activation rounding, no pruning)
+  // Round the biases of integer layers (integer weights and input) onto the
+  // accumulator grid s_w * s_in, as the model file stores them (int32). Off:
+  // the training library's eval mode (float biases); on: the integer network
+  // the converter writes, evaluated in float.
+  bool integer_bias = false;
   // When set, receives min and max of every node's output (after its activation).
   std::map<std::string, std::pair<float, float>>* ranges = nullptr;
 };

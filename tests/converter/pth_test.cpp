@@ -1,0 +1,137 @@
+// Reference .pth checkpoints: zip and legacy containers, the restricted
+// unpickler (nothing executes), the reference's names, --gates-from.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <random>
+
+#include "bbits/converter/convert.h"
+#include "bbits/converter/pth.h"
+#include "test_util.h"
+
+namespace bbits::converter {
+namespace {
+
+template <size_t N>
+std::vector<uint8_t> pickle_bytes(const char (&s)[N]) {
+  return std::vector<uint8_t>(s, s + N - 1);
+}
+
+void expect_pth_error(const std::vector<uint8_t>& bytes, const std::string& needle) {
+  try {
+    read_pth(bytes);
+    ADD_FAILURE() << "accepted; expected an error containing '" << needle << "'";
+  } catch (const ConvertError& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+TEST(Pth, ZipCheckpointWithModuleStateAndDataParallelPrefix) {
+  const TensorMap sd = read_pth(test::read_fixture("lenet5_reference.pth.gz"));
+  ASSERT_TRUE(sd.count("features.0.weight"));  // "module." stripped, model_state selected
+  EXPECT_EQ(sd.at("features.0.weight").shape, (std::vector<int64_t>{32, 1, 5, 5}));
+  EXPECT_EQ(sd.at("classifier.0.weight").shape, (std::vector<int64_t>{512, 1024}));
+  EXPECT_EQ(sd.at("features.2.weight_quantizer.quantizer.gamma_2").shape, (std::vector<int64_t>{64}));
+  EXPECT_EQ(sd.at("features.2.weight_quantizer.quantizer.gamma_8").shape, (std::vector<int64_t>{1}));
+  for (const auto& [k, v] : sd) EXPECT_EQ(k.rfind("module.", 0), std::string::npos) << k;
+}
+
+TEST(Pth, LegacyFormatReadsTheSameTensors) {
+  const TensorMap zip = read_pth(test::read_fixture("lenet5_reference.pth.gz"));
+  const TensorMap legacy = read_pth(test::read_fixture("lenet5_reference_legacy.pth.gz"));
+  ASSERT_EQ(zip.size(), legacy.size());
+  for (const auto& [k, v] : zip) {
+    ASSERT_TRUE(legacy.count(k)) << k;
+    EXPECT_EQ(legacy.at(k).shape, v.shape) << k;
+    EXPECT_EQ(legacy.at(k).data, v.data) << k;
+  }
+}
+
+TEST(Pth, MaliciousPickleIsRejectedWithoutRunningAnything) {
+  std::filesystem::remove("/tmp/bbits_converter_pwned");
+  expect_pth_error(test::read_fixture("malicious.pth"), "forbidden global 'posix.system'");
+  EXPECT_FALSE(std::filesystem::exists("/tmp/bbits_converter_pwned"));
+}
+
+TEST(Pth, HandMadePicklesOutsideTheSubsetAreRejected) {
+  // protocol-2 legacy-style stream starting with a forbidden global
+  expect_pth_error(pickle_bytes("\x80\x02" "cbuiltins\neval\n" "X\x03\0\0\0" "1+1" "\x85R."), "forbidden global 'builtins.eval'");
+  expect_pth_error(pickle_bytes("\x80\x02" "csubprocess\nPopen\n."), "forbidden global 'subprocess.Popen'");
+  expect_pth_error(pickle_bytes("\x80\x02(i__main__\nX\n."), "INST");
+  expect_pth_error(pickle_bytes("\x80\x02]"), "truncated");
+  expect_pth_error(pickle_bytes("\x80\x02\xff"), "unknown opcode 0xff");
+  expect_pth_error(pickle_bytes("\x80\x02h\x05."), "unknown memo entry");
+  expect_pth_error(pickle_bytes("hello"), "not a PyTorch checkpoint");
+  expect_pth_error(pickle_bytes("PK\x03\x04garbage"), "zip");
+}
+
+TEST(Pth, CorruptedArchivesGiveErrorsNotCrashes) {
+  const auto good = test::read_fixture("lenet5_reference.pth.gz");
+  std::mt19937_64 rng(1);
+  int errors = 0;
+  for (int i = 0; i < 60; ++i) {
+    auto bad = good;
+    if (i % 3 == 0) {
+      bad.resize(rng() % bad.size());
+    } else {
+      for (int k = 0; k < 8; ++k) bad[rng() % bad.size()] ^= static_cast<uint8_t>(1 + rng() % 255);
+    }
+    try {
+      read_pth(bad);
+    } catch (const ConvertError&) {
+      ++errors;
+    }
+  }
+  EXPECT_GT(errors, 20);  // CRC checks catch nearly every flipped byte
+}
+
+TEST(Pth, ReferenceNamesMapOntoTheLeNet5Template) {
+  const TensorMap sd = read_pth(test::read_fixture("lenet5_reference.pth.gz"));
+  const Checkpoint ck = import_reference(sd, "lenet5", nullptr, "ref.pth");
+  const Node& c0 = ck.graph.node("features.0");
+  EXPECT_TRUE(c0.weight_quant && c0.prune && c0.act_quant && c0.bias);
+  EXPECT_FALSE(c0.act_signed);  // x_min = 0
+  EXPECT_EQ(ck.get("features.0.wq.log_alpha_2").data, sd.at("features.0.weight_quantizer.quantizer.gamma_2").data);
+  EXPECT_EQ(ck.get("features.2.aq.x_max").data, sd.at("features.2.activation_quantizer.quantizer.x_max").data);
+  const Node& out = ck.graph.node("classifier.1");
+  EXPECT_FALSE(out.prune);      // the reference switches pruning off for the logits layer
+  EXPECT_FALSE(out.act_quant);  // full-precision logits
+  EXPECT_EQ(weight_bits_of(ck, c0), 8);
+  EXPECT_EQ(weight_bits_of(ck, ck.graph.node("features.2")), 4);
+  EXPECT_EQ(weight_bits_of(ck, ck.graph.node("classifier.0")), 2);
+  EXPECT_EQ(act_bits_of(ck, "features.2"), 4);
+  EXPECT_FLOAT_EQ(ck.get("input.aq.x_max").scalar(), 1.0f);  // x/255 input
+  bbits::format::ModelWriter w;
+  const ConvertReport r = build_model(ck, w);
+  EXPECT_GT(r.channels_removed, 0);
+}
+
+TEST(Pth, FineTunedCheckpointNeedsGatesFrom) {
+  const TensorMap ref = read_pth(test::read_fixture("lenet5_reference.pth.gz"));
+  const TensorMap fine = read_pth(test::read_fixture("lenet5_finetuned.pth.gz"));
+  try {
+    import_reference(fine, "lenet5", nullptr, "fine.pth");
+    ADD_FAILURE() << "a fine-tuned checkpoint without gates was accepted";
+  } catch (const ConvertError& e) {
+    EXPECT_NE(std::string(e.what()).find("--gates-from"), std::string::npos) << e.what();
+  }
+  const Checkpoint a = import_reference(fine, "lenet5", &ref, "fine.pth");
+  const Checkpoint b = import_reference(ref, "lenet5", nullptr, "ref.pth");
+  ASSERT_EQ(a.tensors.size(), b.tensors.size());
+  for (const auto& [k, v] : b.tensors) EXPECT_EQ(a.get(k).data, v.data) << k;
+}
+
+TEST(Pth, TensorsOutsideTheTemplateAreAnError) {
+  TensorMap sd = read_pth(test::read_fixture("lenet5_reference.pth.gz"));
+  sd["features.4.weight"] = FTensor{{1}, {0}};
+  EXPECT_THROW(import_reference(sd, "lenet5", nullptr, "x"), ConvertError);
+  TensorMap sd2 = read_pth(test::read_fixture("lenet5_reference.pth.gz"));
+  sd2["features.2.weight"].shape = {64, 32, 3, 3};
+  sd2["features.2.weight"].data.resize(64 * 32 * 9);
+  EXPECT_THROW(import_reference(sd2, "lenet5", nullptr, "x"), ConvertError);
+  EXPECT_THROW(import_reference(read_pth(test::read_fixture("lenet5_reference.pth.gz")), "vgg7", nullptr, "x"),
+               ConvertError);
+}
+
+}  // namespace
+}  // namespace bbits::converter

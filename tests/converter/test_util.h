@@ -1,0 +1,44 @@
+// Helpers shared by the converter tests.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "bbits/converter/checkpoint.h"
+
+namespace bbits::converter::test {
+
+std::string fixture_path(const std::string& name);
+// Whole file; a `.gz` file is decompressed.
+std::vector<uint8_t> read_fixture(const std::string& name);
+// A fresh empty directory under the system temp dir, removed by the caller.
+std::filesystem::path temp_dir(const std::string& tag);
+
+// A small graph JSON (bbits.graph) → checkpoint with random weights: every
+// layer gets random weights, biases and (if bn) BN statistics; quantizers get
+// ranges from a float calibration pass and the given bits; `keep` (by node
+// name) sets per-channel pruning gates (1 = kept).
+struct SmallNet {
+  nlohmann::json graph;
+  int weight_bits = 8;
+  int act_bits = 8;
+  std::map<std::string, std::vector<int>> keep;   // node -> mask
+  std::map<std::string, float> bias_shift;        // node -> added to the bias of pruned channels
+  uint64_t seed = 7;
+};
+Checkpoint make_small_checkpoint(const SmallNet& net);
+
+// Random preprocessed inputs (N,C,H,W) for a graph: pixels 0..255 through the
+// graph's preprocessing.
+FTensor random_inputs(const Graph& g, int64_t n, uint64_t seed);
+
+// Fashion-MNIST test images (N x 1 x 28 x 28, pixels / 255) and labels when the
+// data set is installed (/usr/share/datasets/fashion-mnist); empty otherwise.
+bool load_fashion_mnist_test(int64_t limit, FTensor& images, std::vector<int>& labels);
+
+}  // namespace bbits::converter::test

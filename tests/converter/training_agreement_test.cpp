@@ -1,0 +1,99 @@
+// Issue 4's proof: a LeNet-5 checkpoint trained briefly by the training
+// library (committed fixture) converted and run by the runtime on the 10,000
+// Fashion-MNIST test images predicts what the training library's eval mode
+// predicts (its logits, written by `bbits-train --eval CK --save-logits`, are
+// committed beside the checkpoint).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+
+#include "bbits/converter/convert.h"
+#include "bbits/converter/safetensors.h"
+#include "bbits/runtime.h"
+#include "test_util.h"
+
+namespace bbits::converter {
+namespace {
+
+// Minimal .npy reader for little-endian float32 C-order arrays.
+std::vector<float> read_npy_f32(const std::vector<uint8_t>& b, std::vector<int64_t>& shape) {
+  if (b.size() < 10 || std::memcmp(b.data(), "\x93NUMPY", 6) != 0) throw std::runtime_error("not a .npy file");
+  const int major = b[6];
+  size_t hlen, hoff;
+  if (major == 1) {
+    hlen = b[8] | (b[9] << 8);
+    hoff = 10;
+  } else {
+    hlen = b[8] | (b[9] << 8) | (static_cast<size_t>(b[10]) << 16) | (static_cast<size_t>(b[11]) << 24);
+    hoff = 12;
+  }
+  const std::string h(reinterpret_cast<const char*>(b.data() + hoff), hlen);
+  if (h.find("'descr': '<f4'") == std::string::npos || h.find("'fortran_order': False") == std::string::npos)
+    throw std::runtime_error(".npy is not little-endian float32 in C order: " + h);
+  const size_t s0 = h.find('(', h.find("'shape'")), s1 = h.find(')', s0);
+  shape.clear();
+  std::string dims = h.substr(s0 + 1, s1 - s0 - 1);
+  size_t p = 0;
+  while (p < dims.size()) {
+    const size_t q = dims.find(',', p);
+    const std::string d = dims.substr(p, q == std::string::npos ? std::string::npos : q - p);
+    if (d.find_first_not_of(' ') != std::string::npos) shape.push_back(std::stoll(d));
+    if (q == std::string::npos) break;
+    p = q + 1;
+  }
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  if (b.size() < hoff + hlen + static_cast<size_t>(n) * 4) throw std::runtime_error(".npy truncated");
+  std::vector<float> v(static_cast<size_t>(n));
+  std::memcpy(v.data(), b.data() + hoff + hlen, v.size() * 4);
+  return v;
+}
+
+TEST(TrainingAgreement, TrainedLeNet5OnTheFashionMnistTestSet) {
+  const std::string ck_name = "lenet5_trained.safetensors.gz";
+  if (!std::filesystem::exists(test::fixture_path(ck_name))) GTEST_SKIP() << "fixture " << ck_name << " not present";
+  FTensor images;
+  std::vector<int> labels;
+  if (!test::load_fashion_mnist_test(10000, images, labels) || labels.size() != 10000)
+    GTEST_SKIP() << "Fashion-MNIST test set not installed (/usr/share/datasets/fashion-mnist)";
+
+  const Checkpoint ck = parse_checkpoint(test::read_fixture(ck_name), ck_name);
+  std::vector<int64_t> lshape;
+  const std::vector<float> train_logits = read_npy_f32(test::read_fixture("lenet5_trained_logits.npy.gz"), lshape);
+  ASSERT_EQ(lshape, (std::vector<int64_t>{10000, 10}));
+
+  bbits::format::ModelWriter w;
+  const ConvertReport rep = build_model(ck, w);
+  const auto bytes = w.serialize();
+  auto model = bbits::Model::from_memory(bytes.data(), bytes.size());
+  bbits::Session session(model);
+
+  int64_t agree = 0, correct_rt = 0, correct_train = 0;
+  double max_diff = 0.0;
+  bbits::Tensor in;
+  in.shape = {1, 1, 28, 28};
+  for (int64_t i = 0; i < 10000; ++i) {
+    in.data.assign(images.data.begin() + i * 784, images.data.begin() + (i + 1) * 784);
+    const auto out = session.run({in});
+    const float* g = out.at(0).data.data();
+    const float* t = train_logits.data() + i * 10;
+    const int pg = static_cast<int>(std::max_element(g, g + 10) - g);
+    const int pt = static_cast<int>(std::max_element(t, t + 10) - t);
+    agree += pg == pt;
+    correct_rt += pg == labels[static_cast<size_t>(i)];
+    correct_train += pt == labels[static_cast<size_t>(i)];
+    for (int k = 0; k < 10; ++k) max_diff = std::max(max_diff, static_cast<double>(std::fabs(g[k] - t[k])));
+  }
+  const double acc_rt = correct_rt / 100.0, acc_train = correct_train / 100.0;
+  std::printf("[agreement] trained LeNet-5: %lld/10000 same predictions (%.2f%%), accuracy runtime %.2f%% vs training "
+              "%.2f%%, max |logit diff| %.4g, relative BOPs %.4f%%\n",
+              static_cast<long long>(agree), agree / 100.0, acc_rt, acc_train, max_diff, 100 * rep.relative_bops);
+  EXPECT_GE(agree, 9990);
+  EXPECT_LE(std::fabs(acc_rt - acc_train), 0.1);
+}
+
+}  // namespace
+}  // namespace bbits::converter
