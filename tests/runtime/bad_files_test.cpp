@@ -60,25 +60,8 @@ void fix_checksum(std::vector<uint8_t>& bytes) {
   std::memcpy(bytes.data(), &h, sizeof h);
 }
 
-// Re-packs a mutated copy of the model table with the original data section,
-// bypassing the writer's validation, and returns a file with a correct header.
 std::vector<uint8_t> repack(const std::vector<uint8_t>& good, const std::function<void(fb::ModelT&)>& mutate) {
-  FileHeader h;
-  std::memcpy(&h, good.data(), sizeof h);
-  std::unique_ptr<fb::ModelT> m(fb::GetModel(good.data() + 64)->UnPack());
-  mutate(*m);
-  flatbuffers::FlatBufferBuilder fbb;
-  fbb.Finish(fb::Model::Pack(fbb, m.get()), fb::ModelIdentifier());
-  const size_t fb_size = fbb.GetSize();
-  const size_t data_offset = (64 + fb_size + 63) / 64 * 64;
-  std::vector<uint8_t> out(data_offset + h.data_size, 0);
-  std::memcpy(out.data() + 64, fbb.GetBufferPointer(), fb_size);
-  std::memcpy(out.data() + data_offset, good.data() + h.data_offset, h.data_size);
-  h.flatbuffer_size = fb_size;
-  h.data_offset = data_offset;
-  std::memcpy(out.data(), &h, sizeof h);
-  fix_checksum(out);
-  return out;
+  return bbits::testing::repack_model(good, mutate);
 }
 
 int tensor_index(const fb::ModelT& m, const std::string& name) {

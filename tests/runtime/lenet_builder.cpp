@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <stdexcept>
 
@@ -142,14 +143,18 @@ std::unique_ptr<fb::QuantT> make_quant(int bits, bool is_signed, std::vector<flo
 std::vector<int32_t> lenet_random_input(const LenetModel& m, uint32_t seed) {
   std::mt19937 rng(seed);
   std::uniform_int_distribution<int> d(0, 255);
-  std::vector<int32_t> x(static_cast<size_t>(m.spec.in_h * m.spec.in_w));
+  const int64_t plane = m.spec.in_h * m.spec.in_w;
+  std::vector<int32_t> x(static_cast<size_t>(m.spec.in_c * plane));
   // Smooth blobs plus noise, so that convolutions see structure.
   const double cx = d(rng) / 255.0 * double(m.spec.in_w), cy = d(rng) / 255.0 * double(m.spec.in_h);
   for (int64_t y = 0; y < m.spec.in_h; ++y)
     for (int64_t xx = 0; xx < m.spec.in_w; ++xx) {
       const double r2 = (double(y) - cy) * (double(y) - cy) + (double(xx) - cx) * (double(xx) - cx);
       const double v = 255.0 * std::exp(-r2 / (2.0 * 36.0)) + (d(rng) - 127) * 0.3;
-      x[static_cast<size_t>(y * m.spec.in_w + xx)] = static_cast<int32_t>(std::clamp(std::lround(v), 0l, 255l));
+      for (int64_t c = 0; c < m.spec.in_c; ++c) {
+        const double vc = c == 0 ? v : (c % 2 ? 255.0 - v : v * 0.5) + (d(rng) - 127) * 0.2;
+        x[static_cast<size_t>(c * plane + y * m.spec.in_w + xx)] = static_cast<int32_t>(std::clamp(std::lround(vc), 0l, 255l));
+      }
     }
   return x;
 }
@@ -157,7 +162,7 @@ std::vector<int32_t> lenet_random_input(const LenetModel& m, uint32_t seed) {
 std::vector<float> lenet_reference(const LenetModel& m, const std::vector<int32_t>& input_q) {
   const LenetSpec& s = m.spec;
   Vec x(input_q.begin(), input_q.end());
-  Vec a1 = conv_acc(x, 1, s.in_h, s.in_w, m.conv1, s.k);
+  Vec a1 = conv_acc(x, s.in_c, s.in_h, s.in_w, m.conv1, s.k);
   Vec q1 = requant_relu(a1, m.h1 * m.w1o, m.conv1, m.s_in, m.s1, s.a1);
   Vec p1 = maxpool2(q1, m.conv1.rows, m.h1, m.w1o);
   Vec a2 = conv_acc(p1, m.conv1.rows, m.h1 / 2, m.w1o / 2, m.conv2, s.k);
@@ -194,8 +199,8 @@ LenetModel build_lenet(const LenetSpec& spec) {
     return Vec(v.begin(), v.end());
   }();
 
-  init_layer(m.conv1, spec.keep_c1, spec.k * spec.k * 1, spec.w1, p2, rng);
-  Vec a1 = conv_acc(calib, 1, spec.in_h, spec.in_w, m.conv1, spec.k);
+  init_layer(m.conv1, spec.keep_c1, spec.k * spec.k * spec.in_c, spec.w1, p2, rng);
+  Vec a1 = conv_acc(calib, spec.in_c, spec.in_h, spec.in_w, m.conv1, spec.k);
   set_bias(m.conv1, a1, m.h1 * m.w1o, rng);
   m.s1 = calibrate_out_scale(a1, m.h1 * m.w1o, m.conv1, m.s_in, spec.a1, p2);
   Vec p1 = maxpool2(requant_relu(a1, m.h1 * m.w1o, m.conv1, m.s_in, m.s1, spec.a1), m.conv1.rows, m.h1, m.w1o);
@@ -264,9 +269,9 @@ LenetModel build_lenet(const LenetSpec& spec) {
     op->bops = cost::bops(macs, L.wbits, in_bits);
   };
 
-  const int t_in = act("input", {1, 1, spec.in_h, spec.in_w}, 8, m.s_in);
+  const int t_in = act("input", {1, spec.in_c, spec.in_h, spec.in_w}, 8, m.s_in);
   if (!p2) mt.tensors[static_cast<size_t>(t_in)]->quant->x_max = {1.0f};
-  const int t_w1 = weight("conv1.weight", m.conv1, {spec.keep_c1, spec.k, spec.k, 1});
+  const int t_w1 = weight("conv1.weight", m.conv1, {spec.keep_c1, spec.k, spec.k, spec.in_c});
   const int t_b1 = bias_q("conv1.bias", m.conv1);
   const int t_c1 = act("conv1.out", {1, spec.keep_c1, m.h1, m.w1o}, spec.a1, m.s1);
   const int t_p1 = act("pool1.out", {1, spec.keep_c1, ph1, pw1}, spec.a1, m.s1);
@@ -289,8 +294,8 @@ LenetModel build_lenet(const LenetSpec& spec) {
     auto* op = add_op("conv1", fb::OpType::Conv2D, {t_in, t_w1, t_b1}, {t_c1});
     op->options.Set(o);
     op->keep_mask = keep_mask(spec.c1, spec.keep_c1, rng);
-    set_costs(op, cost::conv2d_macs(m.h1, m.w1o, spec.keep_c1, 1, spec.k, spec.k),
-              cost::conv2d_macs(m.h1, m.w1o, spec.c1, 1, spec.k, spec.k), m.conv1, 8);
+    set_costs(op, cost::conv2d_macs(m.h1, m.w1o, spec.keep_c1, spec.in_c, spec.k, spec.k),
+              cost::conv2d_macs(m.h1, m.w1o, spec.c1, spec.in_c, spec.k, spec.k), m.conv1, 8);
   }
   fb::Pool2DOptionsT pool;
   pool.kernel_h = pool.kernel_w = 2;
@@ -329,12 +334,12 @@ LenetModel build_lenet(const LenetSpec& spec) {
   mt.outputs = {t_out};
   mt.preprocess = std::make_unique<fb::PreprocessT>();
   mt.preprocess->layout = fb::Layout::NCHW;
-  mt.preprocess->channels = 1;
+  mt.preprocess->channels = static_cast<int32_t>(spec.in_c);
   mt.preprocess->height = static_cast<int32_t>(spec.in_h);
   mt.preprocess->width = static_cast<int32_t>(spec.in_w);
   mt.preprocess->pixel_scale = 1.0f / 255.0f;
-  mt.preprocess->mean = {0.0f};
-  mt.preprocess->std = {1.0f};
+  mt.preprocess->mean.assign(static_cast<size_t>(spec.in_c), 0.0f);
+  mt.preprocess->std.assign(static_cast<size_t>(spec.in_c), 1.0f);
   mt.metadata = std::make_unique<fb::MetadataT>();
   mt.metadata->producer = "bbits tests (hand-built LeNet-5)";
   mt.metadata->description = "hand-built LeNet-5-shaped model with random weights";
@@ -344,6 +349,29 @@ LenetModel build_lenet(const LenetSpec& spec) {
   mt.metadata->training->dataset = "fashion-mnist";
   m.bytes = writer.serialize();
   return m;
+}
+
+}  // namespace bbits::testing
+
+namespace bbits::testing {
+
+std::vector<uint8_t> repack_model(const std::vector<uint8_t>& good, const std::function<void(fb::ModelT&)>& mutate) {
+  format::FileHeader h;
+  std::memcpy(&h, good.data(), sizeof h);
+  std::unique_ptr<fb::ModelT> m(fb::GetModel(good.data() + 64)->UnPack());
+  mutate(*m);
+  flatbuffers::FlatBufferBuilder fbb;
+  fbb.Finish(fb::Model::Pack(fbb, m.get()), fb::ModelIdentifier());
+  const size_t fb_size = fbb.GetSize();
+  const size_t data_offset = (64 + fb_size + 63) / 64 * 64;
+  std::vector<uint8_t> out(data_offset + h.data_size, 0);
+  std::memcpy(out.data() + 64, fbb.GetBufferPointer(), fb_size);
+  std::memcpy(out.data() + data_offset, good.data() + h.data_offset, h.data_size);
+  h.flatbuffer_size = fb_size;
+  h.data_offset = data_offset;
+  h.checksum = format::crc32(out.data() + sizeof h, out.size() - sizeof h);
+  std::memcpy(out.data(), &h, sizeof h);
+  return out;
 }
 
 }  // namespace bbits::testing

@@ -133,6 +133,36 @@ INSTANTIATE_TEST_SUITE_P(Widths, SessionBits,
                                            Bits{2, 4, 8, 16, 16, 8, 4}, Bits{16, 8, 4, 2, 2, 16, 8},
                                            Bits{8, 2, 16, 4, 4, 2, 16}));
 
+TEST(Session, MultiChannelInputInEitherDeclaredLayout) {
+  LenetSpec spec;
+  spec.in_c = 3;
+  spec.in_h = spec.in_w = 14;
+  spec.c1 = 6, spec.keep_c1 = 5, spec.c2 = 8, spec.keep_c2 = 7, spec.fc1 = 16, spec.keep_fc1 = 12;
+  spec.k = 3;
+  const LenetModel m = build_lenet(spec);
+  auto nchw = load(m);
+  const std::vector<uint8_t> nhwc_bytes = bbits::testing::repack_model(
+      m.bytes, [](bbits::fb::ModelT& t) { t.preprocess->layout = bbits::fb::Layout::NHWC; });
+  auto nhwc = bbits::Model::from_memory(nhwc_bytes.data(), nhwc_bytes.size());
+  EXPECT_EQ(nchw->input(0).shape, (std::vector<int64_t>{1, 3, 14, 14}));
+  EXPECT_EQ(nhwc->input(0).shape, (std::vector<int64_t>{1, 14, 14, 3}));
+  bbits::Session a(nchw), b(nhwc);
+  for (uint32_t seed = 1; seed <= 3; ++seed) {
+    const auto x = lenet_random_input(m, seed);  // N,C,H,W
+    const std::vector<float> ref = lenet_reference(m, x);
+    bbits::Tensor t1;
+    t1.shape = {1, 3, 14, 14};
+    for (int32_t v : x) t1.data.push_back(static_cast<float>(v) * m.s_in);
+    bbits::Tensor t2;
+    t2.shape = {1, 14, 14, 3};
+    t2.data.resize(t1.data.size());
+    for (int64_t c = 0; c < 3; ++c)
+      for (int64_t i = 0; i < 14 * 14; ++i) t2.data[size_t(i * 3 + c)] = t1.data[size_t(c * 196 + i)];
+    expect_close(a.run({t1})[0].data, ref, 1e-5);
+    expect_close(b.run({t2})[0].data, ref, 1e-5);
+  }
+}
+
 TEST(Session, ThreadsOptionGivesIdenticalResults) {
   const LenetModel& m = lenet();
   auto model = load(m);
