@@ -26,10 +26,59 @@ inline __m512i bcast32(const uint8_t* p) {
   return _mm512_set1_epi32(v);
 }
 
+// Where a tile's accumulators go: straight through the fused 16-lane
+// requantization into 8-bit outputs (the common case), or to `tile` for the
+// generic epilogue (16-bit / float outputs, large multipliers, wide sums).
+struct Sink {
+  const Epilogue* E = nullptr;
+  const int32_t* rowcorr = nullptr;  // per tile row
+  int64_t oc0 = 0, n = 0;            // channels of the panel that exist
+  uint8_t* out = nullptr;            // row 0 of the tile, channel 0
+  int64_t ldo = 0;                   // bytes between output rows
+  bool fused = false;
+  int32_t* tile = nullptr;           // [4][64] when !fused
+};
+
+template <int MR, int NB>
+__attribute__((always_inline)) inline void finish(__m512i (&acc)[MR][NB], const Sink& s) {
+  if (!s.fused) {
+#pragma GCC unroll 16
+    for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 16
+      for (int b = 0; b < NB; ++b) _mm512_store_si512(s.tile + m * 64 + b * 16, acc[m][b]);
+    return;
+  }
+  const Epilogue& E = *s.E;
+  const __m512i lo = _mm512_set1_epi32(static_cast<int32_t>(E.lo)), hi = _mm512_set1_epi32(static_cast<int32_t>(E.hi));
+#pragma GCC unroll 16
+  for (int b = 0; b < NB; ++b) {
+    const int64_t oc = s.oc0 + b * 16;
+    const int64_t left = s.n - b * 16;
+    if (left <= 0) break;
+    const __mmask16 k = left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1u);
+    const __m512i ct = _mm512_load_si512(E.colterm.get() + oc);
+    const __m512i mu = _mm512_load_si512(E.mult32.get() + oc);
+    const __m512i muo = _mm512_srli_epi64(mu, 32);
+    const __m512i re = _mm512_load_si512(E.round_eo.get() + oc), ro = _mm512_load_si512(E.round_eo.get() + oc + 8);
+    const __m512i se = _mm512_load_si512(E.shift_eo.get() + oc), so = _mm512_load_si512(E.shift_eo.get() + oc + 8);
+#pragma GCC unroll 16
+    for (int m = 0; m < MR; ++m) {
+      const __m512i a = _mm512_sub_epi32(_mm512_add_epi32(acc[m][b], ct), _mm512_set1_epi32(s.rowcorr[m]));
+      __m512i pe = _mm512_mul_epi32(a, mu);
+      __m512i po = _mm512_mul_epi32(_mm512_srli_epi64(a, 32), muo);
+      pe = _mm512_srav_epi64(_mm512_add_epi64(pe, re), se);
+      po = _mm512_srav_epi64(_mm512_add_epi64(po, ro), so);
+      __m512i r = _mm512_mask_blend_epi32(static_cast<__mmask16>(0xAAAA), pe, _mm512_slli_epi64(po, 32));
+      r = _mm512_min_epi32(_mm512_max_epi32(r, lo), hi);
+      _mm512_mask_cvtepi32_storeu_epi8(s.out + m * s.ldo + oc, k, r);
+    }
+  }
+}
+
 // GEMV over one panel, TopRaw encoding: field j of every byte is masked in
 // place and accumulated separately (scale 2^(j*BITS)); no shifts in the loop.
 template <int NB, int BITS>
-void gemv_panel(const uint8_t* __restrict wp, const uint8_t* __restrict x, int64_t ng, int32_t* __restrict out) {
+void gemv_panel(const uint8_t* __restrict wp, const uint8_t* __restrict x, int64_t ng, const Sink& sink) {
   constexpr int F = 8 / BITS;
   constexpr int KG = 4 * F;
   constexpr int U = F == 1 ? 2 : F;  // accumulator sets per block (W8: two for latency)
@@ -56,8 +105,10 @@ void gemv_panel(const uint8_t* __restrict wp, const uint8_t* __restrict x, int64
       #pragma GCC unroll 16
       for (int b = 0; b < NB; ++b) acc[b][0] = dp(acc[b][0], x0, _mm512_load_si512(wg + b * 64));
     }
-    #pragma GCC unroll 16
-    for (int b = 0; b < NB; ++b) _mm512_store_si512(out + b * 16, _mm512_add_epi32(acc[b][0], acc[b][1]));
+    __m512i res[1][NB];
+#pragma GCC unroll 16
+    for (int b = 0; b < NB; ++b) res[0][b] = _mm512_add_epi32(acc[b][0], acc[b][1]);
+    finish<1, NB>(res, sink);
   } else {
     __m512i mask[F];
     #pragma GCC unroll 16
@@ -74,12 +125,14 @@ void gemv_panel(const uint8_t* __restrict wp, const uint8_t* __restrict x, int64
         for (int j = 0; j < F; ++j) acc[b][j] = dp(acc[b][j], xb[j], _mm512_and_si512(v, mask[j]));
       }
     }
-    #pragma GCC unroll 16
+    __m512i res[1][NB];
+#pragma GCC unroll 16
     for (int b = 0; b < NB; ++b) {
       __m512i r = acc[b][0];
       for (int j = 1; j < F; ++j) r = _mm512_add_epi32(r, _mm512_srai_epi32(acc[b][j], j * BITS));
-      _mm512_store_si512(out + b * 16, r);
+      res[0][b] = r;
     }
+    finish<1, NB>(res, sink);
   }
 }
 
@@ -87,7 +140,7 @@ void gemv_panel(const uint8_t* __restrict wp, const uint8_t* __restrict x, int64
 // once per weight vector, reused by MR rows.
 template <int MR, int NB, int BITS>
 void gemm_tile(const uint8_t* __restrict wp, const uint8_t* __restrict A, int64_t lda, int64_t ng,
-               int32_t* __restrict out) {
+               const Sink& sink) {
   constexpr int F = 8 / BITS;
   constexpr int KG = 4 * F;
   __m512i acc[MR][NB];
@@ -119,14 +172,11 @@ void gemm_tile(const uint8_t* __restrict wp, const uint8_t* __restrict A, int64_
       }
     }
   }
-  #pragma GCC unroll 16
-  for (int m = 0; m < MR; ++m)
-    #pragma GCC unroll 16
-    for (int b = 0; b < NB; ++b) _mm512_store_si512(out + m * 64 + b * 16, acc[m][b]);
+  finish<MR, NB>(acc, sink);
 }
 
-using GemvFn = void (*)(const uint8_t*, const uint8_t*, int64_t, int32_t*);
-using TileFn = void (*)(const uint8_t*, const uint8_t*, int64_t, int64_t, int32_t*);
+using GemvFn = void (*)(const uint8_t*, const uint8_t*, int64_t, const Sink&);
+using TileFn = void (*)(const uint8_t*, const uint8_t*, int64_t, int64_t, const Sink&);
 
 template <int BITS>
 GemvFn gemv_fn(int nb) {
@@ -228,24 +278,34 @@ void gemm_avx512vnni(const GemmCall& c) {
   const size_t esz = out_elem_bytes(E.kind);
   alignas(64) int32_t tile[4 * 64];
   const int64_t pw = static_cast<int64_t>(B.nb_max) * B.lanes;
+  Sink s;
+  s.E = &E;
+  s.fused = E.small_mult && !E.wide && (E.kind == OutKind::U8 || E.kind == OutKind::S8);
+  s.tile = tile;
+  s.ldo = c.ldo * static_cast<int64_t>(esz);
   for (int64_t p = c.p0; p < c.p1; ++p) {
     const int nb = B.panel_blocks(p);
     const uint8_t* wp = B.panel(p);
     const int64_t oc0 = p * pw;
     const int64_t n = std::min<int64_t>(static_cast<int64_t>(nb) * B.lanes, B.OC - oc0);
+    s.oc0 = oc0;
+    s.n = n;
     if (B.enc == WEnc::TopRaw) {
       const GemvFn fn = gemv_fn(B.bits, nb);
       for (int64_t m = 0; m < c.M; ++m) {
-        fn(wp, c.A + m * c.lda, B.ngroups, tile);
-        epilogue_row(tile, oc0, n, c.rowcorr[m], E, static_cast<uint8_t*>(c.out) + m * c.ldo * esz);
+        s.rowcorr = c.rowcorr + m;
+        s.out = static_cast<uint8_t*>(c.out) + m * s.ldo;
+        fn(wp, c.A + m * c.lda, B.ngroups, s);
+        if (!s.fused) epilogue_row(tile, oc0, n, c.rowcorr[m], E, s.out);
       }
     } else {
       for (int64_t m0 = 0; m0 < c.M; m0 += 4) {
         const int mr = static_cast<int>(std::min<int64_t>(4, c.M - m0));
-        tile_fn(B.bits, mr, nb)(wp, c.A + m0 * c.lda, c.lda, B.ngroups, tile);
-        for (int r = 0; r < mr; ++r)
-          epilogue_row(tile + r * 64, oc0, n, c.rowcorr[m0 + r], E,
-                       static_cast<uint8_t*>(c.out) + (m0 + r) * c.ldo * esz);
+        s.rowcorr = c.rowcorr + m0;
+        s.out = static_cast<uint8_t*>(c.out) + m0 * s.ldo;
+        tile_fn(B.bits, mr, nb)(wp, c.A + m0 * c.lda, c.lda, B.ngroups, s);
+        if (!s.fused)
+          for (int r = 0; r < mr; ++r) epilogue_row(tile + r * 64, oc0, n, c.rowcorr[m0 + r], E, s.out + r * s.ldo);
       }
     }
   }

@@ -38,15 +38,17 @@ void dwconv_rows_avx512vnni(const DwGeom& g, const DwPacked& P, const Epilogue& 
     const int64_t n = r / g.OH, oh = r % g.OH;
     for (int64_t ow = 0; ow < g.OW; ++ow) {
       uint8_t* orow = static_cast<uint8_t*>(out) + ((n * g.OH + oh) * g.OW + ow) * g.C * static_cast<int64_t>(esz);
-      // Input offsets of the taps (-1: padding).
-      int64_t toff[64 * 4];
-      for (int64_t t = 0; t < P.tgroups * 4; ++t) {
-        toff[t] = -1;
-        if (t >= P.taps) continue;
-        const int64_t kh = t / g.KW, kw = t % g.KW;
-        const int64_t ih = oh * g.sh - g.pt + kh * g.dh, iw = ow * g.sw - g.pl + kw * g.dw;
-        if (ih >= 0 && ih < g.H && iw >= 0 && iw < g.W) toff[t] = ((n * g.H + ih) * g.W + iw) * g.C;
+      // Input offsets of the taps (-1: padding), padded to whole groups of 4.
+      int64_t toff[256];
+      int64_t t = 0;
+      for (int64_t kh = 0; kh < g.KH; ++kh) {
+        const int64_t ih = oh * g.sh - g.pt + kh * g.dh;
+        const bool hin = ih >= 0 && ih < g.H;
+        const int64_t rowoff = (n * g.H + ih) * g.W;
+        int64_t iw = ow * g.sw - g.pl;
+        for (int64_t kw = 0; kw < g.KW; ++kw, iw += g.dw) toff[t++] = (hin && iw >= 0 && iw < g.W) ? (rowoff + iw) * g.C : -1;
       }
+      for (; t < P.tgroups * 4; ++t) toff[t] = -2;  // past the last tap: weight 0
       for (int64_t cb = 0; cb < P.cblocks; ++cb) {
         const int64_t c0 = cb * 64;
         const int64_t nc = std::min<int64_t>(64, g.C - c0);
@@ -58,7 +60,7 @@ void dwconv_rows_avx512vnni(const DwGeom& g, const DwPacked& P, const Epilogue& 
           for (int i = 0; i < 4; ++i) {
             const int64_t o = toff[tg * 4 + i];
             if (o < 0) {
-              x[i] = padv;
+              x[i] = o == -1 ? padv : _mm512_setzero_si512();
             } else {
               x[i] = _mm512_maskz_loadu_epi8(km, in + o + c0);
               if (g.is_signed) x[i] = _mm512_xor_si512(x[i], flip);

@@ -25,6 +25,24 @@ namespace {
 
 size_t round64(size_t n) { return (n + 63) / 64 * 64; }
 
+// memcpy / memset for the short runs of im2col (a call per 3..64 bytes costs
+// more than the copy): 16-byte chunks, then the tail.
+inline void copy_short(uint8_t* dst, const uint8_t* src, int64_t n) {
+  for (; n >= 16; n -= 16, dst += 16, src += 16) std::memcpy(dst, src, 16);
+  if (n >= 8) {
+    std::memcpy(dst, src, 8);
+    dst += 8, src += 8, n -= 8;
+  }
+  if (n >= 4) {
+    std::memcpy(dst, src, 4);
+    dst += 4, src += 4, n -= 4;
+  }
+  for (; n > 0; --n) *dst++ = *src++;
+}
+inline void fill_short(uint8_t* dst, uint8_t v, int64_t n) {
+  for (; n > 0; --n) *dst++ = v;
+}
+
 ConvDesc fc_as_conv(const FcDesc& f) {
   ConvDesc c;
   c.N = f.N;
@@ -181,26 +199,26 @@ class GemmConv final : public Kernel {
         const int64_t iw_last = iw0 + (d.KW - 1) * d.dilation_w;
         if (!sgn && d.dilation_w == 1 && ih >= 0 && ih < d.H && iw0 >= 0 && iw_last < d.W) {
           // The whole kernel row is one contiguous run of KW * C input bytes (NHWC).
-          std::memcpy(dst + k, in + ((n * d.H + ih) * d.W + iw0) * C, static_cast<size_t>(d.KW * C));
+          copy_short(dst + k, in + ((n * d.H + ih) * d.W + iw0) * C, d.KW * C);
           k += d.KW * C;
           continue;
         }
         for (int64_t kw = 0; kw < d.KW; ++kw) {
           const int64_t iw = iw0 + kw * d.dilation_w;
           if (ih < 0 || ih >= d.H || iw < 0 || iw >= d.W) {
-            std::memset(dst + k, pad, static_cast<size_t>(C));
+            fill_short(dst + k, pad, C);
           } else {
             const uint8_t* src = in + ((n * d.H + ih) * d.W + iw) * C;
             if (sgn) {
               for (int64_t c = 0; c < C; ++c) dst[k + c] = static_cast<uint8_t>(src[c] ^ 0x80u);
             } else {
-              std::memcpy(dst + k, src, static_cast<size_t>(C));
+              copy_short(dst + k, src, C);
             }
           }
           k += C;
         }
       }
-      if (B_.Kp > k) std::memset(dst + k, 0, static_cast<size_t>(B_.Kp - k));
+      fill_short(dst + k, 0, B_.Kp - k);
     }
   }
 
