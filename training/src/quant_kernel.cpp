@@ -23,6 +23,7 @@ struct Params {
   int k = 0;     // number of open residual levels (gates)
   float g[4] = {0, 0, 0, 0};
   float s[5] = {0, 0, 0, 0, 0};   // s2, s4, s8, s16, s32 in float32, as the reference computes them
+  float inv[5] = {0, 0, 0, 0, 0}; // 1 / s (training mode need not be bit exact; eval mode divides)
   double a[5] = {0, 0, 0, 0, 0};  // d s_i / d x_max
   float c = 0, lo = 0, m = 0;
   int64_t channels = 0, inner = 1;
@@ -39,6 +40,7 @@ Params make_params(const at::Tensor& x, const at::Tensor& xmax, const at::Tensor
   p.s[2] = p.s[1] / 17.0f;
   p.s[3] = p.s[2] / 257.0f;
   p.s[4] = p.s[3] / 65537.0f;
+  for (int i = 0; i < 5; ++i) p.inv[i] = 1.0f / p.s[i];
   for (int i = 0; i < 5; ++i) p.a[i] = (is_signed ? 2.0 : 1.0) / 3.0;
   p.a[1] /= 5.0;
   p.a[2] = p.a[1] / 17.0;
@@ -73,21 +75,28 @@ struct Elem {
   double dyg[4];
 };
 
+// Round half to even for |v| < 2^22 without a libm call (default FP rounding mode).
+inline float round_even(float v) {
+  const float m = 12582912.0f;  // 1.5 * 2^23; (v + m) - m is not folded without -ffast-math
+  return (v + m) - m;
+}
+
 inline Elem compute(const Params& p, float xv, bool grads) {
   Elem r{};
   const float xc = xv < p.lo ? p.lo : (xv > p.c ? p.c : xv);
   float e[4];
   double delta[5];
   const float s0 = p.s[p.base];
-  const float n0 = std::nearbyint(xc / s0);
+  const float q0 = xc * p.inv[p.base];
+  const float n0 = round_even(q0);
   const float x2 = s0 * n0;
-  delta[0] = static_cast<double>(n0) - static_cast<double>(xc / s0);
+  delta[0] = static_cast<double>(n0) - static_cast<double>(q0);
   float acc = x2;
   for (int i = 0; i < p.k; ++i) {
     const float si = p.s[p.base + 1 + i];
     const float rr = xc - acc;
-    const float q = rr / si;
-    const float n = std::nearbyint(q);
+    const float q = rr * p.inv[p.base + 1 + i];
+    const float n = round_even(q);
     e[i] = si * n;
     delta[i + 1] = static_cast<double>(n) - static_cast<double>(q);
     acc = acc + e[i];

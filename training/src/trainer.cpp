@@ -6,6 +6,7 @@
 #include <torch/autograd.h>
 #include <torch/optim/adam.h>
 #include <torch/optim/sgd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -249,6 +250,13 @@ double lr_factor(int epoch0, int epochs) {
   return static_cast<double>(epochs - epoch0) / static_cast<double>(epochs - sched);
 }
 
+double cpu_seconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         1e-6 * static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
 std::string bar(double frac, int width) {
   const int n = static_cast<int>(frac * width + 0.5);
   return std::string(static_cast<size_t>(std::clamp(n, 0, width)), '#') +
@@ -309,7 +317,7 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log) {
   std::filesystem::create_directories(c.out);
   const std::string log_csv = c.out + "/log.csv", bits_csv = c.out + "/bits.csv";
   if (start_epoch == 0) {
-    std::ofstream(log_csv) << "epoch,loss,ce,reg,train_acc,test_acc,rel_bops,seconds,phase\n";
+    std::ofstream(log_csv) << "epoch,loss,ce,reg,train_acc,test_acc,rel_bops,seconds,cpu_seconds,phase\n";
     std::ofstream(bits_csv) << "epoch,quantizer,bits,kept,total,x_max\n";
   }
 
@@ -365,6 +373,7 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log) {
     std::shuffle(order.begin(), order.end(), rng);
     net.train();
     const auto t0 = Clock::now();
+    const double cpu0 = cpu_seconds();
     auto last_print = t0;
     double sum_loss = 0, sum_ce = 0, sum_reg = 0;
     int64_t seen = 0, correct = 0, steps = 0;
@@ -410,6 +419,7 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log) {
     }
     if (tty && c.progress) std::cerr << "\n";
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    const double cpu = cpu_seconds() - cpu0;
     EpochResult er;
     er.epoch = epoch + 1;
     er.loss = sum_loss / std::max<int64_t>(seen, 1);
@@ -417,20 +427,22 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log) {
     er.reg = sum_reg / std::max<int64_t>(seen, 1);
     er.train_acc = static_cast<double>(correct) / std::max<int64_t>(seen, 1);
     er.seconds = secs;
+    er.cpu_seconds = cpu;
     er.test_acc = evaluate(net, test, 1000, nullptr);
     const CostReport cr = compute_costs(graph, net.weight_bits(), net.act_bits(), net.keep_masks());
     er.rel_bops = cr.relative;
     result.epochs.push_back(er);
     secs_sum += secs;
+    result.cpu_seconds_per_epoch += cpu;
     ++secs_n;
-    log << fmt::format("epoch {}/{}{}: loss {:.4f} ce {:.4f} reg {:.4f} train_acc {:.4f} test_acc {:.4f} rel_bops {:.4f}% ({:.1f} s)\n",
+    log << fmt::format("epoch {}/{}{}: loss {:.4f} ce {:.4f} reg {:.4f} train_acc {:.4f} test_acc {:.4f} rel_bops {:.4f}% ({:.1f} s, {:.1f} CPU s)\n",
                        er.epoch, total_epochs, finetuning ? " (fine-tune)" : "", er.loss, er.ce, er.reg, er.train_acc,
-                       er.test_acc, 100 * er.rel_bops, secs)
+                       er.test_acc, 100 * er.rel_bops, secs, cpu)
         << std::flush;
     {
       std::ofstream f(log_csv, std::ios::app);
-      f << fmt::format("{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.8f},{:.2f},{}\n", er.epoch, er.loss, er.ce, er.reg,
-                       er.train_acc, er.test_acc, er.rel_bops, secs, finetuning ? "finetune" : "train");
+      f << fmt::format("{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.8f},{:.2f},{:.2f},{}\n", er.epoch, er.loss, er.ce, er.reg,
+                       er.train_acc, er.test_acc, er.rel_bops, secs, cpu, finetuning ? "finetune" : "train");
       std::ofstream fb(bits_csv, std::ios::app);
       for (const auto& [name, q] : net.quantizers()) {
         const auto k = q->keep();
@@ -450,11 +462,13 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log) {
     result.relative_bops = compute_costs(graph, net.weight_bits(), net.act_bits(), net.keep_masks()).relative;
   }
   result.seconds_per_epoch = secs_n ? secs_sum / secs_n : 0.0;
+  result.cpu_seconds_per_epoch = secs_n ? result.cpu_seconds_per_epoch / secs_n : 0.0;
   result.final_checkpoint = c.out + "/final.safetensors";
   save(net, c, result.final_checkpoint, std::max(start_epoch, total_epochs), result.test_accuracy, result.relative_bops);
   log << layer_table(compute_costs(graph, net.weight_bits(), net.act_bits(), net.keep_masks()));
-  log << fmt::format("test accuracy {:.4f}, relative BOPs {:.4f}%, {:.1f} s per epoch\nwrote {}\n", result.test_accuracy,
-                     100 * result.relative_bops, result.seconds_per_epoch, result.final_checkpoint);
+  log << fmt::format("test accuracy {:.4f}, relative BOPs {:.4f}%, {:.1f} s ({:.1f} CPU s) per epoch\nwrote {}\n",
+                     result.test_accuracy, 100 * result.relative_bops, result.seconds_per_epoch,
+                     result.cpu_seconds_per_epoch, result.final_checkpoint);
   return result;
 }
 

@@ -46,13 +46,13 @@ struct TrainConfig {
 
 struct EpochResult {
   int epoch = 0;
-  double loss = 0, ce = 0, reg = 0, train_acc = 0, test_acc = 0, rel_bops = 0, seconds = 0;
+  double loss = 0, ce = 0, reg = 0, train_acc = 0, test_acc = 0, rel_bops = 0, seconds = 0, cpu_seconds = 0;
 };
 
 struct TrainResult {
   std::vector<EpochResult> epochs;
   double test_accuracy = 0, relative_bops = 0;
-  double seconds_per_epoch = 0;
+  double seconds_per_epoch = 0, cpu_seconds_per_epoch = 0;  // wall clock and process CPU time
   std::string final_checkpoint;
 };
 
