@@ -330,6 +330,72 @@ void epilogue_row_avx512(const int32_t* acc, int64_t oc0, int64_t n, int32_t row
   epilogue_row(acc, oc0, n, rowcorr, E, out_row);
 }
 
+namespace {
+inline __mmask64 bytes_mask(int64_t n) { return n >= 64 ? ~__mmask64{0} : ((__mmask64{1} << n) - 1); }
+
+// dst[0, n) = src[0, n) (xor 0x80 when flip). The loads are masked (never
+// past the input); the stores are whole 64-byte vectors (masked stores are
+// slow on Zen 4): up to 63 bytes past dst + n are clobbered, which the next
+// run, the next row or the 64-byte slack after the block overwrite / absorb.
+// Loads are whole vectors while 64 bytes remain before `end` (masked loads
+// that cross a cache line stall on Zen 4), masked only near the end.
+inline void copy_run(uint8_t* dst, const uint8_t* src, int64_t n, __m512i flip, const uint8_t* end) {
+  for (int64_t i = 0; i < n; i += 64) {
+    const __m512i v = src + i + 64 <= end ? _mm512_loadu_si512(src + i)
+                                          : _mm512_maskz_loadu_epi8(bytes_mask(std::min<int64_t>(n - i, end - (src + i))), src + i);
+    _mm512_storeu_si512(dst + i, _mm512_xor_si512(v, flip));
+  }
+}
+inline void fill_run(uint8_t* dst, int64_t n, __m512i v) {
+  for (int64_t i = 0; i < n; i += 64) _mm512_storeu_si512(dst + i, v);
+}
+}  // namespace
+
+void im2col_avx512(const Im2col& g, const uint8_t* in, int64_t m0, int64_t mb, uint8_t* A) {
+  const __m512i flip = g.sgn ? _mm512_set1_epi8(static_cast<char>(0x80)) : _mm512_setzero_si512();
+  const __m512i pad = flip;  // the value 0 in the +128 domain
+  const __m512i zero = _mm512_setzero_si512();
+  const int64_t C = g.C;
+  const uint8_t* end = in + g.N * g.H * g.W * C;
+  int64_t n = m0 / (g.OH * g.OW), rem = m0 % (g.OH * g.OW);
+  int64_t oh = rem / g.OW, ow = rem % g.OW;
+  for (int64_t r = 0; r < mb; ++r) {
+    uint8_t* dst = A + r * g.Kp;
+    int64_t k = 0;
+    const int64_t iw0 = ow * g.sw - g.pl;
+    const int64_t iw_last = iw0 + (g.KW - 1) * g.dw;
+    const bool w_inside = g.dw == 1 && iw0 >= 0 && iw_last < g.W;
+    for (int64_t kh = 0; kh < g.KH; ++kh) {
+      const int64_t ih = oh * g.sh - g.pt + kh * g.dh;
+      if (ih < 0 || ih >= g.H) {
+        fill_run(dst + k, g.KW * C, pad);
+        k += g.KW * C;
+        continue;
+      }
+      const uint8_t* rowp = in + (n * g.H + ih) * g.W * C;
+      if (w_inside) {
+        copy_run(dst + k, rowp + iw0 * C, g.KW * C, flip, end);
+        k += g.KW * C;
+        continue;
+      }
+      for (int64_t kw = 0; kw < g.KW; ++kw) {
+        const int64_t iw = iw0 + kw * g.dw;
+        if (iw < 0 || iw >= g.W) fill_run(dst + k, C, pad);
+        else copy_run(dst + k, rowp + iw * C, C, flip, end);
+        k += C;
+      }
+    }
+    fill_run(dst + k, g.Kp - k, zero);
+    if (++ow == g.OW) {
+      ow = 0;
+      if (++oh == g.OH) {
+        oh = 0;
+        ++n;
+      }
+    }
+  }
+}
+
 void rowcorr_avx512(const PackedB& B, const uint8_t* A, int64_t lda, int64_t M, int32_t* rowcorr) {
   const int32_t off = B.offset();
   if (off == 0) {

@@ -145,6 +145,17 @@ struct GemmCall {
   int64_t p0 = 0, p1 = 0;
 };
 
+// im2col geometry: rows of Kp bytes, (kh, kw, ci) order, signed input stored
+// + 128 (spatial padding = the value 0), zero past K.
+struct Im2col {
+  int64_t N = 1, H = 0, W = 0, C = 0, OH = 0, OW = 0, KH = 1, KW = 1, K = 0, Kp = 0;
+  int64_t sh = 1, sw = 1, pt = 0, pl = 0, dh = 1, dw = 1;
+  bool sgn = false;
+};
+// Rows [m0, m0 + mb) of the im2col matrix into A (row stride g.Kp); may
+// write up to 64 bytes past the last row (the caller leaves that slack).
+void im2col_avx512(const Im2col& g, const uint8_t* in, int64_t m0, int64_t mb, uint8_t* A);
+
 // ISA entry points (defined only in their own translation units).
 void gemm_avx512vnni(const GemmCall& c);
 void gemm_avx2(const GemmCall& c);

@@ -116,6 +116,23 @@ class GemmConv final : public Kernel {
     E_ = make_epilogue(d_.OC, B_.OCp, K_, d_.wbits, w, d_.in, d_.out, d_.activation, B_.wsum, name_);
     direct_ = d_.KH == 1 && d_.KW == 1 && d_.stride_h == 1 && d_.stride_w == 1 && d_.pad_top == 0 &&
               d_.pad_left == 0 && d_.pad_bottom == 0 && d_.pad_right == 0 && !d_.in.is_signed && d_.C == B_.Kp;
+    ig_.N = d_.N;
+    ig_.H = d_.H;
+    ig_.W = d_.W;
+    ig_.C = d_.C;
+    ig_.OH = OH_;
+    ig_.OW = OW_;
+    ig_.KH = d_.KH;
+    ig_.KW = d_.KW;
+    ig_.K = K_;
+    ig_.Kp = B_.Kp;
+    ig_.sh = d_.stride_h;
+    ig_.sw = d_.stride_w;
+    ig_.pt = d_.pad_top;
+    ig_.pl = d_.pad_left;
+    ig_.dh = d_.dilation_h;
+    ig_.dw = d_.dilation_w;
+    ig_.sgn = d_.in.is_signed;
     // Rows per block: the block of A (MB x Kp bytes) stays in L2 next to a weight panel.
     MB_ = std::clamp<int64_t>((96 * 1024 / B_.Kp) / 4 * 4, 4, 256);
     MB_ = std::min<int64_t>(MB_, (M_ + 3) / 4 * 4);
@@ -145,7 +162,7 @@ class GemmConv final : public Kernel {
     const size_t esz = out_elem_bytes(E_.kind);
     parallel_for(pool, nrb * npg, [&](int64_t begin, int64_t end, int t) {
       uint8_t* A = scratch + static_cast<size_t>(t) * block_bytes();
-      auto* rc = reinterpret_cast<int32_t*>(A + round64(static_cast<size_t>(MB_ * B_.Kp)));
+      auto* rc = reinterpret_cast<int32_t*>(A + round64(static_cast<size_t>(MB_ * B_.Kp) + 64));
       for (int64_t it = begin; it < end; ++it) {
         const int64_t rb = it / npg, pg = it % npg;
         const int64_t m0 = rb * MB_, mb = std::min(MB_, M_ - m0);
@@ -155,6 +172,10 @@ class GemmConv final : public Kernel {
         if (direct_) {
           c.A = in + m0 * d_.C;
           c.lda = d_.C;
+        } else if (isa_ == Isa::AVX512_VNNI) {
+          im2col_avx512(ig_, in, m0, mb, A);
+          c.A = A;
+          c.lda = B_.Kp;
         } else {
           im2col(in, m0, mb, A);
           c.A = A;
@@ -177,7 +198,7 @@ class GemmConv final : public Kernel {
 
  private:
   size_t block_bytes() const {
-    return round64(static_cast<size_t>(MB_ * B_.Kp)) + round64(static_cast<size_t>(MB_) * 4) + 64;
+    return round64(static_cast<size_t>(MB_ * B_.Kp) + 64) + round64(static_cast<size_t>(MB_) * 4) + 64;
   }
 
   // Rows [m0, m0 + mb) of the im2col matrix (kh, kw, ci order), unsigned
@@ -227,6 +248,7 @@ class GemmConv final : public Kernel {
   ConvDesc d_;
   int64_t OH_ = 0, OW_ = 0, M_ = 0, K_ = 0, MB_ = 4;
   bool direct_ = false;
+  Im2col ig_;
   PackedB B_;
   Epilogue E_;
 };
