@@ -22,7 +22,7 @@ struct CalibrateOptions {
   bool quick = false;
   bool no_onednn = false;
   std::string filter;
-  int repeats = 5;
+  int repeats = 15;
 };
 
 int run_calibrate(const CalibrateOptions& o) {

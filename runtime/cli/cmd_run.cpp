@@ -22,6 +22,7 @@ struct RunOptions {
   int64_t limit = 10;
   int threads = 1;
   bool all_values = false;
+  bool profile = false;
 };
 
 int run(const RunOptions& o) {
@@ -34,7 +35,10 @@ int run(const RunOptions& o) {
   const int64_t tensor_elems = in.elements();
   const int64_t sample_elems = tensor_elems / std::max<int64_t>(batch, 1);
 
-  Session session(model, SessionOptions{o.threads});
+  SessionOptions so;
+  so.threads = o.threads;
+  so.profile = o.profile;
+  Session session(model, so);
   const bool pixels = a.dtype == io::DType::U8;
   std::unique_ptr<Preprocessor> pre;
   int64_t samples = 0;
@@ -94,6 +98,16 @@ int run(const RunOptions& o) {
       }
     }
   }
+  if (o.profile) {
+    const ModelInfo& info = model->info();
+    double total = 0;
+    for (double ns : session.layer_ns()) total += ns;
+    fmt::print("layer times of the last run ({} thread{}):\n", o.threads, o.threads == 1 ? "" : "s");
+    for (size_t i = 0; i < info.layers.size(); ++i)
+      fmt::print("  {:>3}  {:<24}  {:>10.1f} us  {:>5.1f}%  {}\n", i, info.layers[i].name, session.layer_ns()[i] / 1000.0,
+                 total > 0 ? 100.0 * session.layer_ns()[i] / total : 0.0, info.layers[i].kernel);
+    fmt::print("  total {:.1f} us\n", total / 1000.0);
+  }
   return 0;
 }
 
@@ -105,6 +119,7 @@ BBITS_COMMAND("run", "Run a model on inputs from a file (.npy, IDX, raw float32)
   sub.add_option("-n,--limit", o->limit, "Run at most N samples of the file (0: all)")->capture_default_str();
   sub.add_option("-t,--threads", o->threads, "Threads (0: all hardware threads)")->capture_default_str();
   sub.add_flag("--all", o->all_values, "Print every output value (default: the first 16)");
+  sub.add_flag("--profile", o->profile, "Print the time of every layer in the last run and its kernel");
   return [o]() -> int { return run(*o); };
 });
 

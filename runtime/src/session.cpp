@@ -1,5 +1,6 @@
 // Session: one activation arena, one thread pool; runs the plan.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -68,7 +69,7 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return r.empty() ? "scalar" : r;
 }
 
-// Aligned, zeroed byte block.
+// Aligned byte block.
 struct AlignedBlock {
   void* p = nullptr;
   size_t size = 0;
@@ -79,7 +80,8 @@ struct AlignedBlock {
     if (n == 0) return;
     p = std::aligned_alloc(64, (n + 63) / 64 * 64);
     if (!p) throw Error("out of memory allocating " + std::to_string(n) + " bytes");
-    std::memset(p, 0, n);
+    // Not cleared: every tensor is written (by run() or its operator) before
+    // it is read, and untouched pages of a large arena stay uncommitted.
   }
   ~AlignedBlock() { std::free(p); }
 };
@@ -93,6 +95,7 @@ struct Session::Impl {
   AlignedBlock arena, scratch;
   int threads = 1;
   std::vector<const void*> in_ptrs;
+  std::vector<double> layer_ns;
 
   const Model::Impl& mi() const { return model->impl(); }
   uint8_t* slot_ptr(int slot) const {
@@ -117,7 +120,14 @@ struct Session::Impl {
       args.scratch = scratch.p;
       args.scratch_size = scratch.size;
       try {
-        s.kernel->run(args, pool.get());
+        if (options.profile) {
+          const auto t0 = std::chrono::steady_clock::now();
+          s.kernel->run(args, pool.get());
+          const auto t1 = std::chrono::steady_clock::now();
+          layer_ns[static_cast<size_t>(s.op_index)] = std::chrono::duration<double, std::nano>(t1 - t0).count();
+        } else {
+          s.kernel->run(args, pool.get());
+        }
       } catch (const std::exception& e) {
         throw Error("operator " + std::to_string(s.op_index) + " '" + s.name + "' (kernel " +
                     std::string(s.kernel->name()) + "): " + e.what());
@@ -137,6 +147,7 @@ Session::Session(std::shared_ptr<const Model> model, SessionOptions options) : i
   impl_->threads = threads;
   if (threads > 1) impl_->pool = std::make_unique<kernels::ThreadPool>(threads);
   const detail::Plan& plan = impl_->mi().plan;
+  if (options.profile) impl_->layer_ns.assign(impl_->mi().info.layers.size(), 0.0);
   impl_->arena.reset(plan.arena_bytes);
   impl_->scratch.reset(plan.scratch_bytes(threads));
 }
@@ -146,6 +157,7 @@ Session::Session(Session&&) noexcept = default;
 Session& Session::operator=(Session&&) noexcept = default;
 
 const Model& Session::model() const { return *impl_->model; }
+const std::vector<double>& Session::layer_ns() const { return impl_->layer_ns; }
 
 std::vector<Tensor> Session::run(const std::vector<Tensor>& inputs) {
   Impl& I = *impl_;

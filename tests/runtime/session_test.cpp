@@ -200,6 +200,20 @@ TEST(Session, SessionsShareOneModelAcrossThreads) {
     for (int r = 0; r < runs; ++r) expect_close(got[size_t(t)][size_t(r)], expected[size_t(t * runs + r)], 1e-5);
 }
 
+TEST(Session, ProfileTimesEveryLayer) {
+  const LenetModel& m = lenet();
+  auto model = load(m);
+  bbits::Session plain(model);
+  EXPECT_TRUE(plain.layer_ns().empty());
+  bbits::SessionOptions opt;
+  opt.profile = true;
+  bbits::Session s(model, opt);
+  const auto x = float_input(m, lenet_random_input(m, 2));
+  EXPECT_EQ(s.run({x})[0].data, plain.run({x})[0].data);
+  ASSERT_EQ(s.layer_ns().size(), model->info().layers.size());
+  for (double ns : s.layer_ns()) EXPECT_GT(ns, 0.0);
+}
+
 TEST(Session, SessionOutlivesCallerModelReference) {
   const LenetModel& m = lenet();
   auto model = load(m);

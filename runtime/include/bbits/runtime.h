@@ -165,7 +165,8 @@ class BBITS_API Model {
 };
 
 struct SessionOptions {
-  int threads = 1;              // worker threads for this session's kernels (>= 1)
+  int threads = 1;              // threads for this session's kernels (0 = all hardware threads)
+  bool profile = false;         // time every layer of every run (Session::layer_ns)
 };
 
 class BBITS_API Session {
@@ -185,6 +186,10 @@ class BBITS_API Session {
   std::vector<QuantizedTensor> run_quantized(const std::vector<QuantizedTensor>& inputs);
 
   const Model& model() const;
+
+  // With SessionOptions::profile: wall time of each layer (index as in
+  // ModelInfo::layers) in the last run, in nanoseconds; empty otherwise.
+  const std::vector<double>& layer_ns() const;
 
  private:
   struct Impl;
