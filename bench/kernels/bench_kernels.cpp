@@ -382,8 +382,14 @@ void register_all() {
       benchmark::RegisterBenchmark((base + "w" + std::to_string(wb) + "a8_chosen").c_str(), run_ours, chosen, d)
           ->Unit(benchmark::kMicrosecond);
     }
-    if (has_vnni)
+    if (has_vnni) {
       benchmark::RegisterBenchmark((base + "w8a8_onednn").c_str(), run_onednn, L, true)->Unit(benchmark::kMicrosecond);
+      // The table's exact oneDNN wrapper (s32 result + our requantization pass).
+      const bk::KernelInfo* wrap = bk::find_kernel(L.fc ? "fc_w8a8_u8s8s32_onednn" : "conv2d_w8a8_u8s8s32_onednn");
+      if (wrap)
+        benchmark::RegisterBenchmark((base + "w8a8_onednn_exact").c_str(), run_ours, wrap, make_desc(L, 8))
+            ->Unit(benchmark::kMicrosecond);
+    }
   }
 }
 

@@ -215,6 +215,48 @@ TEST(SimdGemm, FloatKernelsWithinRounding) {
     }
 }
 
+// Under every ISA cap this machine supports, the kernel the table chooses
+// (and BBITS_MAX_ISA's parsing of the cap) computes exactly what the reference does.
+TEST(SimdGemm, ChosenKernelExactUnderEveryIsaCap) {
+  const Isa machine = max_supported_isa(cpu_features());
+  for (Isa cap : {Isa::Reference, Isa::AVX2, Isa::AVX512, Isa::AVX512_VNNI}) {
+    if (!isa_at_most(cap, machine)) continue;
+    EXPECT_EQ(detect_isa(cpu_features(), isa_name(cap)), cap);
+    uint64_t seed = 7000 + static_cast<uint64_t>(cap);
+    for (int wb : {2, 4, 8}) {
+      ConvDesc c;
+      c.H = 10;
+      c.W = 9;
+      c.C = 24;
+      c.OC = 40;
+      c.KH = c.KW = 3;
+      c.pad_top = c.pad_left = c.pad_bottom = c.pad_right = 1;
+      c.wbits = wb;
+      c.in = {8, false, 0.02f};
+      c.out = {8, false, 1.0f};
+      c.activation = Activation::Relu;
+      const auto* k = choose_kernel(c, cap).info;
+      EXPECT_TRUE(isa_at_most(k->isa, cap)) << k->name;
+      EXPECT_TRUE(matches_reference(*k, c, seed++)) << k->name;
+      FcDesc f;
+      f.K = 300;
+      f.OC = 70;
+      f.wbits = wb;
+      f.in = {8, false, 0.02f};
+      f.out = {8, true, 1.0f};
+      const auto* kf = choose_kernel(f, cap).info;
+      EXPECT_TRUE(isa_at_most(kf->isa, cap)) << kf->name;
+      EXPECT_TRUE(matches_reference(*kf, f, seed++)) << kf->name;
+      ConvDesc dw = c;
+      dw.C = dw.OC = 40;
+      dw.groups = 40;
+      const auto* kd = choose_kernel(dw, cap).info;
+      EXPECT_TRUE(isa_at_most(kd->isa, cap)) << kd->name;
+      EXPECT_TRUE(matches_reference(*kd, dw, seed++)) << kd->name;
+    }
+  }
+}
+
 TEST(SimdGemm, BadWeightsRejected) {
   for (const auto* k : simd_kernels(OpKind::FullyConnected)) {
     FcDesc f;
