@@ -98,14 +98,14 @@ Checkpoint make_synthetic(const std::string& arch, const BitConfig& cfg, uint64_
   Checkpoint ck;
   ck.graph = make_arch_graph(arch);
   const Graph& g = ck.graph;
-  for (const auto& [name, lb] : cfg.layers) {
-    const int i = [&] {
-      try {
-        return g.index_of(name);
-      } catch (const ConvertError&) {
-        throw ConvertError("bit config: '" + name + "' is not a node of " + arch);
-      }
-    }();
+  for (const auto& entry : cfg.layers) {
+    const std::string& name = entry.first;
+    int i = -1;
+    try {
+      i = g.index_of(name);
+    } catch (const ConvertError&) {
+      throw ConvertError("bit config: '" + name + "' is not a node of " + arch);
+    }
     if (i < 0) throw ConvertError("bit config: '" + name + "' is the input (always 8 bits)");
   }
   auto bits_of = [&](const std::string& name) {
