@@ -138,8 +138,11 @@ void gemv_panel(const uint8_t* __restrict wp, const uint8_t* __restrict x, int64
 
 // GEMM tile MR rows x NB blocks, Offset encoding: fields shifted down and masked
 // once per weight vector, reused by MR rows.
+// A rows come as `nseg` segments of seg_groups * KG bytes each (segs[m * nseg
+// + s]): one segment per row for an im2col / direct A, one per kernel row for
+// the implicit (no im2col) convolution, where a segment points into the input.
 template <int MR, int NB, int BITS>
-void gemm_tile(const uint8_t* __restrict wp, const uint8_t* __restrict A, int64_t lda, int64_t ng,
+void gemm_tile(const uint8_t* __restrict wp, const uint8_t* const* segs, int nseg, int64_t seg_groups,
                const Sink& sink) {
   constexpr int F = 8 / BITS;
   constexpr int KG = 4 * F;
@@ -149,26 +152,31 @@ void gemm_tile(const uint8_t* __restrict wp, const uint8_t* __restrict A, int64_
     #pragma GCC unroll 16
     for (int b = 0; b < NB; ++b) acc[m][b] = _mm512_setzero_si512();
   const __m512i mask = _mm512_set1_epi8(static_cast<char>((1 << BITS) - 1));
-  for (int64_t g = 0; g < ng; ++g) {
-    const uint8_t* wg = wp + g * NB * 64;
-    const uint8_t* ag = A + g * KG;
+  for (int sg = 0; sg < nseg; ++sg) {
+    const uint8_t* p[MR];
     #pragma GCC unroll 16
-    for (int j = 0; j < F; ++j) {
-      __m512i w[NB];
+    for (int m = 0; m < MR; ++m) p[m] = segs[m * nseg + sg];
+    const uint8_t* wseg = wp + sg * seg_groups * NB * 64;
+    for (int64_t g = 0; g < seg_groups; ++g) {
+      const uint8_t* wg = wseg + g * NB * 64;
       #pragma GCC unroll 16
-      for (int b = 0; b < NB; ++b) {
-        const __m512i v = _mm512_load_si512(wg + b * 64);
-        if constexpr (F == 1) {
-          w[b] = v;
-        } else {
-          w[b] = _mm512_and_si512(j == 0 ? v : _mm512_srli_epi16(v, j * BITS), mask);
-        }
-      }
-      #pragma GCC unroll 16
-      for (int m = 0; m < MR; ++m) {
-        const __m512i xb = bcast32(ag + m * lda + 4 * j);
+      for (int j = 0; j < F; ++j) {
+        __m512i w[NB];
         #pragma GCC unroll 16
-        for (int b = 0; b < NB; ++b) acc[m][b] = dp(acc[m][b], xb, w[b]);
+        for (int b = 0; b < NB; ++b) {
+          const __m512i v = _mm512_load_si512(wg + b * 64);
+          if constexpr (F == 1) {
+            w[b] = v;
+          } else {
+            w[b] = _mm512_and_si512(j == 0 ? v : _mm512_srli_epi16(v, j * BITS), mask);
+          }
+        }
+        #pragma GCC unroll 16
+        for (int m = 0; m < MR; ++m) {
+          const __m512i xb = bcast32(p[m] + g * KG + 4 * j);
+          #pragma GCC unroll 16
+          for (int b = 0; b < NB; ++b) acc[m][b] = dp(acc[m][b], xb, w[b]);
+        }
       }
     }
   }
@@ -176,7 +184,7 @@ void gemm_tile(const uint8_t* __restrict wp, const uint8_t* __restrict A, int64_
 }
 
 using GemvFn = void (*)(const uint8_t*, const uint8_t*, int64_t, const Sink&);
-using TileFn = void (*)(const uint8_t*, const uint8_t*, int64_t, int64_t, const Sink&);
+using TileFn = void (*)(const uint8_t*, const uint8_t* const*, int, int64_t, const Sink&);
 
 template <int BITS>
 GemvFn gemv_fn(int nb) {
@@ -299,11 +307,17 @@ void gemm_avx512vnni(const GemmCall& c) {
         if (!s.fused) epilogue_row(tile, oc0, n, c.rowcorr[m], E, s.out);
       }
     } else {
+      const uint8_t* rows[4];
       for (int64_t m0 = 0; m0 < c.M; m0 += 4) {
         const int mr = static_cast<int>(std::min<int64_t>(4, c.M - m0));
         s.rowcorr = c.rowcorr + m0;
         s.out = static_cast<uint8_t*>(c.out) + m0 * s.ldo;
-        tile_fn(B.bits, mr, nb)(wp, c.A + m0 * c.lda, c.lda, B.ngroups, s);
+        if (c.segs != nullptr) {
+          tile_fn(B.bits, mr, nb)(wp, c.segs + m0 * c.nseg, c.nseg, c.seg_groups, s);
+        } else {
+          for (int r = 0; r < mr; ++r) rows[r] = c.A + (m0 + r) * c.lda;
+          tile_fn(B.bits, mr, nb)(wp, rows, 1, B.ngroups, s);
+        }
         if (!s.fused)
           for (int r = 0; r < mr; ++r) epilogue_row(tile + r * 64, oc0, n, c.rowcorr[m0 + r], E, s.out + r * s.ldo);
       }
@@ -393,6 +407,28 @@ void im2col_avx512(const Im2col& g, const uint8_t* in, int64_t m0, int64_t mb, u
         ++n;
       }
     }
+  }
+}
+
+void rowcorr_segs_avx512(const PackedB& B, const uint8_t* const* segs, int nseg, int64_t seg_bytes, int64_t M,
+                         int32_t* rowcorr) {
+  const int32_t off = B.offset();
+  if (off == 0 || B.enc != WEnc::Offset) {
+    std::fill(rowcorr, rowcorr + M, 0);
+    return;
+  }
+  const __m512i zero = _mm512_setzero_si512();
+  for (int64_t m = 0; m < M; ++m) {
+    __m512i sum = _mm512_setzero_si512();
+    for (int sg = 0; sg < nseg; ++sg) {
+      const uint8_t* a = segs[m * nseg + sg];
+      for (int64_t k = 0; k < seg_bytes; k += 64) {
+        const int64_t left = seg_bytes - k;
+        const __mmask64 km = left >= 64 ? ~__mmask64{0} : ((__mmask64{1} << left) - 1);
+        sum = _mm512_add_epi64(sum, _mm512_sad_epu8(_mm512_maskz_loadu_epi8(km, a + k), zero));
+      }
+    }
+    rowcorr[m] = static_cast<int32_t>(static_cast<uint32_t>(_mm512_reduce_add_epi64(sum)) * static_cast<uint32_t>(off));
   }
 }
 

@@ -312,7 +312,7 @@ double onednn_cost(const std::string& name, const ConvDesc& c, double wbytes_per
   const double bw = wbytes <= 1.0e6 ? 85.0 : wbytes <= 24.0e6 ? 40.0 : 24.0;
   const double stream = wbytes * std::min(m, 1.0) / bw;
   // s32 result written, read back and requantized by our epilogue pass.
-  const double epi = m * static_cast<double>(c.OC) * 0.15;
+  const double epi = m * static_cast<double>(c.OC) * 0.3;
   // oneDNN's int8 depthwise runs far below its dense rate (~20 MACs/ns here).
   const double r = c.is_depthwise() ? std::min(rate, 20.0) : rate;
   return std::max(static_cast<double>(c.macs()) / r, stream) + epi + 3000.0;
@@ -326,7 +326,7 @@ void add(std::vector<KernelInfo>& t, OpKind op, bool int8) {
   k.weight_bits = int8 ? 8 : 32;
   k.act_bits = int8 ? 8 : 32;
   k.isa = int8 ? Isa::AVX512_VNNI : Isa::AVX2;
-  set_default_rate(k.name, int8 ? (op == OpKind::Conv2D ? 170.0 : 60.0) : 4.0);
+  set_default_rate(k.name, int8 ? (op == OpKind::Conv2D ? 215.0 : 60.0) : 4.0);
   auto as_conv = [op](const OpDesc& d) -> std::optional<ConvDesc> {
     if (op == OpKind::Conv2D) {
       if (const auto* c = std::get_if<ConvDesc>(&d)) return *c;

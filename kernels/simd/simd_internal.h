@@ -143,6 +143,11 @@ struct GemmCall {
   void* out = nullptr;  // row m, channel oc at element m * ldo + oc
   int64_t ldo = 0;
   int64_t p0 = 0, p1 = 0;
+  // Optional (VNNI, Offset encoding): rows as nseg segments of seg_groups
+  // groups each, segs[m * nseg + s] (implicit convolution without im2col).
+  const uint8_t* const* segs = nullptr;
+  int nseg = 1;
+  int64_t seg_groups = 0;
 };
 
 // im2col geometry: rows of Kp bytes, (kh, kw, ci) order, signed input stored
@@ -161,6 +166,8 @@ void gemm_avx512vnni(const GemmCall& c);
 void gemm_avx2(const GemmCall& c);
 // rowcorr[m] = B.offset() * sum of A[m][k] over offset positions k < Kp.
 void rowcorr_avx512(const PackedB& B, const uint8_t* A, int64_t lda, int64_t M, int32_t* rowcorr);
+void rowcorr_segs_avx512(const PackedB& B, const uint8_t* const* segs, int nseg, int64_t seg_bytes, int64_t M,
+                         int32_t* rowcorr);
 void rowcorr_avx2(const PackedB& B, const uint8_t* A, int64_t lda, int64_t M, int32_t* rowcorr);
 
 // Epilogue of M full rows of OC int32 accumulators (row stride OC) into `out`

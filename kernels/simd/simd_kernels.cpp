@@ -133,6 +133,12 @@ class GemmConv final : public Kernel {
     ig_.dh = d_.dilation_h;
     ig_.dw = d_.dilation_w;
     ig_.sgn = d_.in.is_signed;
+    // Implicit convolution (no im2col): every kernel row of a pixel is one
+    // contiguous run of KW * C input bytes; only pixels whose window crosses
+    // the left / right border are gathered.
+    implicit_ = vnni && enc == WEnc::Offset && !direct_ && !d_.in.is_signed && d_.dilation_w == 1 &&
+                (d_.KW * d_.C) % B_.kgroup == 0 && d_.KH <= 64;
+    if (implicit_) zero_ = make_aligned<uint8_t>(static_cast<size_t>(d_.KW * d_.C) + 64);
     // Rows per block: the block of A (MB x Kp bytes) stays in L2 next to a weight panel.
     MB_ = std::clamp<int64_t>((96 * 1024 / B_.Kp) / 4 * 4, 4, 256);
     MB_ = std::min<int64_t>(MB_, (M_ + 3) / 4 * 4);
@@ -172,6 +178,32 @@ class GemmConv final : public Kernel {
         if (direct_) {
           c.A = in + m0 * d_.C;
           c.lda = d_.C;
+        } else if (implicit_) {
+          auto** segs = reinterpret_cast<const uint8_t**>(reinterpret_cast<uint8_t*>(rc) + round64(static_cast<size_t>(MB_) * 4));
+          const int64_t run = d_.KW * d_.C;
+          for (int64_t r = 0; r < mb; ++r) {
+            const int64_t m = m0 + r;
+            const int64_t n = m / (OH_ * OW_), rem = m % (OH_ * OW_);
+            const int64_t oh = rem / OW_, ow = rem % OW_;
+            const int64_t iw0 = ow * d_.stride_w - d_.pad_left;
+            const uint8_t** rs = segs + r * d_.KH;
+            if (iw0 >= 0 && iw0 + d_.KW - 1 < d_.W) {
+              for (int64_t kh = 0; kh < d_.KH; ++kh) {
+                const int64_t ih = oh * d_.stride_h - d_.pad_top + kh * d_.dilation_h;
+                rs[kh] = (ih >= 0 && ih < d_.H) ? in + ((n * d_.H + ih) * d_.W + iw0) * d_.C : zero_.get();
+              }
+            } else {
+              uint8_t* row = A + r * B_.Kp;
+              im2col_avx512(ig_, in, m, 1, row);
+              for (int64_t kh = 0; kh < d_.KH; ++kh) rs[kh] = row + kh * run;
+            }
+          }
+          rowcorr_segs_avx512(B_, segs, static_cast<int>(d_.KH), run, mb, rc);
+          c.segs = segs;
+          c.nseg = static_cast<int>(d_.KH);
+          c.seg_groups = run / B_.kgroup;
+          c.A = A;
+          c.lda = B_.Kp;
         } else if (isa_ == Isa::AVX512_VNNI) {
           im2col_avx512(ig_, in, m0, mb, A);
           c.A = A;
@@ -181,8 +213,10 @@ class GemmConv final : public Kernel {
           c.A = A;
           c.lda = B_.Kp;
         }
-        if (isa_ == Isa::AVX512_VNNI) rowcorr_avx512(B_, c.A, c.lda, mb, rc);
-        else rowcorr_avx2(B_, c.A, c.lda, mb, rc);
+        if (!implicit_) {
+          if (isa_ == Isa::AVX512_VNNI) rowcorr_avx512(B_, c.A, c.lda, mb, rc);
+          else rowcorr_avx2(B_, c.A, c.lda, mb, rc);
+        }
         c.rowcorr = rc;
         c.M = mb;
         c.out = out + static_cast<size_t>(m0 * d_.OC) * esz;
@@ -198,7 +232,8 @@ class GemmConv final : public Kernel {
 
  private:
   size_t block_bytes() const {
-    return round64(static_cast<size_t>(MB_ * B_.Kp) + 64) + round64(static_cast<size_t>(MB_) * 4) + 64;
+    return round64(static_cast<size_t>(MB_ * B_.Kp) + 64) + round64(static_cast<size_t>(MB_) * 4) +
+           round64(static_cast<size_t>(MB_ * d_.KH) * sizeof(void*)) + 64;
   }
 
   // Rows [m0, m0 + mb) of the im2col matrix (kh, kw, ci order), unsigned
@@ -248,6 +283,8 @@ class GemmConv final : public Kernel {
   ConvDesc d_;
   int64_t OH_ = 0, OW_ = 0, M_ = 0, K_ = 0, MB_ = 4;
   bool direct_ = false;
+  bool implicit_ = false;
+  AlignedArray<uint8_t> zero_;  // a zero kernel row (padding rows of the implicit conv)
   Im2col ig_;
   PackedB B_;
   Epilogue E_;
@@ -256,12 +293,15 @@ class GemmConv final : public Kernel {
 std::string isa_tag(Isa isa) { return isa == Isa::AVX512_VNNI ? "avx512vnni" : "avx2"; }
 
 // Default MAC rates (MACs per ns, one thread), measured with bbits-bench-kernels
-// on an AMD EPYC Zen 4 (see bench/kernels/README.md): GEMV (fc, batch 1) is
-// bounded by weight streaming, so the MAC rate there is the in-register
-// unpack + vpdpbusd ceiling; conv GEMM rates fall as K grows (the weight
-// panel no longer stays in L1/L2 across row tiles).
+// on an AMD EPYC Zen 4 (bench/kernels/README.md). The calibratable rate is the
+// conv / batched GEMM rate; batch-1 fc (GEMV) is bounded by weight streaming
+// or by its own in-register unpack ceiling (gemv_rate).
 double default_gemm_rate(Isa isa, int kbits) {
-  if (isa == Isa::AVX512_VNNI) return kbits == 8 ? 150.0 : 140.0;
+  if (isa == Isa::AVX512_VNNI) return kbits == 8 ? 205.0 : kbits == 4 ? 195.0 : 190.0;
+  return kbits == 8 ? 22.0 : kbits == 4 ? 30.0 : 24.0;
+}
+double gemv_rate(Isa isa, int kbits) {
+  if (isa == Isa::AVX512_VNNI) return kbits == 8 ? 230.0 : kbits == 4 ? 150.0 : 180.0;
   return kbits == 8 ? 22.0 : kbits == 4 ? 30.0 : 24.0;
 }
 // Single-thread weight streaming rate (bytes per ns) by working set: L2, L3, DRAM.
@@ -271,6 +311,7 @@ double stream_bytes_per_ns(double wbytes) {
   return 25.0;
 }
 constexpr double kFixedNs = 300.0;
+constexpr double kEpilogueNsPerOutput = 0.2;  // fused requantization + store
 
 double gemm_cost(const std::string& name, Isa isa, int kbits, const ConvDesc& c) {
   const double rate = std::max(1e-3, rate_of(name));
@@ -278,13 +319,18 @@ double gemm_cost(const std::string& name, Isa isa, int kbits, const ConvDesc& c)
   const double K = static_cast<double>(c.K());
   const double wbytes = static_cast<double>(c.OC) * static_cast<double>(packed_row_bytes(c.K(), kbits));
   const double m = static_cast<double>(c.N * c.out_h() * c.out_w());
+  const double outputs = m * static_cast<double>(c.OC);
   if (m <= 2.0) {  // GEMV: every weight byte streamed once per row
-    return std::max(macs / rate, wbytes * m / stream_bytes_per_ns(wbytes)) + kFixedNs;
+    return std::max(macs / gemv_rate(isa, kbits), wbytes * m / stream_bytes_per_ns(wbytes)) +
+           outputs * kEpilogueNsPerOutput + kFixedNs;
   }
-  // GEMM: the weight panel is re-read from L2 once per 4-row tile when K is large.
-  const double eff = rate / (1.0 + K / 3000.0) * (isa == Isa::AVX512_VNNI ? 1.6 : 1.0);
-  const double im2col = (c.KH * c.KW > 1 || c.in.is_signed) ? m * K / 4.0 : 0.0;
-  return macs / eff + im2col + kFixedNs;
+  const int kgroup = 32 / kbits;
+  const bool direct = c.KH == 1 && c.KW == 1 && c.stride_h == 1 && c.stride_w == 1 && c.pad_top == 0 &&
+                      c.pad_left == 0 && !c.in.is_signed && c.C % kgroup == 0;
+  const bool implicit = isa == Isa::AVX512_VNNI && !c.in.is_signed && c.dilation_w == 1 &&
+                        (c.KW * c.C) % kgroup == 0;
+  const double im2col = (direct || implicit) ? 0.0 : m * K / 4.0;
+  return macs / rate + outputs * kEpilogueNsPerOutput + im2col + kFixedNs;
 }
 
 void add_gemm(std::vector<KernelInfo>& t, OpKind op, int kbits, Isa isa) {

@@ -152,6 +152,16 @@ TEST(SimdGemm, LargerShapesWithThreads) {
       d.activation = Activation::Relu;
       if (!k->supports(d)) continue;
       EXPECT_TRUE(matches_reference(*k, d, seed++, &pool));
+      ConvDesc u = d;  // unsigned input: the implicit (no im2col) convolution path
+      u.in = {8, false, 0.05f};
+      u.dilation_w = 1;
+      u.dilation_h = 2;
+      u.pad_bottom = 0;
+      EXPECT_TRUE(matches_reference(*k, u, seed++, &pool));
+      u.KH = u.KW = 1;  // 1x1 stride 2
+      u.dilation_h = 1;
+      u.pad_top = u.pad_left = u.pad_bottom = u.pad_right = 0;
+      EXPECT_TRUE(matches_reference(*k, u, seed++, &pool));
       ConvDesc p = d;  // 1x1 pointwise, direct (no im2col) path
       p.KH = p.KW = 1;
       p.stride_h = p.stride_w = 1;
