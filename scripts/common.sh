@@ -42,6 +42,7 @@ bbits_configure() {
   local dir="$1"; shift
   export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
   export CCACHE_MAXSIZE="${CCACHE_MAXSIZE:-10G}"
+  export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$BBITS_ROOT}"
   cmake -S "$BBITS_ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release "$@"
 }
 
