@@ -15,23 +15,31 @@
 #   BBITS_BUILD=DIR            build directory (default build/)
 #   BBITS_BENCH_NO_BUILD=1     use the binaries already in BBITS_BUILD
 #   BBITS_RESULTS=DIR          output folder (default bench/results)
-#   BBITS_RUNS=DIR             training runs to look for (default runs/)
+#   BBITS_RUNS=DIR             training runs to look for: DIR/*/final.safetensors (default runs/)
+#   BBITS_RUNS_EXCLUDE=GLOB    run folder names to skip (default "smoke*": tiny test runs)
 #   BBITS_BENCH_REPEATS=N      timed samples per measurement (default 7)
 #   BBITS_BENCH_THREADS=LIST   thread counts (default 1,2)
 #   BBITS_BENCH_CONFIGS=LIST   synthetic configs (default "w8a8 w4a8 w2a8 mixed")
 #   BBITS_BENCH_ARCHS=LIST     synthetic networks (default "resnet18 mobilenetv2")
 #   BBITS_CALIBRATION=FILE     reuse this calibration instead of measuring one
+#   OMP_WAIT_POLICY            default passive here (see below)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 results="${BBITS_RESULTS:-$BBITS_ROOT/bench/results}"
 runs="${BBITS_RUNS:-$BBITS_ROOT/runs}"
+runs_exclude="${BBITS_RUNS_EXCLUDE:-smoke*}"
 repeats="${BBITS_BENCH_REPEATS:-7}"
 threads="${BBITS_BENCH_THREADS:-1,2}"
 configs="${BBITS_BENCH_CONFIGS:-w8a8 w4a8 w2a8 mixed}"
 archs="${BBITS_BENCH_ARCHS:-resnet18 mobilenetv2}"
 bin="$BBITS_BUILD/bin"
 models="$BBITS_BUILD/bench-models"
+# oneDNN (and the kernels built on it) run on OpenMP. GCC's default lets idle
+# OpenMP threads spin, which on a shared or oversubscribed machine turns every
+# 2-thread layer into a wait for a descheduled spinner (20 ms instead of 1 ms
+# measured here): let them sleep. Recorded in every result as omp_wait_policy.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 
 for tool in gnuplot python3; do
   command -v "$tool" >/dev/null || { echo "bench_report: $tool is required (Debian: gnuplot-nox, python3)" >&2; exit 1; }
@@ -80,6 +88,8 @@ if [[ -d "$runs" ]]; then
   while IFS= read -r ck; do
     run="$(dirname "$ck")"
     name="$(basename "$run")"
+    # shellcheck disable=SC2254
+    case "$name" in $runs_exclude) continue ;; esac
     bbm="$models/trained-$name.bbm"
     if ! "$bin/bbits-convert" "$ck" -o "$bbm" -q 2>"$models/trained-$name.err"; then
       echo "bench_report: skipping $ck: $(tail -1 "$models/trained-$name.err")" >&2

@@ -113,13 +113,12 @@ void register_model(const std::string& path) {
 
 void register_representative() {
   for (const std::string& fam : bb::peak_families()) {
-    for (int wbits : {8, 4, 2}) {
-      const kn::OpDesc d = bb::representative_desc(fam, wbits, 8, false);
-      std::vector<uint8_t> bytes = std::holds_alternative<kn::ConvDesc>(d) ? bb::single_conv_model(std::get<kn::ConvDesc>(d))
-                                                                            : bb::single_fc_model(std::get<kn::FcDesc>(d));
+    const bool weights = fam == "conv2d" || fam == "pointwise" || fam == "depthwise" || fam == "fully_connected";
+    for (int wbits : weights ? std::vector<int>{8, 4, 2} : std::vector<int>{8}) {
+      const std::vector<uint8_t> bytes = bb::single_op_model(bb::representative_desc(fam, wbits, 8, false));
       g_models.push_back(bb::ModelLayers::from_memory(bytes.data(), bytes.size(), fam));
       const bb::ModelLayer& L = g_models.back()->layers().front();
-      register_layer(L, fmt::format("{}_w{}a8", fam, wbits), "");
+      register_layer(L, weights ? fmt::format("{}_w{}a8", fam, wbits) : fam + "_a8", "");
       if (wbits == 8) register_baselines(*g_models.back(), fam);
     }
   }

@@ -66,7 +66,9 @@ json Calibration::to_json() const {
                           {"threads", p.threads},
                           {"macs_per_s", p.macs_per_s},
                           {"iqr", p.iqr},
-                          {"shape", p.shape}});
+                          {"shape", p.shape},
+                          {"k", p.k},
+                          {"n", p.n}});
   return j;
 }
 
@@ -122,6 +124,9 @@ Calibration Calibration::from_json(const json& j) {
     p.macs_per_s = positive(field<double>(peaks[i], "macs_per_s", where), where + ".macs_per_s");
     p.iqr = field<double>(peaks[i], "iqr", where);
     p.shape = field<std::string>(peaks[i], "shape", where);
+    p.k = peaks[i].value("k", int64_t{0});
+    p.n = peaks[i].value("n", int64_t{0});
+    if (p.k < 0 || p.n < 0) throw CalibrationError(fmt::format("calibration: {}.k / n must not be negative", where));
     if (p.threads < 1) throw CalibrationError(fmt::format("calibration: {}.threads must be at least 1", where));
     c.peaks.push_back(p);
   }
@@ -176,18 +181,74 @@ const BandwidthLevel& Calibration::level_for(int64_t working_set, int threads) c
   return *levels.back();
 }
 
-std::optional<double> Calibration::peak_macs_per_s(const std::string& kernel, const std::string& op,
-                                                   int threads) const {
-  const KernelPeak* best = nullptr;
+std::optional<double> Calibration::peak_macs_per_s(const std::string& kernel, const std::string& op, int threads,
+                                                   int64_t k, int64_t n) const {
+  // Thread count: exact when measured, else the nearest (ties: fewer), scaled.
+  int best_t = -1;
   for (const auto& p : peaks) {
     if (p.kernel != kernel || (!op.empty() && p.op != op)) continue;
-    if (p.threads == threads) return p.macs_per_s;
-    if (!best || std::abs(p.threads - threads) < std::abs(best->threads - threads) ||
-        (std::abs(p.threads - threads) == std::abs(best->threads - threads) && p.threads < best->threads))
-      best = &p;
+    if (best_t < 0 || std::abs(p.threads - threads) < std::abs(best_t - threads) ||
+        (std::abs(p.threads - threads) == std::abs(best_t - threads) && p.threads < best_t))
+      best_t = p.threads;
   }
-  if (!best) return std::nullopt;
-  return best->macs_per_s * static_cast<double>(threads) / static_cast<double>(best->threads);
+  if (best_t < 0) return std::nullopt;
+  const double scale = static_cast<double>(threads) / static_cast<double>(best_t);
+  std::vector<const KernelPeak*> cand;
+  for (const auto& p : peaks)
+    if (p.kernel == kernel && (op.empty() || p.op == op) && p.threads == best_t) cand.push_back(&p);
+  const KernelPeak* first = cand.front();
+  if (k <= 0 || n <= 0 || cand.size() == 1 || first->k <= 0 || first->n <= 0) return first->macs_per_s * scale;
+  // Grid coordinates in log2 space.
+  std::set<double> ks, ns;
+  for (const auto* p : cand)
+    if (p->k > 0 && p->n > 0) {
+      ks.insert(std::log2(static_cast<double>(p->k)));
+      ns.insert(std::log2(static_cast<double>(p->n)));
+    }
+  const double lk = std::clamp(std::log2(static_cast<double>(k)), *ks.begin(), *ks.rbegin());
+  const double ln = std::clamp(std::log2(static_cast<double>(n)), *ns.begin(), *ns.rbegin());
+  auto bracket = [](const std::set<double>& s, double v, double& lo, double& hi) {
+    lo = *s.begin();
+    hi = *s.rbegin();
+    for (double x : s) {
+      if (x <= v) lo = x;
+      if (x >= v) {
+        hi = x;
+        break;
+      }
+    }
+  };
+  double k0, k1, n0, n1;
+  bracket(ks, lk, k0, k1);
+  bracket(ns, ln, n0, n1);
+  auto at = [&](double kk, double nn) -> const KernelPeak* {
+    for (const auto* p : cand)
+      if (p->k > 0 && p->n > 0 && std::log2(static_cast<double>(p->k)) == kk &&
+          std::log2(static_cast<double>(p->n)) == nn)
+        return p;
+    return nullptr;
+  };
+  const KernelPeak *a = at(k0, n0), *b = at(k1, n0), *c = at(k0, n1), *d = at(k1, n1);
+  if (a && b && c && d) {
+    const double tk = k1 > k0 ? (lk - k0) / (k1 - k0) : 0.0;
+    const double tn = n1 > n0 ? (ln - n0) / (n1 - n0) : 0.0;
+    const double v0 = a->macs_per_s + tk * (b->macs_per_s - a->macs_per_s);
+    const double v1 = c->macs_per_s + tk * (d->macs_per_s - c->macs_per_s);
+    return (v0 + tn * (v1 - v0)) * scale;
+  }
+  // Nearest measured point.
+  const KernelPeak* near = nullptr;
+  double dist = 0;
+  for (const auto* p : cand) {
+    if (p->k <= 0 || p->n <= 0) continue;
+    const double dk = std::log2(static_cast<double>(p->k)) - lk, dn = std::log2(static_cast<double>(p->n)) - ln;
+    const double dd = dk * dk + dn * dn;
+    if (!near || dd < dist) {
+      near = p;
+      dist = dd;
+    }
+  }
+  return (near ? near->macs_per_s : first->macs_per_s) * scale;
 }
 
 std::string default_calibration_path() {

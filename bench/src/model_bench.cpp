@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <random>
 #include <stdexcept>
@@ -11,6 +12,7 @@
 #include "bbits/bench/layer_runner.h"
 #include "bbits/bench/model_layers.h"
 #include "bbits/bench/onednn_baseline.h"
+#include "bbits/bench/peaks.h"
 #include "bbits/bench/roofline.h"
 #include "bbits/bench/sysinfo.h"
 #include "bbits/kernels/cpu.h"
@@ -68,11 +70,11 @@ struct Pred {
 };
 
 Pred predict(const LayerCost& c, const Calibration& cal, const std::string& kernel, const std::string& family,
-             int threads) {
+             int threads, std::pair<int64_t, int64_t> kn) {
   Pred p;
   double peak = 0;
   if (c.compute_work() > 0) {
-    const auto pk = cal.peak_macs_per_s(kernel, family, threads);
+    const auto pk = cal.peak_macs_per_s(kernel, family, threads, kn.first, kn.second);
     if (!pk) return p;  // not calibrated: no prediction
     peak = *pk;
   }
@@ -138,6 +140,7 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
               {"created", utc_timestamp()},
               {"onednn", onednn_info()},
               {"calibration", opts.calibration_path},
+              {"omp_wait_policy", std::getenv("OMP_WAIT_POLICY") ? std::getenv("OMP_WAIT_POLICY") : "default"},
               {"repeats", std::to_string(opts.timing.repeats)},
               {"relative_bops", fmt::format("{:.6f}", info.relative_bops())}};
   res.rows = Table(bench_columns());
@@ -179,16 +182,19 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
       }
     }
     if (opts.whole_model) {
+      // Kernels built on oneDNN size their OpenMP work partition when the plan
+      // creates them: load the model again under this thread count.
       set_onednn_threads(t);
-      bbits::Session session(model, {.threads = t});
+      const auto run_model = bbits::Model::load(model_path);
+      bbits::Session session(run_model, {.threads = t});
       std::mt19937 rng(3);
       std::vector<bbits::QuantizedTensor> qin;
       std::vector<bbits::Tensor> fin;
       bool quantized = true;
-      for (size_t i = 0; i < model->num_inputs(); ++i)
-        if (model->input(i).bits == 32) quantized = false;
-      for (size_t i = 0; i < model->num_inputs(); ++i) {
-        const auto& ti_ = model->input(i);
+      for (size_t i = 0; i < run_model->num_inputs(); ++i)
+        if (run_model->input(i).bits == 32) quantized = false;
+      for (size_t i = 0; i < run_model->num_inputs(); ++i) {
+        const auto& ti_ = run_model->input(i);
         if (quantized) {
           bbits::QuantizedTensor q;
           q.shape = ti_.shape;
@@ -229,9 +235,10 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
       const ModelLayer& L = ml->layers()[i];
       const LayerCost c = L.cost();
       const std::string fam = L.family();
-      const Pred pb = predict(c, cal, chosen[i]->name, fam, t);
-      const Pred pf = predict(baseline_cost(L, 32), cal, baseline_name(BaselineKind::F32), fam, t);
-      const Pred pi = predict(baseline_cost(L, 8), cal, baseline_name(BaselineKind::Int8), fam, t);
+      const auto kn = gemm_kn(L.desc);
+      const Pred pb = predict(c, cal, chosen[i]->name, fam, t, kn);
+      const Pred pf = predict(baseline_cost(L, 32), cal, baseline_name(BaselineKind::F32), fam, t, kn);
+      const Pred pi = predict(baseline_cost(L, 8), cal, baseline_name(BaselineKind::Int8), fam, t, kn);
       const double tm = tb[i].median;
       const double t32 = tf[i] ? tf[i]->median : kNaN;
       const double t8 = ti[i] ? ti[i]->median : kNaN;

@@ -2,7 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cmath>
 #include <stdexcept>
+#include <tuple>
 
 #include "bbits/bench/layer_runner.h"
 #include "bbits/bench/model_layers.h"
@@ -145,6 +148,59 @@ kernels::OpDesc representative_desc(const std::string& family, int wbits, int ab
   return d;
 }
 
+std::pair<int64_t, int64_t> gemm_kn(const kernels::OpDesc& d) {
+  if (const auto* c = std::get_if<kernels::ConvDesc>(&d)) return {c->K(), c->OC};
+  if (const auto* f = std::get_if<kernels::FcDesc>(&d)) return {f->K, f->OC};
+  return {0, 0};
+}
+
+std::vector<kernels::OpDesc> calibration_shapes(const std::string& family, int wbits, int abits, bool small) {
+  const kernels::OpDesc rep = representative_desc(family, wbits, abits, small);
+  std::vector<kernels::OpDesc> out;
+  if (small) return {rep};
+  auto side = [](double macs_target, double macs_per_pixel) {
+    const double s = std::sqrt(macs_target / macs_per_pixel);
+    return static_cast<int64_t>(std::clamp(std::round(s), 7.0, 112.0));
+  };
+  if (family == "conv2d" || family == "pointwise" || family == "depthwise") {
+    const auto base = std::get<kernels::ConvDesc>(rep);
+    std::vector<int64_t> cs, ocs;
+    if (family == "conv2d") {
+      cs = {3, 16, 64, 256};
+      ocs = {16, 64, 256};
+    } else if (family == "pointwise") {
+      cs = {16, 64, 256, 1024};
+      ocs = {16, 64, 256, 1024};
+    } else {
+      cs = {32, 144, 576};
+      ocs = {0};  // depthwise: OC = C
+    }
+    for (int64_t c : cs)
+      for (int64_t oc : ocs) {
+        kernels::ConvDesc d = base;
+        d.C = c;
+        d.OC = family == "depthwise" ? c : oc;
+        if (family == "depthwise") d.groups = static_cast<int>(c);
+        const double per_pixel = static_cast<double>(d.K()) * static_cast<double>(d.OC);
+        d.H = d.W = side(family == "depthwise" ? 2e6 : 15e6, per_pixel);
+        out.push_back(d);
+      }
+    return out;
+  }
+  if (family == "fully_connected") {
+    const auto base = std::get<kernels::FcDesc>(rep);
+    for (int64_t k : {256, 1024, 4096})
+      for (int64_t oc : {16, 256, 1024}) {
+        kernels::FcDesc d = base;
+        d.K = k;
+        d.OC = oc;
+        out.push_back(d);
+      }
+    return out;
+  }
+  return {rep};
+}
+
 namespace {
 
 std::unique_ptr<ModelLayers> one_layer_model(const kernels::OpDesc& desc) {
@@ -166,8 +222,9 @@ std::vector<KernelPeak> calibrate_kernel_peaks(const PeakCalibrationOptions& opt
     if (has_weights && wb == 0) continue;  // whole-layer-pruned kernels compute nothing
     for (const std::string& fam : peak_families()) {
       if (!serves(k, fam)) continue;
-      const bool small = k.isa == kernels::Isa::Reference;
-      const kernels::OpDesc desc = representative_desc(fam, wb, ab, small);
+      // Reference kernels (slow, rarely chosen) get one small shape.
+      const bool small = k.isa == kernels::Isa::Reference && has_weights;
+      for (const kernels::OpDesc& desc : calibration_shapes(fam, wb, ab, small)) {
       if (!k.supports(desc)) continue;
       std::unique_ptr<ModelLayers> m;
       try {
@@ -181,9 +238,10 @@ std::vector<KernelPeak> calibrate_kernel_peaks(const PeakCalibrationOptions& opt
       if (!(macs > 0)) continue;
       for (int t : opts.threads) {
         try {
-          LayerRunner r(L, k, t);
-          // Kernels built on oneDNN run on OpenMP: give them the same thread count.
+          // Kernels built on oneDNN run on OpenMP and size their work partition
+          // when created: set the thread count first.
           set_onednn_threads(t);
+          LayerRunner r(L, k, t);
           std::unique_ptr<kernels::ThreadPool> pool;
           if (t > 1) pool = std::make_unique<kernels::ThreadPool>(t);
           const Summary s = time_ns([&] { r.run(pool.get()); }, opts.timing);
@@ -199,11 +257,15 @@ std::vector<KernelPeak> calibrate_kernel_peaks(const PeakCalibrationOptions& opt
           p.macs_per_s = macs / (s.min * 1e-9);
           p.iqr = macs / (s.q1 * 1e-9) - macs / (s.q3 * 1e-9);
           p.shape = kernels::describe(L.desc);
-          if (progress) progress(fmt::format("  {:<44} {:<16} {} thr  {:8.2f} GMAC/s", k.name, fam, t, p.macs_per_s * 1e-9));
+          std::tie(p.k, p.n) = gemm_kn(L.desc);
+          if (progress)
+            progress(fmt::format("  {:<44} {:<16} {} thr  {:8.2f} G/s  k {:<5} n {:<5}", k.name, fam, t,
+                                 p.macs_per_s * 1e-9, p.k, p.n));
           out.push_back(std::move(p));
         } catch (const std::exception& e) {
           if (progress) progress(fmt::format("  {} {}: failed ({})", k.name, fam, e.what()));
         }
+      }
       }
     }
   }
@@ -215,7 +277,8 @@ std::vector<KernelPeak> calibrate_onednn_peaks(const PeakCalibrationOptions& opt
   for (BaselineKind kind : {BaselineKind::F32, BaselineKind::Int8}) {
     const int bits = kind == BaselineKind::F32 ? 32 : 8;
     for (const std::string& fam : peak_families()) {
-      const auto m = one_layer_model(representative_desc(fam, bits, bits, false));
+      for (const kernels::OpDesc& desc : calibration_shapes(fam, bits, bits, false)) {
+      const auto m = one_layer_model(desc);
       if (m->layers().front().family() != fam) continue;
       const double macs = static_cast<double>(kernels::op_work(m->layers().front().desc));
       for (int t : opts.threads) {
@@ -236,8 +299,12 @@ std::vector<KernelPeak> calibrate_onednn_peaks(const PeakCalibrationOptions& opt
         p.macs_per_s = macs / (s.min * 1e-9);
         p.iqr = macs / (s.q1 * 1e-9) - macs / (s.q3 * 1e-9);
         p.shape = kernels::describe(m->layers().front().desc);
-        if (progress) progress(fmt::format("  {:<44} {:<16} {} thr  {:8.2f} GMAC/s", p.kernel, fam, t, p.macs_per_s * 1e-9));
+        std::tie(p.k, p.n) = gemm_kn(m->layers().front().desc);
+        if (progress)
+          progress(fmt::format("  {:<44} {:<16} {} thr  {:8.2f} G/s  k {:<5} n {:<5}", p.kernel, fam, t,
+                               p.macs_per_s * 1e-9, p.k, p.n));
         out.push_back(std::move(p));
+      }
       }
     }
   }

@@ -113,6 +113,22 @@ TEST(Roofline, PeakLookupScalesUnmeasuredThreadCounts) {
   EXPECT_FALSE(c.peak_macs_per_s("nope", "", 1).has_value());
 }
 
+TEST(Roofline, PeakInterpolatesOverTheShapeGrid) {
+  bb::Calibration c = machine();
+  c.peaks.clear();
+  auto add = [&](int64_t k, int64_t n, double v) { c.peaks.push_back({"g", "pointwise", 8, 8, "x", 1, v, 0, "", k, n}); };
+  add(16, 16, 10);
+  add(64, 16, 30);
+  add(16, 64, 20);
+  add(64, 64, 40);
+  EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("g", "pointwise", 1, 32, 32), 25);  // middle in log space
+  EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("g", "pointwise", 1, 64, 16), 30);  // a grid point
+  EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("g", "pointwise", 1, 4096, 4096), 40);  // clamped
+  EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("g", "pointwise", 2, 16, 16), 20);  // scaled by threads
+  c.peaks.pop_back();  // corner (64, 64) missing: nearest point
+  EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("g", "pointwise", 1, 60, 20), 30);
+}
+
 TEST(Bops, SpeedupAgainstReferences) {
   bb::LayerCost l;
   l.macs = 750;  // a quarter of the channels pruned

@@ -43,6 +43,12 @@ struct KernelPeak {
   double macs_per_s = 0;  // from the fastest sample (a peak; noise only slows runs down)
   double iqr = 0;
   std::string shape;      // the shape it was measured on
+  // GEMM view of the calibrated shape (0: not applicable): reduction length
+  // per output (KH*KW*C/groups for conv, K for fc; element ops: 0) and output
+  // channels. Peaks of one kernel measured over a grid of (k, n) let the
+  // roofline use the throughput the kernel reaches on shapes like the layer's.
+  int64_t k = 0;
+  int64_t n = 0;
 };
 
 class CalibrationError : public std::runtime_error {
@@ -80,7 +86,11 @@ struct Calibration {
   // "fully_connected"; empty: any family) at a thread count; when that thread
   // count was not measured, the nearest measured one scaled linearly by
   // threads. nullopt when the kernel was never measured for the family.
-  std::optional<double> peak_macs_per_s(const std::string& kernel, const std::string& op, int threads) const;
+  // With k, n > 0 and peaks measured over a (k, n) grid, the peak is
+  // interpolated bilinearly in (log k, log n) between the grid points around
+  // the layer (clamped to the grid; nearest grid point when a corner is missing).
+  std::optional<double> peak_macs_per_s(const std::string& kernel, const std::string& op, int threads,
+                                        int64_t k = 0, int64_t n = 0) const;
 };
 
 // Where the calibration lives: $BBITS_CALIBRATION, else

@@ -24,10 +24,22 @@ const std::vector<std::string>& peak_families();
 // ReLU), outputs unsigned 8-bit with a fused ReLU; float32 when abits is 32.
 kernels::OpDesc representative_desc(const std::string& family, int wbits, int abits, bool small);
 
+// The shapes a kernel's peak is measured on: for conv2d, pointwise, depthwise
+// and fully_connected a grid over the reduction length K and the output
+// channels N (see docs/BENCH.md), each sized to a few to a few tens of
+// millions of MACs; one shape for the other families and for `small`.
+std::vector<kernels::OpDesc> calibration_shapes(const std::string& family, int wbits, int abits, bool small);
+
+// GEMM view of a layer for the peak lookup: (reduction length, output
+// channels) of conv / fc, (0, 0) otherwise.
+std::pair<int64_t, int64_t> gemm_kn(const kernels::OpDesc& d);
+
 struct PeakCalibrationOptions {
   std::vector<int> threads = {1, 2};
   kernels::Isa max_isa = kernels::Isa::AMX;  // kernels above this ISA are skipped
-  TimingOptions timing{.warmup = 1, .repeats = 5, .min_sample_ns = 2e6};
+  // One run per sample, many samples, fastest kept: on a shared machine a
+  // short run is often left alone while a long batch almost never is.
+  TimingOptions timing{.warmup = 2, .repeats = 15, .min_sample_ns = 0};
   bool onednn = true;
   // Only kernels whose name contains this text (empty: all).
   std::string filter;
