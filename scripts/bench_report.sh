@@ -84,6 +84,7 @@ done
 pareto="$results/pareto.csv"
 echo "name,accuracy,latency_us,relative_bops,method,mu" > "$pareto.tmp"
 newest_lenet=""
+newest_bb=""
 if [[ -d "$runs" ]]; then
   while IFS= read -r ck; do
     run="$(dirname "$ck")"
@@ -109,7 +110,12 @@ row = [r for r in res["rows"] if r["scope"] == "model"][0]
 md = info["metadata"]
 print(f'{sys.argv[2]},{sys.argv[3]},{row["t_us"]:.3f},{float(res["meta"]["relative_bops"]):.6f},{md["method"]},{md["mu"]}')
 PY
-    [[ "$arch" == lenet5 ]] && newest_lenet="$bbm"
+    # The README's LeNet-5 table: the newest Bayesian Bits run, else the newest LeNet-5.
+    method="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["metadata"]["method"])' <<<"$info")"
+    if [[ "$arch" == lenet5 ]]; then
+      if [[ "$method" == bayesian-bits || -z "$newest_bb" ]]; then newest_lenet="$bbm"; fi
+      [[ "$method" == bayesian-bits ]] && newest_bb="$bbm"
+    fi
   done < <(ls -t "$runs"/*/final.safetensors 2>/dev/null | tac)
 fi
 mv "$pareto.tmp" "$pareto"

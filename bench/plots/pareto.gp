@@ -14,6 +14,7 @@ do for [fmt in "png svg"] {
   set ylabel 'test accuracy'
   set cblabel 'relative BOPs'
   set logscale cb
+  set cbrange [0.005:1]
   set palette rgbformulae 33,13,10
   plot datafile using 3:2:4 skip 1 with points pt 7 ps 1.6 lc palette, \
        '' using 3:2:1 skip 1 with labels offset 0,1 font ",8"
