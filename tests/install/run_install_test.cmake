@@ -2,7 +2,8 @@
 # outside application against it: with find_package(bbits) (C++ and C) or with
 # pkg-config (MODE=pkgconfig).
 #   cmake -DBUILD_DIR=... -DAPP_DIR=... -DWORK_DIR=... -DMODEL=... -DMODE=cmake|pkgconfig
-#         [-DGENERATOR=Ninja] [-DPKG_CONFIG=...] [-DCC=...] -P run_install_test.cmake
+#         [-DGENERATOR=Ninja] [-DPKG_CONFIG=...] [-DC_COMPILER=...] [-DCXX_COMPILER=...]
+#         [-DEXTRA_FLAGS="-fsanitize=..."] -P run_install_test.cmake
 cmake_minimum_required(VERSION 3.25)
 foreach(v BUILD_DIR APP_DIR WORK_DIR MODEL MODE)
   if(NOT DEFINED ${v})
@@ -31,12 +32,14 @@ endif()
 
 if(MODE STREQUAL "cmake")
   set(gen)
+  # ccache, compilers: inherit nothing from the parent build but the compilers
+  # (and, in sanitizer builds, the sanitizer flags).
   if(GENERATOR)
     set(gen -G ${GENERATOR})
   endif()
-  # ccache, compilers: inherit nothing from the parent build but the compilers.
   run(${CMAKE_COMMAND} -S ${APP_DIR} -B ${WORK_DIR}/app-build ${gen} -DCMAKE_BUILD_TYPE=Release
-      -DCMAKE_PREFIX_PATH=${PREFIX} -DCMAKE_C_COMPILER=${C_COMPILER} -DCMAKE_CXX_COMPILER=${CXX_COMPILER})
+      -DCMAKE_PREFIX_PATH=${PREFIX} -DCMAKE_C_COMPILER=${C_COMPILER} -DCMAKE_CXX_COMPILER=${CXX_COMPILER}
+      "-DCMAKE_C_FLAGS=${EXTRA_FLAGS}" "-DCMAKE_CXX_FLAGS=${EXTRA_FLAGS}")
   run(${CMAKE_COMMAND} --build ${WORK_DIR}/app-build)
   run(${WORK_DIR}/app-build/app_cpp ${MODEL})
   if(NOT LAST_OUTPUT MATCHES "cpp app: bbits [0-9.]+, 7 layers, top class [0-9]+\ncpp app: error caught: /nonexistent.bbm: cannot open")
@@ -62,10 +65,11 @@ elseif(MODE STREQUAL "pkgconfig")
   separate_arguments(libs UNIX_COMMAND "${libs}")
   run(${PKG_CONFIG} --variable=libdir bbits)
   string(STRIP "${LAST_OUTPUT}" libdir)
+  separate_arguments(extra UNIX_COMMAND "${EXTRA_FLAGS}")
   file(MAKE_DIRECTORY ${WORK_DIR}/pc)
-  run(${C_COMPILER} ${APP_DIR}/main.c ${cflags} ${libs} -Wl,-rpath,${libdir} -o ${WORK_DIR}/pc/app_c)
+  run(${C_COMPILER} ${extra} ${APP_DIR}/main.c ${cflags} ${libs} -Wl,-rpath,${libdir} -o ${WORK_DIR}/pc/app_c)
   run(${WORK_DIR}/pc/app_c ${MODEL})
-  run(${CXX_COMPILER} -std=c++20 ${APP_DIR}/main.cpp ${cflags} ${libs} -Wl,-rpath,${libdir} -o ${WORK_DIR}/pc/app_cpp)
+  run(${CXX_COMPILER} ${extra} -std=c++20 ${APP_DIR}/main.cpp ${cflags} ${libs} -Wl,-rpath,${libdir} -o ${WORK_DIR}/pc/app_cpp)
   run(${WORK_DIR}/pc/app_cpp ${MODEL})
 else()
   message(FATAL_ERROR "MODE must be cmake or pkgconfig")
