@@ -7,6 +7,7 @@
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <vector>
@@ -25,7 +26,9 @@ struct Params {
   float s[5] = {0, 0, 0, 0, 0};   // s2, s4, s8, s16, s32 in float32, as the reference computes them
   float inv[5] = {0, 0, 0, 0, 0}; // 1 / s (training mode need not be bit exact; eval mode divides)
   double a[5] = {0, 0, 0, 0, 0};  // d s_i / d x_max
+  float af[5] = {0, 0, 0, 0, 0};
   float c = 0, lo = 0, m = 0;
+  float sgn = 0;  // 1 for a signed grid (the clip at -c moves with x_max)
   int64_t channels = 0, inner = 1;
 };
 
@@ -46,8 +49,10 @@ Params make_params(const at::Tensor& x, const at::Tensor& xmax, const at::Tensor
   p.a[2] = p.a[1] / 17.0;
   p.a[3] = p.a[2] / 257.0;
   p.a[4] = p.a[3] / 65537.0;
+  for (int i = 0; i < 5; ++i) p.af[i] = static_cast<float>(p.a[i]);
   p.c = static_cast<float>(1.0 - 1e-7) * p.m;
   p.lo = is_signed ? -p.c : 0.0f;
+  p.sgn = is_signed ? 1.0f : 0.0f;
   switch (base_bits) {
     case 2: p.base = 0; break;
     case 4: p.base = 1; break;
@@ -70,9 +75,9 @@ Params make_params(const at::Tensor& x, const at::Tensor& xmax, const at::Tensor
 // Per element: forward value y (before z2) and, when asked, the pieces of the gradient.
 struct Elem {
   float y;
-  bool in_range;
-  double dydm;
-  double dyg[4];
+  float in_range;  // 1 inside (lo, c), else 0
+  float dydm;
+  float dyg[4];
 };
 
 // Round half to even for |v| < 2^22 without a libm call (default FP rounding mode).
@@ -81,47 +86,105 @@ inline float round_even(float v) {
   return (v + m) - m;
 }
 
-inline Elem compute(const Params& p, float xv, bool grads) {
+// K open residual levels, known at compile time so the arrays live in registers.
+template <int K, bool GRADS>
+inline Elem compute(const Params& p, float xv) {
   Elem r{};
-  const float xc = xv < p.lo ? p.lo : (xv > p.c ? p.c : xv);
-  float e[4];
-  double delta[5];
+  const float xc = std::min(std::max(xv, p.lo), p.c);
+  float e[K > 0 ? K : 1];
+  float delta[K + 1];
   const float s0 = p.s[p.base];
   const float q0 = xc * p.inv[p.base];
   const float n0 = round_even(q0);
   const float x2 = s0 * n0;
-  delta[0] = static_cast<double>(n0) - static_cast<double>(q0);
+  delta[0] = n0 - q0;
   float acc = x2;
-  for (int i = 0; i < p.k; ++i) {
-    const float si = p.s[p.base + 1 + i];
-    const float rr = xc - acc;
-    const float q = rr * p.inv[p.base + 1 + i];
+  _Pragma("GCC unroll 4") for (int i = 0; i < K; ++i) {
+    const float q = (xc - acc) * p.inv[p.base + 1 + i];
     const float n = round_even(q);
-    e[i] = si * n;
-    delta[i + 1] = static_cast<double>(n) - static_cast<double>(q);
+    e[i] = p.s[p.base + 1 + i] * n;
+    delta[i + 1] = n - q;
     acc = acc + e[i];
   }
   // y = x2 + g0 (e0 + g1 (e1 + g2 (e2 + g3 e3)))
-  float t[5];
-  t[p.k] = 0.0f;
-  for (int i = p.k - 1; i >= 0; --i) t[i] = p.g[i] * (e[i] + t[i + 1]);
+  float t[K + 1];
+  t[K] = 0.0f;
+  _Pragma("GCC unroll 4") for (int i = K - 1; i >= 0; --i) t[i] = p.g[i] * (e[i] + t[i + 1]);
   r.y = x2 + t[0];
-  if (!grads) return r;
-  r.in_range = xv > p.lo && xv < p.c;
-  double dxcdm = 0.0;
-  if (xv >= p.c) dxcdm = 1.0 - 1e-7;
-  else if (p.is_signed && xv <= p.lo) dxcdm = -(1.0 - 1e-7);
-  // dy/dm = delta0 a0 + sum_i P_i (delta_i a_i - delta_{i-1} a_{i-1}) + dxc/dm
-  double dydm = delta[0] * p.a[p.base] + dxcdm;
-  double P = 1.0;
-  for (int i = 0; i < p.k; ++i) {
-    // dy/dg_i = P_{i-1} (e_i + inner_{i+1}) where inner_{i+1} = t[i+1]
-    r.dyg[i] = P * (static_cast<double>(e[i]) + static_cast<double>(t[i + 1]));
-    P *= p.g[i];
-    dydm += P * (delta[i + 1] * p.a[p.base + 1 + i] - delta[i] * p.a[p.base + i]);
+  if constexpr (GRADS) {
+    const float above = static_cast<float>(xv >= p.c), below = static_cast<float>(xv <= p.lo);
+    r.in_range = (1.0f - above) * (1.0f - below);
+    const float dxcdm = static_cast<float>(1.0 - 1e-7) * (above - p.sgn * below);
+    // dy/dm = delta0 a0 + sum_i P_i (delta_i a_i - delta_{i-1} a_{i-1}) + dxc/dm
+    float dydm = delta[0] * p.af[p.base] + dxcdm;
+    float P = 1.0f;
+    _Pragma("GCC unroll 4") for (int i = 0; i < K; ++i) {
+      // dy/dg_i = P_{i-1} (e_i + inner_{i+1}) where inner_{i+1} = t[i+1]
+      r.dyg[i] = P * (e[i] + t[i + 1]);
+      P *= p.g[i];
+      dydm += P * (delta[i + 1] * p.af[p.base + 1 + i] - delta[i] * p.af[p.base + i]);
+    }
+    r.dydm = dydm;
   }
-  r.dydm = dydm;
   return r;
+}
+
+template <int K>
+void forward_loop(const Params& params, const float* xp, const float* zp, float* op, int64_t n) {
+  at::parallel_for(0, n, 16384, [&](int64_t b, int64_t e) {
+    const Params p = params;
+    if (zp) {
+      for (int64_t i = b; i < e; ++i) op[i] = zp[i / p.inner] * compute<K, false>(p, xp[i]).y;
+    } else {
+      for (int64_t i = b; i < e; ++i) op[i] = compute<K, false>(p, xp[i]).y;
+    }
+  });
+}
+
+// acc layout per thread: [m, g0..g3, z2 channels...]. Each run of 1024
+// elements first computes the per-element terms (a loop the compiler can
+// vectorise), then sums them.
+template <int K, bool Z2>
+void backward_loop(const Params& params, const float* xp, const float* zp, const float* gp, float* gxp, int64_t n,
+                   std::vector<double>& partial, int64_t width) {
+  at::parallel_for(0, n, 16384, [&](int64_t b, int64_t e) {
+    const Params p = params;  // a local copy: stores through gx cannot alias it
+    double* acc = partial.data() + at::get_thread_num() * width;
+    constexpr int64_t kRun = 1024;
+    float dm[kRun], dg[K > 0 ? K : 1][kRun], dz[Z2 ? kRun : 1];
+    for (int64_t run = b; run < e; run += kRun) {
+      const int64_t len = std::min(e - run, kRun);
+      const float* x = xp + run;
+      const float* g = gp + run;
+      float* gx = gxp + run;
+      for (int64_t j = 0; j < len; ++j) {
+        const Elem r = compute<K, true>(p, x[j]);
+        const float z = Z2 ? zp[(run + j) / p.inner] : 1.0f;
+        const float gz = g[j] * z;
+        gx[j] = r.in_range * gz;
+        dm[j] = gz * r.dydm;
+        _Pragma("GCC unroll 4") for (int k = 0; k < K; ++k) dg[k][j] = gz * r.dyg[k];
+        if constexpr (Z2) dz[j] = g[j] * r.y;
+      }
+      float sm = 0.0f;
+      for (int64_t j = 0; j < len; ++j) sm += dm[j];
+      acc[0] += sm;
+      for (int k = 0; k < K; ++k) {
+        float sg = 0.0f;
+        for (int64_t j = 0; j < len; ++j) sg += dg[k][j];
+        acc[1 + k] += sg;
+      }
+      if constexpr (Z2)
+        for (int64_t j = 0; j < len; ++j) acc[5 + (run + j) / p.inner] += dz[j];
+    }
+  });
+}
+
+template <int K>
+void backward_dispatch(const Params& p, const float* xp, const float* zp, const float* gp, float* gxp, int64_t n,
+                       std::vector<double>& partial, int64_t width) {
+  if (zp) backward_loop<K, true>(p, xp, zp, gp, gxp, n, partial, width);
+  else backward_loop<K, false>(p, xp, zp, gp, gxp, n, partial, width);
 }
 
 class BBQuantFn : public torch::autograd::Function<BBQuantFn> {
@@ -135,12 +198,13 @@ class BBQuantFn : public torch::autograd::Function<BBQuantFn> {
     float* op = out.data_ptr<float>();
     const auto z2c = z2.numel() > 0 ? z2.detach().contiguous() : z2;
     const float* zp = z2.numel() > 0 ? z2c.data_ptr<float>() : nullptr;
-    at::parallel_for(0, xc.numel(), 16384, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        const float y = compute(p, xp[i], false).y;
-        op[i] = zp ? zp[i / p.inner] * y : y;
-      }
-    });
+    switch (p.k) {
+      case 0: forward_loop<0>(p, xp, zp, op, xc.numel()); break;
+      case 1: forward_loop<1>(p, xp, zp, op, xc.numel()); break;
+      case 2: forward_loop<2>(p, xp, zp, op, xc.numel()); break;
+      case 3: forward_loop<3>(p, xp, zp, op, xc.numel()); break;
+      default: forward_loop<4>(p, xp, zp, op, xc.numel()); break;
+    }
     ctx->save_for_backward({xc, xmax, gates, z2});
     ctx->saved_data["signed"] = is_signed;
     ctx->saved_data["base"] = base_bits;
@@ -168,18 +232,13 @@ class BBQuantFn : public torch::autograd::Function<BBQuantFn> {
     // Per-thread partial sums: [m, g0..g3, z2 channels...]
     const int64_t width = 5 + p.channels;
     std::vector<double> partial(static_cast<size_t>(nthreads * width), 0.0);
-    at::parallel_for(0, x.numel(), 16384, [&](int64_t b, int64_t e) {
-      double* acc = partial.data() + at::get_thread_num() * width;
-      for (int64_t i = b; i < e; ++i) {
-        const Elem r = compute(p, xp[i], true);
-        const float z = zp ? zp[i / p.inner] : 1.0f;
-        const double gz = static_cast<double>(gp[i]) * z;
-        gxp[i] = r.in_range ? static_cast<float>(gz) : 0.0f;
-        acc[0] += gz * r.dydm;
-        for (int k = 0; k < p.k; ++k) acc[1 + k] += gz * r.dyg[k];
-        if (zp) acc[5 + i / p.inner] += static_cast<double>(gp[i]) * r.y;
-      }
-    });
+    switch (p.k) {
+      case 0: backward_dispatch<0>(p, xp, zp, gp, gxp, x.numel(), partial, width); break;
+      case 1: backward_dispatch<1>(p, xp, zp, gp, gxp, x.numel(), partial, width); break;
+      case 2: backward_dispatch<2>(p, xp, zp, gp, gxp, x.numel(), partial, width); break;
+      case 3: backward_dispatch<3>(p, xp, zp, gp, gxp, x.numel(), partial, width); break;
+      default: backward_dispatch<4>(p, xp, zp, gp, gxp, x.numel(), partial, width); break;
+    }
     std::vector<double> total(static_cast<size_t>(width), 0.0);
     for (int t = 0; t < nthreads; ++t)
       for (int64_t j = 0; j < width; ++j) total[j] += partial[t * width + j];
