@@ -163,7 +163,14 @@ ConvertReport build_model(const Checkpoint& ck, bbits::format::ModelWriter& writ
             throw ConvertError("node '" + n.name + "': concat of tensors on different grids ('" + n.inputs[0] +
                                "' and '" + src + "') is not supported");
         break;
-      default:  // pooling and flatten keep their input's grid
+      case OpKind::AvgPool:
+      case OpKind::GlobalAvgPool:
+        // The eval mode keeps an average in float (no quantizer after
+        // pooling): rounding it onto the input's grid would lose up to half a
+        // step, so the average is float32 (its consumer runs in float32).
+        s.grid = x.grid.quant ? Grid{} : x.grid;
+        break;
+      default:  // max pooling and flatten keep their input's grid
         s.grid = x.grid;
         break;
     }
