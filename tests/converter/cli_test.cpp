@@ -80,6 +80,16 @@ TEST_F(Cli, ReferencePthNeedsArch) {
   r = run(p("ref.pth") + " --arch lenet5 -o " + p("m.bbm"));
   EXPECT_EQ(r.code, 0) << r.out;
   EXPECT_TRUE(fs::exists(p("m.bbm")));
+  // after fixed-gate fine-tuning: gates from the earlier checkpoint
+  const auto fine = test::read_fixture("lenet5_finetuned.pth.gz");
+  std::ofstream(p("fine.pth"), std::ios::binary).write(reinterpret_cast<const char*>(fine.data()),
+                                                       static_cast<std::streamsize>(fine.size()));
+  r = run(p("fine.pth") + " --arch lenet5 -o " + p("f.bbm"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("--gates-from"), std::string::npos) << r.out;
+  r = run(p("fine.pth") + " --arch lenet5 --gates-from " + p("ref.pth") + " -o " + p("f.bbm"));
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(fs::exists(p("f.bbm")));
 }
 
 TEST_F(Cli, ErrorsExitNonZeroAndWriteNothing) {

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <random>
 
+#include "bbits/converter/arch.h"
 #include "bbits/converter/convert.h"
 #include "bbits/converter/pth.h"
 #include "test_util.h"
@@ -131,6 +132,61 @@ TEST(Pth, TensorsOutsideTheTemplateAreAnError) {
   EXPECT_THROW(import_reference(sd2, "lenet5", nullptr, "x"), ConvertError);
   EXPECT_THROW(import_reference(read_pth(test::read_fixture("lenet5_reference.pth.gz")), "vgg7", nullptr, "x"),
                ConvertError);
+}
+
+}  // namespace
+}  // namespace bbits::converter
+
+namespace bbits::converter {
+namespace {
+
+// The inverse of import_reference's name mapping, to build reference-style
+// state dicts for every architecture from the template's tensor list.
+std::string reference_name(const std::string& n) {
+  auto repl = [&](const std::string& from, const std::string& to) -> std::string {
+    const size_t p = n.find(from);
+    return p == std::string::npos ? std::string() : n.substr(0, p) + to + n.substr(p + from.size());
+  };
+  for (const auto& [from, to] : std::vector<std::pair<std::string, std::string>>{
+           {".bn.weight", ".gamma"}, {".bn.bias", ".beta"}, {".bn.running_mean", ".running_mean"},
+           {".bn.running_var", ".running_var"}, {".wq.log_alpha_", ".weight_quantizer.quantizer.gamma_"},
+           {".wq.x_max", ".weight_quantizer.quantizer.x_max"}, {".aq.log_alpha_", ".activation_quantizer.quantizer.gamma_"},
+           {".aq.x_max", ".activation_quantizer.quantizer.x_max"}}) {
+    const std::string r = repl(from, to);
+    if (!r.empty()) return r;
+  }
+  return n;
+}
+
+TEST(Pth, EveryArchitectureTemplateImportsReferenceNames) {
+  for (const std::string arch : {"lenet5", "vgg7", "resnet18", "mobilenetv2"}) {
+    const Graph g = make_arch_graph(arch);
+    std::mt19937 rng(3);
+    std::uniform_real_distribution<float> u(0.1f, 1.0f);
+    TensorMap sd;
+    for (const auto& [name, shape] : expected_tensors(g)) {
+      if (name.rfind("input.", 0) == 0) continue;
+      FTensor t{shape, {}};
+      t.data.resize(static_cast<size_t>(t.numel()));
+      for (float& v : t.data) v = u(rng);
+      sd["module." + reference_name(name)] = std::move(t);
+      if (name.size() > 9 && name.compare(name.size() - 9, 9, "aq.x_max") == 0) {
+        const std::string xmin = "module." + reference_name(name.substr(0, name.size() - 5) + "x_max");
+        const Node& nd = g.node(name.substr(0, name.size() - 9));
+        sd[xmin.substr(0, xmin.size() - 5) + "x_min"] = FTensor{{1}, {nd.act_signed ? -1.0f : 0.0f}};
+      }
+    }
+    TensorMap stripped;
+    for (auto& [k, v] : sd) stripped[k.substr(7)] = v;
+    const Checkpoint ck = import_reference(stripped, arch, nullptr, "x");
+    EXPECT_EQ(ck.graph.nodes.size(), g.nodes.size()) << arch;
+    for (size_t i = 0; i < g.nodes.size(); ++i) {
+      EXPECT_EQ(ck.graph.nodes[i].bn, g.nodes[i].bn) << arch << " " << g.nodes[i].name;
+      EXPECT_EQ(ck.graph.nodes[i].act_quant, g.nodes[i].act_quant) << arch << " " << g.nodes[i].name;
+      EXPECT_EQ(ck.graph.nodes[i].act_signed, g.nodes[i].act_signed) << arch << " " << g.nodes[i].name;
+    }
+    EXPECT_EQ(ck.tensors.size(), expected_tensors(g).size()) << arch;
+  }
 }
 
 }  // namespace
