@@ -69,7 +69,16 @@ json Calibration::to_json() const {
                           {"shape", p.shape},
                           {"k", p.k},
                           {"n", p.n}});
+  j["dispatch"] = json::array();
+  for (const auto& d : dispatch) j["dispatch"].push_back({{"threads", d.threads}, {"runtime", d.runtime}, {"ns", d.ns}});
   return j;
+}
+
+double Calibration::dispatch_ns(const std::string& runtime, int threads) const {
+  if (threads <= 1) return 0.0;
+  for (const auto& d : dispatch)
+    if (d.runtime == runtime && d.threads == threads) return d.ns;
+  return 0.0;
 }
 
 Calibration Calibration::from_json(const json& j) {
@@ -129,6 +138,20 @@ Calibration Calibration::from_json(const json& j) {
     if (p.k < 0 || p.n < 0) throw CalibrationError(fmt::format("calibration: {}.k / n must not be negative", where));
     if (p.threads < 1) throw CalibrationError(fmt::format("calibration: {}.threads must be at least 1", where));
     c.peaks.push_back(p);
+  }
+  if (j.contains("dispatch")) {
+    const auto& d = j["dispatch"];
+    if (!d.is_array()) throw CalibrationError("calibration: 'dispatch' must be an array");
+    for (size_t i = 0; i < d.size(); ++i) {
+      const std::string where = fmt::format("dispatch[{}]", i);
+      DispatchCost dc;
+      dc.threads = field<int>(d[i], "threads", where);
+      dc.runtime = field<std::string>(d[i], "runtime", where);
+      dc.ns = field<double>(d[i], "ns", where);
+      if (dc.threads < 1 || !(dc.ns >= 0) || !std::isfinite(dc.ns))
+        throw CalibrationError(fmt::format("calibration: {} has a bad thread count or time", where));
+      c.dispatch.push_back(dc);
+    }
   }
   return c;
 }

@@ -78,7 +78,9 @@ Pred predict(const LayerCost& c, const Calibration& cal, const std::string& kern
     if (!pk) return p;  // not calibrated: no prediction
     peak = *pk;
   }
-  const RooflinePrediction r = roofline(c, peak, cal, threads);
+  // Kernels built on oneDNN (and the baselines) start their threads through OpenMP.
+  const bool omp = kernel.find("onednn") != std::string::npos;
+  const RooflinePrediction r = roofline(c, peak, cal, threads, cal.dispatch_ns(omp ? "openmp" : "pool", threads));
   p.ns = r.time_ns;
   p.level = r.level;
   p.bound = r.compute_bound() ? "compute" : "memory";

@@ -318,6 +318,26 @@ std::vector<KernelPeak> calibrate_onednn_peaks(const PeakCalibrationOptions& opt
 
 namespace bbits::bench {
 
+std::vector<DispatchCost> calibrate_dispatch(const std::vector<int>& threads) {
+  std::vector<DispatchCost> out;
+  const TimingOptions o{.warmup = 20, .repeats = 201, .min_sample_ns = 0};
+  for (int t : threads) {
+    if (t <= 1) continue;
+    kernels::ThreadPool pool(t);
+    const Summary sp = time_ns([&] { pool.parallel_for(t, [](int64_t, int64_t, int) {}, 1); }, o);
+    out.push_back({t, "pool", sp.median});
+    set_onednn_threads(t);
+    const Summary so = time_ns(
+        [&] {
+#pragma omp parallel num_threads(t)
+          { asm volatile("" ::: "memory"); }
+        },
+        o);
+    out.push_back({t, "openmp", so.median});
+  }
+  return out;
+}
+
 Calibration calibrate_machine(const MachineCalibrationOptions& opts, const Progress& progress) {
   Calibration c;
   c.created = utc_timestamp();
@@ -340,6 +360,10 @@ Calibration calibrate_machine(const MachineCalibrationOptions& opts, const Progr
     for (const auto& b : c.bandwidth)
       progress(fmt::format("  read bandwidth {} thr {:<4} {:8.1f} GB/s  (probe {} KiB)", b.threads, b.level,
                            b.bytes_per_s * 1e-9, b.probe_bytes >> 10));
+  c.dispatch = calibrate_dispatch(opts.peaks.threads);
+  if (progress)
+    for (const auto& d : c.dispatch)
+      progress(fmt::format("  dispatch {} thr {:<7} {:8.2f} us", d.threads, d.runtime, d.ns * 1e-3));
   c.peaks = calibrate_kernel_peaks(po, progress);
   if (po.onednn) {
     auto o = calibrate_onednn_peaks(po, progress);

@@ -14,7 +14,9 @@ int activation_bytes(int bits) {
   throw std::invalid_argument("activation_bytes: bits must be 2, 4, 8, 16 or 32, got " + std::to_string(bits));
 }
 
-RooflinePrediction roofline(const LayerCost& cost, double peak_macs_per_s, const Calibration& cal, int threads) {
+RooflinePrediction roofline(const LayerCost& cost, double peak_macs_per_s, const Calibration& cal, int threads,
+                            double overhead_ns) {
+  if (!(overhead_ns >= 0) || !std::isfinite(overhead_ns)) throw std::invalid_argument("roofline: bad overhead");
   if (cost.macs < 0 || cost.work < 0 || cost.weight_bytes < 0 || cost.input_bytes < 0 || cost.output_bytes < 0)
     throw std::invalid_argument("roofline: negative cost");
   if (threads < 1) throw std::invalid_argument("roofline: threads must be at least 1");
@@ -29,7 +31,8 @@ RooflinePrediction roofline(const LayerCost& cost, double peak_macs_per_s, const
   p.level = lvl.level;
   p.bytes_per_s = lvl.bytes_per_s;
   p.memory_ns = static_cast<double>(cost.bytes()) / lvl.bytes_per_s * 1e9;
-  p.time_ns = std::max(p.compute_ns, p.memory_ns);
+  p.overhead_ns = overhead_ns;
+  p.time_ns = std::max(p.compute_ns, p.memory_ns) + overhead_ns;
   return p;
 }
 

@@ -51,6 +51,14 @@ struct KernelPeak {
   int64_t n = 0;
 };
 
+// Fixed cost of starting one parallel kernel run on `threads` threads: waking
+// the workers and waiting for the last one (median of many empty runs).
+struct DispatchCost {
+  int threads = 1;
+  std::string runtime;  // "pool" (kernels::ThreadPool) or "openmp" (oneDNN and kernels built on it)
+  double ns = 0;
+};
+
 class CalibrationError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
@@ -66,6 +74,7 @@ struct Calibration {
   std::vector<CacheLevel> caches;
   std::vector<BandwidthLevel> bandwidth;
   std::vector<KernelPeak> peaks;
+  std::vector<DispatchCost> dispatch;  // may be empty (older files): no overhead term
 
   nlohmann::json to_json() const;
   // Validates every field; throws CalibrationError naming the bad one.
@@ -91,6 +100,8 @@ struct Calibration {
   // the layer (clamped to the grid; nearest grid point when a corner is missing).
   std::optional<double> peak_macs_per_s(const std::string& kernel, const std::string& op, int threads,
                                         int64_t k = 0, int64_t n = 0) const;
+  // Dispatch cost of a runtime at a thread count (0 when not measured or threads == 1).
+  double dispatch_ns(const std::string& runtime, int threads) const;
 };
 
 // Where the calibration lives: $BBITS_CALIBRATION, else

@@ -38,7 +38,8 @@ int activation_bytes(int bits);
 struct RooflinePrediction {
   double compute_ns = 0;  // work / peak (0 when the layer does no work)
   double memory_ns = 0;   // bytes / bandwidth
-  double time_ns = 0;     // max of the two
+  double overhead_ns = 0; // dispatch cost of a parallel run (0 on one thread)
+  double time_ns = 0;     // max of the two, plus the overhead
   std::string level;      // cache level holding the working set
   double bytes_per_s = 0;
   double macs_per_s = 0;  // the peak used (0: none)
@@ -47,7 +48,10 @@ struct RooflinePrediction {
 
 // Throws CalibrationError when the calibration has no bandwidth entries, and
 // std::invalid_argument for negative costs or a layer with work but no peak.
-RooflinePrediction roofline(const LayerCost& cost, double peak_macs_per_s, const Calibration& cal, int threads);
+// `overhead_ns` (Calibration::dispatch_ns) is added to the max: the fixed cost
+// of waking the other threads, which dominates layers of a few microseconds.
+RooflinePrediction roofline(const LayerCost& cost, double peak_macs_per_s, const Calibration& cal, int threads,
+                            double overhead_ns = 0);
 
 // BOPs of the layer as it runs: MACs x wbits x abits (0 when nothing is computed).
 int64_t layer_bops(const LayerCost& c);
