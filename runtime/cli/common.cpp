@@ -35,7 +35,8 @@ std::string human_bytes(int64_t bytes) {
 }
 
 std::string grouped(int64_t v) {
-  std::string digits = std::to_string(v < 0 ? -v : v);
+  const uint64_t mag = v < 0 ? 0 - static_cast<uint64_t>(v) : static_cast<uint64_t>(v);
+  std::string digits = std::to_string(mag);
   std::string out;
   int n = 0;
   for (auto it = digits.rbegin(); it != digits.rend(); ++it) {

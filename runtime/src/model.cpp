@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -95,6 +96,19 @@ const char* act_name(fb::Activation a) {
   }
 }
 
+// The per-operator costs come from the file unchecked (any int64): sums and
+// products saturate instead of overflowing.
+int64_t sat_add(int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_add_overflow(a, b, &r)) return a > 0 ? INT64_MAX : INT64_MIN;
+  return r;
+}
+int64_t sat_mul(int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_mul_overflow(a, b, &r)) return (a > 0) == (b > 0) ? INT64_MAX : INT64_MIN;
+  return r;
+}
+
 int tensor_bits(const fb::Tensor* t) {
   if (!t) return -1;
   if (t->dtype() == fb::DataType::Quantized) return t->quant() ? t->quant()->bits() : -1;
@@ -174,23 +188,25 @@ ModelInfo describe_model(const format::ModelView& view) {
         if (op->type() == fb::OpType::Conv2D && L.output_shape.size() == 4)
           spatial = L.output_shape[2] * L.output_shape[3];
         if (spatial > 0) fp32_weights = op->macs_unpruned() / spatial;
+        if (fp32_weights < 0) fp32_weights = rows * k;
       }
-      info.float32_bytes += fp32_weights * 4 + L.channels_total * 4;
+      info.float32_bytes = sat_add(info.float32_bytes, sat_add(sat_mul(fp32_weights, 4), sat_mul(L.channels_total, 4)));
       if (L.inputs.size() >= 3 && L.inputs[2] >= 0) {
         const fb::Tensor* b = tensor_at(L.inputs[2]);
-        if (b && b->buffer() >= 0) info.bias_bytes += static_cast<int64_t>(view.tensor_data(L.inputs[2]).size());
+        if (b && b->buffer() >= 0)
+          info.bias_bytes = sat_add(info.bias_bytes, static_cast<int64_t>(view.tensor_data(L.inputs[2]).size()));
       }
     }
     L.macs = op->macs();
     L.macs_unpruned = op->macs_unpruned();
     L.weight_bytes = op->weight_bytes();
     L.bops = op->bops();
-    L.bops_fp32 = cost::bops_fp32(op->macs_unpruned());
-    info.macs += L.macs;
-    info.macs_unpruned += L.macs_unpruned;
-    info.bops += L.bops;
-    info.bops_fp32 += L.bops_fp32;
-    info.weight_bytes += L.weight_bytes;
+    L.bops_fp32 = sat_mul(op->macs_unpruned(), 32 * 32);  // cost::bops_fp32, saturating
+    info.macs = sat_add(info.macs, L.macs);
+    info.macs_unpruned = sat_add(info.macs_unpruned, L.macs_unpruned);
+    info.bops = sat_add(info.bops, L.bops);
+    info.bops_fp32 = sat_add(info.bops_fp32, L.bops_fp32);
+    info.weight_bytes = sat_add(info.weight_bytes, L.weight_bytes);
     info.layers.push_back(std::move(L));
   }
   info.inputs.assign(m.inputs()->begin(), m.inputs()->end());

@@ -257,6 +257,21 @@ TEST(BadFiles, NonFiniteFloatBias) {
   EXPECT_ERROR_HAS(msg, "not a finite number");
 }
 
+TEST(BadFiles, AbsurdStoredCostsDoNotOverflow) {
+  // Costs are stored, not recomputed: extreme values must not overflow the
+  // totals (found under UBSan by RandomByteFlipsWithValidChecksum).
+  const auto b = repack(small_model().bytes, [](fb::ModelT& m) {
+    for (auto& op : m.operators) {
+      op->macs = op->macs_unpruned = op->bops = op->weight_bytes = INT64_MAX / 3;
+    }
+    m.operators[0]->macs_unpruned = -7;
+  });
+  EXPECT_EQ(load_error(b), "");
+  auto model = bbits::Model::from_memory(b.data(), b.size());
+  EXPECT_EQ(model->info().bops_fp32, INT64_MAX);
+  EXPECT_EQ(model->info().macs, INT64_MAX);
+}
+
 TEST(BadFiles, IllegalBitWidth) {
   const auto b = repack(small_model().bytes, [](fb::ModelT& m) {
     m.tensors[static_cast<size_t>(tensor_index(m, "conv1.out"))]->quant->bits = 3;
