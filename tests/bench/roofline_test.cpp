@@ -29,6 +29,7 @@ bb::Calibration machine() {
   c.peaks.push_back({"conv_w4a8", "conv2d", 4, 8, "avx512_vnni", 1, 100e9, 0, "3x3 64->64 28x28"});
   c.peaks.push_back({"conv_w4a8", "conv2d", 4, 8, "avx512_vnni", 2, 190e9, 0, "3x3 64->64 28x28"});
   c.peaks.push_back({"fc_w8a8", "fully_connected", 8, 8, "avx2", 1, 40e9, 0, "1024->1024"});
+  c.dispatch = {{2, "pool", 9000}, {2, "openmp", 8000}};
   return c;
 }
 
@@ -82,6 +83,20 @@ TEST(Roofline, ElementOperationsUseTheKernelPeak) {
   EXPECT_EQ(p.level, "L2");
   EXPECT_TRUE(p.compute_bound());
   EXPECT_THROW(bb::roofline(l, 0, machine(), 1), std::invalid_argument);
+}
+
+TEST(Roofline, DispatchCostIsAddedOnSeveralThreads) {
+  const auto c = machine();
+  EXPECT_EQ(c.dispatch_ns("pool", 1), 0);
+  EXPECT_EQ(c.dispatch_ns("pool", 2), 9000);
+  EXPECT_EQ(c.dispatch_ns("openmp", 2), 8000);
+  EXPECT_EQ(c.dispatch_ns("pool", 4), 0);  // not measured
+  bb::LayerCost l;
+  l.input_bytes = 1000;  // 10 ns at 100 GB/s
+  const auto p = bb::roofline(l, 0, c, 2, c.dispatch_ns("pool", 2));
+  EXPECT_DOUBLE_EQ(p.overhead_ns, 9000);
+  EXPECT_DOUBLE_EQ(p.time_ns, p.memory_ns + 9000);
+  EXPECT_THROW(bb::roofline(l, 0, c, 2, -1), std::invalid_argument);
 }
 
 TEST(Roofline, BoundaryBelongsToTheSmallerLevel) {
@@ -178,6 +193,12 @@ TEST(Calibration, JsonRoundTripAndValidation) {
   } catch (const bb::CalibrationError& e) {
     EXPECT_NE(std::string(e.what()).find("bandwidth[0]"), std::string::npos);
   }
+  j = c.to_json();
+  j["dispatch"][0]["ns"] = -5.0;
+  EXPECT_THROW(bb::Calibration::from_json(j), bb::CalibrationError);
+  j = c.to_json();
+  j.erase("dispatch");  // optional: older files
+  EXPECT_TRUE(bb::Calibration::from_json(j).dispatch.empty());
   j = c.to_json();
   j["peaks"][0].erase("kernel");
   EXPECT_THROW(bb::Calibration::from_json(j), bb::CalibrationError);
