@@ -23,6 +23,8 @@
 #   BBITS_BENCH_ARCHS=LIST     synthetic networks (default "resnet18 mobilenetv2")
 #   BBITS_CALIBRATION=FILE     reuse this calibration instead of measuring one
 #   OMP_WAIT_POLICY            default passive here (see below)
+#   BBITS_LIBTORCH_BUILD=DIR   a BBITS_TRAINING=ON build holding bin/bench_libtorch
+#                              (default: BBITS_BUILD)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -124,9 +126,10 @@ if [[ -n "$newest_lenet" ]]; then
 fi
 
 # ---- 4. LibTorch float32 baseline --------------------------------------------------------
-if [[ -x "$bin/bench_libtorch" ]]; then
+libtorch_bin="${BBITS_LIBTORCH_BUILD:-$BBITS_BUILD}/bin/bench_libtorch"
+if [[ -x "$libtorch_bin" ]]; then
   echo "== LibTorch float32"
-  "$bin/bench_libtorch" --model lenet5,resnet18,mobilenetv2 --threads "$threads" --repeats "$repeats" \
+  "$libtorch_bin" --model lenet5,resnet18,mobilenetv2 --threads "$threads" --repeats "$repeats" \
     --csv "$results/libtorch.csv"
 fi
 

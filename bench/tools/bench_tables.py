@@ -88,6 +88,15 @@ def main():
                 if num(r["macs"]) and num(r["meas_x8"]) is not None:
                     vals = [num(r[k]) for k in ("bop_x8", "roof_x8", "meas_x8", "bop_x32", "roof_x32", "meas_x32")]
                     spd.append(f"{name} {th} " + " ".join("NaN" if v is None else f"{v:.4f}" for v in vals))
+    lt = os.path.join(d, "libtorch.csv")
+    if os.path.exists(lt):
+        with open(lt, newline="") as f:
+            lrows = list(csv.DictReader(f))
+        out.append("\n### LibTorch float32 (the training library's networks, quantizers off)\n")
+        out.append("| model | threads | ms (median) | IQR ms |")
+        out.append("|---|---|---|---|")
+        for r in lrows:
+            out.append(f"| {r['model']} | {r['threads']} | {fmt(num(r['t_us']) / 1000.0)} | {fmt(num(r['t_iqr_us']) / 1000.0)} |")
     if total_n:
         out.append(f"\nOver all models and thread counts: the roofline time is within ±25% of the measured time "
                    f"for {total_hit} of {total_n} layers ({total_hit / total_n * 100:.0f}%).")

@@ -40,6 +40,8 @@ int run_calibrate(const CalibrateOptions& o) {
   if (o.quick) {
     mo.bandwidth.timing.repeats = 3;
     mo.bandwidth.fills = {0.25};
+    mo.bandwidth.dram_factor = 1.0;
+    mo.bandwidth.dram_min_bytes = 8ll << 20;
     mo.peaks.timing = {.warmup = 1, .repeats = 2, .min_sample_ns = 0};
   }
   const bb::Calibration c = bb::calibrate_machine(mo, [](const std::string& s) { fmt::print("{}\n", s); });
