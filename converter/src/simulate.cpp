@@ -66,15 +66,19 @@ void conv2d(const Node& nd, const Act4& x, const std::vector<double>& w, const s
           for (int kw = 0; kw < KW; ++kw) {
             const double wv = w[static_cast<size_t>(((o * cpg + ci) * KH + kh) * KW + kw)];
             if (wv == 0.0) continue;
+            // output columns whose input column ix = ox * sw + off lies inside the row
+            const int64_t sw = nd.stride_w, off = static_cast<int64_t>(kw) * nd.dilation_w - nd.pad_w;
+            const int64_t ox_lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
+            const int64_t ox_hi = std::min<int64_t>(OW, W - 1 - off < 0 ? 0 : (W - 1 - off) / sw + 1);
             for (int64_t oy = 0; oy < OH; ++oy) {
               const int64_t iy = oy * nd.stride_h - nd.pad_h + kh * nd.dilation_h;
               if (iy < 0 || iy >= H) continue;
-              const double* xr = xc + iy * W;
+              const double* xr = xc + iy * W + off;
               double* yr = yo + oy * OW;
-              for (int64_t ox = 0; ox < OW; ++ox) {
-                const int64_t ix = ox * nd.stride_w - nd.pad_w + kw * nd.dilation_w;
-                if (ix < 0 || ix >= W) continue;
-                yr[ox] += wv * xr[ix];
+              if (sw == 1) {
+                for (int64_t ox = ox_lo; ox < ox_hi; ++ox) yr[ox] += wv * xr[ox];
+              } else {
+                for (int64_t ox = ox_lo; ox < ox_hi; ++ox) yr[ox] += wv * xr[ox * sw];
               }
             }
           }

@@ -94,7 +94,7 @@ BitConfig parse_bit_config(const std::string& spec) {
   }
 }
 
-Checkpoint make_synthetic(const std::string& arch, const BitConfig& cfg, uint64_t seed) {
+Checkpoint make_synthetic(const std::string& arch, const BitConfig& cfg, uint64_t seed, bool calibrate) {
   Checkpoint ck;
   ck.graph = make_arch_graph(arch);
   const Graph& g = ck.graph;
@@ -185,7 +185,7 @@ Checkpoint make_synthetic(const std::string& arch, const BitConfig& cfg, uint64_
   // activation ranges: float forward pass on a random input
   const float in_xm = default_input_x_max(g.input);
   put(g.input.name + ".aq.x_max", {1}, {in_xm});
-  const int64_t batch = g.input.shape[1] * g.input.shape[2] > 4096 ? 1 : 8;
+  const int64_t batch = g.input.shape[1] * g.input.shape[2] > 1024 ? 1 : 2;
   FTensor x;
   x.shape = {batch, g.input.shape[0], g.input.shape[1], g.input.shape[2]};
   x.data.resize(static_cast<size_t>(x.numel()));
@@ -199,11 +199,12 @@ Checkpoint make_synthetic(const std::string& arch, const BitConfig& cfg, uint64_
   SimulateOptions so;
   so.quantize = false;
   so.ranges = &ranges;
-  // the float pass needs no quantizer tensors, but fold_layer needs the weights only
-  simulate(ck, x, so);
+  // the float pass needs no quantizer tensors, only the weights
+  if (calibrate) simulate(ck, x, so);
   for (const Node& n : g.nodes) {
     if (!n.act_quant) continue;
-    const auto [lo, hi] = ranges.at(n.name);
+    const float guess = n.activation == Act::Relu6 && !n.act_signed ? 6.0f : 4.0f;
+    const auto [lo, hi] = calibrate ? ranges.at(n.name) : std::pair<float, float>{-guess, guess};
     float xm = n.act_signed ? std::max(std::fabs(lo), std::fabs(hi)) : hi;
     if (n.activation == Act::Relu6 && !n.act_signed) xm = std::min(xm, 6.0f);
     put(n.name + ".aq.x_max", {1}, {xm > 0.0f ? xm : 1.0f});

@@ -36,6 +36,8 @@ BitConfig bit_config_from_json(const nlohmann::json& j);
 // from the folded weights, activation ranges calibrated by a float forward pass
 // on a random input, gates set to +20 / -20 by the configuration. Names in the
 // configuration that are not nodes of the graph are an error.
-Checkpoint make_synthetic(const std::string& arch, const BitConfig& cfg, uint64_t seed);
+// `calibrate = false` skips the forward pass (ranges: 6 after ReLU6, else 4),
+// for quick tests of the large networks.
+Checkpoint make_synthetic(const std::string& arch, const BitConfig& cfg, uint64_t seed, bool calibrate = true);
 
 }  // namespace bbits::converter
