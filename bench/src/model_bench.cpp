@@ -97,7 +97,7 @@ const std::vector<Column>& bench_columns() {
       {"t_f32_us", 1},    {"t_int8_us", 1},    {"roof_us", 1},   {"roof_err", 2},  {"bop_x32", 1},
       {"roof_x32", 2},    {"meas_x32", 2},     {"bop_err32", 2}, {"roof_err32", 2}, {"bop_x8", 2},
       {"roof_x8", 2},     {"meas_x8", 2},      {"bop_err8", 2},  {"roof_err8", 2}, {"t_layers_sum_us", 1},
-      {"onednn_f32_impl"}, {"onednn_int8_impl"}};
+      {"t_kernel_us", 1}, {"t_kernel_iqr_us", 1}, {"roof_err_kernel", 2}, {"onednn_f32_impl"}, {"onednn_int8_impl"}};
   return cols;
 }
 
@@ -152,6 +152,7 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
   for (size_t i = 0; i < ml->layers().size(); ++i)
     chosen.push_back(pick_kernel(ml->layers()[i], info.layers[i].kernel, isa));
 
+  bool profiled = true;
   for (int t : opts.threads) {
     std::unique_ptr<kernels::ThreadPool> pool;
     if (t > 1) pool = std::make_unique<kernels::ThreadPool>(t);
@@ -168,6 +169,7 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
 
     std::vector<std::optional<Summary>> tf(n), ti(n);
     std::optional<Summary> whole_f, whole_i, whole_b;
+    std::vector<Summary> ts;  // per-layer times inside a profiled session (empty: unavailable)
     std::vector<std::string> impl_f(n), impl_i(n);
     if (opts.baselines) {
       for (BaselineKind kind : {BaselineKind::F32, BaselineKind::Int8}) {
@@ -226,6 +228,28 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
           },
           opts.timing);
       say(fmt::format("bbits session timed ({} threads)", t));
+      // Per-layer times inside the session (SessionOptions::profile): each
+      // layer reads what the previous one just wrote, as in real use.
+      bbits::Session prof(run_model, {.threads = t, .profile = true});
+      auto run_once = [&] {
+        if (quantized)
+          prof.run_quantized(qin);
+        else
+          prof.run(fin);
+      };
+      for (int w = 0; w < opts.timing.warmup; ++w) run_once();
+      std::vector<std::vector<double>> samples(n);
+      for (int r = 0; r < opts.timing.repeats; ++r) {
+        run_once();
+        const std::vector<double>& ns = prof.layer_ns();
+        if (ns.size() != n) break;
+        for (size_t i = 0; i < n; ++i) samples[i].push_back(ns[i]);
+      }
+      if (!samples.empty() && samples[0].size() == static_cast<size_t>(opts.timing.repeats)) {
+        ts.resize(n);
+        for (size_t i = 0; i < n; ++i) ts[i] = summarize(samples[i]);
+      }
+      say(fmt::format("bbits session layers profiled ({} threads)", t));
     }
 
     // ---- rows -------------------------------------------------------------------
@@ -241,7 +265,9 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
       const Pred pb = predict(c, cal, chosen[i]->name, fam, t, kn);
       const Pred pf = predict(baseline_cost(L, 32), cal, baseline_name(BaselineKind::F32), fam, t, kn);
       const Pred pi = predict(baseline_cost(L, 8), cal, baseline_name(BaselineKind::Int8), fam, t, kn);
-      const double tm = tb[i].median;
+      // The layer's time: inside the session when profiled, else the kernel alone.
+      const Summary& tl = ts.empty() ? tb[i] : ts[i];
+      const double tm = tl.median;
       const double t32 = tf[i] ? tf[i]->median : kNaN;
       const double t8 = ti[i] ? ti[i]->median : kNaN;
       const double bx32 = bop_ratio(c, 32), bx8 = bop_ratio(c, 8);
@@ -265,12 +291,14 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
       }
       res.rows.add_row({std::string("layer"), int64_t{t}, int64_t{L.index}, L.name, fam, chosen[i]->name,
                         c.macs > 0 ? Cell{int64_t{c.wbits}} : Cell{}, int64_t{c.abits}, c.macs, layer_bops(c),
-                        c.bytes(), pb.level, pb.bound, us(&tb[i]), num(tb[i].iqr() * 1e-3),
+                        c.bytes(), pb.level, pb.bound, us(&tl), num(tl.iqr() * 1e-3),
                         tf[i] ? us(&*tf[i]) : Cell{}, ti[i] ? us(&*ti[i]) : Cell{}, num(pb.ns * 1e-3), num(rerr),
                         num(bx32), num(rx32), num(mx32), num(relative_error(bx32, mx32)),
                         num(relative_error(rx32, mx32)), num(bx8), num(rx8), num(mx8),
-                        num(relative_error(bx8, mx8)), num(relative_error(rx8, mx8)), Cell{}, impl_f[i], impl_i[i]});
+                        num(relative_error(bx8, mx8)), num(relative_error(rx8, mx8)), Cell{}, us(&tb[i]),
+                        num(tb[i].iqr() * 1e-3), num(relative_error(pb.ns, tb[i].median)), impl_f[i], impl_i[i]});
     }
+    if (ts.empty()) profiled = false;
     const double share = judged > 0 ? static_cast<double>(hits) / judged : kNaN;
     res.roofline_hit_rate.emplace_back(t, share);
     // Whole model: measured end to end; predictions are sums over the layers.
@@ -288,8 +316,11 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
                       whole_f ? us(&*whole_f) : Cell{}, whole_i ? us(&*whole_i) : Cell{}, num(proof * 1e-3),
                       num(relative_error(proof, tw)), num(bx32), num(rx32), num(mx32), num(relative_error(bx32, mx32)),
                       num(relative_error(rx32, mx32)), num(bx8), num(rx8), num(mx8), num(relative_error(bx8, mx8)),
-                      num(relative_error(rx8, mx8)), num(sum_t * 1e-3), std::string(""), std::string("")});
+                      num(relative_error(rx8, mx8)), num(sum_t * 1e-3), Cell{}, Cell{}, Cell{}, std::string(""),
+                      std::string("")});
   }
+  res.meta.emplace_back("layer_timing", profiled ? "session profile (Session::layer_ns, one run per sample)"
+                                                 : "each kernel alone (t_kernel_us)");
   return res;
 }
 
@@ -304,11 +335,13 @@ std::string summary_text(const ModelBenchResult& r) {
     return kNaN;
   };
   for (const auto& [t, share] : r.roofline_hit_rate) {
-    std::vector<double> rerr, berr8, berr32;
+    std::vector<double> rerr, kerr, berr8, berr32;
     for (const auto& row : rows) {
       if (std::get<std::string>(row[c_scope]) != "layer" || std::get<int64_t>(row[c_thr]) != t) continue;
       const double e = get(row, "roof_err"), b8 = get(row, "bop_err8"), b32 = get(row, "bop_err32");
+      const double ek = get(row, "roof_err_kernel");
       if (std::isfinite(e)) rerr.push_back(std::fabs(e));
+      if (std::isfinite(ek)) kerr.push_back(std::fabs(ek));
       if (std::isfinite(b8)) berr8.push_back(b8);
       if (std::isfinite(b32)) berr32.push_back(b32);
     }
@@ -316,6 +349,13 @@ std::string summary_text(const ModelBenchResult& r) {
                      std::isfinite(share) ? share * 100 : 0.0, rerr.size());
     if (!rerr.empty()) s += fmt::format(" (median |error| {:.0f}%)", summarize(rerr).median * 100);
     s += "\n";
+    if (!kerr.empty()) {
+      size_t k_hits = 0;
+      for (double e : kerr) k_hits += e <= 0.25 ? 1 : 0;
+      s += fmt::format("threads {}: the same against each kernel timed alone: {:.0f}% (median |error| {:.0f}%)\n", t,
+                       100.0 * static_cast<double>(k_hits) / static_cast<double>(kerr.size()),
+                       summarize(kerr).median * 100);
+    }
     if (!berr8.empty()) {
       const Summary b = summarize(berr8);
       s += fmt::format("threads {}: BOP-predicted speedup vs oneDNN int8: median error {:+.0f}% (IQR {:+.0f}%..{:+.0f}%)\n",

@@ -1,7 +1,7 @@
 // bbits bench — the measured-vs-predicted benchmark of one model file: per
 // layer and for the whole model, at each thread count, the measured time of
-// bbits (the kernel the runtime's plan chose) and of the oneDNN float32 and
-// int8 baselines; the speedups BOPs and the roofline predict against those
+// bbits (per layer inside a profiled Session, and each chosen kernel alone)
+// and of the oneDNN float32 and int8 baselines; the speedups BOPs and the roofline predict against those
 // baselines; the measured speedups; and the error of each prediction.
 #pragma once
 
