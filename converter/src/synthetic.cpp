@@ -177,6 +177,28 @@ Checkpoint make_synthetic(const std::string& arch, const BitConfig& cfg, uint64_
       std::shuffle(order.begin(), order.end(), rng);
       std::vector<float> la(static_cast<size_t>(O), -20.0f);
       for (int64_t c = 0; c < kept; ++c) la[static_cast<size_t>(order[static_cast<size_t>(c)])] = 20.0f;
+      // A depthwise layer prunes the channels its producer pruned (and only
+      // those), so that both can go together.
+      if (n.is_depthwise()) {
+        const int pi = g.index_of(n.inputs[0]);
+        const std::string pk = pi >= 0 ? g.nodes[static_cast<size_t>(pi)].name + ".wq.log_alpha_2" : std::string();
+        if (!pk.empty() && ck.tensors.count(pk)) la = ck.tensors.at(pk).data;
+        else std::fill(la.begin(), la.end(), 20.0f);
+      }
+      // A pruned channel before a ReLU gets a negative bias: its constant
+      // output is 0, which every consumer can absorb (also through zero
+      // padding), so the benchmarks see pruned channels removed.
+      if (n.activation != Act::None) {
+        for (int64_t c = 0; c < O; ++c) {
+          if (la[static_cast<size_t>(c)] > 0.0f) continue;
+          const size_t u = static_cast<size_t>(c);
+          if (n.bn) {
+            ck.tensors.at(n.name + ".bn.bias").data[u] -= std::fabs(f.bias[u]) + 1.0f;
+          } else if (n.bias) {
+            ck.tensors.at(n.name + ".bias").data[u] = -1.0f;
+          }
+        }
+      }
       put(n.name + ".wq.log_alpha_2", {O}, std::move(la));
     } else if (cfg.layers.count(n.name) && cfg.layers.at(n.name).keep < 1.0) {
       throw ConvertError("bit config: layer '" + n.name + "' is not prunable (keep must be 1)");

@@ -341,3 +341,27 @@ TEST(Synthetic, BadConfigurationsAreNamed) {
 
 }  // namespace
 }  // namespace bbits::converter
+
+namespace bbits::converter {
+namespace {
+
+TEST(Synthetic, PrunedMobileNetV2RemovesChannelsThroughDepthwiseLayers) {
+  BitConfig cfg = parse_bit_config("w4a8");
+  cfg.base.keep = 0.5;
+  const Checkpoint ck = make_synthetic("mobilenetv2", cfg, 5, /*calibrate=*/false);
+  bbits::format::ModelWriter w;
+  const ConvertReport r = build_model(ck, w);
+  const auto bytes = w.serialize();
+  EXPECT_NO_THROW(bbits::format::verify_model(bytes.data(), bytes.size()));
+  int dw_removed = 0, pw_removed = 0;
+  for (const auto& row : r.rows) {
+    if (row.op == "depthwise" && row.channels_removed && row.kept < row.channels) ++dw_removed;
+    if (row.op == "conv2d" && row.channels_removed && row.kept < row.channels) ++pw_removed;
+  }
+  EXPECT_GE(dw_removed, 16);  // every block's depthwise layer but the first (fed by the stem)
+  EXPECT_GT(pw_removed, 16);
+  EXPECT_LT(r.macs, r.macs_unpruned * 6 / 10);
+}
+
+}  // namespace
+}  // namespace bbits::converter
