@@ -205,7 +205,7 @@ const BandwidthLevel& Calibration::level_for(int64_t working_set, int threads) c
 }
 
 std::optional<double> Calibration::peak_macs_per_s(const std::string& kernel, const std::string& op, int threads,
-                                                   int64_t k, int64_t n) const {
+                                                   int64_t k, int64_t n, int wbits) const {
   // Thread count: exact when measured, else the nearest (ties: fewer), scaled.
   int best_t = -1;
   for (const auto& p : peaks) {
@@ -219,6 +219,17 @@ std::optional<double> Calibration::peak_macs_per_s(const std::string& kernel, co
   std::vector<const KernelPeak*> cand;
   for (const auto& p : peaks)
     if (p.kernel == kernel && (op.empty() || p.op == op) && p.threads == best_t) cand.push_back(&p);
+  if (wbits > 0) {
+    std::vector<const KernelPeak*> same;
+    for (const auto* p : cand)
+      if (p->wbits == wbits) same.push_back(p);
+    if (!same.empty()) {
+      cand = same;
+    } else {  // not measured at this width: the kernel's native width (the first measured)
+      const int w0 = cand.front()->wbits;
+      std::erase_if(cand, [&](const KernelPeak* p) { return p->wbits != w0; });
+    }
+  }
   const KernelPeak* first = cand.front();
   if (k <= 0 || n <= 0 || cand.size() == 1 || first->k <= 0 || first->n <= 0) return first->macs_per_s * scale;
   // Grid coordinates in log2 space.

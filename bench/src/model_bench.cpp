@@ -74,7 +74,7 @@ Pred predict(const LayerCost& c, const Calibration& cal, const std::string& kern
   Pred p;
   double peak = 0;
   if (c.compute_work() > 0) {
-    const auto pk = cal.peak_macs_per_s(kernel, family, threads, kn.first, kn.second);
+    const auto pk = cal.peak_macs_per_s(kernel, family, threads, kn.first, kn.second, c.macs > 0 ? c.wbits : 0);
     if (!pk) return p;  // not calibrated: no prediction
     peak = *pk;
   }

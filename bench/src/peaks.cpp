@@ -218,8 +218,15 @@ std::vector<KernelPeak> calibrate_kernel_peaks(const PeakCalibrationOptions& opt
     if (!kernels::isa_at_most(k.isa, opts.max_isa)) continue;
     if (!opts.filter.empty() && k.name.find(opts.filter) == std::string::npos) continue;
     const bool has_weights = k.op == kernels::OpKind::Conv2D || k.op == kernels::OpKind::FullyConnected;
-    const int wb = has_weights ? native_bits(k.weight_bits) : 0, ab = native_bits(k.act_bits);
-    if (has_weights && wb == 0) continue;  // whole-layer-pruned kernels compute nothing
+    const int native_wb = has_weights ? native_bits(k.weight_bits) : 0, ab = native_bits(k.act_bits);
+    if (has_weights && native_wb == 0) continue;  // whole-layer-pruned kernels compute nothing
+    // A kernel may run layers of other weight widths (an int8 kernel running
+    // 4- or 2-bit weights): measure it at every width it accepts.
+    std::vector<int> widths = {native_wb};
+    if (has_weights && k.isa != kernels::Isa::Reference)
+      for (int w : {2, 4, 8})
+        if (w != native_wb) widths.push_back(w);
+    for (const int wb : widths)
     for (const std::string& fam : peak_families()) {
       if (!serves(k, fam)) continue;
       // Reference kernels (slow, rarely chosen) get one small shape.

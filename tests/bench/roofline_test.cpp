@@ -140,6 +140,12 @@ TEST(Roofline, PeakInterpolatesOverTheShapeGrid) {
   EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("g", "pointwise", 1, 64, 16), 30);  // a grid point
   EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("g", "pointwise", 1, 4096, 4096), 40);  // clamped
   EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("g", "pointwise", 2, 16, 16), 20);  // scaled by threads
+  // Measured at several weight widths: the layer's width wins.
+  c.peaks.push_back({"g", "pointwise", 2, 8, "x", 1, 5, 0, "", 16, 16});
+  EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("g", "pointwise", 1, 16, 16, 2), 5);
+  EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("g", "pointwise", 1, 16, 16, 8), 10);
+  EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("g", "pointwise", 1, 16, 16, 4), 10);  // not measured: native width
+  c.peaks.pop_back();
   c.peaks.pop_back();  // corner (64, 64) missing: nearest point
   EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("g", "pointwise", 1, 60, 20), 30);
 }

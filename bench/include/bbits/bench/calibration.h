@@ -98,8 +98,10 @@ struct Calibration {
   // With k, n > 0 and peaks measured over a (k, n) grid, the peak is
   // interpolated bilinearly in (log k, log n) between the grid points around
   // the layer (clamped to the grid; nearest grid point when a corner is missing).
+  // With wbits > 0, entries measured at that weight width are preferred
+  // (a kernel may run layers of several widths at different speeds).
   std::optional<double> peak_macs_per_s(const std::string& kernel, const std::string& op, int threads,
-                                        int64_t k = 0, int64_t n = 0) const;
+                                        int64_t k = 0, int64_t n = 0, int wbits = 0) const;
   // Dispatch cost of a runtime at a thread count (0 when not measured or threads == 1).
   double dispatch_ns(const std::string& runtime, int threads) const;
 };
