@@ -52,7 +52,7 @@ struct KernelPeak {
 };
 
 // Fixed cost of starting one parallel kernel run on `threads` threads: waking
-// the workers and waiting for the last one (median of many empty runs).
+// the workers and waiting for the last one (lower quartile of many empty runs).
 struct DispatchCost {
   int threads = 1;
   std::string runtime;  // "pool" (kernels::ThreadPool) or "openmp" (oneDNN and kernels built on it)

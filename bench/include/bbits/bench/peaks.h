@@ -58,7 +58,7 @@ std::vector<KernelPeak> calibrate_onednn_peaks(const PeakCalibrationOptions& opt
 namespace bbits::bench {
 
 // Dispatch cost of kernels::ThreadPool and of an OpenMP parallel region for
-// each thread count > 1 (median of many empty parallel runs).
+// each thread count > 1 (lower quartile of 201 empty parallel runs).
 std::vector<DispatchCost> calibrate_dispatch(const std::vector<int>& threads);
 
 struct MachineCalibrationOptions {
