@@ -353,14 +353,9 @@ ConvertReport build_model(const Checkpoint& ck, bbits::format::ModelWriter& writ
         }
       }
       if (n.is_layer()) {
-        const Layer& L = layers[ii];
         size_t ncand = 0;
-        bool covers_pruned = true;
-        for (size_t c = 0; c < C; ++c) {
-          ncand += s.cand[c] ? 1 : 0;
-          if (!L.keep[c] && !s.cand[c]) covers_pruned = false;
-        }
-        if (ncand > 0 && ncand < C && covers_pruned) s.removed = s.cand;
+        for (size_t c = 0; c < C; ++c) ncand += s.cand[c] ? 1 : 0;
+        if (ncand > 0 && ncand < C) s.removed = s.cand;  // never remove every channel
       }
     }
     // pass removal on through pooling, flatten and activations; check depthwise consistency
@@ -544,16 +539,22 @@ ConvertReport build_model(const Checkpoint& ck, bbits::format::ModelWriter& writ
       }
       op->inputs = {x.tensor, wt, bt};
 
-      // pruning record
+      // pruning record: with removal, keep_mask says which rows are stored (a
+      // pruned channel that had to stay is a zero row and counts as kept);
+      // without, it holds the gate decisions and pruned rows are zero
       bool any_pruned = false, any_removed = false;
       for (size_t c = 0; c < L.keep.size(); ++c) {
         any_pruned = any_pruned || !L.keep[c];
         any_removed = any_removed || s.removed[c];
+        row.zero_rows += (!L.keep[c] && !s.removed[c]) ? 1 : 0;
       }
-      if (any_pruned || any_removed) {
+      if (any_removed) {
         op->keep_mask.resize(L.keep.size());
-        for (size_t c = 0; c < L.keep.size(); ++c) op->keep_mask[c] = (L.keep[c] && !s.removed[c]) ? 1 : 0;
-        op->channels_removed = any_removed;
+        for (size_t c = 0; c < L.keep.size(); ++c) op->keep_mask[c] = s.removed[c] ? 0 : 1;
+        op->channels_removed = true;
+      } else if (any_pruned) {
+        op->keep_mask.assign(L.keep.begin(), L.keep.end());
+        op->channels_removed = false;
       }
 
       // costs: live channels only (pruned or constant channels do no work)
@@ -719,7 +720,7 @@ std::string format_report(const ConvertReport& r) {
     for (size_t d = 1; d < row.out_shape.size(); ++d) shp += (d > 1 ? "x" : "") + std::to_string(row.out_shape[d]);
     const bool layer = row.weight_bits > 0;
     std::string kept = layer ? std::to_string(row.kept) + "/" + std::to_string(row.channels) : "-";
-    if (layer && !row.channels_removed) kept += "*";
+    if (layer && row.zero_rows > 0) kept += "*";
     os << pad(row.name, wname) << pad(row.op, 15) << pad(shp, 18) << pad(layer ? std::to_string(row.weight_bits) : "-", 4, false)
        << pad(row.in_bits == 32 ? "f32" : std::to_string(row.in_bits), 5, false)
        << pad(row.out_bits == 32 ? "f32" : std::to_string(row.out_bits), 6, false) << pad(kept, 12, false)
@@ -731,8 +732,8 @@ std::string format_report(const ConvertReport& r) {
   if (r.channels_removed) os << ", " << r.channels_removed << " pruned channels removed";
   os << "\n";
   bool zero_rows = false;
-  for (const auto& row : r.rows) zero_rows = zero_rows || (row.weight_bits > 0 && !row.channels_removed);
-  if (zero_rows) os << "* pruned channels kept as zero rows (a residual add or padding forbids removal)\n";
+  for (const auto& row : r.rows) zero_rows = zero_rows || row.zero_rows > 0;
+  if (zero_rows) os << "* some pruned channels kept as zero rows (a residual add, or zero padding and a non-zero constant, forbids removal)\n";
   if (!r.output.empty()) os << "wrote " << r.output << " (" << r.file_bytes << " bytes)\n";
   return os.str();
 }
@@ -747,6 +748,7 @@ json report_json(const ConvertReport& r) {
       j["channels"] = row.channels;
       j["kept"] = row.kept;
       j["channels_removed"] = row.channels_removed;
+      j["zero_rows"] = row.zero_rows;
       j["macs"] = row.macs;
       j["macs_unpruned"] = row.macs_unpruned;
       j["weight_bytes"] = row.weight_bytes;

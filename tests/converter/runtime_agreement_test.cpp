@@ -229,3 +229,44 @@ TEST(RuntimeAgreement, DepthwiseChainWithRemovedChannels) {
 
 }  // namespace
 }  // namespace bbits::converter
+
+namespace bbits::converter {
+namespace {
+
+// Removal is per channel: a pruned channel with a zero constant goes, one with
+// a non-zero constant before a zero-padded convolution stays as a zero row.
+TEST(RuntimeAgreement, PartialRemovalKeepsOnlyTheChannelsPaddingNeeds) {
+  SmallNet net;
+  net.graph = {{"model", "partial"},
+               {"input", {{"shape", {3, 10, 10}}, {"pixel_scale", 1.0 / 255}, {"mean", {0.0}}, {"std", {1.0}}}},
+               {"nodes",
+                {conv("a", "input", 3, 8, 3, 1, 1, 1, "relu", false), conv("b", "a", 8, 6, 3, 1, 1, 1, "relu", false),
+                 {{"name", "flatten"}, {"op", "flatten"}, {"inputs", {"b"}}},
+                 {{"name", "fc"}, {"op", "linear"}, {"inputs", {"flatten"}}, {"in_features", 600}, {"out_features", 10},
+                  {"bias", true}, {"activation", "none"}, {"weight_quant", true}, {"prune", false}, {"act_quant", false}}}},
+               {"outputs", {"fc"}}};
+  net.keep["a"] = {1, 1, 0, 1, 1, 0, 1, 0};
+  Checkpoint ck = test::make_small_checkpoint(net);
+  ck.tensors["a.bias"].data[2] = 0.5f;   // ReLU(0.5): a non-zero constant
+  ck.tensors["a.bias"].data[5] = -3.0f;  // ReLU(-3) = 0
+  ck.tensors["a.bias"].data[7] = -3.0f;
+  bbits::format::ModelWriter w;
+  const ConvertReport r = build_model(ck, w);
+  const auto bytes = w.serialize();
+  const auto view = bbits::format::verify_model(bytes.data(), bytes.size());
+  const auto* a = view.model->operators()->Get(0);
+  ASSERT_TRUE(a->keep_mask());
+  EXPECT_TRUE(a->channels_removed());
+  EXPECT_EQ(std::vector<uint8_t>(a->keep_mask()->begin(), a->keep_mask()->end()),
+            (std::vector<uint8_t>{1, 1, 1, 1, 1, 0, 1, 0}));
+  EXPECT_EQ(view.model->tensors()->Get(a->inputs()->Get(1))->shape()->Get(0), 6);
+  EXPECT_EQ(r.rows[0].zero_rows, 1);
+  EXPECT_EQ(r.rows[0].kept, 5);
+  const Agreement g = compare(ck, test::random_inputs(ck.graph, 50, 4));
+  report("partial removal", g);
+  EXPECT_EQ(g.same, g.n);
+  EXPECT_LT(g.max_diff, 1e-4 * std::max(1.0, g.max_logit));
+}
+
+}  // namespace
+}  // namespace bbits::converter

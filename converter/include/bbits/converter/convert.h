@@ -32,6 +32,7 @@ struct LayerRow {
   int64_t channels = 0;            // output channels (features) of the trained layer
   int64_t kept = 0;                // kept by the pruning gates
   bool channels_removed = true;
+  int64_t zero_rows = 0;           // pruned channels that stay as zero rows
   int64_t macs = 0, macs_unpruned = 0, weight_bytes = 0, bops = 0;
 };
 
