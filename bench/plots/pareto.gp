@@ -6,6 +6,7 @@ if (!exists("outbase")) outbase = 'pareto'
 set datafile separator ','
 set key off
 set grid
+set offsets graph 0.08, graph 0.08, graph 0.1, graph 0.1
 do for [fmt in "png svg"] {
   if (fmt eq "png") { set terminal pngcairo size 1200,520 font ",11" } else { set terminal svg size 1200,520 font ",11" }
   set output outbase.".".fmt
