@@ -77,6 +77,10 @@ void register_baselines(const bb::ModelLayers& m, const std::string& prefix) {
               bb::set_onednn_threads(t);
               for (auto _ : state) net.run_layer(i);
               set_counters(state, L.cost());
+              // The baseline runs the layer at its own widths.
+              const int bits = kind == bb::BaselineKind::F32 ? 32 : 8;
+              if (L.cost().macs > 0) state.counters["wbits"] = bits;
+              state.counters["abits"] = bits;
             })
             ->UseRealTime();
   }
