@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -21,6 +22,27 @@ namespace {
 std::string errno_text(int err) { return std::strerror(err); }
 
 uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+// The FlatBuffers verifier checks only the 4-byte alignment of a vector's
+// length prefix: in a corrupt table a vector of 8-byte elements (tensor shapes,
+// buffers, reshape shapes) can be misaligned, and reading it would be
+// undefined behaviour (found by fuzz_model_load under UBSan).
+template <typename V>
+void check_aligned8(const V* v, const std::string& what) {
+  if (v && v->size() > 0 && reinterpret_cast<uintptr_t>(v->Data()) % 8 != 0)
+    throw FormatError(what + ": misaligned vector of 8-byte values (corrupt model table)");
+}
+
+void check_vector_alignment(const fb::Model& m) {
+  check_aligned8(m.buffers(), "buffers");
+  if (m.tensors())
+    for (flatbuffers::uoffset_t i = 0; i < m.tensors()->size(); ++i)
+      check_aligned8(m.tensors()->Get(i)->shape(), "tensor " + std::to_string(i) + " shape");
+  if (m.operators())
+    for (flatbuffers::uoffset_t i = 0; i < m.operators()->size(); ++i)
+      if (const auto* r = m.operators()->Get(i)->options_as_ReshapeOptions())
+        check_aligned8(r->shape(), "operator " + std::to_string(i) + " reshape shape");
+}
 
 }  // namespace
 
@@ -108,6 +130,7 @@ ModelView verify_model(const uint8_t* bytes, size_t size, const VerifyOptions& o
   if (!fb::VerifyModelBuffer(verifier))
     throw FormatError("model table failed FlatBuffers verification (corrupt or truncated)");
   const fb::Model* m = fb::GetModel(fbp);
+  check_vector_alignment(*m);
   validate_model(*m, static_cast<size_t>(h.data_size));
   ModelView v;
   v.file = bytes;
