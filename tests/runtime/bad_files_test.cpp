@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <limits>
 #include <random>
 
@@ -270,6 +271,18 @@ TEST(BadFiles, AbsurdStoredCostsDoNotOverflow) {
   auto model = bbits::Model::from_memory(b.data(), b.size());
   EXPECT_EQ(model->info().bops_fp32, INT64_MAX);
   EXPECT_EQ(model->info().macs, INT64_MAX);
+}
+
+TEST(BadFiles, MisalignedVectorsFoundByTheFuzzer) {
+  // fuzz_model_load input whose `buffers` vector of 8-byte structs sits at a
+  // 4-byte boundary (the FlatBuffers verifier only checks the length prefix).
+  const std::string path = std::string(BBITS_SOURCE_DIR) + "/tests/runtime/data/fuzz_misaligned_buffers.bin";
+  std::ifstream in(path, std::ios::binary);
+  ASSERT_TRUE(in) << path;
+  std::vector<uint8_t> b((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_GT(b.size(), 64u);
+  fix_checksum(b);  // the fuzz target rewrites the checksum before loading
+  EXPECT_ERROR_HAS(load_error(b), "misaligned");
 }
 
 TEST(BadFiles, IllegalBitWidth) {
