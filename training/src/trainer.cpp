@@ -489,7 +489,9 @@ double run_eval(const EvalConfig& c, std::ostream& log) {
     const int64_t classes = test.count ? static_cast<int64_t>(logits.size()) / test.count : 0;
     write_npy(c.save_logits, logits, {test.count, classes});
   }
-  (void)log;
+  const json tj = json::parse(ck.metadata.at("bbits.training"));
+  log << fmt::format("{}: model {}, method {}, {} test images{}\n", c.checkpoint, g.model, tj.value("method", "?"),
+                     test.count, c.save_logits.empty() ? "" : ", logits written to " + c.save_logits);
   return acc;
 }
 
