@@ -217,13 +217,9 @@ ConvertReport build_model(const Checkpoint& ck, bbits::format::ModelWriter& writ
         const Layer& L = layers[i];
         const int64_t K = L.f.weight.numel() / static_cast<int64_t>(C);
         const bool no_pad = n.pad_h == 0 && n.pad_w == 0;
-        // The constant is what the integer network computes for the channel:
-        // an integer layer adds its bias rounded onto the accumulator grid.
-        const bool int_layer = is_integer_bits(L.wbits) && x.grid.quant;
-        auto bias_of = [&](size_t o) {
-          return int_layer ? static_cast<double>(L.scale) * x.grid.scale * quantize_bias(L.f.bias[o], L.scale, x.grid.scale)
-                           : static_cast<double>(L.f.bias[o]);
-        };
+        // The constant is what the network computes for the channel: its bias
+        // (integer layers apply a float bias exactly, docs/FORMAT.md).
+        auto bias_of = [&](size_t o) { return static_cast<double>(L.f.bias[o]); };
         for (size_t o = 0; o < C; ++o) {
           float pre;
           if (!L.keep[o]) {
@@ -522,20 +518,16 @@ ConvertReport build_model(const Checkpoint& ck, bbits::format::ModelWriter& writ
 
       int bt = -1;
       if (n.bias || n.bn || any_folded) {
-        const bool int_layer = int_w && x.grid.quant;
+        // Float32 biases also for integer layers: the runtime applies them at
+        // the precision of the requantization multiplier (bias_fraction in
+        // quant.h), not rounded to a whole accumulator step.
         std::vector<uint8_t> bb(rows.size() * 4);
         for (size_t r = 0; r < rows.size(); ++r) {
-          const double b = bias[static_cast<size_t>(rows[r])];
-          if (int_layer) {
-            const int32_t v = quantize_bias(b, L.scale, x.grid.scale);
-            std::memcpy(bb.data() + r * 4, &v, 4);
-          } else {
-            const float v = static_cast<float>(b);
-            std::memcpy(bb.data() + r * 4, &v, 4);
-          }
+          const float v = static_cast<float>(bias[static_cast<size_t>(rows[r])]);
+          std::memcpy(bb.data() + r * 4, &v, 4);
         }
-        bt = add_const_tensor(n.name + ".bias", {static_cast<int64_t>(rows.size())},
-                              int_layer ? fb::DataType::Int32 : fb::DataType::Float32, nullptr, std::move(bb));
+        bt = add_const_tensor(n.name + ".bias", {static_cast<int64_t>(rows.size())}, fb::DataType::Float32, nullptr,
+                              std::move(bb));
       }
       op->inputs = {x.tensor, wt, bt};
 

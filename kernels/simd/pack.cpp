@@ -123,6 +123,7 @@ Epilogue make_epilogue(int64_t OC, int64_t OCp, int64_t K, int wbits, const Weig
   E.round = make_aligned<int64_t>(static_cast<size_t>(OCp));
   E.shift = make_aligned<int64_t>(static_cast<size_t>(OCp));
   E.bias64.assign(n, 0);
+  E.bfrac.assign(n, 0);
   if (out.bits == 32) {
     E.kind = OutKind::F32;
     E.mul.resize(n);
@@ -154,6 +155,11 @@ Epilogue make_epilogue(int64_t OC, int64_t OCp, int64_t K, int wbits, const Weig
       E.mult[oc] = r.multiplier;
       E.shift[oc] = r.shift;
       E.round[oc] = r.shift > 0 ? (int64_t{1} << (r.shift - 1)) : 0;
+      // A float bias keeps its sub-step part (docs/FORMAT.md, bias_fraction).
+      if (!w.bias_f.empty()) {
+        E.bfrac[i] = bias_fraction(w.bias_f[i], sw(oc), s_in, E.bias64[i], r);
+        E.round[oc] += E.bfrac[i];
+      }
     }
     const double wmax = static_cast<double>(qmax(wbits, true) + 1);  // raw codes reach -2^(b-1)
     const double imax = static_cast<double>(std::max(-qmin(in.bits, in.is_signed), qmax(in.bits, in.is_signed)));
@@ -201,7 +207,8 @@ void epilogue_row_scalar(const int32_t* acc, int64_t oc0, int64_t n, int32_t row
     }
     const int64_t a64 = E.wide ? static_cast<int64_t>(a) + E.bias64[i] : static_cast<int64_t>(a);
     const int64_t v = clamp_i64(
-        apply_requant(a64, Requant{static_cast<int32_t>(E.mult[oc]), static_cast<int32_t>(E.shift[oc])}), E.lo, E.hi);
+        apply_requant(a64, Requant{static_cast<int32_t>(E.mult[oc]), static_cast<int32_t>(E.shift[oc])}, E.bfrac[i]),
+        E.lo, E.hi);
     switch (E.kind) {
       case OutKind::U8:
         static_cast<uint8_t*>(out_row)[oc] = static_cast<uint8_t>(v);

@@ -108,6 +108,8 @@ struct Epilogue {
   // 64 bits (scalar path), exactly as the reference does.
   bool wide = false;
   std::vector<int64_t> bias64;
+  // Sub-step part of a float bias (bias_fraction), already included in round.
+  std::vector<int64_t> bfrac;
   AlignedArray<int64_t> mult;     // requant multiplier m (integer out)
   AlignedArray<int64_t> round;    // 2^(s-1) or 0
   AlignedArray<int64_t> shift;    // s

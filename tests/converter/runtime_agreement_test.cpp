@@ -28,9 +28,10 @@ struct Agreement {
 
 int argmax(const float* v, int64_t k) { return static_cast<int>(std::max_element(v, v + k) - v); }
 
-// integer_bias: evaluate the integer network the model file describes (biases
-// on the accumulator grid); otherwise the training library's eval mode.
-Agreement compare(const Checkpoint& ck, const FTensor& x, bool integer_bias = true) {
+// integer_bias: biases rounded onto the accumulator grid s_w * s_in; otherwise
+// float biases, the training library's eval mode and what the runtime applies
+// (docs/FORMAT.md: a float bias keeps its sub-step part).
+Agreement compare(const Checkpoint& ck, const FTensor& x, bool integer_bias = false) {
   bbits::format::ModelWriter w;
   build_model(ck, w);
   const auto bytes = w.serialize();
@@ -82,15 +83,15 @@ TEST(RuntimeAgreement, ReferenceLeNet5PthMatchesTheFloatEvaluationOfTheQuantized
   std::vector<int> labels;
   if (!test::load_fashion_mnist_test(300, x, labels)) x = test::random_inputs(ck.graph, 300, 5);
   const Agreement a = compare(ck, x);
-  report("reference LeNet-5 .pth (integer biases)", a);
+  report("reference LeNet-5 .pth (float evaluation of the quantized network)", a);
   EXPECT_EQ(a.same, a.n);
-  EXPECT_LT(a.max_diff, 1e-4 * std::max(1.0, a.max_logit));
-  // Against the eval mode with float biases the one difference is the int32
-  // bias on the accumulator grid s_w * s_in (docs/FORMAT.md). This fixture's
-  // classifier.0 has 2-bit weights on 4-bit inputs, a coarse accumulator grid
-  // (one step is about five output steps), so predictions differ now and then.
-  const Agreement e = compare(ck, x, false);
-  report("reference LeNet-5 .pth (float biases, training eval mode)", e);
+  EXPECT_LT(a.max_diff, 1e-3 * std::max(1.0, a.max_logit));
+  // Rounding the biases onto the accumulator grid instead (the int32-bias
+  // rule) would change predictions: this fixture's classifier.0 has 2-bit
+  // weights on 4-bit inputs, where one accumulator step is about five output
+  // steps. Shown for the record.
+  const Agreement e = compare(ck, x, true);
+  report("reference LeNet-5 .pth (biases rounded to the accumulator grid)", e);
   EXPECT_GE(e.same, e.n * 90 / 100);
 }
 
@@ -117,7 +118,9 @@ TEST(RuntimeAgreement, SyntheticLeNet5WithPruningAcrossPoolingAndFlatten) {
     const Agreement a = compare(ck, test::random_inputs(ck.graph, 64, 3));
     report(bits, a);
     EXPECT_EQ(a.same, a.n) << bits;
-    EXPECT_LT(a.max_diff, 1e-4 * std::max(1.0, a.max_logit)) << bits;
+    // float32 sums in the evaluation can land on the other side of a rounding
+    // boundary than the exact integer sum: one output step now and then.
+    EXPECT_LT(a.max_diff, 1e-2 * std::max(1.0, a.max_logit)) << bits;
   }
 }
 

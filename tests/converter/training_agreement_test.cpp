@@ -119,7 +119,7 @@ TEST(TrainingAgreement, TrainedLeNet5OnTheFashionMnistTestSet) {
   std::printf("[agreement] trained LeNet-5: %lld/10000 same predictions (%.2f%%), accuracy runtime %.2f%% vs training "
               "%.2f%%, max |logit diff| %.4g, relative BOPs %.4f%%\n",
               static_cast<long long>(agree), agree / 100.0, acc_rt, acc_train, max_diff, 100 * rep.relative_bops);
-  EXPECT_GE(agree, 9950);
+  EXPECT_GE(agree, 9990);  // issue 4: >= 99.9% of the 10,000 test images
   EXPECT_LE(std::fabs(acc_rt - acc_train), 0.1);
 
   // the converted network in float with float biases: the training eval mode

@@ -113,6 +113,11 @@ class RefConv final : public Kernel {
             throw std::invalid_argument(who + "channel " + std::to_string(oc) + ": " + e.what());
           }
         }
+        // A float bias keeps its sub-step part (docs/FORMAT.md, bias_fraction).
+        bfrac_.assign(OC, 0);
+        if (!w.bias_f.empty())
+          for (size_t oc = 0; oc < OC; ++oc)
+            bfrac_[oc] = bias_fraction(w.bias_f[oc], s_w[oc], s_in, bias_q_[oc], rq_[oc]);
       }
     }
     // int32 accumulation is exact when |sum| + |bias| stays below 2^31.
@@ -246,7 +251,7 @@ class RefConv final : public Kernel {
       const int64_t* bias = bias_q_.data();
       const Requant* rq = rq_.data();
       for (int64_t oc = 0; oc < OC; ++oc) {
-        const int64_t v = apply_requant(acc[oc] + bias[oc], rq[oc]);
+        const int64_t v = apply_requant(acc[oc] + bias[oc], rq[oc], bfrac_[static_cast<size_t>(oc)]);
         o[oc] = static_cast<TO>(v < lo ? lo : (v > hi ? hi : v));
       }
     }
@@ -260,6 +265,7 @@ class RefConv final : public Kernel {
   std::vector<int16_t> wq_;  // integer weights, OC x K (integer path)
   std::vector<float> wf_;    // float / dequantized weights, OC x K (float path)
   std::vector<int64_t> bias_q_;
+  std::vector<int64_t> bfrac_;  // sub-step part of a float bias, in multiplier units
   std::vector<float> bias_f_;
   std::vector<double> out_mul_;  // s_w[oc] * s_in
   std::vector<Requant> rq_;

@@ -199,6 +199,16 @@ inline int64_t apply_requant(int64_t acc, Requant r) {
   return static_cast<int64_t>(rounded >> r.shift);
 }
 
+// The same with an extra term added before the shift (the sub-unit part of a
+// float bias, see bias_fraction): (acc * m + extra + 2^(s-1)) >> s.
+inline int64_t apply_requant(int64_t acc, Requant r, int64_t extra) {
+  if (r.multiplier == 0) return 0;
+  __int128 p = static_cast<__int128>(acc) * r.multiplier + extra;
+  if (r.shift == 0) return static_cast<int64_t>(p);
+  p += static_cast<__int128>(1) << (r.shift - 1);
+  return static_cast<int64_t>(p >> r.shift);
+}
+
 inline int64_t clamp_i64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
 // Integer bias for an integer layer: round(b / (s_w * s_in)), half away from zero,
@@ -208,6 +218,21 @@ inline int32_t quantize_bias(double b, double s_w, double s_in) {
   if (v > 2147483647.0) return 2147483647;
   if (v < -2147483647.0) return -2147483647;
   return static_cast<int32_t>(v);
+}
+
+// A float bias b of an integer layer is applied in two parts: the integer
+// bias_q = quantize_bias(b, s_w, s_in) added to the accumulator, and the rest,
+// (b / (s_w s_in) - bias_q) in accumulator units, carried at the precision of
+// the requantization multiplier: llround(rest * m), added before the shift
+// (apply_requant(acc + bias_q, r, bias_fraction(...))). With it the output is
+// round((acc + b / (s_w s_in)) * s_w s_in / s_out) up to 2^-31 relative error,
+// instead of rounding the bias to a whole accumulator step first, which is
+// coarse when both sides have few bits. A saturated bias_q gets no fraction.
+inline int64_t bias_fraction(double b, double s_w, double s_in, int64_t bias_q, Requant r) {
+  if (!std::isfinite(b) || r.multiplier == 0) return 0;
+  const double rest = b / (s_w * s_in) - static_cast<double>(bias_q);
+  if (!(std::fabs(rest) <= 1.0)) return 0;
+  return static_cast<int64_t>(std::llround(rest * static_cast<double>(r.multiplier)));
 }
 
 }  // namespace bbits

@@ -42,6 +42,10 @@
 // - Bias: bias_q (int32, as stored for integer layers) and/or bias_f (float).
 //   When only one is given the other is derived: bias_f = bias_q * s_w[oc] * s_in
 //   (a float side counts as scale 1), bias_q = bbits::quantize_bias(bias_f, ...).
+//   v4: an integer layer given bias_f also keeps the bias's sub-step part:
+//   out = clamp(apply_requant(acc + bias_q, R[oc], F[oc])) with
+//   F[oc] = bbits::bias_fraction(bias_f, s_w, s_in, bias_q, R[oc]) (quant.h).
+//   With only bias_q, F = 0.
 // ---------------------------------------------------------------------------
 #pragma once
 
