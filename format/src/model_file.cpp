@@ -103,6 +103,9 @@ ModelView verify_model(const uint8_t* bytes, size_t size, const VerifyOptions& o
   if (h.data_offset % kAlignment != 0)
     throw FormatError("data section offset " + std::to_string(h.data_offset) +
                       " is not 64-byte aligned");
+  if (h.data_offset != (fb_end + kAlignment - 1) / kAlignment * kAlignment)
+    throw FormatError("data section offset " + std::to_string(h.data_offset) +
+                      " does not follow the model table (expected the first 64-byte boundary after it)");
   if (h.data_offset < fb_end)
     throw FormatError("data section offset " + std::to_string(h.data_offset) +
                       " overlaps the model table");
