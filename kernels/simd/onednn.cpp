@@ -38,19 +38,6 @@ dnnl::engine& engine() {
 
 size_t round64(size_t n) { return (n + 63) / 64 * 64; }
 
-ConvDesc fc_as_conv(const FcDesc& f) {
-  ConvDesc c;
-  c.N = f.N;
-  c.H = c.W = 1;
-  c.C = f.K;
-  c.OC = f.OC;
-  c.KH = c.KW = 1;
-  c.wbits = f.wbits;
-  c.in = f.in;
-  c.out = f.out;
-  c.activation = f.activation;
-  return c;
-}
 
 bool is_fc(const ConvDesc& c) {
   return c.H == 1 && c.W == 1 && c.KH == 1 && c.KW == 1 && c.groups == 1 && c.pad_top == 0 && c.pad_left == 0 &&

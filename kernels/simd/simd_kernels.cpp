@@ -43,19 +43,6 @@ inline void fill_short(uint8_t* dst, uint8_t v, int64_t n) {
   for (; n > 0; --n) *dst++ = v;
 }
 
-ConvDesc fc_as_conv(const FcDesc& f) {
-  ConvDesc c;
-  c.N = f.N;
-  c.H = c.W = 1;
-  c.C = f.K;
-  c.OC = f.OC;
-  c.KH = c.KW = 1;
-  c.wbits = f.wbits;
-  c.in = f.in;
-  c.out = f.out;
-  c.activation = f.activation;
-  return c;
-}
 
 // ---- cost-model rates ---------------------------------------------------------
 struct Rates {

@@ -11,19 +11,6 @@
 namespace bbits::kernels::ref {
 namespace {
 
-ConvDesc fc_as_conv(const FcDesc& f) {
-  ConvDesc c;
-  c.N = f.N;
-  c.H = c.W = 1;
-  c.C = f.K;
-  c.OC = f.OC;
-  c.KH = c.KW = 1;
-  c.wbits = f.wbits;
-  c.in = f.in;
-  c.out = f.out;
-  c.activation = f.activation;
-  return c;
-}
 
 class RefConv final : public Kernel {
  public:

@@ -144,6 +144,22 @@ struct FcDesc {
   int64_t macs() const { return N * K * OC; }
 };
 
+// A fully connected layer as the 1x1 convolution on a 1x1 map it is
+// (the same weights, grids and arithmetic).
+inline ConvDesc fc_as_conv(const FcDesc& f) {
+  ConvDesc c;
+  c.N = f.N;
+  c.H = c.W = 1;
+  c.C = f.K;
+  c.OC = f.OC;
+  c.KH = c.KW = 1;
+  c.wbits = f.wbits;
+  c.in = f.in;
+  c.out = f.out;
+  c.activation = f.activation;
+  return c;
+}
+
 // Stand-alone Relu / Relu6 over `count` elements (in and out grids may differ:
 // the input is requantized to the output grid; make_requant(s_in / s_out)).
 struct ActivationDesc {
