@@ -35,8 +35,14 @@ repeats="${BBITS_BENCH_REPEATS:-7}"
 threads="${BBITS_BENCH_THREADS:-1,2}"
 configs="${BBITS_BENCH_CONFIGS:-w8a8 w4a8 w2a8 mixed}"
 archs="${BBITS_BENCH_ARCHS:-resnet18 mobilenetv2}"
+# Paths recorded in the results are relative to the repository root, so
+# committed results name no machine-specific folder.
+cd "$BBITS_ROOT"
+rel() { realpath -m --relative-to="$BBITS_ROOT" "$1"; }
+results="$(rel "$results")"
+runs="$(rel "$runs")"
 bin="$BBITS_BUILD/bin"
-models="$BBITS_BUILD/bench-models"
+models="$(rel "$BBITS_BUILD/bench-models")"
 # oneDNN (and the kernels built on it) run on OpenMP. GCC's default lets idle
 # OpenMP threads spin, which on a shared or oversubscribed machine turns every
 # 2-thread layer into a wait for a descheduled spinner (20 ms instead of 1 ms

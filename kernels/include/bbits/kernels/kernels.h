@@ -14,7 +14,7 @@
 //   v1  (2026-11-28 06:45) first version.
 //
 // ---------------------------------------------------------------------------
-// Conventions (see also /work/notes/kernel_api.md and docs/FORMAT.md)
+// Conventions (see also docs/FORMAT.md)
 // - Activations are NHWC (batch first). Fully connected inputs/outputs are N,K
 //   / N,OC. Element storage by bit width (element_bytes()): bits <= 8 -> one
 //   byte (uint8_t on the unsigned grid, int8_t on the signed grid), 16 ->
