@@ -135,6 +135,7 @@ ModelView verify_model(const uint8_t* bytes, size_t size, const VerifyOptions& o
   const fb::Model* m = fb::GetModel(fbp);
   check_vector_alignment(*m);
   validate_model(*m, static_cast<size_t>(h.data_size));
+  check_constant_values(*m, bytes + h.data_offset, static_cast<size_t>(h.data_size));
   ModelView v;
   v.file = bytes;
   v.file_size = size;

@@ -2,6 +2,7 @@
 // Verifier: every check names the tensor or operator it rejects.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -442,6 +443,28 @@ void validate_model(const fb::Model& m, size_t data_size) {
       if (!std::isfinite(v) || v == 0.0f) fail("preprocess: std " + std::to_string(i) + " is zero or not finite");
     }
     if (!std::isfinite(p->pixel_scale()) || p->pixel_scale() == 0.0f) fail("preprocess: pixel_scale is zero or not finite");
+  }
+}
+
+void check_constant_values(const fb::Model& m, const uint8_t* data, size_t data_size) {
+  if (m.tensors() == nullptr || m.buffers() == nullptr) return;
+  for (flatbuffers::uoffset_t i = 0; i < m.tensors()->size(); ++i) {
+    const auto* t = m.tensors()->Get(i);
+    if (t->buffer() < 0 || t->dtype() != fb::DataType::Float32) continue;
+    const auto* b = m.buffers()->Get(static_cast<flatbuffers::uoffset_t>(t->buffer()));
+    if (b->offset() > data_size || b->size() > data_size - b->offset())
+      fail("tensor " + std::to_string(i) + ": buffer lies outside the data section");
+    const uint8_t* p = data + b->offset();
+    const size_t n = static_cast<size_t>(b->size()) / sizeof(float);
+    for (size_t k = 0; k < n; ++k) {
+      float v;
+      std::memcpy(&v, p + k * sizeof(float), sizeof v);
+      if (!std::isfinite(v)) {
+        const std::string name = t->name() ? t->name()->str() : std::to_string(i);
+        fail("tensor '" + name + "': float32 value " + std::to_string(k) + " is not a finite number (" +
+             (std::isnan(v) ? "NaN" : "infinity") + ")");
+      }
+    }
   }
 }
 

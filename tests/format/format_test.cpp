@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstring>
+#include <limits>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -256,4 +258,31 @@ TEST(Format, CorruptTableWithoutChecksum) {
   auto b = good;
   b[64 + 4] = 'X';
   EXPECT_THROW(verify_model(b.data(), b.size(), o), FormatError);
+}
+
+// A float32 constant that is NaN or infinite is rejected by name, whether the
+// bytes were altered after writing (checksum off) or handed to the writer.
+TEST(Format, RejectsNonFiniteFloatConstants) {
+  const auto good = tiny_model().serialize();
+  const ModelView v = verify_model(good.data(), good.size());
+  const size_t bias_off = static_cast<size_t>(v.tensor_data(7).data() - good.data());
+  VerifyOptions o;
+  o.check_checksum = false;
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                    -std::numeric_limits<float>::infinity()}) {
+    auto b = good;
+    std::memcpy(b.data() + bias_off + 3 * sizeof(float), &bad, sizeof bad);
+    try {
+      verify_model(b.data(), b.size(), o);
+      ADD_FAILURE() << "non-finite bias accepted";
+    } catch (const FormatError& e) {
+      EXPECT_NE(std::string(e.what()).find("fc.bias"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("value 3 is not a finite number"), std::string::npos) << e.what();
+    }
+  }
+  // The writer refuses to produce such a file.
+  ModelWriter w = tiny_model();
+  std::vector<float> nan_bias(5, std::numeric_limits<float>::quiet_NaN());
+  w.model().tensors[7]->buffer = w.add_buffer(nan_bias.data(), nan_bias.size() * sizeof(float));
+  EXPECT_THROW(w.serialize(), FormatError);
 }

@@ -73,6 +73,11 @@ ModelView verify_model(const uint8_t* bytes, size_t size, const VerifyOptions& o
 // Semantic checks alone, on a Model already passed through the Verifier.
 void validate_model(const fb::Model& model, size_t data_size);
 
+// Value checks on the constant data (after validate_model): every float32
+// constant (float weights, float biases) is finite. Throws FormatError naming
+// the tensor and the element index.
+void check_constant_values(const fb::Model& model, const uint8_t* data, size_t data_size);
+
 // ---- helpers about tensors --------------------------------------------------
 // Product of a shape with overflow checks (FormatError on overflow or a negative dim).
 int64_t shape_elements(std::span<const int64_t> shape);
