@@ -16,6 +16,7 @@
 #include <zlib.h>
 
 #include "bbits/training/network.h"
+#include "bbits/training/safetensors.h"
 #include "bbits/training/trainer.h"
 
 using namespace bbits::train;
@@ -152,6 +153,16 @@ TEST(Training, ModesConfigureTheQuantizers) {
   EXPECT_EQ(f.weight_bits().at("classifier.1"), 32);
 }
 
+// Every tensor of two checkpoints bit-identical.
+void expect_same_tensors(const std::filesystem::path& a, const std::filesystem::path& b) {
+  const auto ca = bbits::train::read_safetensors(a.string()), cb = bbits::train::read_safetensors(b.string());
+  ASSERT_EQ(ca.tensors.size(), cb.tensors.size());
+  for (size_t i = 0; i < ca.tensors.size(); ++i) {
+    ASSERT_EQ(ca.tensors[i].name, cb.tensors[i].name);
+    EXPECT_EQ(ca.tensors[i].data, cb.tensors[i].data) << ca.tensors[i].name;
+  }
+}
+
 TEST(Trainer, TinyRunWritesLogsCheckpointsAndResumes) {
   const auto out = std::filesystem::temp_directory_path() / ("bbits_train_" + std::to_string(::getpid()));
   std::filesystem::remove_all(out);
@@ -201,8 +212,65 @@ TEST(Trainer, TinyRunWritesLogsCheckpointsAndResumes) {
   const auto r2 = run_training(rc, log);
   ASSERT_EQ(r2.epochs.size(), 1u);
   EXPECT_EQ(r2.epochs[0].epoch, 2);
+  // The RNG states came back with the checkpoint: the resumed fine-tuning
+  // epoch is the uninterrupted run's epoch 2, to the bit.
+  EXPECT_NE(log.str().find("RNG states restored"), std::string::npos);
+  expect_same_tensors(out / "final.safetensors", out / "resumed" / "final.safetensors");
   // Resuming into another mode is refused with a clear error.
   rc.mode = Mode::QuantOnly;
   EXPECT_THROW(run_training(rc, log), std::invalid_argument);
+  std::filesystem::remove_all(out);
+}
+
+// Resuming in the middle of the gated epochs restores the optimiser moments
+// (weights, gates, ranges) and both RNGs: the continued run ends on the very
+// weights, gates and ranges of the uninterrupted one. A state file that does
+// not belong to the run is refused by name.
+TEST(Trainer, ResumeMidPhaseIsExact) {
+  const auto out = std::filesystem::temp_directory_path() / ("bbits_resume_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(out);
+  const auto data = out / "data";
+  std::filesystem::create_directories(data);
+  write_idx(data, "train", 192, 3);
+  write_idx(data, "t10k", 64, 4);
+  TrainConfig c;
+  c.data_dir = data.string();
+  c.out = (out / "straight").string();
+  c.epochs = 2;
+  c.finetune_epochs = 0;
+  c.train_limit = 192;
+  c.test_limit = 64;
+  c.batch_size = 32;
+  c.calib_images = 32;
+  c.mu = 0.05;
+  c.progress = false;
+  std::ostringstream log;
+  run_training(c, log);
+  ASSERT_TRUE(std::filesystem::exists(out / "straight" / "epoch-1.trainstate.pt"));
+  ASSERT_TRUE(std::filesystem::exists(out / "straight" / "final.trainstate.pt"));
+
+  TrainConfig rc = c;
+  rc.resume = (out / "straight" / "epoch-1.safetensors").string();
+  rc.out = (out / "resumed").string();
+  const auto r = run_training(rc, log);
+  ASSERT_EQ(r.epochs.size(), 1u);
+  expect_same_tensors(out / "straight" / "final.safetensors", out / "resumed" / "final.safetensors");
+
+  // Without the state file the moments restart (and the run says so).
+  std::filesystem::copy_file(out / "straight" / "epoch-1.safetensors", out / "bare.safetensors");
+  rc.resume = (out / "bare.safetensors").string();
+  rc.out = (out / "bare").string();
+  std::ostringstream log2;
+  run_training(rc, log2);
+  EXPECT_NE(log2.str().find("optimiser moments restart"), std::string::npos);
+
+  // A corrupt state file is an error naming it.
+  std::ofstream(out / "bare.trainstate.pt") << "not an archive";
+  try {
+    run_training(rc, log2);
+    ADD_FAILURE() << "corrupt training state accepted";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("bare.trainstate.pt"), std::string::npos) << e.what();
+  }
   std::filesystem::remove_all(out);
 }

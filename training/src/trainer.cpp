@@ -6,6 +6,8 @@
 #include <torch/autograd.h>
 #include <torch/optim/adam.h>
 #include <torch/optim/sgd.h>
+#include <torch/serialize/archive.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -236,6 +238,87 @@ void save(const Net& net, const TrainConfig& c, const std::string& path, int epo
   write_safetensors(path, ck);
 }
 
+// ---- training state next to a checkpoint (for an exact --resume) -------------
+// CKPT.safetensors carries the network; CKPT.trainstate.pt (a LibTorch archive)
+// carries what a continued run needs to take the very steps an uninterrupted
+// run would: the optimiser moments (weights, gates, ranges), the data-order
+// RNG and LibTorch's CPU generator (gate noise, dropout-free augmentation).
+std::string train_state_path(const std::string& checkpoint) {
+  std::filesystem::path p(checkpoint);
+  p.replace_extension(".trainstate.pt");
+  return p.string();
+}
+
+void save_train_state(const std::string& checkpoint, torch::optim::Optimizer* w, torch::optim::Optimizer* g,
+                      torch::optim::Optimizer* r, const std::mt19937_64& rng, bool finetuning) {
+  torch::serialize::OutputArchive ar;
+  ar.write("finetuning", c10::IValue(finetuning));
+  auto put = [&](const char* key, torch::optim::Optimizer* o) {
+    if (!o) return;
+    torch::serialize::OutputArchive sub;
+    o->save(sub);
+    ar.write(key, sub);
+  };
+  put("opt_weights", w);
+  put("opt_gates", g);
+  put("opt_ranges", r);
+  std::ostringstream rs;
+  rs << rng;
+  ar.write("rng", c10::IValue(rs.str()));
+  {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    ar.write("torch_rng", gen.get_state());
+  }
+  const std::string path = train_state_path(checkpoint), tmp = path + ".tmp";
+  ar.save_to(tmp);
+  std::filesystem::rename(tmp, path);
+}
+
+// Restores what save_train_state wrote; false when there is no state file
+// (a checkpoint from elsewhere: the moments restart). When the run resumes
+// into the other phase (the state was saved at the end of the gated epochs,
+// the run continues with fine-tuning) the optimisers restart, as they do in
+// an uninterrupted run, and only the RNG states are restored. A state file
+// that does not fit the optimisers is an error naming the file.
+bool load_train_state(const std::string& checkpoint, torch::optim::Optimizer* w, torch::optim::Optimizer* g,
+                      torch::optim::Optimizer* r, std::mt19937_64& rng, bool finetuning) {
+  const std::string path = train_state_path(checkpoint);
+  if (!std::filesystem::exists(path)) return false;
+  try {
+    torch::serialize::InputArchive ar;
+    ar.load_from(path);
+    c10::IValue ph;
+    if (!ar.try_read("finetuning", ph) || !ph.isBool()) throw std::runtime_error("no phase flag");
+    const bool same_phase = ph.toBool() == finetuning;
+    auto get = [&](const char* key, torch::optim::Optimizer* o) {
+      if (!same_phase) return;
+      torch::serialize::InputArchive sub;
+      const bool have = ar.try_read(key, sub);
+      if (have != (o != nullptr))
+        throw std::runtime_error(std::string(have ? "has" : "lacks") + " state for " + key +
+                                 (have ? " which this phase does not use" : ""));
+      if (o) o->load(sub);
+    };
+    get("opt_weights", w);
+    get("opt_gates", g);
+    get("opt_ranges", r);
+    c10::IValue rs;
+    if (!ar.try_read("rng", rs) || !rs.isString()) throw std::runtime_error("no data-order RNG state");
+    std::istringstream in(rs.toStringRef());
+    in >> rng;
+    if (!in) throw std::runtime_error("bad data-order RNG state");
+    at::Tensor ts;
+    if (!ar.try_read("torch_rng", ts)) throw std::runtime_error("no LibTorch RNG state");
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(ts);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("training state '" + path + "' is corrupt or does not match this run: " + e.what());
+  }
+  return true;
+}
+
 void set_lr(torch::optim::Optimizer& opt, double lr) {
   for (auto& g : opt.param_groups()) {
     if (auto* a = dynamic_cast<torch::optim::AdamOptions*>(&g.options())) a->lr(lr);
@@ -360,6 +443,12 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log) {
   };
   if (start_epoch >= c.epochs && c.finetune_epochs > 0 && start_epoch < total_epochs) enter_finetune();
   else make_optimizers(true);
+  if (!c.resume.empty()) {
+    if (load_train_state(c.resume, opt_w.get(), opt_g.get(), opt_r.get(), rng, finetuning))
+      log << fmt::format("optimiser moments and RNG states restored from {}\n", train_state_path(c.resume));
+    else
+      log << fmt::format("no {}: optimiser moments restart\n", train_state_path(c.resume));
+  }
 
   std::vector<int64_t> order(static_cast<size_t>(train.count));
   for (int64_t i = 0; i < train.count; ++i) order[static_cast<size_t>(i)] = i;
@@ -370,6 +459,9 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log) {
     const int phase_epoch = finetuning ? epoch - c.epochs : epoch;
     const int phase_len = finetuning ? c.finetune_epochs : c.epochs;
     if (opt_w) set_lr(*opt_w, c.lr * lr_factor(phase_epoch, phase_len));
+    // Each epoch's order is a fresh permutation drawn from rng alone (not a
+    // shuffle of the previous one), so a resumed run draws the same orders.
+    for (int64_t i = 0; i < train.count; ++i) order[static_cast<size_t>(i)] = i;
     std::shuffle(order.begin(), order.end(), rng);
     net.train();
     const auto t0 = Clock::now();
@@ -452,7 +544,11 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log) {
                           k.empty() ? std::string("") : std::to_string(k.size()), q->range());
       }
     }
-    if (c.save_epochs) save(net, c, c.out + "/epoch-" + std::to_string(er.epoch) + ".safetensors", er.epoch, er.test_acc, er.rel_bops);
+    if (c.save_epochs) {
+      const std::string ck = c.out + "/epoch-" + std::to_string(er.epoch) + ".safetensors";
+      save(net, c, ck, er.epoch, er.test_acc, er.rel_bops);
+      save_train_state(ck, opt_w.get(), opt_g.get(), opt_r.get(), rng, finetuning);
+    }
     result.test_accuracy = er.test_acc;
     result.relative_bops = er.rel_bops;
   }
@@ -465,6 +561,7 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log) {
   result.cpu_seconds_per_epoch = secs_n ? result.cpu_seconds_per_epoch / secs_n : 0.0;
   result.final_checkpoint = c.out + "/final.safetensors";
   save(net, c, result.final_checkpoint, std::max(start_epoch, total_epochs), result.test_accuracy, result.relative_bops);
+  save_train_state(result.final_checkpoint, opt_w.get(), opt_g.get(), opt_r.get(), rng, finetuning);
   log << layer_table(compute_costs(graph, net.weight_bits(), net.act_bits(), net.keep_masks()));
   log << fmt::format("test accuracy {:.4f}, relative BOPs {:.4f}%, {:.1f} s ({:.1f} CPU s) per epoch\nwrote {}\n",
                      result.test_accuracy, 100 * result.relative_bops, result.seconds_per_epoch,

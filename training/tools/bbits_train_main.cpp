@@ -41,7 +41,7 @@ int main(int argc, char** argv) {
   app.add_option("--init", c.init, "With --mode post-training: the float checkpoint whose weights are frozen");
   bool freeze_ranges = false;
   app.add_flag("--freeze-ranges", freeze_ranges, "With --mode post-training: learn the gates only, keep the calibrated ranges");
-  app.add_option("--resume", c.resume, "Continue training from a checkpoint written by this program (optimizer moments restart)");
+  app.add_option("--resume", c.resume, "Continue training from a checkpoint written by this program (restores optimizer moments and RNG states from CKPT.trainstate.pt when present)");
   app.add_option("--seed", c.seed, "Random seed")->capture_default_str();
   app.add_option("--threads", c.threads, "Torch intra-op and inter-op threads")->capture_default_str();
   app.add_option("--calib-images", c.calib_images, "Training images used to initialise the ranges")->capture_default_str();
