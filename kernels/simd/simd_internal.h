@@ -225,6 +225,93 @@ struct MaxPoolParams {
 void maxpool_rows_avx512(const MaxPoolParams& p, const uint8_t* in, uint8_t* out, int64_t r0, int64_t r1);
 void maxpool_rows_avx2(const MaxPoolParams& p, const uint8_t* in, uint8_t* out, int64_t r0, int64_t r1);
 
+// ---- 16-bit GEMM conv / fc (gemm16.cpp, gemm16_avx512.cpp, gemm16_avx2.cpp) ------
+// Layers with 16-bit weights and / or 16-bit activations (the other side at
+// 2..16 bits, widened to int16). Exact: the reference sums in int64.
+//   A (activations): int16 rows of Kp = K rounded up to even values, zero past
+//     K. An unsigned 16-bit input x in [0, 65535] is stored as x - 32768 (its
+//     +32768 * sum_k w term is the per-channel constant `corr`; spatial
+//     padding is then stored as -32768 so that it still contributes 0).
+//     Split mode (16-bit weights and 16-bit activations): the stored value v
+//     is held as two planes, lo = v & 255 (0..255) and hi = v >> 8 (-128..127),
+//     v = 256 * hi + lo; each plane gets its own int32 accumulators.
+//   B (weights): blocks of 16 output channels; for each pair p of reduction
+//     values, 16 lanes x 2 int16 (w[oc][2p], w[oc][2p + 1]): the vpdpwssd /
+//     vpmaddwd operand order.
+//   int32 accumulation runs over at most `kblock` pairs: kblock * (largest
+//   |pair product sum|) < 2^31, so no int32 sum can overflow; each block is
+//   then added to int64 sums (lo + 256 * hi in split mode).
+struct Packed16 {
+  int64_t K = 0, Kp = 0, pairs = 0;    // pairs = Kp / 2
+  int64_t OC = 0, OCp = 0, nblocks = 0;  // 16-channel blocks
+  AlignedArray<int16_t> w;               // [nblocks][pairs][16][2]
+  std::vector<int64_t> corr;             // OCp: 32768 * sum_k w (unsigned 16-bit input), else 0
+  bool split = false;
+  int64_t kblock = 0;                    // pairs per int32 block
+  const int16_t* block(int64_t b) const { return w.get() + b * pairs * 32; }
+};
+
+struct Gemm16Call {
+  const Packed16* B = nullptr;
+  const Epilogue* E = nullptr;
+  const int16_t* A = nullptr;   // rows of lda int16 (plane lo in split mode)
+  const int16_t* Ahi = nullptr; // plane hi (split mode)
+  int64_t lda = 0;
+  int64_t M = 0;
+  void* out = nullptr;  // row m, channel oc at element m * ldo + oc
+  int64_t ldo = 0;
+  int64_t b0 = 0, b1 = 0;  // 16-channel blocks [b0, b1)
+};
+void gemm16_avx512vnni(const Gemm16Call& c);
+void gemm16_avx2(const Gemm16Call& c);
+// Epilogue of one row segment from int64 sums (acc[0..n) = channels oc0..):
+// + corr + bias, requantization (or float output), clamp, store.
+void epilogue16_row_scalar(const int64_t* acc, int64_t oc0, int64_t n, const Packed16& B, const Epilogue& E,
+                           void* out_row);
+void epilogue16_row_avx512(const int64_t* acc, int64_t oc0, int64_t n, const Packed16& B, const Epilogue& E,
+                           void* out_row);
+
+// ---- average pool, concat, softmax on 8-bit data (ops2_avx512.cpp, ops2_avx2.cpp) --
+// Average / global average pool over 8-bit NHWC (global: KH = H, KW = W,
+// stride 1, no padding): output rows [r0, r1) of N*OH. Window sums in int32,
+// then the exact avg_pool_divide of kernels.h, q = sign(sum) *
+// floor(N / (count 2^(s+1))) with N = 2 |sum| m + count 2^s, computed in
+// double as floor(fl(N / count) * 2^-(s+1)). Exact whenever N < 2^53: N and
+// count 2^s are then exact doubles, and a quotient x = N / D that is not an
+// integer lies at least 1/D below the next integer k, while rounding moves it
+// by at most x 2^-53 < 1/D, so fl(x) < k and floor(fl(x)) = floor(x). The
+// kernel's supports() checks N < 2^53 for the largest sum and count.
+struct AvgPoolParams {
+  int64_t N = 1, H = 0, W = 0, C = 0, OH = 0, OW = 0;
+  int KH = 1, KW = 1, sh = 1, sw = 1, pt = 0, pl = 0;
+  bool count_include_pad = false;
+  bool in_signed = false, out_signed = false;
+  Requant r{};
+  int32_t lo = 0, hi = 0;
+};
+void avgpool_rows_avx512(const AvgPoolParams& p, const uint8_t* in, uint8_t* out, int64_t r0, int64_t r1);
+void avgpool_rows_avx2(const AvgPoolParams& p, const uint8_t* in, uint8_t* out, int64_t r0, int64_t r1);
+
+// Copy with requantization of n 8-bit values (concat): identity -> clamped
+// copy (memcpy when nothing can clamp); else clamp(apply_requant(x, {m, s})),
+// round = 2^(s-1) (0 when s == 0), in 64-bit lanes.
+struct Convert8Params {
+  bool in_signed = false, out_signed = false, identity = true;
+  int64_t m = 0, round = 0, shift = 0;
+  int32_t lo = 0, hi = 0;
+};
+void convert8_avx512(const Convert8Params& p, const uint8_t* in, uint8_t* out, int64_t n);
+void convert8_avx2(const Convert8Params& p, const uint8_t* in, uint8_t* out, int64_t n);
+
+// Softmax of one contiguous row of n 8-bit values into n floats. Bit-identical
+// to the reference: e(q) = exp(double(float(q) * scale) - mx) with std::exp,
+// computed once per value q in the row's [min, max] when that range is no
+// longer than the row (else once per element); the double sum is taken in the
+// reference's order; out = float(e / sum) (vector division is IEEE exact).
+// `table`: 256 doubles of scratch.
+void softmax_row_u8_avx512(const uint8_t* in, bool in_signed, float scale, int64_t n, float* out, double* table);
+void softmax_row_u8_avx2(const uint8_t* in, bool in_signed, float scale, int64_t n, float* out, double* table);
+
 // Shared scalar epilogue of one row segment (float output, and tails).
 void epilogue_row_scalar(const int32_t* acc, int64_t oc0, int64_t n, int32_t rowcorr, const Epilogue& E,
                          void* out_row);

@@ -22,5 +22,7 @@ double kernel_rate(std::string_view name);
 // Depthwise conv, pooling, add, concat (extra_kernels.cpp) and oneDNN (onednn.cpp).
 void register_extra_kernels(std::vector<KernelInfo>& table);
 void register_onednn_kernels(std::vector<KernelInfo>& table);
+// 16-bit conv / fc (gemm16.cpp): w16a16 and the mixed pairs with one 16-bit side.
+void register_gemm16_kernels(std::vector<KernelInfo>& table);
 
 }  // namespace bbits::kernels::simd
