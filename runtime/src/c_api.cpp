@@ -78,6 +78,16 @@ const char* bbits_version(void) { return bbits::version(); }
 
 const char* bbits_last_error(void) { return g_last_error.c_str(); }
 
+int bbits_load_calibration(const char* path) {
+  if (!path) {
+    set_error("bbits_load_calibration: null path");
+    return -1;
+  }
+  int n = -1;
+  guarded([&] { n = static_cast<int>(bbits::load_calibration(path).rates.size()); });
+  return n;
+}
+
 bbits_model* bbits_model_load(const char* path) {
   if (!path) {
     set_error("bbits_model_load: null path");

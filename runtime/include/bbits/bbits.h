@@ -45,6 +45,11 @@ BBITS_C_API const char* bbits_version(void);
 /* Description of the last failure on the calling thread ("" when none). */
 BBITS_C_API const char* bbits_last_error(void);
 
+/* Applies a calibration written by `bbits calibrate` to the kernel choice of
+   models loaded afterwards (process-wide); returns the number of kernels whose
+   rate it set, or -1 on failure (see bbits_last_error). */
+BBITS_C_API int bbits_load_calibration(const char* path);
+
 /* Memory-maps and verifies a .bbm file; NULL on failure. */
 BBITS_C_API bbits_model* bbits_model_load(const char* path);
 /* Copies `size` bytes and verifies them; NULL on failure. */

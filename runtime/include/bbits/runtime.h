@@ -16,6 +16,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #if defined(_WIN32)
@@ -195,6 +196,24 @@ class BBITS_API Session {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// ---- cost-model calibration --------------------------------------------------
+// Plans choose each layer's kernel by estimated time. The estimates use MAC
+// rates built into the kernels (measured on an AMD EPYC Zen 4); a calibration
+// written by `bbits calibrate` on the machine at hand replaces them with its
+// measured single-thread convolution rates, kernel by kernel. Applies to
+// models loaded afterwards (plans are built at load time); process-wide.
+// The environment variable BBITS_CALIBRATION=FILE does the same before the
+// first model is loaded.
+struct CalibrationResult {
+  std::string path, isa, cpu, created;                    // as recorded in the file
+  std::vector<std::pair<std::string, double>> rates;      // kernel -> MACs per ns now in force
+};
+// Throws Error naming the file and the problem (unreadable, not JSON, wrong
+// version, malformed entries).
+BBITS_API CalibrationResult load_calibration(const std::string& path);
+// Back to the built-in rates.
+BBITS_API void reset_calibration();
 
 // Version of the library ("0.1.0").
 BBITS_API const char* version();
