@@ -31,7 +31,7 @@ const kernels::KernelInfo* pick_kernel(const ModelLayer& layer, const std::strin
 LayerRunner::LayerRunner(const ModelLayer& layer, const kernels::KernelInfo& info, int max_threads, uint64_t seed)
     : layer_(layer), info_(info) {
   try {
-    kernel_ = info.create(layer.desc, layer.weights());
+    kernel_ = info.create(layer.desc, layer.weights);
     std::mt19937_64 rng(seed);
     const int n_in = kernels::num_inputs(layer.desc);
     for (int i = 0; i < n_in; ++i) {

@@ -124,11 +124,8 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
     if (progress) progress(s);
   };
   const auto ml = ModelLayers::load(model_path);
-  const auto model = bbits::Model::load(model_path);
+  const bbits::Model* model = &ml->model();
   const auto& info = model->info();
-  if (info.layers.size() != ml->layers().size())
-    throw std::runtime_error(fmt::format("{}: the runtime reports {} layers, the file has {}", model_path,
-                                         info.layers.size(), ml->layers().size()));
   const kernels::Isa isa = kernels::detect_isa();
   const Calibration& cal = opts.calibration;
 
@@ -150,7 +147,7 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
   // Kernels as the plan chose them.
   std::vector<const kernels::KernelInfo*> chosen;
   for (size_t i = 0; i < ml->layers().size(); ++i)
-    chosen.push_back(pick_kernel(ml->layers()[i], info.layers[i].kernel, isa));
+    chosen.push_back(pick_kernel(ml->layers()[i], ml->layers()[i].kernel, isa));
 
   bool profiled = true;
   for (int t : opts.threads) {

@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -55,7 +56,9 @@ struct Step {
   std::string reason;               // explain_choice()
   std::vector<int> inputs;          // slot indices
   int output = -1;                  // slot index
-  // Constant data handed to the kernel (kept alive with the plan).
+  // Constant data handed to the kernel (kept alive with the plan); the
+  // weights are the packed bytes as stored in the model file.
+  std::span<const uint8_t> weight_data;
   std::vector<float> w_scales;
   std::vector<int32_t> bias_q;
   std::vector<float> bias_f;

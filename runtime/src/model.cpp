@@ -11,6 +11,8 @@
 #include <new>
 
 #include "bbits/format/cost.h"
+#include "bbits/runtime_plan.h"
+#include "calibration.h"
 #include "internal.h"
 
 namespace bbits {
@@ -289,6 +291,7 @@ std::shared_ptr<const Model> finish_load(std::unique_ptr<Model::Impl> impl, cons
     throw Error(origin + ": invalid model: " + e.what());
   }
   try {
+    detail::apply_env_calibration_once();
     impl->info = detail::describe_model(impl->view);
     const char* v = std::getenv("BBITS_VERBOSE");
     const bool verbose = v && *v && std::strcmp(v, "0") != 0;
@@ -347,6 +350,25 @@ const TensorInfo& Model::output(size_t i) const {
     throw Error("output index " + std::to_string(i) + " out of range (model has " +
                 std::to_string(impl_->io_outputs.size()) + ")");
   return impl_->io_outputs[i];
+}
+
+std::vector<PlanStep> plan_steps(const Model& model) {
+  std::vector<PlanStep> out;
+  out.reserve(model.impl().plan.steps.size());
+  for (const detail::Step& s : model.impl().plan.steps) {
+    PlanStep p;
+    p.index = s.op_index;
+    p.desc = &s.desc;
+    p.weights.data = s.weight_data.data();
+    p.weights.size = s.weight_data.size();
+    p.weights.scales = s.w_scales;
+    p.weights.bias_q = s.bias_q;
+    p.weights.bias_f = s.bias_f;
+    p.kernel = s.kernel->name();
+    p.cost_ns = s.cost_ns;
+    out.push_back(p);
+  }
+  return out;
 }
 
 size_t Model::arena_bytes() const { return impl_->plan.arena_bytes; }

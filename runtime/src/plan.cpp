@@ -49,6 +49,29 @@ void nhwc_axis_split(const std::vector<int64_t>& s, int axis, int64_t& outer, in
   axis_size = stored[static_cast<size_t>(stored_axis)];
 }
 
+// N,C,H,W of a 4-D activation (the file's layout) into the N,H,W,C fields of
+// a convolution, pooling or reshape descriptor.
+template <class D>
+void set_nchw(D& d, const std::vector<int64_t>& xs) {
+  if (xs.size() != 4) fail("input must be 4-D (N,C,H,W), is " + std::to_string(xs.size()) + "-D");
+  d.N = xs[0];
+  d.C = xs[1];
+  d.H = xs[2];
+  d.W = xs[3];
+}
+
+// Strides and padding of a convolution or pooling window (Conv2DOptions and
+// Pool2DOptions name these fields alike).
+template <class D, class O>
+void set_window(D& d, const O& o) {
+  d.stride_h = o.stride_h();
+  d.stride_w = o.stride_w();
+  d.pad_top = o.pad_top();
+  d.pad_left = o.pad_left();
+  d.pad_bottom = o.pad_bottom();
+  d.pad_right = o.pad_right();
+}
+
 struct Builder {
   const format::ModelView& view;
   const fb::Model& m;
@@ -99,19 +122,11 @@ struct Builder {
         const fb::Tensor* w = tensor(in[1]);
         const std::vector<int64_t> ws = shape_of(w);
         kernels::ConvDesc d;
-        d.N = xs[0];
-        d.C = xs[1];
-        d.H = xs[2];
-        d.W = xs[3];
+        set_nchw(d, xs);
+        set_window(d, *o);
         d.OC = ws[0];
         d.KH = ws[1];
         d.KW = ws[2];
-        d.stride_h = o->stride_h();
-        d.stride_w = o->stride_w();
-        d.pad_top = o->pad_top();
-        d.pad_left = o->pad_left();
-        d.pad_bottom = o->pad_bottom();
-        d.pad_right = o->pad_right();
         d.dilation_h = o->dilation_h();
         d.dilation_w = o->dilation_w();
         d.groups = o->groups();
@@ -154,18 +169,10 @@ struct Builder {
         const auto* o = op.options_as_Pool2DOptions();
         kernels::PoolDesc d;
         d.kind = op.type() == fb::OpType::MaxPool2D ? kernels::PoolKind::Max : kernels::PoolKind::Avg;
-        d.N = xs[0];
-        d.C = xs[1];
-        d.H = xs[2];
-        d.W = xs[3];
+        set_nchw(d, xs);
+        set_window(d, *o);
         d.KH = o->kernel_h();
         d.KW = o->kernel_w();
-        d.stride_h = o->stride_h();
-        d.stride_w = o->stride_w();
-        d.pad_top = o->pad_top();
-        d.pad_left = o->pad_left();
-        d.pad_bottom = o->pad_bottom();
-        d.pad_right = o->pad_right();
         d.count_include_pad = o->count_include_pad();
         d.in = qin;
         d.out = qout;
@@ -174,10 +181,7 @@ struct Builder {
       case fb::OpType::GlobalAvgPool: {
         kernels::PoolDesc d;
         d.kind = kernels::PoolKind::GlobalAvg;
-        d.N = xs[0];
-        d.C = xs[1];
-        d.H = xs[2];
-        d.W = xs[3];
+        set_nchw(d, xs);
         d.KH = static_cast<int>(d.H);
         d.KW = static_cast<int>(d.W);
         d.in = qin;
@@ -215,10 +219,7 @@ struct Builder {
         d.in = qin;
         d.out = qout;
         if (xs.size() == 4) {
-          d.N = xs[0];
-          d.C = xs[1];
-          d.H = xs[2];
-          d.W = xs[3];
+          set_nchw(d, xs);
           // Stored N,H,W,C; the file's element order is N,C,H,W. Only a flatten
           // to N,(C*H*W) (or any shape keeping N first with the same C,H,W order
           // flattened) needs the transpose; a 4-D output must keep the dims.
@@ -352,6 +353,7 @@ Plan build_plan(const format::ModelView& view, bool verbose) {
         const std::span<const uint8_t> bytes = view.tensor_data(weight_tensor);
         w.data = bytes.data();
         w.size = bytes.size();
+        s.weight_data = bytes;
       }
       w.scales = s.w_scales;
       w.bias_q = s.bias_q;

@@ -18,6 +18,7 @@
 #include "bbits/bench/synthetic.h"
 #include "bbits/format/cost.h"
 #include "bbits/format/model_file.h"
+#include "bbits/runtime_plan.h"
 
 namespace bb = bbits::bench;
 namespace fs = std::filesystem;
@@ -78,6 +79,50 @@ TEST(ModelLayers, DecodesTheTinyModel) {
   const bb::LayerCost fc = m->layers()[7].cost();
   EXPECT_EQ(fc.output_bytes, 10 * 4);  // float logits
   EXPECT_EQ(m->layers()[4].cost().input_bytes, 2 * 8 * 8 * 8);  // add reads two tensors
+}
+
+// The runtime's plan as kernel descriptors (bbits/runtime_plan.h): one step
+// per operator, agreeing with the runtime's own layer description.
+TEST(RuntimePlan, StepsDescribeEveryOperator) {
+  const auto bytes = bb::tiny_test_model();
+  const auto model = bbits::Model::from_memory(bytes.data(), bytes.size());
+  const auto& info = model->info();
+  const std::vector<bbits::PlanStep> steps = bbits::plan_steps(*model);
+  ASSERT_EQ(steps.size(), info.layers.size());
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const bbits::PlanStep& s = steps[i];
+    const bbits::LayerInfo& L = info.layers[i];
+    ASSERT_NE(s.desc, nullptr);
+    EXPECT_EQ(s.index, static_cast<int>(i));
+    EXPECT_EQ(std::string(s.kernel), L.kernel);
+    EXPECT_NO_THROW(bbits::kernels::check_desc(*s.desc));
+    EXPECT_EQ(bbits::kernels::weight_bits(*s.desc), L.weight_bits) << L.name;
+    EXPECT_EQ(bbits::kernels::input_bits(*s.desc), L.act_bits) << L.name;
+    EXPECT_EQ(bbits::kernels::output_quant(*s.desc).bits, L.out_bits) << L.name;
+    if (L.weight_bits > 0) {
+      EXPECT_EQ(static_cast<int64_t>(s.weights.size), L.weight_bytes) << L.name;
+      EXPECT_EQ(bbits::kernels::op_work(*s.desc), L.macs) << L.name;
+      EXPECT_FALSE(s.weights.scales.empty()) << L.name;
+    } else {
+      EXPECT_EQ(s.weights.data, nullptr) << L.name;
+    }
+    if (const auto* c = std::get_if<bbits::kernels::ConvDesc>(s.desc)) {
+      // N,C,H,W of the file -> the descriptor's N,H,W,C fields.
+      EXPECT_EQ((std::vector<int64_t>{c->N, c->C, c->H, c->W}), L.input_shape) << L.name;
+      EXPECT_EQ((std::vector<int64_t>{c->N, c->OC, c->out_h(), c->out_w()}), L.output_shape) << L.name;
+    }
+    if (const auto* p = std::get_if<bbits::kernels::PoolDesc>(s.desc)) {
+      EXPECT_EQ((std::vector<int64_t>{p->N, p->C, p->H, p->W}), L.input_shape) << L.name;
+      EXPECT_EQ((std::vector<int64_t>{p->N, p->C, p->out_h(), p->out_w()}), L.output_shape) << L.name;
+    }
+  }
+  // The harness's layers are the plan's descriptors and kernel choice.
+  const auto m = bb::ModelLayers::from_memory(bytes.data(), bytes.size(), "tiny");
+  ASSERT_EQ(m->layers().size(), steps.size());
+  for (size_t i = 0; i < steps.size(); ++i) {
+    EXPECT_EQ(bbits::kernels::describe(m->layers()[i].desc), bbits::kernels::describe(*steps[i].desc));
+    EXPECT_EQ(m->layers()[i].kernel, info.layers[i].kernel);
+  }
 }
 
 TEST(ModelLayers, RejectsGarbage) {

@@ -1,19 +1,20 @@
 // bbits bench — a model file seen as a list of kernel-level layers: for each
-// operator of a .bbm file, the kernel descriptor (bbits/kernels/kernels.h),
-// its constant data, and its cost (MACs, bytes, BOPs). The benchmarks time
-// each layer by running the kernel the runtime's plan chose on exactly this
-// descriptor, and build the oneDNN baselines from the same shapes.
+// operator, the kernel descriptor (bbits/kernels/kernels.h) and constant data
+// exactly as the runtime's plan built them (bbits/runtime_plan.h: the one
+// decoder of the model format into kernel descriptors), the kernel the plan
+// chose, and the layer's cost (MACs, bytes, BOPs). The benchmarks time each
+// layer by running that kernel on exactly this descriptor, and build the
+// oneDNN baselines from the same shapes.
 #pragma once
 
 #include <cstdint>
 #include <memory>
-#include <span>
 #include <string>
 #include <vector>
 
 #include "bbits/bench/roofline.h"
-#include "bbits/format/model_file.h"
 #include "bbits/kernels/kernels.h"
+#include "bbits/runtime.h"
 
 namespace bbits::bench {
 
@@ -22,18 +23,16 @@ struct ModelLayer {
   std::string name;
   std::string op;              // format op name: "conv2d", "fully_connected", ...
   bool depthwise = false;
-  kernels::OpDesc desc;
+  kernels::OpDesc desc;        // the runtime plan's descriptor
   std::vector<int> input_tensors;   // activation inputs (file tensor indices)
   int output_tensor = -1;
-  int weight_tensor = -1;
-  std::span<const uint8_t> weight_data;  // packed as stored; empty without weights
-  std::vector<float> w_scales;
-  std::vector<int32_t> bias_q;
-  std::vector<float> bias_f;
+  // Packed weights as stored, weight scales and biases, as the plan handed
+  // them to its kernel (views into the model: valid while ModelLayers lives);
+  // empty for operators without weights.
+  kernels::Weights weights;
+  std::string kernel;          // the kernel the runtime's plan chose
   int64_t macs_unpruned = 0;
 
-  // Weights view for kernels::KernelInfo::create (valid while the layer lives).
-  kernels::Weights weights() const;
   // MACs, bytes moved (weights as stored + biases + activations at their
   // storage width) and bit widths.
   LayerCost cost() const;
@@ -42,11 +41,12 @@ struct ModelLayer {
   std::string family() const;
 };
 
-// Owns the model bytes (64-byte aligned); not copyable, held by unique_ptr.
+// A loaded bbits::Model and its layers; not copyable, held by unique_ptr.
 class ModelLayers {
  public:
-  // Reads, verifies (format::verify_model) and describes every operator.
-  // Throws std::runtime_error naming the file and the operator on any problem.
+  // Loads the model with the runtime (verification and plan) and lists its
+  // operators. Throws std::runtime_error naming the file (or `label`) and the
+  // problem.
   static std::unique_ptr<ModelLayers> load(const std::string& path);
   static std::unique_ptr<ModelLayers> from_memory(const void* data, size_t size, const std::string& label);
   ~ModelLayers();
@@ -54,7 +54,7 @@ class ModelLayers {
   ModelLayers& operator=(const ModelLayers&) = delete;
 
   const std::vector<ModelLayer>& layers() const { return layers_; }
-  const format::ModelView& view() const { return view_; }
+  const bbits::Model& model() const { return *model_; }
   const std::string& label() const { return label_; }
   // Shape (file layout) and quantization of an activation tensor.
   std::vector<int64_t> tensor_shape(int tensor) const;
@@ -71,14 +71,9 @@ class ModelLayers {
  private:
   ModelLayers() = default;
   void build();
-  uint8_t* bytes_ = nullptr;
-  size_t size_ = 0;
+  std::shared_ptr<const bbits::Model> model_;
   std::string label_;
-  format::ModelView view_;
   std::vector<ModelLayer> layers_;
 };
-
-// Kernel-level QuantInfo of a file tensor (bits 32 for float tensors).
-kernels::QuantInfo quant_of(const fb::Tensor& t);
 
 }  // namespace bbits::bench

@@ -25,6 +25,7 @@ struct LayerCost {
   int64_t weight_bytes = 0;   // packed weights + bias
   int64_t input_bytes = 0;    // activations read (all inputs)
   int64_t output_bytes = 0;   // activations written
+  int64_t m = 0;              // GEMM rows: output pixels (conv, N*OH*OW) or batch (fc); 0 otherwise
   int64_t bytes() const { return weight_bytes + input_bytes + output_bytes; }
   // Everything the layer touches once: what must stay in cache.
   int64_t working_set() const { return bytes(); }
