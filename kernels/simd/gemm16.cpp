@@ -122,6 +122,10 @@ class Gemm16Conv final : public Kernel {
     B_.kblock = std::clamp<int64_t>(int64_t{2147483647} / step, 1, std::max<int64_t>(B_.pairs, 1));
     const std::vector<int32_t> no_wsum(static_cast<size_t>(B_.OCp), 0);  // corrections are in B_.corr
     E_ = make_epilogue(OC, B_.OCp, K, d_.wbits, w, d_.in, d_.out, d_.activation, no_wsum, name_);
+    if (E_.kind != OutKind::F32) {
+      B_.shift_ge32 = true;
+      for (int64_t oc = 0; oc < OC; ++oc) B_.shift_ge32 &= E_.shift[oc] >= 32;
+    }
     planes_ = B_.split ? 2 : 1;
     // Rows per block: A (MB rows x Kp int16 per plane) stays in L2 beside a weight panel.
     MB_ = std::clamp<int64_t>((128 * 1024 / (B_.Kp * 2 * planes_)) / 4 * 4, 4, 256);

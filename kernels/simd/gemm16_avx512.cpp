@@ -123,22 +123,35 @@ void epilogue16_row_avx512(const int64_t* acc, int64_t oc0, int64_t n, const Pac
   }
   const __m512i lo = _mm512_set1_epi64(E.lo), hi = _mm512_set1_epi64(E.hi);
   const __m512i lim = _mm512_set1_epi64(int64_t{1} << 31), nlim = _mm512_set1_epi64(-(int64_t{1} << 31));
+  const __m512i s32 = _mm512_set1_epi64(32);
   for (int64_t c = 0; c < n; c += 8) {
     const int64_t oc = oc0 + c;
     const int64_t cnt = std::min<int64_t>(8, n - c);
     const __mmask8 k = mask8(cnt);
     __m512i a = _mm512_add_epi64(_mm512_maskz_loadu_epi64(k, acc + c), _mm512_maskz_loadu_epi64(k, B.corr.data() + oc));
     a = _mm512_add_epi64(a, _mm512_maskz_loadu_epi64(k, E.bias64.data() + oc));
-    // Fast path when |a| < 2^31: a * m + round stays below 2^63 (m < 2^31,
-    // round <= 2^61 + 2^31), so 64-bit lanes give apply_requant exactly.
-    const __mmask8 big = _mm512_cmpge_epi64_mask(a, lim) | _mm512_cmplt_epi64_mask(a, nlim);
-    if ((big & k) != 0) {  // rare: the scalar 128-bit path for these channels
-      epilogue16_row_scalar(acc + c, oc, cnt, B, E, out_row);
-      continue;
+    const __m512i m = _mm512_maskz_loadu_epi64(k, E.mult.get() + oc);
+    const __m512i rnd = _mm512_maskz_loadu_epi64(k, E.round.get() + oc);
+    const __m512i sh = _mm512_maskz_loadu_epi64(k, E.shift.get() + oc);
+    __m512i p;
+    if (B.shift_ge32) {
+      // Any |a| < 2^62 with s >= 32: a = ah 2^32 + al (al unsigned 32 bits),
+      // a m + round = (ah m) 2^32 + L with L = al m + round in [0, 2^64)
+      // (round = 2^(s-1) + bias fraction >= 0 for s >= 32), so
+      // (a m + round) >> s = (ah m + (L >> 32)) >> (s - 32): exact.
+      const __m512i ph = _mm512_mul_epi32(_mm512_srai_epi64(a, 32), m);
+      const __m512i L = _mm512_add_epi64(_mm512_mul_epu32(a, m), rnd);
+      p = _mm512_srav_epi64(_mm512_add_epi64(ph, _mm512_srli_epi64(L, 32)), _mm512_sub_epi64(sh, s32));
+    } else {
+      // |a| < 2^31: a * m + round stays below 2^63 (m < 2^31, round <= 2^61 +
+      // 2^31), so 64-bit lanes give apply_requant exactly; else scalar.
+      const __mmask8 big = _mm512_cmpge_epi64_mask(a, lim) | _mm512_cmplt_epi64_mask(a, nlim);
+      if ((big & k) != 0) {  // the scalar 128-bit path for these channels
+        epilogue16_row_scalar(acc + c, oc, cnt, B, E, out_row);
+        continue;
+      }
+      p = _mm512_srav_epi64(_mm512_add_epi64(_mm512_mullo_epi64(a, m), rnd), sh);
     }
-    __m512i p = _mm512_mullo_epi64(a, _mm512_maskz_loadu_epi64(k, E.mult.get() + oc));
-    p = _mm512_add_epi64(p, _mm512_maskz_loadu_epi64(k, E.round.get() + oc));
-    p = _mm512_srav_epi64(p, _mm512_maskz_loadu_epi64(k, E.shift.get() + oc));
     p = _mm512_min_epi64(_mm512_max_epi64(p, lo), hi);
     switch (E.kind) {
       case OutKind::U8:

@@ -19,11 +19,16 @@ inline __m256i load8_widen(const uint8_t* p, bool sgn) {
   return sgn ? _mm256_cvtepi8_epi32(b) : _mm256_cvtepu8_epi32(b);
 }
 
-// 4 window sums -> exact avg_pool_divide (see simd_internal.h).
-inline __m128i divide4(__m128i sum, __m256d two_m, __m256d c2s, __m256d cnt, __m256d inv2s1) {
+// 4 window sums -> exact avg_pool_divide: q0 = floor(N * (1 / D)), then
+// one correction from the exact remainder N - q0 D (ops2_avx512.cpp).
+inline __m128i divide4(__m128i sum, __m256d two_m, __m256d c2s, __m256d D, __m256d invD) {
   const __m256d t = _mm256_cvtepi32_pd(_mm_abs_epi32(sum));
   const __m256d N = _mm256_add_pd(_mm256_mul_pd(t, two_m), c2s);
-  const __m256d q = _mm256_floor_pd(_mm256_mul_pd(_mm256_div_pd(N, cnt), inv2s1));
+  __m256d q = _mm256_floor_pd(_mm256_mul_pd(N, invD));
+  const __m256d rem = _mm256_sub_pd(N, _mm256_mul_pd(q, D));
+  const __m256d one = _mm256_set1_pd(1.0);
+  q = _mm256_sub_pd(q, _mm256_and_pd(_mm256_cmp_pd(rem, _mm256_setzero_pd(), _CMP_LT_OQ), one));
+  q = _mm256_add_pd(q, _mm256_and_pd(_mm256_cmp_pd(rem, D, _CMP_GE_OQ), one));
   return _mm_sign_epi32(_mm256_cvttpd_epi32(q), sum);
 }
 
@@ -42,9 +47,10 @@ void avgpool_rows_avx2(const AvgPoolParams& p, const uint8_t* in, uint8_t* out, 
   const bool sgn = p.in_signed;
   const __m256d two_m = _mm256_set1_pd(2.0 * static_cast<double>(p.r.multiplier));
   const double pow2s = std::ldexp(1.0, p.r.shift);
-  const __m256d inv2s1 = _mm256_set1_pd(std::ldexp(1.0, -(p.r.shift + 1)));
   const __m256i lo = _mm256_set1_epi32(p.lo), hi = _mm256_set1_epi32(p.hi);
-  const int64_t C = p.C, C8 = C / 8 * 8;
+  const int64_t C = p.C, C32 = C / 32 * 32, C8 = C / 8 * 8;
+  auto wid16 = [sgn](__m128i b) { return sgn ? _mm256_cvtepi8_epi16(b) : _mm256_cvtepu8_epi16(b); };
+  auto wid32 = [sgn](__m128i h) { return sgn ? _mm256_cvtepi16_epi32(h) : _mm256_cvtepu16_epi32(h); };
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t n = r / p.OH, oh = r % p.OH;
     const int64_t h0 = oh * p.sh - p.pt;
@@ -53,30 +59,52 @@ void avgpool_rows_avx2(const AvgPoolParams& p, const uint8_t* in, uint8_t* out, 
       const int64_t w0 = ow * p.sw - p.pl;
       const int64_t ws = std::max<int64_t>(w0, 0), we = std::min<int64_t>(w0 + p.KW, p.W);
       const int64_t count = p.count_include_pad ? int64_t{p.KH} * p.KW : (he - hs) * (we - ws);
-      const __m256d cnt = _mm256_set1_pd(static_cast<double>(count));
+      const double Dd = static_cast<double>(count) * pow2s * 2.0;
+      const __m256d D = _mm256_set1_pd(Dd), invD = _mm256_set1_pd(1.0 / Dd);
       const __m256d c2s = _mm256_set1_pd(static_cast<double>(count) * pow2s);
       uint8_t* o = out + ((n * p.OH + oh) * p.OW + ow) * C;
-      for (int64_t c0 = 0; c0 < C8; c0 += 32) {
-        const int64_t groups = std::min<int64_t>(4, (C8 - c0) / 8);
+      auto finish8 = [&](__m256i sum, uint8_t* dst) {
+        const __m128i qa = divide4(_mm256_castsi256_si128(sum), two_m, c2s, D, invD);
+        const __m128i qb = divide4(_mm256_extracti128_si256(sum, 1), two_m, c2s, D, invD);
+        __m256i q = _mm256_inserti128_si256(_mm256_castsi128_si256(qa), qb, 1);
+        store8(dst, _mm256_min_epi32(_mm256_max_epi32(q, lo), hi), p.out_signed);
+      };
+      // Blocks of 32 channels: 16-bit sums over at most 256 taps, then int32.
+      for (int64_t c0 = 0; c0 < C32; c0 += 32) {
         __m256i s[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
                         _mm256_setzero_si256()};
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0;
+        auto flush = [&] {
+          s[0] = _mm256_add_epi32(s[0], wid32(_mm256_castsi256_si128(a0)));
+          s[1] = _mm256_add_epi32(s[1], wid32(_mm256_extracti128_si256(a0, 1)));
+          s[2] = _mm256_add_epi32(s[2], wid32(_mm256_castsi256_si128(a1)));
+          s[3] = _mm256_add_epi32(s[3], wid32(_mm256_extracti128_si256(a1, 1)));
+          a0 = a1 = _mm256_setzero_si256();
+        };
+        int taps = 0;
         for (int64_t ih = hs; ih < he; ++ih) {
           const uint8_t* row = in + ((n * p.H + ih) * p.W) * C + c0;
           for (int64_t iw = ws; iw < we; ++iw) {
             const uint8_t* px = row + iw * C;
-            s[0] = _mm256_add_epi32(s[0], load8_widen(px, sgn));
-            if (groups > 1) s[1] = _mm256_add_epi32(s[1], load8_widen(px + 8, sgn));
-            if (groups > 2) s[2] = _mm256_add_epi32(s[2], load8_widen(px + 16, sgn));
-            if (groups > 3) s[3] = _mm256_add_epi32(s[3], load8_widen(px + 24, sgn));
+            a0 = _mm256_add_epi16(a0, wid16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(px))));
+            a1 = _mm256_add_epi16(a1, wid16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(px + 16))));
+            if (++taps == 256) {
+              flush();
+              taps = 0;
+            }
           }
         }
-        for (int64_t j = 0; j < groups; ++j) {
-          const __m128i qa = divide4(_mm256_castsi256_si128(s[j]), two_m, c2s, cnt, inv2s1);
-          const __m128i qb = divide4(_mm256_extracti128_si256(s[j], 1), two_m, c2s, cnt, inv2s1);
-          __m256i q = _mm256_inserti128_si256(_mm256_castsi128_si256(qa), qb, 1);
-          q = _mm256_min_epi32(_mm256_max_epi32(q, lo), hi);
-          store8(o + c0 + 8 * j, q, p.out_signed);
+        flush();
+        for (int j = 0; j < 4; ++j) finish8(s[j], o + c0 + 8 * j);
+      }
+      // Groups of 8 channels: int32 sums.
+      for (int64_t c0 = C32; c0 < C8; c0 += 8) {
+        __m256i sum = _mm256_setzero_si256();
+        for (int64_t ih = hs; ih < he; ++ih) {
+          const uint8_t* row = in + ((n * p.H + ih) * p.W) * C + c0;
+          for (int64_t iw = ws; iw < we; ++iw) sum = _mm256_add_epi32(sum, load8_widen(row + iw * C, sgn));
         }
+        finish8(sum, o + c0);
       }
       for (int64_t c = C8; c < C; ++c) {
         int64_t sum = 0;

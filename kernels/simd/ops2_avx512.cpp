@@ -22,15 +22,29 @@ inline __m512i load_widen(const uint8_t* p, __mmask16 k, bool sgn) {
   return sgn ? _mm512_cvtepi8_epi32(b) : _mm512_cvtepu8_epi32(b);
 }
 
-// 8 window sums (int32) -> exact avg_pool_divide, as int32.
-inline __m256i divide8(__m256i sum, __m512d two_m, __m512d c2s, __m512d cnt, __m512d inv2s1) {
+// 8 window sums (int32) -> exact avg_pool_divide, as int32. q0 = floor(N *
+// (1 / D)) is within one of floor(N / D) (N < 2^53, relative error ~2^-52);
+// the remainder N - q0 D, exact in double (q0 D < 2^53 is an exact product),
+// corrects it.
+inline __m256i divide8(__m256i sum, __m512d two_m, __m512d c2s, __m512d D, __m512d invD) {
   const __m512d t = _mm512_cvtepi32_pd(_mm256_abs_epi32(sum));
-  // N = 2 |sum| m + count 2^s < 2^53: exact; floor(fl(N / count) 2^-(s+1)) is
-  // the exact floor of N / (count 2^(s+1)) (simd_internal.h).
-  const __m512d N = _mm512_add_pd(_mm512_mul_pd(t, two_m), c2s);
-  const __m512d q = _mm512_roundscale_pd(_mm512_mul_pd(_mm512_div_pd(N, cnt), inv2s1), _MM_FROUND_TO_NEG_INF);
-  const __m256i qi = _mm512_cvttpd_epi32(q);
-  return _mm256_sign_epi32(qi, sum);  // sign(sum) * q (0 when sum == 0)
+  const __m512d N = _mm512_add_pd(_mm512_mul_pd(t, two_m), c2s);  // exact
+  __m512d q = _mm512_roundscale_pd(_mm512_mul_pd(N, invD), _MM_FROUND_TO_NEG_INF);
+  const __m512d rem = _mm512_sub_pd(N, _mm512_mul_pd(q, D));  // exact
+  const __m512d one = _mm512_set1_pd(1.0);
+  q = _mm512_mask_sub_pd(q, _mm512_cmp_pd_mask(rem, _mm512_setzero_pd(), _CMP_LT_OQ), q, one);
+  q = _mm512_mask_add_pd(q, _mm512_cmp_pd_mask(rem, D, _CMP_GE_OQ), q, one);
+  return _mm256_sign_epi32(_mm512_cvttpd_epi32(q), sum);  // sign(sum) * q (0 when sum == 0)
+}
+
+// 64 channels of 16-bit window sums (<= 256 taps: 255 * 256 and 128 * 256 fit)
+// added to int32 sums s[0..4).
+inline void flush16(__m512i a0, __m512i a1, bool sgn, __m512i* s) {
+  auto wid = [sgn](__m256i h) { return sgn ? _mm512_cvtepi16_epi32(h) : _mm512_cvtepu16_epi32(h); };
+  s[0] = _mm512_add_epi32(s[0], wid(_mm512_castsi512_si256(a0)));
+  s[1] = _mm512_add_epi32(s[1], wid(_mm512_extracti64x4_epi64(a0, 1)));
+  s[2] = _mm512_add_epi32(s[2], wid(_mm512_castsi512_si256(a1)));
+  s[3] = _mm512_add_epi32(s[3], wid(_mm512_extracti64x4_epi64(a1, 1)));
 }
 
 }  // namespace
@@ -39,7 +53,6 @@ void avgpool_rows_avx512(const AvgPoolParams& p, const uint8_t* in, uint8_t* out
   const bool sgn = p.in_signed;
   const __m512d two_m = _mm512_set1_pd(2.0 * static_cast<double>(p.r.multiplier));
   const double pow2s = std::ldexp(1.0, p.r.shift);
-  const __m512d inv2s1 = _mm512_set1_pd(std::ldexp(1.0, -(p.r.shift + 1)));
   const __m512i lo = _mm512_set1_epi32(p.lo), hi = _mm512_set1_epi32(p.hi);
   const int64_t C = p.C;
   for (int64_t r = r0; r < r1; ++r) {
@@ -50,31 +63,40 @@ void avgpool_rows_avx512(const AvgPoolParams& p, const uint8_t* in, uint8_t* out
       const int64_t w0 = ow * p.sw - p.pl;
       const int64_t ws = std::max<int64_t>(w0, 0), we = std::min<int64_t>(w0 + p.KW, p.W);
       const int64_t count = p.count_include_pad ? int64_t{p.KH} * p.KW : (he - hs) * (we - ws);
-      const __m512d cnt = _mm512_set1_pd(static_cast<double>(count));
+      const double Dd = static_cast<double>(count) * pow2s * 2.0;  // count 2^(s+1), exact
+      const __m512d D = _mm512_set1_pd(Dd), invD = _mm512_set1_pd(1.0 / Dd);
       const __m512d c2s = _mm512_set1_pd(static_cast<double>(count) * pow2s);
       uint8_t* o = out + ((n * p.OH + oh) * p.OW + ow) * C;
       for (int64_t c0 = 0; c0 < C; c0 += 64) {
         const int64_t left = C - c0;
-        const __mmask16 k0 = mask16(left), k1 = mask16(left - 16), k2 = mask16(left - 32), k3 = mask16(left - 48);
-        __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
+        const __mmask64 kb = left >= 64 ? ~__mmask64{0} : ((__mmask64{1} << left) - 1);
+        __m512i s[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                        _mm512_setzero_si512()};
+        __m512i a0 = _mm512_setzero_si512(), a1 = a0;
+        int taps = 0;
         for (int64_t ih = hs; ih < he; ++ih) {
           const uint8_t* row = in + ((n * p.H + ih) * p.W) * C + c0;
           for (int64_t iw = ws; iw < we; ++iw) {
-            const uint8_t* px = row + iw * C;
-            s0 = _mm512_add_epi32(s0, load_widen(px, k0, sgn));
-            if (left > 16) s1 = _mm512_add_epi32(s1, load_widen(px + 16, k1, sgn));
-            if (left > 32) s2 = _mm512_add_epi32(s2, load_widen(px + 32, k2, sgn));
-            if (left > 48) s3 = _mm512_add_epi32(s3, load_widen(px + 48, k3, sgn));
+            const __m512i v = _mm512_maskz_loadu_epi8(kb, row + iw * C);
+            const __m256i v0 = _mm512_castsi512_si256(v), v1 = _mm512_extracti64x4_epi64(v, 1);
+            a0 = _mm512_add_epi16(a0, sgn ? _mm512_cvtepi8_epi16(v0) : _mm512_cvtepu8_epi16(v0));
+            a1 = _mm512_add_epi16(a1, sgn ? _mm512_cvtepi8_epi16(v1) : _mm512_cvtepu8_epi16(v1));
+            if (++taps == 256) {
+              flush16(a0, a1, sgn, s);
+              a0 = a1 = _mm512_setzero_si512();
+              taps = 0;
+            }
           }
         }
-        const __m512i sv[4] = {s0, s1, s2, s3};
-        const __mmask16 kv[4] = {k0, k1, k2, k3};
+        flush16(a0, a1, sgn, s);
         for (int j = 0; j < 4 && 16 * j < left; ++j) {
-          const __m256i qa = divide8(_mm512_castsi512_si256(sv[j]), two_m, c2s, cnt, inv2s1);
-          const __m256i qb = divide8(_mm512_extracti64x4_epi64(sv[j], 1), two_m, c2s, cnt, inv2s1);
+          const __m256i qa = divide8(_mm512_castsi512_si256(s[j]), two_m, c2s, D, invD);
+          const __m256i qb = divide8(_mm512_extracti64x4_epi64(s[j], 1), two_m, c2s, D, invD);
           __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(qa), qb, 1);
           q = _mm512_min_epi32(_mm512_max_epi32(q, lo), hi);
-          _mm512_mask_cvtepi32_storeu_epi8(o + c0 + 16 * j, kv[j], q);
+          const int64_t cnt = left - 16 * j;
+          const __mmask16 k = cnt >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << cnt) - 1u);
+          _mm512_mask_cvtepi32_storeu_epi8(o + c0 + 16 * j, k, q);
         }
       }
     }

@@ -205,9 +205,11 @@ void dwconv_rows_avx2(const DwGeom& g, const DwPacked& P, const Epilogue& E, con
 
 // ---- elementwise on 8-bit data --------------------------------------------------
 // out[i] = clamp(rq(a[i], Ra) + rq(b[i], Rb), lo, hi), 8-bit in / out.
+// out = clamp((a*ma << da) + (b*mb << db) + round) >> shift): the sum of both
+// sides rounded once (apply_requant_sum), 64-bit exact when da, db <= 15.
 struct AddParams {
   bool a_signed = false, b_signed = false, out_signed = false;
-  int64_t ma = 0, ra = 0, sa = 0, mb = 0, rb = 0, sb = 0;  // multiplier, rounding, shift
+  int64_t ma = 0, da = 0, mb = 0, db = 0, round = 0, shift = 0;
   int32_t lo = 0, hi = 0;
 };
 void add_u8_avx512(const AddParams& p, const uint8_t* a, const uint8_t* b, uint8_t* out, int64_t n);
@@ -248,6 +250,9 @@ struct Packed16 {
   std::vector<int64_t> corr;             // OCp: 32768 * sum_k w (unsigned 16-bit input), else 0
   bool split = false;
   int64_t kblock = 0;                    // pairs per int32 block
+  // Every channel's requantization shift is >= 32: the AVX-512 epilogue then
+  // requantizes any int64 sum exactly in 64-bit lanes (see gemm16_avx512.cpp).
+  bool shift_ge32 = false;
   const int16_t* block(int64_t b) const { return w.get() + b * pairs * 32; }
 };
 

@@ -225,6 +225,63 @@ TEST(Simd16, ExtremeValuesExact) {
   if (checked == 0) GTEST_SKIP() << "no 16-bit SIMD kernel for this CPU";
 }
 
+// Output grids whose requantization multipliers sit around 2^-1 .. 2^2
+// (shifts near 32): both epilogue regimes (shift >= 32 on every channel, and
+// the int64 / 128-bit one) on small and huge sums.
+TEST(Simd16, RequantShiftRegimesExact) {
+  uint64_t seed = 1200;
+  for (OpKind op : {OpKind::FullyConnected, OpKind::Conv2D})
+    for (const auto* k : simd_kernels(op, "w16a16"))
+      for (double f : {0.3, 0.7, 1.5, 3.0, 1e-6})
+        for (int mode : {0, 1, 2}) {  // random, extreme, tiny inputs (small sums)
+          OpDesc d;
+          if (op == OpKind::FullyConnected) {
+            FcDesc fd;
+            fd.N = 2;
+            fd.K = 77;
+            fd.OC = 19;
+            fd.wbits = 16;
+            fd.in = in_quant(16, seed % 2 == 0);
+            fd.out = {16, true, 1.0f};
+            d = fd;
+          } else {
+            ConvDesc cd;
+            cd.H = cd.W = 4;
+            cd.C = 9;
+            cd.OC = 20;
+            cd.KH = cd.KW = 3;
+            cd.pad_top = cd.pad_left = 1;
+            cd.wbits = 16;
+            cd.in = in_quant(16, false);
+            cd.out = {8, false, 1.0f};
+            cd.activation = Activation::Relu;
+            d = cd;
+          }
+          testing::TestLayer L = mode == 1 ? extreme_layer(d, seed) : testing::make_layer(d, seed);
+          if (mode == 2) {
+            const QuantInfo iq = input_quant(L.desc, 0);
+            // Sparse +-1 (0 / 1 unsigned): sums of a few weights, outputs inside the grid.
+            for (int64_t i = 0; i < L.inputs[0].size(); ++i) {
+              const uint64_t h = static_cast<uint64_t>(i) * 2654435761u + seed;
+              L.inputs[0].set_int(i, h % 17 != 0 ? 0 : (iq.is_signed && (h / 17) % 2 ? -1 : 1));
+            }
+            for (auto& b : L.weights.bias_q) b %= 5000;  // small against the sums
+          }
+          const float sw = L.weights.scales[0];
+          testing::output_quant_ref(L.desc).scale =
+              static_cast<float>(f * static_cast<double>(sw) * static_cast<double>(input_quant(L.desc, 0).scale));
+          ++seed;
+          try {
+            const testing::TestTensor want = testing::run_kernel(*reference_kernel(L.desc), L);
+            const testing::TestTensor got = testing::run_kernel(*k, L, nullptr);
+            EXPECT_TRUE(testing::same_output(got, want, 0.0)) << k->name << " f " << f << " " << describe(L.desc);
+          } catch (const std::invalid_argument& e) {
+            // A multiplier >= 2^31 on some channel: the reference rejects it; so must the kernel.
+            EXPECT_THROW((void)k->create(L.desc, L.weights.view()), std::invalid_argument) << e.what();
+          }
+        }
+}
+
 // Under every ISA cap this machine supports, the kernel the table chooses for
 // 16-bit layers computes exactly what the reference does, and above the
 // reference cap it is a SIMD kernel.
@@ -370,6 +427,41 @@ TEST(SimdOps2, GlobalAvgPoolExact) {
           EXPECT_TRUE(exact_layer(*k, X, nullptr)) << "extreme, seed " << seed;
           ++seed;
         }
+      }
+}
+
+// Every window sum a count can produce, for many counts and grids: channel t
+// of a global pool over H x W = count positions sums to t (or -t signed), so
+// the division (exact ties included) is checked exhaustively.
+TEST(SimdOps2, AvgDivisionAllSumsExact) {
+  const auto kernels = simd_kernels(OpKind::GlobalAvgPool, "global_avg_pool_a8_");
+  if (kernels.empty()) GTEST_SKIP() << "no SIMD global avg pool kernel for this CPU";
+  uint64_t seed = 6500;
+  for (const auto* k : kernels)
+    for (auto [H, W] : {std::pair<int64_t, int64_t>{1, 1}, {1, 2}, {1, 3}, {2, 2}, {1, 5}, {2, 3}, {1, 7}, {2, 4},
+                        {3, 3}, {2, 5}, {3, 4}, {2, 7}, {5, 5}, {7, 7}})
+      for (int g = 0; g < 4; ++g) {
+        const bool sgn = g == 1;
+        const int64_t count = H * W, vmax = sgn ? 127 : 255;
+        PoolDesc d;
+        d.kind = PoolKind::GlobalAvg;
+        d.H = H;
+        d.W = W;
+        d.C = vmax * count + 1;
+        d.in = {8, sgn, 0.02f};
+        // same grid, then output steps of 0.7x, 3x and 1/7x the input's
+        const float f[] = {1.0f, 0.7f, 3.0f, 1.0f / 7.0f};
+        d.out = {8, sgn, 0.02f * f[g]};
+        testing::TestLayer L = testing::make_layer(d, seed++, true);
+        for (int64_t t = 0; t < d.C; ++t) {
+          int64_t left = t;
+          for (int64_t pos = 0; pos < count; ++pos) {
+            const int64_t v = std::min(left, vmax);
+            left -= v;
+            L.inputs[0].set_int(pos * d.C + t, sgn ? -v : v);
+          }
+        }
+        EXPECT_TRUE(exact_layer(*k, L, nullptr)) << "count " << count << " grid " << g;
       }
 }
 
