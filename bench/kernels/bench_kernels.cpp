@@ -118,6 +118,8 @@ std::unique_ptr<Prepared> prepare(const bk::KernelInfo& info, const bk::OpDesc& 
   p->kernel = info.create(d, w);
   p->in = std::make_unique<Buf>(static_cast<size_t>(bk::input_elements(d, 0)));
   fill_random(p->in->p, p->in->size, 11);
+  if (const auto* f = std::get_if<bk::FcDesc>(&d); f && f->in.bits < 8)  // values on the input grid
+    for (size_t i = 0; i < p->in->size; ++i) p->in->p[i] &= static_cast<uint8_t>((1u << f->in.bits) - 1u);
   p->out = std::make_unique<Buf>(static_cast<size_t>(bk::output_elements(d)) * 4);
   p->scratch = std::make_unique<Buf>(std::max<size_t>(64, p->kernel->scratch_bytes(1)));
   return p;
@@ -260,6 +262,80 @@ void run_bandwidth(benchmark::State& st, size_t bytes) {
   st.SetLabel(avx512 ? "avx512 loads" : "avx2 loads");
 }
 
+// ---- vpdpbusd throughput ------------------------------------------------------------
+// Register-only loops (no memory traffic) of 16 independent accumulators: the
+// compute ceiling of the VNNI kernels, in MACs per ns. dp: vpdpbusd zmm (64
+// MACs). dp_and: a vpandd feeding each vpdpbusd (the field mask of the 2-bit
+// GEMV). The others show which instructions share execution ports with
+// vpdpbusd: vpmaddubsw + vpaddw (64 MACs, int16 sums) and vpermw + vpaddw (a
+// 32-lane int16 table lookup of 2 two-bit weights: 64 MACs), alone and
+// interleaved half and half with vpdpbusd. A mix that beats dp alone would use
+// ports vpdpbusd leaves idle.
+#define BB_DP(a, t) "vpdpbusd %%zmm1, %%zmm2, %%zmm" #a "\n\t"
+#define BB_DPY(a, t) "vpdpbusd %%ymm1, %%ymm2, %%ymm" #a "\n\t"
+#define BB_DPAND(a, t) "vpandd %%zmm3, %%zmm4, %%zmm" #t "\n\tvpdpbusd %%zmm" #t ", %%zmm2, %%zmm" #a "\n\t"
+#define BB_MADD(a, t) "vpmaddubsw %%zmm4, %%zmm1, %%zmm" #t "\n\tvpaddw %%zmm" #t ", %%zmm" #a ", %%zmm" #a "\n\t"
+#define BB_PERM(a, t) "vpermw %%zmm3, %%zmm4, %%zmm" #t "\n\tvpaddw %%zmm" #t ", %%zmm" #a ", %%zmm" #a "\n\t"
+#define BB_PERMB(a, t) "vpermb %%zmm3, %%zmm4, %%zmm" #t "\n\tvpaddb %%zmm" #t ", %%zmm" #a ", %%zmm" #a "\n\t"
+#define BB_SHUFB(a, t) "vpshufb %%zmm3, %%zmm4, %%zmm" #t "\n\tvpaddb %%zmm" #t ", %%zmm" #a ", %%zmm" #a "\n\t"
+#define BB_16(S)                                                                                                \
+  S(16, 5) S(17, 6) S(18, 7) S(19, 8) S(20, 9) S(21, 10) S(22, 11) S(23, 12) S(24, 5) S(25, 6) S(26, 7) S(27, 8) \
+      S(28, 9) S(29, 10) S(30, 11) S(31, 12)
+#define BB_8_8(S, T) \
+  S(16, 5) T(17, 6) S(18, 7) T(19, 8) S(20, 9) T(21, 10) S(22, 11) T(23, 12) S(24, 5) T(25, 6) S(26, 7) T(27, 8) \
+      S(28, 9) T(29, 10) S(30, 11) T(31, 12)
+#define BB_SETUP                                                                                                    \
+  "vpxord %%zmm16, %%zmm16, %%zmm16\n\tvmovdqa64 %%zmm16, %%zmm17\n\tvmovdqa64 %%zmm16, %%zmm18\n\t"               \
+  "vmovdqa64 %%zmm16, %%zmm19\n\tvmovdqa64 %%zmm16, %%zmm20\n\tvmovdqa64 %%zmm16, %%zmm21\n\t"                     \
+  "vmovdqa64 %%zmm16, %%zmm22\n\tvmovdqa64 %%zmm16, %%zmm23\n\tvmovdqa64 %%zmm16, %%zmm24\n\t"                     \
+  "vmovdqa64 %%zmm16, %%zmm25\n\tvmovdqa64 %%zmm16, %%zmm26\n\tvmovdqa64 %%zmm16, %%zmm27\n\t"                     \
+  "vmovdqa64 %%zmm16, %%zmm28\n\tvmovdqa64 %%zmm16, %%zmm29\n\tvmovdqa64 %%zmm16, %%zmm30\n\t"                     \
+  "vmovdqa64 %%zmm16, %%zmm31\n\tvpternlogd $0xff, %%zmm1, %%zmm1, %%zmm1\n\tvpabsb %%zmm1, %%zmm1\n\t"           \
+  "vmovdqa64 %%zmm1, %%zmm2\n\tvmovdqa64 %%zmm1, %%zmm3\n\tvmovdqa64 %%zmm1, %%zmm4\n\t"
+#define BB_LOOP(BODY)                                                                                            \
+  asm volatile(BB_SETUP "1:\n\t" BODY "dec %0\n\tjnz 1b\n\t"                                                     \
+               : "+r"(iters)                                                                                     \
+               :                                                                                                 \
+               : "cc", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", \
+                 "xmm12", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24",        \
+                 "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30", "xmm31")
+
+enum class DpMix { Dp, DpYmm, DpAnd, Madd, DpMadd, Perm, DpPerm, PermB, ShufB };
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi"))) void dp_loop(int64_t iters, DpMix mix) {
+  switch (mix) {
+    case DpMix::Dp: BB_LOOP(BB_16(BB_DP)); break;
+    case DpMix::DpYmm: BB_LOOP(BB_16(BB_DPY)); break;
+    case DpMix::DpAnd: BB_LOOP(BB_16(BB_DPAND)); break;
+    case DpMix::Madd: BB_LOOP(BB_16(BB_MADD)); break;
+    case DpMix::DpMadd: BB_LOOP(BB_8_8(BB_DP, BB_MADD)); break;
+    case DpMix::Perm: BB_LOOP(BB_16(BB_PERM)); break;
+    case DpMix::DpPerm: BB_LOOP(BB_8_8(BB_DP, BB_PERM)); break;
+    case DpMix::PermB: BB_LOOP(BB_16(BB_PERMB)); break;
+    case DpMix::ShufB: BB_LOOP(BB_16(BB_SHUFB)); break;
+  }
+}
+#undef BB_DP
+#undef BB_DPY
+#undef BB_DPAND
+#undef BB_MADD
+#undef BB_PERM
+#undef BB_PERMB
+#undef BB_SHUFB
+#undef BB_16
+#undef BB_8_8
+#undef BB_SETUP
+#undef BB_LOOP
+
+void run_vnni_peak(benchmark::State& st, DpMix mix) {
+  constexpr int64_t kIters = 4096;  // 16 steps of 64 MACs (32 for ymm) per iteration
+  for (auto _ : st) dp_loop(kIters, mix);
+  const double macs = static_cast<double>(kIters) * 16.0 * (mix == DpMix::DpYmm ? 32.0 : 64.0);
+  st.counters["MACs/ns"] = benchmark::Counter(macs * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["GHz_at_1dp"] = benchmark::Counter(static_cast<double>(kIters) * 16.0 * 1e-9,
+                                                 benchmark::Counter::kIsIterationInvariantRate);
+}
+
 // ---- the real layer shapes -----------------------------------------------------------
 Layer conv(const std::string& model, const std::string& name, int64_t HW, int64_t C, int64_t OC, int k, int s,
            int groups = 1) {
@@ -358,7 +434,28 @@ void register_all() {
     if (has_vnni)
       benchmark::RegisterBenchmark((base + "w8a8_onednn").c_str(), run_onednn, L, true)->Unit(benchmark::kMicrosecond);
     benchmark::RegisterBenchmark((base + "f32_onednn").c_str(), run_onednn, L, false)->Unit(benchmark::kMicrosecond);
+    // W2A2 (2-bit unsigned activations): the lookup-table kernel beside the
+    // 2-bit VNNI kernel on the same layer, and the table's choice.
+    bk::OpDesc a2 = make_desc(L, 2);
+    std::get<bk::FcDesc>(a2).in = {2, false, 0.3f};
+    const std::string k2 = std::string("fc_w2a8_u8s2_") + isa_tag(isa) + (has_vnni ? "_4x64" : "_2x32");
+    for (auto [tag, kn] : {std::pair<const char*, std::string>{"w2a2_lut", "fc_w2a2_u2s2_avx512vbmi_lut"},
+                           {"w2a2_ours", k2}}) {
+      const bk::KernelInfo* info = bk::find_kernel(kn);
+      if (info && info->supports(a2))
+        benchmark::RegisterBenchmark((base + tag).c_str(), run_ours, info, a2)->Unit(benchmark::kMicrosecond);
+    }
+    benchmark::RegisterBenchmark((base + "w2a2_chosen").c_str(), run_ours, bk::choose_kernel(a2, isa).info, a2)
+        ->Unit(benchmark::kMicrosecond);
   }
+  // vpdpbusd throughput (the compute ceiling of the VNNI fc / conv kernels).
+  if (has_vnni)
+    for (auto [n, mix] : {std::pair<const char*, DpMix>{"dp", DpMix::Dp}, {"dp_ymm", DpMix::DpYmm},
+                          {"dp_and", DpMix::DpAnd}, {"maddubsw", DpMix::Madd}, {"dp_maddubsw", DpMix::DpMadd},
+                          {"vpermw", DpMix::Perm}, {"dp_vpermw", DpMix::DpPerm}, {"vpermb", DpMix::PermB},
+                          {"vpshufb", DpMix::ShufB}})
+      benchmark::RegisterBenchmark((std::string("vnni/") + n).c_str(), run_vnni_peak, mix)
+          ->Unit(benchmark::kMicrosecond);
   // Read bandwidth at the fc working sets (weights at 8, 4, 2 bits) and in cache.
   for (size_t bytes : {size_t{4096} * 4096, size_t{4096} * 4096 / 2, size_t{4096} * 4096 / 4, size_t{11008} * 4096,
                        size_t{11008} * 4096 / 2, size_t{11008} * 4096 / 4, size_t{1} << 20})

@@ -286,5 +286,115 @@ TEST(SimdGemm, BadWeightsRejected) {
   }
 }
 
+// ---- lookup-table fc (2-bit weights x 2-bit unsigned activations) -------------------
+constexpr const char* kLutFc = "fc_w2a2_u2s2_avx512vbmi_lut";
+
+FcDesc lut_desc(int64_t N, int64_t K, int64_t OC, int variant) {
+  FcDesc f;
+  f.N = N;
+  f.K = K;
+  f.OC = OC;
+  f.wbits = 2;
+  f.in = {2, false, 0.25f};
+  switch (variant % 5) {
+    case 0: f.out = {8, false, 1.0f}, f.activation = Activation::Relu; break;
+    case 1: f.out = {16, true, 1.0f}, f.activation = Activation::None; break;
+    case 2: f.out = {32, false, 1.0f}, f.activation = Activation::None; break;
+    case 3: f.out = {4, false, 1.0f}, f.activation = Activation::Relu6; break;
+    default: f.out = {8, true, 1.0f}, f.activation = Activation::None; break;
+  }
+  return f;
+}
+
+const KernelInfo* lut_kernel_or_null() {
+  const KernelInfo* k = find_kernel(kLutFc);
+  if (k == nullptr || !k->supports(lut_desc(1, 16, 16, 0))) return nullptr;
+  return k;
+}
+
+// Every K tail (quads of 4, chunks of 7 quads, 64-value input vectors), every
+// OC tail (blocks of 64, panels of 4 blocks), 1 and 2 rows, every output kind,
+// one and two threads.
+TEST(SimdGemm, LutFcSweepExact) {
+  const KernelInfo* k = lut_kernel_or_null();
+  if (k == nullptr) GTEST_SKIP() << "no AVX-512 VBMI";
+  ThreadPool pool(2);
+  uint64_t seed = 9000;
+  int variant = 0;
+  for (int64_t K : {1, 2, 3, 4, 5, 7, 8, 27, 28, 29, 63, 64, 65, 129, 256, 257, 1000})
+    for (int64_t OC : {1, 2, 17, 63, 64, 65, 129, 255, 256, 257, 300}) {
+      const FcDesc f = lut_desc(1 + variant % 2, K, OC, variant);
+      ++variant;
+      EXPECT_TRUE(matches_reference(*k, f, seed++, variant % 3 == 0 ? &pool : nullptr));
+    }
+}
+
+// A reduction long enough to carry the 16-bit sums into 32 bits (more than
+// 256 chunks of 7 quads), and the largest sums (every activation 3, every
+// weight +1 or -2) that the byte and 16-bit lanes must hold without overflow.
+TEST(SimdGemm, LutFcLongReductionAndExtremeValues) {
+  const KernelInfo* k = lut_kernel_or_null();
+  if (k == nullptr) GTEST_SKIP() << "no AVX-512 VBMI";
+  EXPECT_TRUE(matches_reference(*k, lut_desc(1, 7300, 70, 0), 9500));
+  EXPECT_TRUE(matches_reference(*k, lut_desc(2, 7300, 70, 1), 9501));
+  for (int32_t wv : {1, -2})
+    for (int64_t K : {7300, 28}) {
+      testing::TestLayer L = testing::make_layer(lut_desc(1, K, 130, 2), 9600 + static_cast<uint64_t>(K));
+      L.inputs[0].fill(3);
+      std::fill(L.weights.q.begin(), L.weights.q.end(), wv);
+      L.weights.packed = testing::pack_rows(L.weights.q, L.weights.rows, L.weights.k, 2);
+      const testing::TestTensor want = testing::run_kernel(*reference_kernel(L.desc), L);
+      const testing::TestTensor got = testing::run_kernel(*k, L);
+      EXPECT_TRUE(testing::same_output(got, want, 1e-6)) << "w = " << wv << ", K = " << K;
+      // The sum itself: 3 * w * K per channel, scaled by s_w * s_in plus the bias.
+      EXPECT_NE(want.get_float(0), 0.0f);
+    }
+}
+
+TEST(SimdGemm, LutFcRejectsWhatItCannotRun) {
+  const KernelInfo* k = lut_kernel_or_null();
+  if (k == nullptr) GTEST_SKIP() << "no AVX-512 VBMI";
+  FcDesc f = lut_desc(1, 64, 8, 0);
+  f.in = {8, false, 0.1f};
+  EXPECT_FALSE(k->supports(f));
+  f.in = {2, true, 0.1f};
+  EXPECT_FALSE(k->supports(f));
+  f = lut_desc(1, 64, 8, 0);
+  f.wbits = 4;
+  EXPECT_FALSE(k->supports(f));
+  // Too few weight bytes.
+  f = lut_desc(1, 64, 8, 0);
+  std::vector<uint8_t> small(10);
+  std::vector<float> scales(8, 0.1f);
+  Weights w;
+  w.data = small.data();
+  w.size = small.size();
+  w.scales = scales;
+  EXPECT_THROW(k->create(f, w), std::invalid_argument);
+  // An input value outside the 2-bit grid is an error, not a wrong result.
+  testing::TestLayer L = testing::make_layer(lut_desc(1, 100, 20, 0), 9700);
+  L.inputs[0].set_int(77, 4);
+  try {
+    (void)testing::run_kernel(*k, L);
+    ADD_FAILURE() << "no error for an input value of 4";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("index 77"), std::string::npos) << e.what();
+  }
+}
+
+// The plan takes the lookup-table kernel for a large batch-1 W2A2 layer (its
+// default rate, measured, is above the 2-bit VNNI GEMV's), never for 8-bit
+// activations, and never above the ISA cap.
+TEST(SimdGemm, LutFcChosenWhereItIsCheaper) {
+  const KernelInfo* k = lut_kernel_or_null();
+  if (k == nullptr) GTEST_SKIP() << "no AVX-512 VBMI";
+  const Isa machine = max_supported_isa(cpu_features());
+  FcDesc f = lut_desc(1, 4096, 4096, 0);
+  EXPECT_EQ(choose_kernel(f, machine).info->name, kLutFc);
+  EXPECT_NE(choose_kernel(f, Isa::AVX2).info->name, kLutFc);
+  f.in = {8, false, 0.02f};
+  EXPECT_NE(choose_kernel(f, machine).info->name, kLutFc);
+}
+
 }  // namespace
 }  // namespace bbits::kernels
