@@ -129,7 +129,11 @@ class DwConv final : public Kernel {
 bool add_supports(const AddDesc& d) {
   if (!int8_grid(d.a) || !int8_grid(d.b) || !int8_grid(d.out)) return false;
   const AddRequant r = add_requant(d.a, d.b, d.out);
-  return small_requant(r.a) && small_requant(r.b);
+  if (!small_requant(r.a) || !small_requant(r.b)) return false;
+  // The kernels align both products to the larger shift in 64 bits:
+  // |q * m| < 2^39, so a shift difference <= 15 keeps the sum below 2^56.
+  if (r.a.multiplier != 0 && r.b.multiplier != 0 && std::abs(r.a.shift - r.b.shift) > 15) return false;
+  return true;
 }
 
 class AddKernel final : public Kernel {
@@ -143,12 +147,15 @@ class AddKernel final : public Kernel {
     p_.a_signed = d_.a.is_signed;
     p_.b_signed = d_.b.is_signed;
     p_.out_signed = d_.out.is_signed;
+    int S = 0;
+    if (r.a.multiplier != 0) S = r.a.shift;
+    if (r.b.multiplier != 0) S = std::max(S, static_cast<int>(r.b.shift));
     p_.ma = r.a.multiplier;
-    p_.sa = r.a.shift;
-    p_.ra = r.a.shift > 0 ? int64_t{1} << (r.a.shift - 1) : 0;
+    p_.da = r.a.multiplier != 0 ? S - r.a.shift : 0;
     p_.mb = r.b.multiplier;
-    p_.sb = r.b.shift;
-    p_.rb = r.b.shift > 0 ? int64_t{1} << (r.b.shift - 1) : 0;
+    p_.db = r.b.multiplier != 0 ? S - r.b.shift : 0;
+    p_.shift = S;
+    p_.round = S > 0 ? int64_t{1} << (S - 1) : 0;
     p_.lo = static_cast<int32_t>(cr.lo);
     p_.hi = static_cast<int32_t>(cr.hi);
   }
@@ -522,7 +529,9 @@ void add_ops2(std::vector<KernelInfo>& t, Isa isa) {
     k.cost_ns = [](const OpDesc& d) {
       const auto& s = std::get<SoftmaxDesc>(d);
       const double rows = static_cast<double>(s.outer * s.inner), A = static_cast<double>(s.axis_size);
-      return rows * (std::min(A, 256.0) * 6.5 + A * 1.2) + 200.0;
+      // One exp per distinct value (<= 256) and a serial double sum; no better
+      // than the reference on short rows (A < ~40).
+      return rows * (std::min(A, 256.0) * 6.5 + A * 1.2 + 60.0) + 300.0;
     };
     k.create = [name = k.name, isa](const OpDesc& d, const Weights&) -> std::unique_ptr<Kernel> {
       const auto* s = std::get_if<SoftmaxDesc>(&d);

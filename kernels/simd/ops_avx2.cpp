@@ -82,14 +82,20 @@ void dwconv_rows_avx2(const DwGeom& g, const DwPacked& P, const Epilogue& E, con
 }
 
 void add_u8_avx2(const AddParams& p, const uint8_t* a, const uint8_t* b, uint8_t* out, int64_t n) {
-  const __m256i ma = _mm256_set1_epi64x(p.ma), ra = _mm256_set1_epi64x(p.ra);
-  const __m256i mb = _mm256_set1_epi64x(p.mb), rb = _mm256_set1_epi64x(p.rb);
-  const __m128i sa = _mm_cvtsi64_si128(p.sa), sb = _mm_cvtsi64_si128(p.sb);
+  const __m256i ma = _mm256_set1_epi64x(p.ma), mb = _mm256_set1_epi64x(p.mb), rnd = _mm256_set1_epi64x(p.round);
+  const __m128i da = _mm_cvtsi64_si128(p.da), db = _mm_cvtsi64_si128(p.db), sh = _mm_cvtsi64_si128(p.shift);
   const __m256i lo = _mm256_set1_epi32(p.lo), hi = _mm256_set1_epi32(p.hi);
   for (int64_t i = 0; i < n; i += 8) {
     const int64_t left = n - i;
     const __m256i va = load8_epi32(a + i, left, p.a_signed), vb = load8_epi32(b + i, left, p.b_signed);
-    __m256i r = _mm256_add_epi32(requant8(va, ma, ra, sa), requant8(vb, mb, rb, sb));
+    // Both sides aligned to the common shift and rounded once (see add_u8_avx512).
+    __m256i pe = _mm256_add_epi64(_mm256_sll_epi64(_mm256_mul_epi32(va, ma), da),
+                                  _mm256_sll_epi64(_mm256_mul_epi32(vb, mb), db));
+    __m256i po = _mm256_add_epi64(_mm256_sll_epi64(_mm256_mul_epi32(_mm256_srli_epi64(va, 32), ma), da),
+                                  _mm256_sll_epi64(_mm256_mul_epi32(_mm256_srli_epi64(vb, 32), mb), db));
+    pe = sra_epi64(_mm256_add_epi64(pe, rnd), sh);
+    po = sra_epi64(_mm256_add_epi64(po, rnd), sh);
+    __m256i r = _mm256_blend_epi32(pe, _mm256_slli_epi64(po, 32), 0xAA);
     r = _mm256_min_epi32(_mm256_max_epi32(r, lo), hi);
     store8(out + i, r, left, p.out_signed);
   }

@@ -90,9 +90,8 @@ void dwconv_rows_avx512vnni(const DwGeom& g, const DwPacked& P, const Epilogue& 
 }
 
 void add_u8_avx512(const AddParams& p, const uint8_t* a, const uint8_t* b, uint8_t* out, int64_t n) {
-  const __m512i ma = _mm512_set1_epi64(p.ma), ra = _mm512_set1_epi64(p.ra);
-  const __m512i mb = _mm512_set1_epi64(p.mb), rb = _mm512_set1_epi64(p.rb);
-  const __m128i sa = _mm_cvtsi64_si128(p.sa), sb = _mm_cvtsi64_si128(p.sb);
+  const __m512i ma = _mm512_set1_epi64(p.ma), mb = _mm512_set1_epi64(p.mb), rnd = _mm512_set1_epi64(p.round);
+  const __m128i da = _mm_cvtsi64_si128(p.da), db = _mm_cvtsi64_si128(p.db), sh = _mm_cvtsi64_si128(p.shift);
   const __m512i lo = _mm512_set1_epi32(p.lo), hi = _mm512_set1_epi32(p.hi);
   for (int64_t i = 0; i < n; i += 16) {
     const int64_t left = n - i;
@@ -100,11 +99,16 @@ void add_u8_avx512(const AddParams& p, const uint8_t* a, const uint8_t* b, uint8
     const __m128i va8 = _mm_maskz_loadu_epi8(k, a + i), vb8 = _mm_maskz_loadu_epi8(k, b + i);
     const __m512i va = p.a_signed ? _mm512_cvtepi8_epi32(va8) : _mm512_cvtepu8_epi32(va8);
     const __m512i vb = p.b_signed ? _mm512_cvtepi8_epi32(vb8) : _mm512_cvtepu8_epi32(vb8);
-    // Each side: |q| <= 255 and m < 2^31, so q * m + round fits int64; the
-    // requantized values are within +-2^31 * 255 / 2^s: clamp in 64 bits is
-    // avoided by clamping the 32-bit sum of values that fit (multipliers of
-    // add are s_in / s_out, checked <= 2^23 at create time).
-    __m512i r = _mm512_add_epi32(requant16(va, ma, ra, sa), requant16(vb, mb, rb, sb));
+    // Exact 64-bit products (|q| <= 255, m < 2^31), aligned to the common
+    // shift (<= 15 bits more), summed, rounded once. The multipliers are
+    // checked <= 2^22 at create time, so the result fits int32.
+    __m512i pe = _mm512_add_epi64(_mm512_sll_epi64(_mm512_mul_epi32(va, ma), da),
+                                  _mm512_sll_epi64(_mm512_mul_epi32(vb, mb), db));
+    __m512i po = _mm512_add_epi64(_mm512_sll_epi64(_mm512_mul_epi32(_mm512_srli_epi64(va, 32), ma), da),
+                                  _mm512_sll_epi64(_mm512_mul_epi32(_mm512_srli_epi64(vb, 32), mb), db));
+    pe = _mm512_sra_epi64(_mm512_add_epi64(pe, rnd), sh);
+    po = _mm512_sra_epi64(_mm512_add_epi64(po, rnd), sh);
+    __m512i r = _mm512_mask_blend_epi32(static_cast<__mmask16>(0xAAAA), pe, _mm512_slli_epi64(po, 32));
     r = _mm512_min_epi32(_mm512_max_epi32(r, lo), hi);
     _mm512_mask_cvtepi32_storeu_epi8(out + i, k, r);
   }

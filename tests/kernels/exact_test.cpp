@@ -321,24 +321,25 @@ TEST(ExactPool, GlobalAvgPoolRequantizes) {
   EXPECT_EQ(ints(run_ref(L)), (std::vector<int64_t>{1, 2}));
 }
 
-// Add: a on u8 step 0.5, b on s8 step 0.25, out on s8 step 1. Each input is
-// requantized on its own (half up), then summed:
-//   a=3 (1.5 -> 2), b=-2 (-0.5 -> 0)   -> 2
-//   a=5 (2.5 -> 3), b=6  (1.5 -> 2)    -> 5
-//   a=1 (0.5 -> 1), b=-8 (-2)          -> -1 (relu: 0)
-//   a=255 (127.5 -> 128), b=127 (31.75 -> 32) -> 160 -> clamp 127
-TEST(ExactAdd, DifferentGrids) {
+// Add: a on u8 step 0.5, b on s8 step 0.25, out on s8 step 1. The real sum
+// is rounded once (half up), as the trained network's output quantizer does:
+//   a=3 (1.5),   b=-2 (-0.5)   ->  1.0   -> 1
+//   a=5 (2.5),   b=6  (1.5)    ->  4.0   -> 4
+//   a=1 (0.5),   b=-8 (-2)     -> -1.5   -> -1 (relu: 0)
+//   a=255 (127.5), b=127 (31.75) -> 159.25 -> clamp 127
+//   a=1 (0.5),   b=2  (0.5)    ->  1.0   -> 1 (rounding each side first would give 2)
+TEST(ExactAdd, DifferentGridsRoundOnce) {
   AddDesc d;
-  d.count = 4;
+  d.count = 5;
   d.a = u8(0.5f);
   d.b = s8(0.25f);
   d.out = s8(1.0f);
   TestLayer L = layer(d);
-  L.inputs.push_back(tensor(d.a, {3, 5, 1, 255}));
-  L.inputs.push_back(tensor(d.b, {-2, 6, -8, 127}));
-  EXPECT_EQ(ints(run_ref(L)), (std::vector<int64_t>{2, 5, -1, 127}));
+  L.inputs.push_back(tensor(d.a, {3, 5, 1, 255, 1}));
+  L.inputs.push_back(tensor(d.b, {-2, 6, -8, 127, 2}));
+  EXPECT_EQ(ints(run_ref(L)), (std::vector<int64_t>{1, 4, -1, 127, 1}));
   std::get<AddDesc>(L.desc).activation = Activation::Relu;
-  EXPECT_EQ(ints(run_ref(L)), (std::vector<int64_t>{2, 5, 0, 127}));
+  EXPECT_EQ(ints(run_ref(L)), (std::vector<int64_t>{1, 4, 0, 127, 1}));
 }
 
 // Channel concat of a 1-channel (step 1) and a 2-channel (step 0.5) tensor over

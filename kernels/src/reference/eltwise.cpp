@@ -77,7 +77,7 @@ class RefAdd final : public Kernel {
     parallel_for(pool, d_.count, [=](int64_t begin, int64_t end, int) {
       for (int64_t i = begin; i < end; ++i) {
         if constexpr (!kIsFloat<TA> && !kIsFloat<TB> && !kIsFloat<TO>) {
-          const int64_t sum = apply_requant(static_cast<int64_t>(a[i]), ra) + apply_requant(static_cast<int64_t>(b[i]), rb);
+          const int64_t sum = apply_requant_sum(static_cast<int64_t>(a[i]), ra, static_cast<int64_t>(b[i]), rb);
           out[i] = static_cast<TO>(sum < lo ? lo : (sum > hi ? hi : sum));
         } else {
           const float x = apply_act_float(deq(a[i], qa) + deq(b[i], qb), act);

@@ -74,12 +74,16 @@ TEST(SimdOps, AddExact) {
   uint64_t seed = 100;
   for (const auto* k : kernels) {
     for (int64_t n : {1, 7, 15, 16, 17, 63, 64, 65, 1000, 10007}) {
-      for (int v = 0; v < 4; ++v) {
+      for (int v = 0; v < 6; ++v) {
         AddDesc d;
         d.count = n;
         d.a = {8, v == 1, 0.05f};
         d.b = {v == 2 ? 4 : 8, v == 3, v == 0 ? 0.05f : 0.11f};
         d.out = {8, v % 2 == 1, 0.08f};
+        // Far-apart grids: the two products align over 12-13 bits before the
+        // single rounding (either side the larger shift).
+        if (v == 4) d.b.scale = 0.00002f;
+        if (v == 5) d.a = {8, true, 0.00003f};
         d.activation = v == 0 ? Activation::Relu : Activation::None;
         ASSERT_TRUE(k->supports(d)) << describe(d);
         // Fixed scales (keep_out_scale): the requantization is what is tested.
@@ -91,6 +95,19 @@ TEST(SimdOps, AddExact) {
       }
     }
   }
+}
+
+// Grids more than 2^15 apart do not fit the kernels' 64-bit alignment: the
+// reference kernel runs them.
+TEST(SimdOps, AddRefusesFarApartGrids) {
+  const auto kernels = simd_kernels(OpKind::Add, "add_");
+  if (kernels.empty()) GTEST_SKIP() << "no SIMD add kernel for this CPU";
+  AddDesc d;
+  d.count = 64;
+  d.a = {8, false, 0.5f};
+  d.b = {8, false, 1e-6f};
+  d.out = {8, false, 0.5f};
+  for (const auto* k : kernels) EXPECT_FALSE(k->supports(d)) << k->name;
 }
 
 TEST(SimdOps, MaxPoolExact) {

@@ -209,6 +209,22 @@ inline int64_t apply_requant(int64_t acc, Requant r, int64_t extra) {
   return static_cast<int64_t>(p >> r.shift);
 }
 
+// Two integers on their own grids summed and rounded once onto the output
+// grid (Add): with S the larger shift of the non-zero multipliers,
+// (a*m_a*2^(S-s_a) + b*m_b*2^(S-s_b) + 2^(S-1)) >> S, exact in 128 bits. A
+// zero multiplier (a scale ratio below 2^-62) contributes nothing.
+inline int64_t apply_requant_sum(int64_t a, Requant ra, int64_t b, Requant rb) {
+  int S = 0;
+  if (ra.multiplier != 0) S = ra.shift;
+  if (rb.multiplier != 0 && rb.shift > S) S = rb.shift;
+  __int128 v = 0;
+  if (ra.multiplier != 0) v += static_cast<__int128>(a) * ra.multiplier * (static_cast<__int128>(1) << (S - ra.shift));
+  if (rb.multiplier != 0) v += static_cast<__int128>(b) * rb.multiplier * (static_cast<__int128>(1) << (S - rb.shift));
+  if (S == 0) return static_cast<int64_t>(v);
+  v += static_cast<__int128>(1) << (S - 1);
+  return static_cast<int64_t>(v >> S);
+}
+
 inline int64_t clamp_i64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
 // Integer bias for an integer layer: round(b / (s_w * s_in)), half away from zero,

@@ -195,9 +195,9 @@ struct PoolDesc {
 };
 
 // Residual add of two tensors of `count` elements, output on its own grid,
-// fused activation. Integer semantics (docs/FORMAT.md: each input requantized
-// with its own multiplier, then summed and clamped):
-//   out = clamp(apply_requant(a_q, Ra) + apply_requant(b_q, Rb), lo, hi)
+// fused activation. Integer semantics (docs/FORMAT.md: the real sum rounded
+// once onto the output grid, then clamped):
+//   out = clamp(apply_requant_sum(a_q, Ra, b_q, Rb), lo, hi)
 //   Ra = make_requant(s_a / s_out), Rb = make_requant(s_b / s_out)   (add_requant())
 // Any float side: float add + activation (+ quantize_to_grid when the output
 // is integer).
