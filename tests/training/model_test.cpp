@@ -163,23 +163,31 @@ void expect_same_tensors(const std::filesystem::path& a, const std::filesystem::
   }
 }
 
-TEST(Trainer, TinyRunWritesLogsCheckpointsAndResumes) {
-  const auto out = std::filesystem::temp_directory_path() / ("bbits_train_" + std::to_string(::getpid()));
+// A fresh folder `out` with a tiny IDX data set in out/data (train images,
+// test images, seeds), and a training config on it writing to out.
+TrainConfig tiny_run(const std::filesystem::path& out, int train, int test, unsigned seed) {
   std::filesystem::remove_all(out);
   const auto data = out / "data";
   std::filesystem::create_directories(data);
-  write_idx(data, "train", 256, 1);
-  write_idx(data, "t10k", 200, 2);
+  write_idx(data, "train", train, seed);
+  write_idx(data, "t10k", test, seed + 1);
   TrainConfig c;
   c.data_dir = data.string();
   c.out = out.string();
+  c.train_limit = train;
+  c.test_limit = test;
+  c.progress = false;
+  return c;
+}
+
+TEST(Trainer, TinyRunWritesLogsCheckpointsAndResumes) {
+  const auto out = std::filesystem::temp_directory_path() / ("bbits_train_" + std::to_string(::getpid()));
+  TrainConfig c = tiny_run(out, 256, 200, 1);
+  const auto data = out / "data";
   c.epochs = 1;
   c.finetune_epochs = 1;
-  c.train_limit = 256;
-  c.test_limit = 200;
   c.batch_size = 64;
   c.calib_images = 64;
-  c.progress = false;
   std::ostringstream log;
   const auto r = run_training(c, log);
   ASSERT_EQ(r.epochs.size(), 2u);
@@ -228,22 +236,13 @@ TEST(Trainer, TinyRunWritesLogsCheckpointsAndResumes) {
 // not belong to the run is refused by name.
 TEST(Trainer, ResumeMidPhaseIsExact) {
   const auto out = std::filesystem::temp_directory_path() / ("bbits_resume_" + std::to_string(::getpid()));
-  std::filesystem::remove_all(out);
-  const auto data = out / "data";
-  std::filesystem::create_directories(data);
-  write_idx(data, "train", 192, 3);
-  write_idx(data, "t10k", 64, 4);
-  TrainConfig c;
-  c.data_dir = data.string();
+  TrainConfig c = tiny_run(out, 192, 64, 3);
   c.out = (out / "straight").string();
   c.epochs = 2;
   c.finetune_epochs = 0;
-  c.train_limit = 192;
-  c.test_limit = 64;
   c.batch_size = 32;
   c.calib_images = 32;
   c.mu = 0.05;
-  c.progress = false;
   std::ostringstream log;
   run_training(c, log);
   ASSERT_TRUE(std::filesystem::exists(out / "straight" / "epoch-1.trainstate.pt"));
