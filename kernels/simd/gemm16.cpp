@@ -4,8 +4,9 @@
 // (vpmaddwd). Scheme and exactness argument: simd_internal.h (Packed16).
 //
 // Layers run here: integer weights and activations with at least one side at
-// 16 bits (w16a16, w16a2/4/8, w2/4/8a16), groups == 1, any kernel size,
-// stride, padding, dilation; output at 2/4/8/16 bits or float32.
+// 16 bits (w16a16, w16a2/4/8, w2/4/8a16), groups == 1 (GEMM) or depthwise
+// (Dw16Conv), any kernel size, stride, padding, dilation; output at 2/4/8/16
+// bits or float32. Other grouped convolutions stay on the reference.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -262,7 +263,7 @@ std::string isa_tag(Isa isa) { return isa == Isa::AVX512_VNNI ? "avx512vnni" : "
 // on the AMD EPYC Zen 4 VM (conv layers of ResNet-18 / MobileNetV2 shapes).
 // split: w16a16 runs two int16 planes (half the rate).
 double default_rate16(Isa isa, bool split) {
-  if (isa == Isa::AVX512_VNNI) return split ? 28.0 : 55.0;
+  if (isa == Isa::AVX512_VNNI) return split ? 40.0 : 80.0;
   return split ? 7.0 : 13.0;
 }
 
@@ -273,13 +274,13 @@ double gemm16_cost(const std::string& name, const ConvDesc& c) {
   const double K = static_cast<double>(c.K());
   const double outputs = m * static_cast<double>(c.OC);
   const double wbytes = static_cast<double>(c.OC) * K * 2.0;
-  const double im2col = m * K * 0.35;  // int16 conversion of every patch value
+  const double im2col = m * K * 0.2;  // int16 conversion of every patch value
   double t = macs / rate;
   if (m <= 2.0) {  // GEMV: bounded by streaming the int16 weights
     const double bw = wbytes <= 1.0e6 ? 60.0 : (wbytes <= 24.0e6 ? 40.0 : 22.0);
     t = std::max(t, wbytes * m / bw);
   }
-  return t + im2col + outputs * 1.0 + 400.0;
+  return t + im2col + outputs * 0.5 + 400.0;
 }
 
 void add_gemm16(std::vector<KernelInfo>& t, OpKind op, int wb, int ab, Isa isa) {
@@ -340,6 +341,124 @@ void add_gemm16(std::vector<KernelInfo>& t, OpKind op, int wb, int ab, Isa isa) 
   t.push_back(std::move(k));
 }
 
+// ---- depthwise with a 16-bit side ---------------------------------------------------
+bool dw16_supports(const ConvDesc& c) {
+  if (!c.is_depthwise()) return false;
+  if (!(c.wbits == 2 || c.wbits == 4 || c.wbits == 8 || c.wbits == 16)) return false;
+  if (!int_grid(c.in) || (c.wbits != 16 && c.in.bits != 16)) return false;
+  if (!(int_grid(c.out) || c.out.bits == 32)) return false;
+  return c.KH * c.KW <= 4096;
+}
+
+class Dw16Conv final : public Kernel {
+ public:
+  Dw16Conv(std::string name, Isa isa, const ConvDesc& d, const Weights& w) : name_(std::move(name)), isa_(isa), d_(d) {
+    check_desc(d_);
+    if (!dw16_supports(d_)) throw std::invalid_argument(name_ + ": cannot run " + describe(d_));
+    if (!cpu_has(isa_)) throw std::invalid_argument(name_ + ": this CPU lacks " + std::string(isa_name(isa_)));
+    const int64_t C = d_.C, T = d_.KH * d_.KW;
+    const size_t row = packed_row_bytes(T, d_.wbits);
+    if (w.data == nullptr || w.size < row * static_cast<size_t>(C))
+      throw std::invalid_argument(name_ + ": weights hold " + std::to_string(w.size) + " bytes, " +
+                                  std::to_string(row * static_cast<size_t>(C)) + " needed");
+    g_.N = d_.N;
+    g_.H = d_.H;
+    g_.W = d_.W;
+    g_.C = C;
+    g_.OH = d_.out_h();
+    g_.OW = d_.out_w();
+    g_.KH = static_cast<int>(d_.KH);
+    g_.KW = static_cast<int>(d_.KW);
+    g_.sh = d_.stride_h;
+    g_.sw = d_.stride_w;
+    g_.pt = d_.pad_top;
+    g_.pl = d_.pad_left;
+    g_.dh = d_.dilation_h;
+    g_.dw = d_.dilation_w;
+    g_.in_kind = d_.in.bits == 16 ? (d_.in.is_signed ? 3 : 2) : (d_.in.is_signed ? 1 : 0);
+    g_.cblocks = (C + 15) / 16;
+    w32_ = make_aligned<int32_t>(static_cast<size_t>(g_.cblocks * T * 16));
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t t = 0; t < T; ++t)
+        w32_[static_cast<size_t>(((c / 16) * T + t) * 16 + c % 16)] =
+            unpack_value(w.data + static_cast<size_t>(c) * row, t, d_.wbits);
+    B_.OC = C;
+    B_.OCp = g_.cblocks * 16;
+    B_.corr.assign(static_cast<size_t>(B_.OCp), 0);
+    const std::vector<int32_t> no_wsum(static_cast<size_t>(B_.OCp), 0);
+    E_ = make_epilogue(C, B_.OCp, T, d_.wbits, w, d_.in, d_.out, d_.activation, no_wsum, name_);
+    if (E_.kind != OutKind::F32) {
+      B_.shift_ge32 = true;
+      for (int64_t c = 0; c < C; ++c) B_.shift_ge32 &= E_.shift[c] >= 32;
+    }
+  }
+  std::string_view name() const override { return name_; }
+  size_t scratch_bytes(int num_threads) const override {
+    return static_cast<size_t>(std::max(1, num_threads)) * thread_bytes();
+  }
+  void run(const KernelArgs& args, ThreadPool* pool) const override {
+    if (args.inputs.size() != 1)
+      throw std::invalid_argument(name_ + ": expected 1 input, got " + std::to_string(args.inputs.size()));
+    if (args.inputs[0] == nullptr || args.output == nullptr)
+      throw std::invalid_argument(name_ + ": null input or output");
+    const int threads = pool ? std::max(1, pool->num_threads()) : 1;
+    if (args.scratch == nullptr || args.scratch_size < scratch_bytes(threads))
+      throw std::invalid_argument(name_ + ": scratch of " + std::to_string(args.scratch_size) + " bytes, " +
+                                  std::to_string(scratch_bytes(threads)) + " needed");
+    parallel_for(pool, g_.N * g_.OH, [&](int64_t b, int64_t e, int t) {
+      auto* acc = reinterpret_cast<int64_t*>(static_cast<uint8_t*>(args.scratch) + static_cast<size_t>(t) * thread_bytes());
+      if (isa_ == Isa::AVX512) dwconv16_rows_avx512(g_, w32_.get(), B_, E_, args.inputs[0], args.output, acc, b, e);
+      else dwconv16_rows_avx2(g_, w32_.get(), B_, E_, args.inputs[0], args.output, acc, b, e);
+    });
+  }
+
+ private:
+  size_t thread_bytes() const { return round64(static_cast<size_t>(g_.cblocks * 16) * sizeof(int64_t)); }
+
+  std::string name_;
+  Isa isa_;
+  ConvDesc d_;
+  Dw16Geom g_;
+  AlignedArray<int32_t> w32_;
+  Packed16 B_;  // only corr (zero) and shift_ge32, for the epilogue
+  Epilogue E_;
+};
+
+void add_dw16(std::vector<KernelInfo>& t, int wb, int ab, Isa isa) {
+  KernelInfo k;
+  const bool z = isa == Isa::AVX512;
+  k.name = "dwconv2d_w" + std::to_string(wb) + "a" + std::to_string(ab) + "_s16s16_" + (z ? "avx512_c16" : "avx2_c8");
+  k.op = OpKind::Conv2D;
+  k.weight_bits = wb;
+  k.act_bits = ab;
+  k.isa = isa;
+  auto fits = [wb, ab](const ConvDesc& c) {
+    if (!dw16_supports(c)) return false;
+    return (c.wbits == 16 ? 16 : 8) == wb && (c.in.bits == 16 ? 16 : 8) == ab;
+  };
+  k.supports = [isa, fits](const OpDesc& d) {
+    const auto* c = std::get_if<ConvDesc>(&d);
+    return cpu_has(isa) && c && fits(*c);
+  };
+  k.cost_ns = [z](const OpDesc& d) {
+    const auto& c = std::get<ConvDesc>(d);
+    const double px = static_cast<double>(c.N * c.out_h() * c.out_w());
+    const double blocks = std::ceil(static_cast<double>(c.C) / (z ? 16.0 : 8.0));
+    return px * blocks * static_cast<double>(c.KH * c.KW) * (z ? 1.0 : 1.3) +
+           px * static_cast<double>(c.C) * (z ? 0.5 : 3.0) + 400.0;
+  };
+  k.create = [name = k.name, isa, fits](const OpDesc& d, const Weights& w) -> std::unique_ptr<Kernel> {
+    const auto* c = std::get_if<ConvDesc>(&d);
+    if (!c) throw std::invalid_argument(name + ": not a conv2d: " + describe(d));
+    check_desc(d);
+    if (!fits(*c)) throw std::invalid_argument(name + ": cannot run " + describe(d));
+    return std::make_unique<Dw16Conv>(name, isa, *c, w);
+  };
+  k.note = std::string("depthwise, 16-bit side: exact 64-bit tap products (vpmuldq) over ") + (z ? "16" : "8") +
+           " channels, int64 sums";
+  t.push_back(std::move(k));
+}
+
 }  // namespace
 
 void register_gemm16_kernels(std::vector<KernelInfo>& table) {
@@ -348,6 +467,8 @@ void register_gemm16_kernels(std::vector<KernelInfo>& table) {
       add_gemm16(table, OpKind::FullyConnected, wb, ab, isa);
       add_gemm16(table, OpKind::Conv2D, wb, ab, isa);
     }
+  for (Isa isa : {Isa::AVX512, Isa::AVX2})
+    for (auto [wb, ab] : {std::pair{16, 16}, std::pair{16, 8}, std::pair{8, 16}}) add_dw16(table, wb, ab, isa);
 }
 
 }  // namespace bbits::kernels::simd

@@ -97,4 +97,90 @@ void gemm16_avx2(const Gemm16Call& c) {
   }
 }
 
+
+namespace {
+
+template <int KIND>
+inline int32_t load1(const void* base, int64_t idx) {
+  if constexpr (KIND == 0) return static_cast<const uint8_t*>(base)[idx];
+  if constexpr (KIND == 1) return static_cast<const int8_t*>(base)[idx];
+  if constexpr (KIND == 2) return static_cast<const uint16_t*>(base)[idx];
+  return static_cast<const int16_t*>(base)[idx];
+}
+
+template <int KIND>
+inline __m256i load8_widen(const void* base, int64_t idx) {
+  if constexpr (KIND == 0)
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(static_cast<const uint8_t*>(base) + idx)));
+  if constexpr (KIND == 1)
+    return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(static_cast<const int8_t*>(base) + idx)));
+  if constexpr (KIND == 2)
+    return _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(base) + idx)));
+  return _mm256_cvtepi16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const int16_t*>(base) + idx)));
+}
+
+template <int KIND>
+void dw16_rows(const Dw16Geom& g, const int32_t* w, const Packed16& B, const Epilogue& E, const void* in, void* out,
+               int64_t* acc, int64_t r0, int64_t r1) {
+  const int64_t T = int64_t{g.KH} * g.KW;
+  const size_t esz = out_elem_bytes(E.kind);
+  const int64_t C8 = g.C / 8 * 8;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / g.OH, oh = r % g.OH;
+    for (int64_t ow = 0; ow < g.OW; ++ow) {
+      for (int64_t c0 = 0; c0 < C8; c0 += 8) {
+        __m256i ae = _mm256_setzero_si256(), ao = ae;
+        const int32_t* wb = w + (c0 / 16) * T * 16 + (c0 % 16);
+        for (int kh = 0; kh < g.KH; ++kh) {
+          const int64_t ih = oh * g.sh - g.pt + int64_t{kh} * g.dh;
+          if (ih < 0 || ih >= g.H) continue;
+          for (int kw = 0; kw < g.KW; ++kw) {
+            const int64_t iw = ow * g.sw - g.pl + int64_t{kw} * g.dw;
+            if (iw < 0 || iw >= g.W) continue;
+            const __m256i x = load8_widen<KIND>(in, ((n * g.H + ih) * g.W + iw) * g.C + c0);
+            const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb + (kh * g.KW + kw) * 16));
+            ae = _mm256_add_epi64(ae, _mm256_mul_epi32(x, wv));
+            ao = _mm256_add_epi64(ao, _mm256_mul_epi32(_mm256_srli_epi64(x, 32), _mm256_srli_epi64(wv, 32)));
+          }
+        }
+        alignas(32) int64_t e[4], o[4];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(e), ae);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(o), ao);
+        for (int i = 0; i < 4; ++i) {
+          acc[c0 + 2 * i] = e[i];
+          acc[c0 + 2 * i + 1] = o[i];
+        }
+      }
+      for (int64_t c = C8; c < g.C; ++c) {  // channel tail
+        int64_t s = 0;
+        const int32_t* wc = w + (c / 16) * T * 16 + (c % 16);
+        for (int kh = 0; kh < g.KH; ++kh) {
+          const int64_t ih = oh * g.sh - g.pt + int64_t{kh} * g.dh;
+          if (ih < 0 || ih >= g.H) continue;
+          for (int kw = 0; kw < g.KW; ++kw) {
+            const int64_t iw = ow * g.sw - g.pl + int64_t{kw} * g.dw;
+            if (iw < 0 || iw >= g.W) continue;
+            s += int64_t{load1<KIND>(in, ((n * g.H + ih) * g.W + iw) * g.C + c)} * wc[(kh * g.KW + kw) * 16];
+          }
+        }
+        acc[c] = s;
+      }
+      epilogue16_row_scalar(acc, 0, g.C, B, E,
+                            static_cast<uint8_t*>(out) + static_cast<size_t>(((n * g.OH + oh) * g.OW + ow) * g.C) * esz);
+    }
+  }
+}
+
+}  // namespace
+
+void dwconv16_rows_avx2(const Dw16Geom& g, const int32_t* w, const Packed16& B, const Epilogue& E, const void* in,
+                        void* out, int64_t* acc, int64_t r0, int64_t r1) {
+  switch (g.in_kind) {
+    case 0: dw16_rows<0>(g, w, B, E, in, out, acc, r0, r1); break;
+    case 1: dw16_rows<1>(g, w, B, E, in, out, acc, r0, r1); break;
+    case 2: dw16_rows<2>(g, w, B, E, in, out, acc, r0, r1); break;
+    default: dw16_rows<3>(g, w, B, E, in, out, acc, r0, r1); break;
+  }
+}
+
 }  // namespace bbits::kernels::simd

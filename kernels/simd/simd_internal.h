@@ -276,6 +276,23 @@ void epilogue16_row_scalar(const int64_t* acc, int64_t oc0, int64_t n, const Pac
 void epilogue16_row_avx512(const int64_t* acc, int64_t oc0, int64_t n, const Packed16& B, const Epilogue& E,
                            void* out_row);
 
+// Depthwise conv with a 16-bit side (gemm16.cpp drives it): channels across
+// lanes, every tap product x * w (|x| <= 65535, |w| <= 32768) formed exactly
+// in 64 bits (vpmuldq on even / odd 32-bit lanes) and summed in int64; the
+// 16-bit epilogue then requantizes each pixel's C sums.
+struct Dw16Geom {
+  int64_t N = 1, H = 0, W = 0, C = 0, OH = 0, OW = 0;
+  int KH = 1, KW = 1, sh = 1, sw = 1, pt = 0, pl = 0, dh = 1, dw = 1;
+  int in_kind = 0;  // stored input: 0 uint8, 1 int8, 2 uint16, 3 int16
+  int64_t cblocks = 0;  // (C + 15) / 16
+};
+// w: int32 weights [cblock][tap][16] (zero past C); acc: >= 16 * cblocks int64
+// of scratch. Output rows [r0, r1) of N*OH.
+void dwconv16_rows_avx512(const Dw16Geom& g, const int32_t* w, const Packed16& B, const Epilogue& E, const void* in,
+                          void* out, int64_t* acc, int64_t r0, int64_t r1);
+void dwconv16_rows_avx2(const Dw16Geom& g, const int32_t* w, const Packed16& B, const Epilogue& E, const void* in,
+                        void* out, int64_t* acc, int64_t r0, int64_t r1);
+
 // ---- average pool, concat, softmax on 8-bit data (ops2_avx512.cpp, ops2_avx2.cpp) --
 // Average / global average pool over 8-bit NHWC (global: KH = H, KW = W,
 // stride 1, no padding): output rows [r0, r1) of N*OH. Window sums in int32,

@@ -19,12 +19,14 @@
 namespace bbits::kernels {
 namespace {
 
-std::vector<const KernelInfo*> simd_kernels(OpKind op, const std::string& needle) {
+// SIMD kernels of `op` this CPU runs whose name contains `needle`; depthwise
+// kernels (names starting "dw") only when `depthwise`.
+std::vector<const KernelInfo*> simd_kernels(OpKind op, const std::string& needle, bool depthwise = false) {
   std::vector<const KernelInfo*> out;
   const Isa machine = max_supported_isa(cpu_features());
   for (const auto& k : kernel_table())
     if (k.op == op && k.isa != Isa::Reference && isa_at_most(k.isa, machine) &&
-        k.name.find(needle) != std::string::npos)
+        k.name.find(needle) != std::string::npos && (k.name.rfind("dw", 0) == 0) == depthwise)
       out.push_back(&k);
   return out;
 }
@@ -181,6 +183,42 @@ testing::TestLayer extreme_layer(const OpDesc& d, uint64_t seed) {
   return r;
 }
 
+TEST(Simd16, DepthwiseSweepExact) {
+  const auto kernels = simd_kernels(OpKind::Conv2D, "s16s16", true);
+  if (kernels.empty()) GTEST_SKIP() << "no 16-bit SIMD depthwise kernel for this CPU";
+  ThreadPool pool(2);
+  uint64_t seed = 2000;
+  int checked = 0;
+  for (const auto* k : kernels)
+    for (const Pair& p : pairs_of(*k))
+      for (int64_t C : {2, 8, 15, 16, 17, 33, 70})
+        for (int kk : {3, 5})
+          for (int s : {1, 2}) {
+            const Quant& q = kQuants[seed % std::size(kQuants)];
+            ConvDesc d;
+            d.N = seed % 5 == 0 ? 2 : 1;
+            d.H = 7;
+            d.W = 6;
+            d.C = d.OC = C;
+            d.groups = static_cast<int>(C);
+            d.KH = d.KW = kk;
+            d.stride_h = d.stride_w = s;
+            d.pad_top = d.pad_left = kk / 2;
+            d.pad_bottom = d.pad_right = s == 2 ? 0 : kk / 2;
+            if (seed % 6 == 0) d.dilation_w = 2;
+            d.wbits = p.wb;
+            d.in = in_quant(p.ab, q.in_signed);
+            d.out = q.out;
+            d.activation = q.act;
+            EXPECT_TRUE(k->supports(d)) << k->name << " " << describe(d);
+            if (seed % 4 == 0) EXPECT_TRUE(exact_extreme(*k, d, seed, nullptr));
+            else EXPECT_TRUE(exact(*k, d, seed, seed % 3 == 0 ? &pool : nullptr));
+            ++seed;
+            ++checked;
+          }
+  EXPECT_GT(checked, 100);
+}
+
 TEST(Simd16, ExtremeValuesExact) {
   ThreadPool pool(2);
   uint64_t seed = 900;
@@ -317,6 +355,13 @@ TEST(Simd16, ChosenUnderEachCapExact) {
       EXPECT_TRUE(isa_at_most(kf->isa, cap)) << kf->name;
       if (cap != Isa::Reference) EXPECT_NE(kf->isa, Isa::Reference) << "cap " << isa_name(cap) << ": " << kf->name;
       EXPECT_TRUE(exact(*kf, f, seed++));
+      ConvDesc dw = c;
+      dw.OC = dw.C;
+      dw.groups = static_cast<int>(dw.C);
+      const KernelInfo* kd = choose_kernel(dw, cap).info;
+      EXPECT_TRUE(isa_at_most(kd->isa, cap)) << kd->name;
+      if (cap != Isa::Reference) EXPECT_NE(kd->isa, Isa::Reference) << "cap " << isa_name(cap) << ": " << kd->name;
+      EXPECT_TRUE(exact(*kd, dw, seed++));
     }
   }
 }
