@@ -9,7 +9,9 @@
 //                               our GEMM kernel at each weight width, the
 //                               kernel the table chooses, and oneDNN int8;
 //   bandwidth/<bytes>           single-thread read bandwidth at the fc working
-//                               set sizes (the ceiling for weight streaming).
+//                               set sizes (the ceiling for weight streaming);
+//   wide/..., ops/...           16-bit conv / fc and 8-bit avg pool, global avg
+//                               pool, concat, softmax (see register_wide_and_ops).
 //
 // Run: bbits-bench-kernels --benchmark_format=json --benchmark_out=k.json, then
 // bench/kernels/ratios.py k.json prints the target ratios.
@@ -490,12 +492,266 @@ void register_all() {
   }
 }
 
+// ---- 16-bit conv / fc and 8-bit pool / concat / softmax (issue 5) --------------------
+// wide/<model>/<layer>/<wXaY>_{ours,ref}   16-bit layers: the SIMD kernel the
+//     table chooses (vpdpwssd / vpmaddwd) and the reference kernel, beside
+//     oneDNN f32 (oneDNN has no int16 conv / inner product) on the same shape.
+// ops/<op>/<shape>/{ours,ref,onednn}       8-bit avg / global avg pool, concat
+//     (oneDNN u8 where it has the op) and softmax (oneDNN f32 softmax).
+struct WideRun {
+  std::unique_ptr<bk::Kernel> kernel;
+  std::vector<std::unique_ptr<Buf>> ins;
+  std::unique_ptr<Buf> weights, out, scratch;
+  std::vector<float> scales;
+  std::vector<int32_t> bias;
+};
+
+// Random data of any op desc: activations and weights on their grids.
+std::unique_ptr<WideRun> prepare_any(const bk::KernelInfo& info, const bk::OpDesc& d) {
+  auto r = std::make_unique<WideRun>();
+  std::mt19937_64 rng(17);
+  for (int i = 0; i < bk::num_inputs(d); ++i) {
+    const bk::QuantInfo q = bk::input_quant(d, i);
+    const int64_t n = bk::input_elements(d, i);
+    auto b = std::make_unique<Buf>(static_cast<size_t>(n) * bk::element_bytes(q.bits));
+    std::uniform_int_distribution<int64_t> dist(bbits::qmin(q.bits, q.is_signed), bbits::qmax(q.bits, q.is_signed));
+    for (int64_t j = 0; j < n; ++j) bk::store_int(b->p, j, q, dist(rng));
+    r->ins.push_back(std::move(b));
+  }
+  bk::Weights w;
+  const int wb = bk::weight_bits(d);
+  if (wb > 0) {
+    int64_t rows = 0, k = 0;
+    if (const auto* c = std::get_if<bk::ConvDesc>(&d)) rows = c->OC, k = c->K();
+    if (const auto* f = std::get_if<bk::FcDesc>(&d)) rows = f->OC, k = f->K;
+    const size_t rb = bbits::packed_row_bytes(k, wb);
+    r->weights = std::make_unique<Buf>(rb * static_cast<size_t>(rows));
+    std::uniform_int_distribution<int32_t> dist(static_cast<int32_t>(-bbits::qmax(wb, true)),
+                                                static_cast<int32_t>(bbits::qmax(wb, true)));
+    std::vector<int32_t> row(static_cast<size_t>(k));
+    for (int64_t o = 0; o < rows; ++o) {
+      for (auto& v : row) v = dist(rng);
+      bbits::pack_row(row.data(), k, wb, r->weights->p + static_cast<size_t>(o) * rb);
+    }
+    r->scales.assign(static_cast<size_t>(rows), 1.0f / static_cast<float>(bbits::qmax(wb, true)));
+    r->bias.assign(static_cast<size_t>(rows), 100);
+    w.data = r->weights->p;
+    w.size = r->weights->size;
+    w.scales = r->scales;
+    w.bias_q = r->bias;
+  }
+  r->kernel = info.create(d, w);
+  const bk::QuantInfo oq = bk::output_quant(d);
+  r->out = std::make_unique<Buf>(static_cast<size_t>(bk::output_elements(d)) * bk::element_bytes(oq.bits));
+  r->scratch = std::make_unique<Buf>(std::max<size_t>(64, r->kernel->scratch_bytes(1)));
+  return r;
+}
+
+void run_any(benchmark::State& st, const bk::KernelInfo* info, bk::OpDesc d) {
+  std::unique_ptr<WideRun> r;
+  try {
+    r = prepare_any(*info, d);
+  } catch (const std::exception& e) {
+    st.SkipWithError(e.what());
+    return;
+  }
+  std::vector<const void*> ins;
+  for (const auto& b : r->ins) ins.push_back(b->p);
+  bk::KernelArgs a;
+  a.inputs = ins;
+  a.output = r->out->p;
+  a.scratch = r->scratch->p;
+  a.scratch_size = r->scratch->size;
+  for (auto _ : st) {
+    r->kernel->run(a, nullptr);
+    benchmark::ClobberMemory();
+  }
+  st.counters["Gop/s"] =
+      benchmark::Counter(static_cast<double>(bk::op_work(d)) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  st.SetLabel(std::string(r->kernel->name()));
+}
+
+// A 16-bit layer of the model shapes: weights at wb, activations at ab
+// (16-bit activations signed after a conv without ReLU: use the unsigned grid
+// of a ReLU output here, the harder case for the kernel's offset).
+bk::OpDesc wide_desc(const Layer& L, int wb, int ab) {
+  const bk::QuantInfo in{ab, false, ab == 16 ? 1e-4f : 0.02f};
+  const bk::QuantInfo out{ab, false, ab == 16 ? 2e-3f : 0.05f};
+  if (L.fc) {
+    bk::FcDesc f;
+    f.K = L.K;
+    f.OC = L.OC;
+    f.wbits = wb;
+    f.in = in;
+    f.out = out;
+    f.activation = bk::Activation::Relu;
+    return f;
+  }
+  bk::ConvDesc c = L.conv;
+  c.wbits = wb;
+  c.in = in;
+  c.out = out;
+  c.activation = bk::Activation::Relu;
+  return c;
+}
+
+// oneDNN u8 pooling / concat, f32 softmax on the shapes below.
+struct OnednnOp {
+  dnnl::engine eng{dnnl::engine::kind::cpu, 0};
+  dnnl::stream strm{eng};
+  dnnl::primitive prim;
+  std::unordered_map<int, memory> args;
+};
+
+std::unique_ptr<OnednnOp> onednn_op(const bk::OpDesc& d) {
+  auto o = std::make_unique<OnednnOp>();
+  if (const auto* p = std::get_if<bk::PoolDesc>(&d)) {
+    const bool global = p->kind == bk::PoolKind::GlobalAvg;
+    const int64_t KH = global ? p->H : p->KH, KW = global ? p->W : p->KW;
+    const memory::desc src({p->N, p->C, p->H, p->W}, dt::u8, tag::nhwc);
+    const memory::desc dst({p->N, p->C, p->out_h(), p->out_w()}, dt::u8, tag::nhwc);
+    const auto alg = p->count_include_pad ? dnnl::algorithm::pooling_avg_include_padding
+                                          : dnnl::algorithm::pooling_avg_exclude_padding;
+    const memory::dims strides = global ? memory::dims{1, 1} : memory::dims{p->stride_h, p->stride_w};
+    const memory::dims pl = global ? memory::dims{0, 0} : memory::dims{p->pad_top, p->pad_left};
+    const memory::dims pr = global ? memory::dims{0, 0} : memory::dims{p->pad_bottom, p->pad_right};
+    dnnl::pooling_forward::primitive_desc pd(
+        dnnl::pooling_forward::desc(dnnl::prop_kind::forward_inference, alg, src, dst, strides, {KH, KW}, pl, pr),
+        o->eng);
+    o->prim = dnnl::pooling_forward(pd);
+    memory ms(src, o->eng), md(dst, o->eng);
+    fill_random(static_cast<uint8_t*>(ms.get_data_handle()), src.get_size(), 3);
+    o->args = {{DNNL_ARG_SRC, ms}, {DNNL_ARG_DST, md}};
+  } else if (const auto* c = std::get_if<bk::ConcatDesc>(&d)) {
+    std::vector<memory::desc> srcs;
+    for (int64_t s : c->sizes) srcs.emplace_back(memory::dims{c->outer, s}, dt::u8, tag::nc);
+    dnnl::concat::primitive_desc pd(1, srcs, o->eng);
+    o->prim = dnnl::concat(pd);
+    for (size_t i = 0; i < srcs.size(); ++i) {
+      memory m(srcs[i], o->eng);
+      fill_random(static_cast<uint8_t*>(m.get_data_handle()), srcs[i].get_size(), 5 + i);
+      o->args.insert({DNNL_ARG_MULTIPLE_SRC + static_cast<int>(i), m});
+    }
+    o->args.insert({DNNL_ARG_DST, memory(pd.dst_desc(), o->eng)});
+  } else if (const auto* sm = std::get_if<bk::SoftmaxDesc>(&d)) {
+    const memory::desc md({sm->outer, sm->axis_size}, dt::f32, tag::nc);
+    dnnl::softmax_forward::primitive_desc pd(dnnl::softmax_forward::desc(dnnl::prop_kind::forward_inference, md, 1),
+                                             o->eng);
+    o->prim = dnnl::softmax_forward(pd);
+    memory ms(md, o->eng), mo(md, o->eng);
+    fill_random(static_cast<uint8_t*>(ms.get_data_handle()), md.get_size(), 3, 0x3f);
+    o->args = {{DNNL_ARG_SRC, ms}, {DNNL_ARG_DST, mo}};
+  } else {
+    throw std::invalid_argument("no oneDNN baseline for " + bk::describe(d));
+  }
+  return o;
+}
+
+void run_onednn_op(benchmark::State& st, bk::OpDesc d, std::string label) {
+  std::unique_ptr<OnednnOp> o;
+  try {
+    o = onednn_op(d);
+  } catch (const std::exception& e) {
+    st.SkipWithError(e.what());
+    return;
+  }
+  for (auto _ : st) {
+    o->prim.execute(o->strm, o->args);
+    o->strm.wait();
+  }
+  st.counters["Gop/s"] =
+      benchmark::Counter(static_cast<double>(bk::op_work(d)) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  st.SetLabel(label);
+}
+
+void register_wide_and_ops() {
+  const bk::Isa isa = bk::detect_isa();
+  // 16-bit conv / fc: the ResNet-18 / MobileNetV2 shapes and a 4096x4096 fc.
+  std::vector<Layer> wide;
+  for (const Layer& L : model_layers())
+    if ((L.model == "resnet18" && L.name.rfind("conv1", 0) != 0) ||
+        (L.model == "mobilenetv2" && (L.name.rfind("pw_", 0) == 0 || L.fc)) || L.model == "lenet5")
+      wide.push_back(L);
+  wide.push_back(fc("fc", "4096x4096", 4096, 4096));
+  for (const Layer& L : wide) {
+    const std::string base = "wide/" + L.model + "/" + L.name + "/";
+    for (auto [wb, ab] : {std::pair{16, 16}, std::pair{16, 8}, std::pair{8, 16}}) {
+      const bk::OpDesc d = wide_desc(L, wb, ab);
+      const std::string tagwa = "w" + std::to_string(wb) + "a" + std::to_string(ab);
+      benchmark::RegisterBenchmark((base + tagwa + "_ours").c_str(), run_any, bk::choose_kernel(d, isa).info, d)
+          ->Unit(benchmark::kMicrosecond);
+      // The reference at ~2 MACs/ns: only where one run stays short.
+      if (bk::op_work(d) <= 120'000'000)
+        benchmark::RegisterBenchmark((base + tagwa + "_ref").c_str(), run_any, bk::reference_kernel(d), d)
+            ->Unit(benchmark::kMicrosecond);
+    }
+    benchmark::RegisterBenchmark((base + "f32_onednn").c_str(), run_onednn, L, false)->Unit(benchmark::kMicrosecond);
+  }
+  // 8-bit pool / concat / softmax.
+  std::vector<std::pair<std::string, bk::OpDesc>> ops;
+  auto avg = [](int64_t HW, int64_t C, int k, int s, int pad, bool include_pad) {
+    bk::PoolDesc p;
+    p.kind = bk::PoolKind::Avg;
+    p.H = p.W = HW;
+    p.C = C;
+    p.KH = p.KW = k;
+    p.stride_h = p.stride_w = s;
+    p.pad_top = p.pad_left = p.pad_bottom = p.pad_right = pad;
+    p.count_include_pad = include_pad;
+    p.in = {8, false, 0.02f};
+    p.out = {8, false, 0.02f};
+    return p;
+  };
+  ops.emplace_back("avg_pool/3x3s1p1_28x28x192", avg(28, 192, 3, 1, 1, false));
+  ops.emplace_back("avg_pool/2x2s2_56x56x64", avg(56, 64, 2, 2, 0, false));
+  ops.emplace_back("avg_pool/3x3s2p1_incpad_56x56x96", avg(56, 96, 3, 2, 1, true));
+  for (auto [HW, C] : {std::pair<int64_t, int64_t>{7, 512}, {7, 1280}, {14, 1024}}) {
+    bk::PoolDesc g;
+    g.kind = bk::PoolKind::GlobalAvg;
+    g.H = g.W = HW;
+    g.C = C;
+    g.in = {8, false, 0.02f};
+    g.out = {8, false, 0.01f};
+    ops.emplace_back("global_avg_pool/" + std::to_string(HW) + "x" + std::to_string(HW) + "x" + std::to_string(C), g);
+  }
+  {
+    bk::ConcatDesc c;
+    c.outer = 28 * 28;
+    c.sizes = {64, 128, 32, 32};
+    c.in.assign(4, bk::QuantInfo{8, false, 0.02f});
+    c.out = {8, false, 0.02f};
+    ops.emplace_back("concat/same_grid_28x28x(64+128+32+32)", c);
+    c.in[1].scale = 0.03f;
+    c.in[3].scale = 0.015f;
+    ops.emplace_back("concat/requant_28x28x(64+128+32+32)", c);
+  }
+  for (int64_t A : {10, 1000}) {
+    bk::SoftmaxDesc sm;
+    sm.axis_size = A;
+    sm.in = {8, true, 0.1f};
+    ops.emplace_back("softmax/a8_to_f32_" + std::to_string(A), sm);
+  }
+  for (const auto& [name, d] : ops) {
+    const std::string base = "ops/" + name + "/";
+    benchmark::RegisterBenchmark((base + "ours").c_str(), run_any, bk::choose_kernel(d, isa).info, d)
+        ->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark((base + "ref").c_str(), run_any, bk::reference_kernel(d), d)
+        ->Unit(benchmark::kMicrosecond);
+    const bool concat_requant = name.rfind("concat/requant", 0) == 0;  // oneDNN concat only copies
+    if (!concat_requant)
+      benchmark::RegisterBenchmark((base + "onednn").c_str(), run_onednn_op, d,
+                                   std::holds_alternative<bk::SoftmaxDesc>(d) ? "onednn f32" : "onednn u8")
+          ->Unit(benchmark::kMicrosecond);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   omp_set_num_threads(1);  // one thread for oneDNN too
   benchmark::Initialize(&argc, argv);
   register_all();
+  register_wide_and_ops();
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;
