@@ -65,13 +65,24 @@ json Calibration::to_json() const {
                           {"isa", p.isa},
                           {"threads", p.threads},
                           {"macs_per_s", p.macs_per_s},
+                          {"compute_macs_per_s", p.compute_macs_per_s},
                           {"iqr", p.iqr},
                           {"shape", p.shape},
                           {"k", p.k},
-                          {"n", p.n}});
+                          {"n", p.n},
+                          {"m", p.m}});
   j["dispatch"] = json::array();
   for (const auto& d : dispatch) j["dispatch"].push_back({{"threads", d.threads}, {"runtime", d.runtime}, {"ns", d.ns}});
+  j["overheads"] = json::array();
+  for (const auto& o : overheads)
+    j["overheads"].push_back({{"kernel", o.kernel}, {"op", o.op}, {"threads", o.threads}, {"ns", o.ns}, {"shape", o.shape}});
   return j;
+}
+
+std::optional<double> Calibration::overhead_ns(const std::string& kernel, const std::string& op, int threads) const {
+  for (const auto& o : overheads)
+    if (o.kernel == kernel && o.op == op && o.threads == threads) return o.ns;
+  return std::nullopt;
 }
 
 double Calibration::dispatch_ns(const std::string& runtime, int threads) const {
@@ -135,7 +146,12 @@ Calibration Calibration::from_json(const json& j) {
     p.shape = field<std::string>(peaks[i], "shape", where);
     p.k = peaks[i].value("k", int64_t{0});
     p.n = peaks[i].value("n", int64_t{0});
-    if (p.k < 0 || p.n < 0) throw CalibrationError(fmt::format("calibration: {}.k / n must not be negative", where));
+    p.m = peaks[i].value("m", int64_t{0});
+    p.compute_macs_per_s = peaks[i].value("compute_macs_per_s", 0.0);
+    if (!(p.compute_macs_per_s >= 0) || !std::isfinite(p.compute_macs_per_s))
+      throw CalibrationError(fmt::format("calibration: {}.compute_macs_per_s must not be negative", where));
+    if (p.k < 0 || p.n < 0 || p.m < 0)
+      throw CalibrationError(fmt::format("calibration: {}.k / n / m must not be negative", where));
     if (p.threads < 1) throw CalibrationError(fmt::format("calibration: {}.threads must be at least 1", where));
     c.peaks.push_back(p);
   }
@@ -151,6 +167,22 @@ Calibration Calibration::from_json(const json& j) {
       if (dc.threads < 1 || !(dc.ns >= 0) || !std::isfinite(dc.ns))
         throw CalibrationError(fmt::format("calibration: {} has a bad thread count or time", where));
       c.dispatch.push_back(dc);
+    }
+  }
+  if (j.contains("overheads")) {
+    const auto& o = j["overheads"];
+    if (!o.is_array()) throw CalibrationError("calibration: 'overheads' must be an array");
+    for (size_t i = 0; i < o.size(); ++i) {
+      const std::string where = fmt::format("overheads[{}]", i);
+      KernelOverhead ko;
+      ko.kernel = field<std::string>(o[i], "kernel", where);
+      ko.op = field<std::string>(o[i], "op", where);
+      ko.threads = field<int>(o[i], "threads", where);
+      ko.ns = field<double>(o[i], "ns", where);
+      ko.shape = o[i].value("shape", std::string());
+      if (ko.threads < 1 || !(ko.ns >= 0) || !std::isfinite(ko.ns))
+        throw CalibrationError(fmt::format("calibration: {} has a bad thread count or time", where));
+      c.overheads.push_back(ko);
     }
   }
   return c;
@@ -205,7 +237,7 @@ const BandwidthLevel& Calibration::level_for(int64_t working_set, int threads) c
 }
 
 std::optional<double> Calibration::peak_macs_per_s(const std::string& kernel, const std::string& op, int threads,
-                                                   int64_t k, int64_t n, int wbits) const {
+                                                   int64_t k, int64_t n, int wbits, int64_t m) const {
   // Thread count: exact when measured, else the nearest (ties: fewer), scaled.
   int best_t = -1;
   for (const auto& p : peaks) {
@@ -230,8 +262,26 @@ std::optional<double> Calibration::peak_macs_per_s(const std::string& kernel, co
       std::erase_if(cand, [&](const KernelPeak* p) { return p->wbits != w0; });
     }
   }
+  // The rate at one (k, n) point from its entries measured over m: linear in
+  // log m between the two measured m around the layer's (clamped); without m,
+  // the entry measured at the largest m (the compute-heavy shape).
+  auto rate_of = [&](const std::vector<const KernelPeak*>& pts) -> double {
+    std::vector<const KernelPeak*> v = pts;
+    std::sort(v.begin(), v.end(), [](const KernelPeak* a, const KernelPeak* b) { return a->m < b->m; });
+    if (m <= 0 || v.size() == 1 || v.front()->m <= 0) return v.back()->rate();
+    const double lm = std::log2(static_cast<double>(m));
+    if (lm <= std::log2(static_cast<double>(v.front()->m))) return v.front()->rate();
+    for (size_t i = 1; i < v.size(); ++i) {
+      const double l0 = std::log2(static_cast<double>(v[i - 1]->m)), l1 = std::log2(static_cast<double>(v[i]->m));
+      if (lm <= l1) {
+        const double t = l1 > l0 ? (lm - l0) / (l1 - l0) : 1.0;
+        return v[i - 1]->rate() + t * (v[i]->rate() - v[i - 1]->rate());
+      }
+    }
+    return v.back()->rate();
+  };
   const KernelPeak* first = cand.front();
-  if (k <= 0 || n <= 0 || cand.size() == 1 || first->k <= 0 || first->n <= 0) return first->macs_per_s * scale;
+  if (k <= 0 || n <= 0 || first->k <= 0 || first->n <= 0) return rate_of(cand) * scale;
   // Grid coordinates in log2 space.
   std::set<double> ks, ns;
   for (const auto* p : cand)
@@ -255,34 +305,37 @@ std::optional<double> Calibration::peak_macs_per_s(const std::string& kernel, co
   double k0, k1, n0, n1;
   bracket(ks, lk, k0, k1);
   bracket(ns, ln, n0, n1);
-  auto at = [&](double kk, double nn) -> const KernelPeak* {
+  auto at = [&](double kk, double nn) -> std::optional<double> {
+    std::vector<const KernelPeak*> pts;
     for (const auto* p : cand)
       if (p->k > 0 && p->n > 0 && std::log2(static_cast<double>(p->k)) == kk &&
           std::log2(static_cast<double>(p->n)) == nn)
-        return p;
-    return nullptr;
+        pts.push_back(p);
+    if (pts.empty()) return std::nullopt;
+    return rate_of(pts);
   };
-  const KernelPeak *a = at(k0, n0), *b = at(k1, n0), *c = at(k0, n1), *d = at(k1, n1);
+  const auto a = at(k0, n0), b = at(k1, n0), c = at(k0, n1), d = at(k1, n1);
   if (a && b && c && d) {
     const double tk = k1 > k0 ? (lk - k0) / (k1 - k0) : 0.0;
     const double tn = n1 > n0 ? (ln - n0) / (n1 - n0) : 0.0;
-    const double v0 = a->macs_per_s + tk * (b->macs_per_s - a->macs_per_s);
-    const double v1 = c->macs_per_s + tk * (d->macs_per_s - c->macs_per_s);
+    const double v0 = *a + tk * (*b - *a);
+    const double v1 = *c + tk * (*d - *c);
     return (v0 + tn * (v1 - v0)) * scale;
   }
-  // Nearest measured point.
-  const KernelPeak* near = nullptr;
-  double dist = 0;
+  // Nearest measured (k, n) point.
+  double best_k = 0, best_n = 0, dist = -1;
   for (const auto* p : cand) {
     if (p->k <= 0 || p->n <= 0) continue;
-    const double dk = std::log2(static_cast<double>(p->k)) - lk, dn = std::log2(static_cast<double>(p->n)) - ln;
-    const double dd = dk * dk + dn * dn;
-    if (!near || dd < dist) {
-      near = p;
+    const double pk = std::log2(static_cast<double>(p->k)), pn = std::log2(static_cast<double>(p->n));
+    const double dd = (pk - lk) * (pk - lk) + (pn - ln) * (pn - ln);
+    if (dist < 0 || dd < dist) {
+      best_k = pk;
+      best_n = pn;
       dist = dd;
     }
   }
-  return (near ? near->macs_per_s : first->macs_per_s) * scale;
+  if (dist < 0) return first->rate() * scale;
+  return *at(best_k, best_n) * scale;
 }
 
 std::string default_calibration_path() {

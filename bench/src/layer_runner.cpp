@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <random>
@@ -58,6 +59,8 @@ LayerRunner::LayerRunner(const ModelLayer& layer, const kernels::KernelInfo& inf
 }
 
 LayerRunner::~LayerRunner() = default;
+
+size_t LayerRunner::scratch_bytes(int threads) const { return kernel_->scratch_bytes(std::max(threads, 1)); }
 
 void LayerRunner::run(kernels::ThreadPool* pool) {
   kernels::KernelArgs a;

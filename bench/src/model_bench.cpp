@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <limits>
+#include <map>
 #include <random>
 #include <stdexcept>
 
@@ -66,24 +67,34 @@ double ratio(double a, double b) {
 
 struct Pred {
   double ns = kNaN;
-  std::string level, bound;
+  std::string level, bound, dominant, weights_level;
+  double compute_ns = kNaN, memory_ns = kNaN, epilogue_ns = kNaN, call_ns = kNaN;
 };
 
 Pred predict(const LayerCost& c, const Calibration& cal, const std::string& kernel, const std::string& family,
-             int threads, std::pair<int64_t, int64_t> kn) {
+             int threads, std::pair<int64_t, int64_t> kn, int64_t weights_reuse_bytes = 0) {
   Pred p;
   double peak = 0;
   if (c.compute_work() > 0) {
-    const auto pk = cal.peak_macs_per_s(kernel, family, threads, kn.first, kn.second, c.macs > 0 ? c.wbits : 0);
+    const auto pk =
+        cal.peak_macs_per_s(kernel, family, threads, kn.first, kn.second, c.macs > 0 ? c.wbits : 0, c.m);
     if (!pk) return p;  // not calibrated: no prediction
     peak = *pk;
   }
   // Kernels built on oneDNN (and the baselines) start their threads through OpenMP.
   const bool omp = kernel.find("onednn") != std::string::npos;
-  const RooflinePrediction r = roofline(c, peak, cal, threads, cal.dispatch_ns(omp ? "openmp" : "pool", threads));
+  const RooflinePrediction r =
+      roofline(c, peak, cal, threads, call_overhead_ns(cal, kernel, family, threads, omp ? "openmp" : "pool"),
+               weights_reuse_bytes);
   p.ns = r.time_ns;
   p.level = r.level;
   p.bound = r.compute_bound() ? "compute" : "memory";
+  p.dominant = r.dominant();
+  p.weights_level = r.weights_level;
+  p.compute_ns = r.compute_ns;
+  p.memory_ns = r.memory_ns;
+  p.epilogue_ns = r.epilogue_ns;
+  p.call_ns = r.overhead_ns;
   return p;
 }
 
@@ -97,7 +108,8 @@ const std::vector<Column>& bench_columns() {
       {"t_f32_us", 1},    {"t_int8_us", 1},    {"roof_us", 1},   {"roof_err", 2},  {"bop_x32", 1},
       {"roof_x32", 2},    {"meas_x32", 2},     {"bop_err32", 2}, {"roof_err32", 2}, {"bop_x8", 2},
       {"roof_x8", 2},     {"meas_x8", 2},      {"bop_err8", 2},  {"roof_err8", 2}, {"t_layers_sum_us", 1},
-      {"t_kernel_us", 1}, {"t_kernel_iqr_us", 1}, {"roof_err_kernel", 2}, {"onednn_f32_impl"}, {"onednn_int8_impl"}};
+      {"t_kernel_us", 1}, {"t_kernel_iqr_us", 1}, {"roof_err_kernel", 2}, {"onednn_f32_impl"}, {"onednn_int8_impl"},
+      {"roof_compute_us", 2}, {"roof_memory_us", 2}, {"roof_epilogue_us", 2}, {"roof_call_us", 2}, {"dominant"}, {"weights_level"}, {"roof_kernel_us", 1}};
   return cols;
 }
 
@@ -158,8 +170,10 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
     set_onednn_threads(t);
     const size_t n = ml->layers().size();
     std::vector<Summary> tb(n);
+    std::vector<int64_t> scratch(n, 0);
     for (size_t i = 0; i < n; ++i) {
       LayerRunner r(ml->layers()[i], *chosen[i], t, 1 + i);
+      scratch[i] = static_cast<int64_t>(r.scratch_bytes(t));
       tb[i] = time_ns([&] { r.run(pool.get()); }, opts.timing);
     }
     say(fmt::format("bbits layers timed ({} threads)", t));
@@ -250,16 +264,25 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
     }
 
     // ---- rows -------------------------------------------------------------------
+    // Inside a session, everything one run touches passes through the caches
+    // between two calls of a layer: its weights come back from the level
+    // holding one whole run's bytes.
+    int64_t run_bytes = 0;
+    for (const ModelLayer& L : ml->layers()) run_bytes += L.cost().bytes();
     double sum_roof = 0, sum_roof_f = 0, sum_roof_i = 0, sum_t = 0;
     bool roof_ok = true, roof_f_ok = true, roof_i_ok = true;
     int64_t tot_macs = 0, tot_bops = 0, tot_bytes = 0, bops32 = 0, bops8 = 0;
     int hits = 0, judged = 0;
     for (size_t i = 0; i < n; ++i) {
       const ModelLayer& L = ml->layers()[i];
-      const LayerCost c = L.cost();
+      LayerCost c = L.cost();
+      c.scratch_bytes = scratch[i];
       const std::string fam = L.family();
       const auto kn = gemm_kn(L.desc);
-      const Pred pb = predict(c, cal, chosen[i]->name, fam, t, kn);
+      // The prediction for the layer inside the session (cold weights) and
+      // for the kernel run on its own (everything hot).
+      const Pred pk = predict(c, cal, chosen[i]->name, fam, t, kn);
+      const Pred pb = ts.empty() ? pk : predict(c, cal, chosen[i]->name, fam, t, kn, run_bytes);
       const Pred pf = predict(baseline_cost(L, 32), cal, baseline_name(BaselineKind::F32), fam, t, kn);
       const Pred pi = predict(baseline_cost(L, 8), cal, baseline_name(BaselineKind::Int8), fam, t, kn);
       // The layer's time: inside the session when profiled, else the kernel alone.
@@ -293,7 +316,9 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
                         num(bx32), num(rx32), num(mx32), num(relative_error(bx32, mx32)),
                         num(relative_error(rx32, mx32)), num(bx8), num(rx8), num(mx8),
                         num(relative_error(bx8, mx8)), num(relative_error(rx8, mx8)), Cell{}, us(&tb[i]),
-                        num(tb[i].iqr() * 1e-3), num(relative_error(pb.ns, tb[i].median)), impl_f[i], impl_i[i]});
+                        num(tb[i].iqr() * 1e-3), num(relative_error(pk.ns, tb[i].median)), impl_f[i], impl_i[i],
+                        num(pb.compute_ns * 1e-3), num(pb.memory_ns * 1e-3), num(pb.epilogue_ns * 1e-3),
+                        num(pb.call_ns * 1e-3), pb.dominant, pb.weights_level, num(pk.ns * 1e-3)});
     }
     if (ts.empty()) profiled = false;
     const double share = judged > 0 ? static_cast<double>(hits) / judged : kNaN;
@@ -314,7 +339,7 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
                       num(relative_error(proof, tw)), num(bx32), num(rx32), num(mx32), num(relative_error(bx32, mx32)),
                       num(relative_error(rx32, mx32)), num(bx8), num(rx8), num(mx8), num(relative_error(bx8, mx8)),
                       num(relative_error(rx8, mx8)), num(sum_t * 1e-3), Cell{}, Cell{}, Cell{}, std::string(""),
-                      std::string("")});
+                      std::string(""), Cell{}, Cell{}, Cell{}, Cell{}, std::string(""), std::string(""), Cell{}});
   }
   res.meta.emplace_back("layer_timing", profiled ? "session profile (Session::layer_ns, one run per sample)"
                                                  : "each kernel alone (t_kernel_us)");
@@ -346,6 +371,25 @@ std::string summary_text(const ModelBenchResult& r) {
                      std::isfinite(share) ? share * 100 : 0.0, rerr.size());
     if (!rerr.empty()) s += fmt::format(" (median |error| {:.0f}%)", summarize(rerr).median * 100);
     s += "\n";
+    // Which term of the prediction is the largest, and how often the
+    // prediction holds for the layers it dominates.
+    std::map<std::string, std::pair<int, int>> by_term;  // dominant term -> (layers, within 25%)
+    const size_t c_dom = r.rows.column_index("dominant");
+    for (const auto& row : rows) {
+      if (std::get<std::string>(row[c_scope]) != "layer" || std::get<int64_t>(row[c_thr]) != t) continue;
+      const auto* d = std::get_if<std::string>(&row[c_dom]);
+      const double e = get(row, "roof_err");
+      if (!d || d->empty() || !std::isfinite(e)) continue;
+      auto& b = by_term[*d];
+      ++b.first;
+      b.second += std::fabs(e) <= 0.25 ? 1 : 0;
+    }
+    if (!by_term.empty()) {
+      s += fmt::format("threads {}: largest term of the prediction:", t);
+      for (const auto& [term, b] : by_term)
+        s += fmt::format(" {} {} layers ({} within +/-25%),", term, b.first, b.second);
+      s.back() = '\n';
+    }
     if (!kerr.empty()) {
       size_t k_hits = 0;
       for (double e : kerr) k_hits += e <= 0.25 ? 1 : 0;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "bbits/bench/peaks.h"
 #include "bbits/format/cost.h"
 #include "bbits/runtime_plan.h"
 
@@ -31,8 +32,7 @@ LayerCost ModelLayer::cost() const {
                      static_cast<int64_t>(kernels::element_bytes(kernels::input_quant(desc, i).bits));
   c.output_bytes = kernels::output_elements(desc) *
                    static_cast<int64_t>(kernels::element_bytes(kernels::output_quant(desc).bits));
-  if (const auto* cv = std::get_if<kernels::ConvDesc>(&desc)) c.m = cv->N * cv->out_h() * cv->out_w();
-  else if (const auto* f = std::get_if<kernels::FcDesc>(&desc)) c.m = f->N;
+  c.m = gemm_m(desc);
   return c;
 }
 

@@ -4,12 +4,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <stdexcept>
 #include <tuple>
 
 #include "bbits/bench/layer_runner.h"
 #include "bbits/bench/model_layers.h"
 #include "bbits/bench/onednn_baseline.h"
+#include "bbits/bench/roofline.h"
 #include "bbits/bench/synthetic.h"
 #include "bbits/kernels/thread_pool.h"
 
@@ -154,14 +156,49 @@ std::pair<int64_t, int64_t> gemm_kn(const kernels::OpDesc& d) {
   return {0, 0};
 }
 
+int64_t gemm_m(const kernels::OpDesc& d) {
+  if (const auto* c = std::get_if<kernels::ConvDesc>(&d)) return c->N * c->out_h() * c->out_w();
+  if (const auto* f = std::get_if<kernels::FcDesc>(&d)) return f->N;
+  return 0;
+}
+
+kernels::OpDesc tiny_desc(const std::string& family, int wbits, int abits) {
+  kernels::OpDesc d = representative_desc(family, wbits, abits, true);
+  if (auto* c = std::get_if<kernels::ConvDesc>(&d)) {
+    c->H = c->W = 4;
+    c->C = 16;
+    c->OC = 16;
+    if (c->groups > 1) c->groups = 16;
+  } else if (auto* f = std::get_if<kernels::FcDesc>(&d)) {
+    f->K = 16;
+    f->OC = 16;
+  } else if (auto* p = std::get_if<kernels::PoolDesc>(&d)) {
+    p->C = 16;
+    if (p->kind == kernels::PoolKind::GlobalAvg) {
+      p->H = p->W = p->KH = p->KW = 2;
+    } else {
+      p->H = p->W = 4;
+    }
+  } else if (auto* a = std::get_if<kernels::AddDesc>(&d)) {
+    a->count = 64;
+  } else if (auto* r = std::get_if<kernels::ActivationDesc>(&d)) {
+    r->count = 64;
+  } else if (auto* c2 = std::get_if<kernels::ConcatDesc>(&d)) {
+    c2->outer = 4;
+    c2->sizes = {16, 16};
+  } else if (auto* rs = std::get_if<kernels::ReshapeDesc>(&d)) {
+    rs->H = rs->W = 1;
+    rs->C = 64;
+  } else if (auto* sm = std::get_if<kernels::SoftmaxDesc>(&d)) {
+    sm->axis_size = 16;
+  }
+  return d;
+}
+
 std::vector<kernels::OpDesc> calibration_shapes(const std::string& family, int wbits, int abits, bool small) {
   const kernels::OpDesc rep = representative_desc(family, wbits, abits, small);
   std::vector<kernels::OpDesc> out;
   if (small) return {rep};
-  auto side = [](double macs_target, double macs_per_pixel) {
-    const double s = std::sqrt(macs_target / macs_per_pixel);
-    return static_cast<int64_t>(std::clamp(std::round(s), 7.0, 112.0));
-  };
   if (family == "conv2d" || family == "pointwise" || family == "depthwise") {
     const auto base = std::get<kernels::ConvDesc>(rep);
     std::vector<int64_t> cs, ocs;
@@ -169,7 +206,7 @@ std::vector<kernels::OpDesc> calibration_shapes(const std::string& family, int w
       cs = {3, 16, 64, 256};
       ocs = {16, 64, 256};
     } else if (family == "pointwise") {
-      cs = {16, 64, 256, 1024};
+      cs = {16, 32, 64, 128, 256, 1024};
       ocs = {16, 64, 256, 1024};
     } else {
       cs = {32, 144, 576};
@@ -181,9 +218,13 @@ std::vector<kernels::OpDesc> calibration_shapes(const std::string& family, int w
         d.C = c;
         d.OC = family == "depthwise" ? c : oc;
         if (family == "depthwise") d.groups = static_cast<int>(c);
-        const double per_pixel = static_cast<double>(d.K()) * static_cast<double>(d.OC);
-        d.H = d.W = side(family == "depthwise" ? 2e6 : 15e6, per_pixel);
-        out.push_back(d);
+        // Output pixels M: square maps, stride 1 and "same" padding keep
+        // the output the size of the input.
+        for (int64_t side : {7, 14, 28, 56, 112}) {
+          d.H = d.W = side;
+          if (side > 7 && static_cast<double>(d.macs()) > kMaxCalibrationMacs) break;
+          out.push_back(d);
+        }
       }
     return out;
   }
@@ -212,8 +253,24 @@ int native_bits(int b) { return b == kernels::kAnyBits ? 8 : b; }
 
 }  // namespace
 
-std::vector<KernelPeak> calibrate_kernel_peaks(const PeakCalibrationOptions& opts, const Progress& progress) {
-  std::vector<KernelPeak> out;
+namespace {
+
+// One call of a tiny layer, timed in batches of at least 10 us (clock
+// resolution), fastest batch mean kept.
+TimingOptions tiny_timing(const TimingOptions& t) {
+  return {.warmup = std::max(t.warmup, 3), .repeats = std::max(t.repeats, 5), .min_sample_ns = 10'000};
+}
+
+// What is taken out of a calibration sample before it becomes a compute
+// rate: the per-call cost and the scratch round trip, at most half the sample.
+double non_compute_ns(double sample_ns, double call_ns, double scratch_ns) {
+  return std::min(call_ns + scratch_ns, 0.5 * sample_ns);
+}
+
+}  // namespace
+
+PeakCalibration calibrate_kernel_peaks(const PeakCalibrationOptions& opts, const Progress& progress) {
+  PeakCalibration out;
   for (const kernels::KernelInfo& k : kernels::kernel_table()) {
     if (!kernels::isa_at_most(k.isa, opts.max_isa)) continue;
     if (!opts.filter.empty() && k.name.find(opts.filter) == std::string::npos) continue;
@@ -226,92 +283,144 @@ std::vector<KernelPeak> calibrate_kernel_peaks(const PeakCalibrationOptions& opt
     if (has_weights && k.isa != kernels::Isa::Reference)
       for (int w : {2, 4, 8})
         if (w != native_wb) widths.push_back(w);
-    for (const int wb : widths)
     for (const std::string& fam : peak_families()) {
       if (!serves(k, fam)) continue;
-      // Reference kernels (slow, rarely chosen) get one small shape.
-      const bool small = k.isa == kernels::Isa::Reference && has_weights;
-      for (const kernels::OpDesc& desc : calibration_shapes(fam, wb, ab, small)) {
-      if (!k.supports(desc)) continue;
-      std::unique_ptr<ModelLayers> m;
-      try {
-        m = one_layer_model(desc);
-      } catch (const std::exception& e) {
-        if (progress) progress(fmt::format("  {} {}: skipped ({})", k.name, fam, e.what()));
-        continue;
-      }
-      const ModelLayer& L = m->layers().front();
-      const double macs = static_cast<double>(kernels::op_work(L.desc));
-      if (!(macs > 0)) continue;
-      for (int t : opts.threads) {
+      // Per-call cost of the family, per thread count, at the first width
+      // the kernel takes the tiny shape at.
+      std::map<int, double> call_ns;
+      for (const int wb : widths) {
+        const kernels::OpDesc tiny = tiny_desc(fam, wb, ab);
+        if (!k.supports(tiny)) continue;
         try {
-          // Kernels built on oneDNN run on OpenMP and size their work partition
-          // when created: set the thread count first.
-          set_onednn_threads(t);
-          LayerRunner r(L, k, t);
-          std::unique_ptr<kernels::ThreadPool> pool;
-          if (t > 1) pool = std::make_unique<kernels::ThreadPool>(t);
-          const Summary s = time_ns([&] { r.run(pool.get()); }, opts.timing);
-          KernelPeak p;
-          p.kernel = k.name;
-          p.op = fam;
-          p.wbits = wb;
-          p.abits = ab;
-          p.isa = kernels::isa_name(k.isa);
-          p.threads = t;
-          // Peak = the fastest sample: on a shared machine noise only ever
-          // slows a run down. IQR of the rate from the time quartiles.
-          p.macs_per_s = macs / (s.min * 1e-9);
-          p.iqr = macs / (s.q1 * 1e-9) - macs / (s.q3 * 1e-9);
-          p.shape = kernels::describe(L.desc);
-          std::tie(p.k, p.n) = gemm_kn(L.desc);
-          if (progress)
-            progress(fmt::format("  {:<44} {:<16} {} thr  {:8.2f} G/s  k {:<5} n {:<5}", k.name, fam, t,
-                                 p.macs_per_s * 1e-9, p.k, p.n));
-          out.push_back(std::move(p));
+          const auto m = one_layer_model(tiny);
+          const ModelLayer& L = m->layers().front();
+          for (int t : opts.threads) {
+            set_onednn_threads(t);
+            LayerRunner r(L, k, t);
+            std::unique_ptr<kernels::ThreadPool> pool;
+            if (t > 1) pool = std::make_unique<kernels::ThreadPool>(t);
+            const Summary s = time_ns([&] { r.run(pool.get()); }, tiny_timing(opts.timing));
+            call_ns[t] = s.min;
+            out.overheads.push_back({k.name, fam, t, s.min, kernels::describe(L.desc)});
+            if (progress)
+              progress(fmt::format("  {:<44} {:<16} {} thr  {:8.2f} us per call", k.name, fam, t, s.min * 1e-3));
+          }
         } catch (const std::exception& e) {
-          if (progress) progress(fmt::format("  {} {}: failed ({})", k.name, fam, e.what()));
+          if (progress) progress(fmt::format("  {} {} per-call cost: failed ({})", k.name, fam, e.what()));
         }
+        break;
       }
+      for (const int wb : widths) {
+        // Reference kernels (slow, rarely chosen) get one small shape.
+        const bool small = k.isa == kernels::Isa::Reference && has_weights;
+        for (const kernels::OpDesc& desc : calibration_shapes(fam, wb, ab, small)) {
+          if (!k.supports(desc)) continue;
+          std::unique_ptr<ModelLayers> m;
+          try {
+            m = one_layer_model(desc);
+          } catch (const std::exception& e) {
+            if (progress) progress(fmt::format("  {} {}: skipped ({})", k.name, fam, e.what()));
+            continue;
+          }
+          const ModelLayer& L = m->layers().front();
+          const double macs = static_cast<double>(kernels::op_work(L.desc));
+          if (!(macs > 0)) continue;
+          for (int t : opts.threads) {
+            try {
+              // Kernels built on oneDNN run on OpenMP and size their work partition
+              // when created: set the thread count first.
+              set_onednn_threads(t);
+              LayerRunner r(L, k, t);
+              std::unique_ptr<kernels::ThreadPool> pool;
+              if (t > 1) pool = std::make_unique<kernels::ThreadPool>(t);
+              const Summary s = time_ns([&] { r.run(pool.get()); }, opts.timing);
+              KernelPeak p;
+              p.kernel = k.name;
+              p.op = fam;
+              p.wbits = wb;
+              p.abits = ab;
+              p.isa = kernels::isa_name(k.isa);
+              p.threads = t;
+              // Peak = the fastest sample: on a shared machine noise only ever
+              // slows a run down. IQR of the rate from the time quartiles.
+              p.macs_per_s = macs / (s.min * 1e-9);
+              p.iqr = macs / (s.q1 * 1e-9) - macs / (s.q3 * 1e-9);
+              const double scratch =
+                  opts.machine ? scratch_round_trip_ns(static_cast<int64_t>(r.scratch_bytes(t)), *opts.machine, t) : 0.0;
+              const auto it = call_ns.find(t);
+              p.compute_macs_per_s =
+                  macs / ((s.min - non_compute_ns(s.min, it == call_ns.end() ? 0.0 : it->second, scratch)) * 1e-9);
+              p.shape = kernels::describe(L.desc);
+              std::tie(p.k, p.n) = gemm_kn(L.desc);
+              p.m = gemm_m(L.desc);
+              if (progress)
+                progress(fmt::format("  {:<44} {:<16} {} thr  {:8.2f} G/s ({:8.2f} compute)  k {:<5} n {:<5} m {:<5}",
+                                     k.name, fam, t, p.macs_per_s * 1e-9, p.compute_macs_per_s * 1e-9, p.k, p.n, p.m));
+              out.peaks.push_back(std::move(p));
+            } catch (const std::exception& e) {
+              if (progress) progress(fmt::format("  {} {}: failed ({})", k.name, fam, e.what()));
+            }
+          }
+        }
       }
     }
   }
   return out;
 }
 
-std::vector<KernelPeak> calibrate_onednn_peaks(const PeakCalibrationOptions& opts, const Progress& progress) {
-  std::vector<KernelPeak> out;
+PeakCalibration calibrate_onednn_peaks(const PeakCalibrationOptions& opts, const Progress& progress) {
+  PeakCalibration out;
   for (BaselineKind kind : {BaselineKind::F32, BaselineKind::Int8}) {
     const int bits = kind == BaselineKind::F32 ? 32 : 8;
     for (const std::string& fam : peak_families()) {
-      for (const kernels::OpDesc& desc : calibration_shapes(fam, bits, bits, false)) {
-      const auto m = one_layer_model(desc);
-      if (m->layers().front().family() != fam) continue;
-      const double macs = static_cast<double>(kernels::op_work(m->layers().front().desc));
-      for (int t : opts.threads) {
-        OnednnNet net(*m, kind, t);
-        if (!net.available(0)) {
-          if (progress) progress(fmt::format("  {} {}: {}", baseline_name(kind), fam, net.note(0)));
-          continue;
+      std::map<int, double> call_ns;
+      try {
+        const auto m = one_layer_model(tiny_desc(fam, bits, bits));
+        for (int t : opts.threads) {
+          OnednnNet net(*m, kind, t);
+          if (!net.available(0)) break;
+          set_onednn_threads(t);
+          const Summary s = time_ns([&] { net.run_layer(0); }, tiny_timing(opts.timing));
+          call_ns[t] = s.min;
+          out.overheads.push_back({baseline_name(kind), fam, t, s.min, kernels::describe(m->layers().front().desc)});
+          if (progress)
+            progress(fmt::format("  {:<44} {:<16} {} thr  {:8.2f} us per call", baseline_name(kind), fam, t,
+                                 s.min * 1e-3));
         }
-        set_onednn_threads(t);
-        const Summary s = time_ns([&] { net.run_layer(0); }, opts.timing);
-        KernelPeak p;
-        p.kernel = baseline_name(kind);
-        p.op = fam;
-        p.wbits = bits;
-        p.abits = bits;
-        p.isa = net.note(0);
-        p.threads = t;
-        p.macs_per_s = macs / (s.min * 1e-9);
-        p.iqr = macs / (s.q1 * 1e-9) - macs / (s.q3 * 1e-9);
-        p.shape = kernels::describe(m->layers().front().desc);
-        std::tie(p.k, p.n) = gemm_kn(m->layers().front().desc);
-        if (progress)
-          progress(fmt::format("  {:<44} {:<16} {} thr  {:8.2f} G/s  k {:<5} n {:<5}", p.kernel, fam, t,
-                               p.macs_per_s * 1e-9, p.k, p.n));
-        out.push_back(std::move(p));
+      } catch (const std::exception& e) {
+        if (progress) progress(fmt::format("  {} {} per-call cost: failed ({})", baseline_name(kind), fam, e.what()));
       }
+      for (const kernels::OpDesc& desc : calibration_shapes(fam, bits, bits, false)) {
+        const auto m = one_layer_model(desc);
+        if (m->layers().front().family() != fam) continue;
+        const double macs = static_cast<double>(kernels::op_work(m->layers().front().desc));
+        for (int t : opts.threads) {
+          OnednnNet net(*m, kind, t);
+          if (!net.available(0)) {
+            if (progress) progress(fmt::format("  {} {}: {}", baseline_name(kind), fam, net.note(0)));
+            continue;
+          }
+          set_onednn_threads(t);
+          const Summary s = time_ns([&] { net.run_layer(0); }, opts.timing);
+          KernelPeak p;
+          p.kernel = baseline_name(kind);
+          p.op = fam;
+          p.wbits = bits;
+          p.abits = bits;
+          p.isa = net.note(0);
+          p.threads = t;
+          p.macs_per_s = macs / (s.min * 1e-9);
+          p.iqr = macs / (s.q1 * 1e-9) - macs / (s.q3 * 1e-9);
+          const auto it = call_ns.find(t);
+          p.compute_macs_per_s = macs / ((s.min - non_compute_ns(s.min, it == call_ns.end() ? 0.0 : it->second, 0.0)) * 1e-9);
+          p.shape = kernels::describe(m->layers().front().desc);
+          std::tie(p.k, p.n) = gemm_kn(m->layers().front().desc);
+          p.m = gemm_m(m->layers().front().desc);
+          if (progress)
+            progress(fmt::format("  {:<44} {:<16} {} thr  {:8.2f} G/s  k {:<5} n {:<5} m {:<5}", p.kernel, fam, t,
+                                 p.macs_per_s * 1e-9, p.k, p.n, p.m));
+          out.peaks.push_back(std::move(p));
+        }
       }
     }
   }
@@ -373,10 +482,14 @@ Calibration calibrate_machine(const MachineCalibrationOptions& opts, const Progr
   if (progress)
     for (const auto& d : c.dispatch)
       progress(fmt::format("  dispatch {} thr {:<7} {:8.2f} us", d.threads, d.runtime, d.ns * 1e-3));
-  c.peaks = calibrate_kernel_peaks(po, progress);
+  po.machine = &c;  // bandwidths (measured above) for the scratch round trip
+  PeakCalibration k = calibrate_kernel_peaks(po, progress);
+  c.peaks = std::move(k.peaks);
+  c.overheads = std::move(k.overheads);
   if (po.onednn) {
-    auto o = calibrate_onednn_peaks(po, progress);
-    c.peaks.insert(c.peaks.end(), o.begin(), o.end());
+    PeakCalibration o = calibrate_onednn_peaks(po, progress);
+    c.peaks.insert(c.peaks.end(), o.peaks.begin(), o.peaks.end());
+    c.overheads.insert(c.overheads.end(), o.overheads.begin(), o.overheads.end());
   }
   return c;
 }

@@ -15,7 +15,7 @@ int activation_bytes(int bits) {
 }
 
 RooflinePrediction roofline(const LayerCost& cost, double peak_macs_per_s, const Calibration& cal, int threads,
-                            double overhead_ns) {
+                            double overhead_ns, int64_t weights_reuse_bytes) {
   if (!(overhead_ns >= 0) || !std::isfinite(overhead_ns)) throw std::invalid_argument("roofline: bad overhead");
   if (cost.macs < 0 || cost.work < 0 || cost.weight_bytes < 0 || cost.input_bytes < 0 || cost.output_bytes < 0)
     throw std::invalid_argument("roofline: negative cost");
@@ -27,13 +27,44 @@ RooflinePrediction roofline(const LayerCost& cost, double peak_macs_per_s, const
     p.macs_per_s = peak_macs_per_s;
     p.compute_ns = static_cast<double>(cost.compute_work()) / peak_macs_per_s * 1e9;
   }
+  if (cost.scratch_bytes < 0 || weights_reuse_bytes < 0) throw std::invalid_argument("roofline: negative bytes");
   const BandwidthLevel& lvl = cal.level_for(cost.working_set(), threads);
+  const BandwidthLevel& wlvl =
+      weights_reuse_bytes > 0 ? cal.level_for(std::max(cost.working_set(), weights_reuse_bytes), threads) : lvl;
   p.level = lvl.level;
+  p.weights_level = wlvl.level;
   p.bytes_per_s = lvl.bytes_per_s;
-  p.memory_ns = static_cast<double>(cost.bytes()) / lvl.bytes_per_s * 1e9;
+  p.memory_ns = static_cast<double>(cost.input_bytes + cost.output_bytes) / lvl.bytes_per_s * 1e9 +
+                static_cast<double>(cost.weight_bytes) / wlvl.bytes_per_s * 1e9;
+  p.epilogue_ns = scratch_round_trip_ns(cost.scratch_bytes, cal, threads);
   p.overhead_ns = overhead_ns;
-  p.time_ns = std::max(p.compute_ns, p.memory_ns) + overhead_ns;
+  p.time_ns = std::max(p.compute_ns, p.memory_ns) + p.epilogue_ns + overhead_ns;
   return p;
+}
+
+std::string RooflinePrediction::dominant() const {
+  const std::pair<double, const char*> terms[] = {
+      {compute_ns, "compute"}, {memory_ns, "memory"}, {epilogue_ns, "epilogue"}, {overhead_ns, "call"}};
+  const auto* best = &terms[0];
+  for (const auto& t : terms)
+    if (t.first > best->first) best = &t;
+  return best->second;
+}
+
+double scratch_round_trip_ns(int64_t bytes, const Calibration& cal, int threads) {
+  if (bytes <= 0) return 0.0;
+  const BandwidthLevel& lvl = cal.level_for(bytes, threads);
+  return 2.0 * static_cast<double>(bytes) / lvl.bytes_per_s * 1e9;
+}
+
+double call_overhead_ns(const Calibration& cal, const std::string& kernel, const std::string& family, int threads,
+                        const std::string& runtime) {
+  const double dispatch = cal.dispatch_ns(runtime, threads);
+  const auto own = cal.overhead_ns(kernel, family, threads);
+  if (threads <= 1) return own.value_or(0.0);
+  const auto one = cal.overhead_ns(kernel, family, 1);
+  if (!own && !one) return dispatch;
+  return std::max(own.value_or(0.0), one.value_or(0.0) + dispatch);
 }
 
 int64_t layer_bops(const LayerCost& c) { return c.macs * c.wbits * c.abits; }

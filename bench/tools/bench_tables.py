@@ -5,7 +5,8 @@
 
 Reads every RESULTS_DIR/<config>.csv written by `bbits bench` (see
 docs/BENCH.md for the columns) and writes, in RESULTS_DIR:
-  summary.md        whole-model table and per-config roofline / BOP error table
+  summary.md        whole-model table, per-config roofline / BOP error table, and
+                    the largest term of the roofline prediction per layer
   speedup.dat       per layer with MACs: config, threads, bop_x8, roof_x8, meas_x8,
                     bop_x32, roof_x32, meas_x32 (whitespace separated, for gnuplot)
   roofline.dat      per layer: config, threads, t_us, roof_us
@@ -94,6 +95,30 @@ def main():
                 if num(r["macs"]) and num(r["meas_x8"]) is not None:
                     vals = [num(r[k]) for k in ("bop_x8", "roof_x8", "meas_x8", "bop_x32", "roof_x32", "meas_x32")]
                     spd.append(f"{name} {th} " + " ".join("NaN" if v is None else f"{v:.4f}" for v in vals))
+    # Which term of the roofline prediction is the largest per layer, and how
+    # often the prediction holds for those layers (CSV files written before
+    # the `dominant` column existed are left out).
+    terms = ("compute", "memory", "epilogue", "call")
+    dom_rows = []
+    for name, rows in configs:
+        for th in sorted({r["threads"] for r in rows}, key=int):
+            layers = [r for r in rows if r["scope"] == "layer" and r["threads"] == th and r.get("dominant")]
+            if not layers:
+                continue
+            cells = []
+            for t in terms:
+                sel = [r for r in layers if r["dominant"] == t and num(r["roof_err"]) is not None]
+                hit = sum(1 for r in sel if abs(num(r["roof_err"])) <= 0.25)
+                cells.append(f"{len(sel)} ({hit})" if sel else "-")
+            dom_rows.append(f"| {name} | {th} | " + " | ".join(cells) + " |")
+    if dom_rows:
+        out.append("\n### Largest term of the roofline prediction per layer\n")
+        out.append("Layers whose prediction is dominated by each term (in parentheses: of those, within ±25% of the "
+                   "in-session time). compute = work / peak, memory = bytes / bandwidth, epilogue = scratch written "
+                   "and read back, call = measured per-call cost (and thread wake-up); see docs/BENCH.md.\n")
+        out.append("| model | threads | " + " | ".join(terms) + " |")
+        out.append("|---|---|" + "---|" * len(terms))
+        out.extend(dom_rows)
     lt = os.path.join(d, "libtorch.csv")
     if os.path.exists(lt):
         with open(lt, newline="") as f:

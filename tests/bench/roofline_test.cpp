@@ -1,10 +1,12 @@
 #include "bbits/bench/roofline.h"
+#include "bbits/bench/peaks.h"
 #include "bbits/bench/report.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <filesystem>
+#include <set>
 #include <unistd.h>
 
 namespace bb = bbits::bench;
@@ -30,6 +32,7 @@ bb::Calibration machine() {
   c.peaks.push_back({"conv_w4a8", "conv2d", 4, 8, "avx512_vnni", 2, 190e9, 0, "3x3 64->64 28x28"});
   c.peaks.push_back({"fc_w8a8", "fully_connected", 8, 8, "avx2", 1, 40e9, 0, "1024->1024"});
   c.dispatch = {{2, "pool", 9000}, {2, "openmp", 8000}};
+  c.overheads = {{"conv_w4a8", "conv2d", 1, 500, "tiny"}, {"conv_w4a8", "conv2d", 2, 3000, "tiny"}};
   return c;
 }
 
@@ -150,6 +153,86 @@ TEST(Roofline, PeakInterpolatesOverTheShapeGrid) {
   EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("g", "pointwise", 1, 60, 20), 30);
 }
 
+TEST(Roofline, PeakInterpolatesOverOutputPixels) {
+  bb::Calibration c = machine();
+  c.peaks.clear();
+  auto add = [&](int64_t k, int64_t n, int64_t m, double v) {
+    c.peaks.push_back({"g", "pointwise", 8, 8, "x", 1, v, 0, "", k, n, m});
+  };
+  for (int64_t k : {16, 64})
+    for (int64_t n : {16, 64}) {
+      add(k, n, 49, 10);
+      add(k, n, 784, 20);
+    }
+  EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("g", "pointwise", 1, 32, 32, 0, 196), 15);  // log-middle of 49 and 784
+  EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("g", "pointwise", 1, 32, 32, 0, 7), 10);    // clamped below
+  EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("g", "pointwise", 1, 32, 32, 0, 1 << 20), 20);  // clamped above
+  EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("g", "pointwise", 1, 32, 32), 20);  // m unknown: the largest m measured
+  // The rate with the per-call cost taken out is preferred when recorded.
+  for (auto& p : c.peaks) p.compute_macs_per_s = 2 * p.macs_per_s;
+  EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("g", "pointwise", 1, 32, 32, 0, 49), 20);
+}
+
+TEST(Roofline, PerCallCostAndScratchRoundTrip) {
+  const auto c = machine();
+  EXPECT_DOUBLE_EQ(*c.overhead_ns("conv_w4a8", "conv2d", 1), 500);
+  EXPECT_FALSE(c.overhead_ns("conv_w4a8", "pointwise", 1).has_value());
+  EXPECT_DOUBLE_EQ(bb::call_overhead_ns(c, "conv_w4a8", "conv2d", 1, "pool"), 500);
+  // Two threads: at least the one-thread cost plus waking the worker.
+  EXPECT_DOUBLE_EQ(bb::call_overhead_ns(c, "conv_w4a8", "conv2d", 2, "pool"), 500 + 9000);
+  // Not measured for the kernel: the dispatch cost alone (older calibrations).
+  EXPECT_DOUBLE_EQ(bb::call_overhead_ns(c, "fc_w8a8", "fully_connected", 2, "openmp"), 8000);
+  EXPECT_DOUBLE_EQ(bb::call_overhead_ns(c, "fc_w8a8", "fully_connected", 1, "pool"), 0);
+
+  bb::LayerCost l;
+  l.macs = 1'000'000;           // 10 us at 100 GMAC/s
+  l.input_bytes = 1000;
+  l.scratch_bytes = 512 << 10;  // L2: 2 x 512 KiB at 50 GB/s
+  const auto p = bb::roofline(l, 100e9, c, 1, 500);
+  EXPECT_DOUBLE_EQ(p.epilogue_ns, 2.0 * (512 << 10) / 50e9 * 1e9);
+  EXPECT_DOUBLE_EQ(p.time_ns, p.compute_ns + p.epilogue_ns + 500);
+  EXPECT_EQ(p.dominant(), "epilogue");
+  l.scratch_bytes = 0;
+  EXPECT_EQ(bb::roofline(l, 100e9, c, 1, 500).dominant(), "compute");
+  EXPECT_EQ(bb::roofline(l, 100e9, c, 1, 50'000).dominant(), "call");
+  l.scratch_bytes = -1;
+  EXPECT_THROW(bb::roofline(l, 100e9, c, 1), std::invalid_argument);
+}
+
+TEST(Roofline, ColdWeightsComeFromTheLevelHoldingTheReuseDistance) {
+  bb::LayerCost l;
+  l.weight_bytes = 1'000'000;  // L2 on its own
+  l.input_bytes = 1000;
+  const auto hot = bb::roofline(l, 0, machine(), 1);
+  EXPECT_EQ(hot.weights_level, "L2");
+  EXPECT_DOUBLE_EQ(hot.memory_ns, 1'001'000 / 50e9 * 1e9);
+  // 64 MiB touched by the rest of the run between two calls: DRAM for the
+  // weights, the activations still from the working set's level.
+  const auto cold = bb::roofline(l, 0, machine(), 1, 0, 64 << 20);
+  EXPECT_EQ(cold.level, "L2");
+  EXPECT_EQ(cold.weights_level, "DRAM");
+  EXPECT_DOUBLE_EQ(cold.memory_ns, 1000 / 50e9 * 1e9 + 1'000'000 / 10e9 * 1e9);
+  EXPECT_THROW(bb::roofline(l, 0, machine(), 1, 0, -1), std::invalid_argument);
+}
+
+TEST(Peaks, ShapeGridAndTinyShapes) {
+  // Conv families are measured over output pixels too, within the MAC cap.
+  const auto pw = bb::calibration_shapes("pointwise", 8, 8, false);
+  std::set<int64_t> ms;
+  for (const auto& d : pw) {
+    EXPECT_NO_THROW(bbits::kernels::check_desc(d));
+    const auto& c = std::get<bbits::kernels::ConvDesc>(d);
+    ms.insert(bb::gemm_m(d));
+    if (c.H > 7) EXPECT_LE(static_cast<double>(c.macs()), bb::kMaxCalibrationMacs);
+  }
+  EXPECT_EQ(ms, (std::set<int64_t>{49, 196, 784, 3136, 12544}));
+  for (const auto& fam : bb::peak_families()) {
+    const auto d = bb::tiny_desc(fam, 8, 8);
+    EXPECT_NO_THROW(bbits::kernels::check_desc(d)) << fam;
+    EXPECT_LE(bbits::kernels::op_work(d), 16 * 16 * 144) << fam;  // 4x4 pixels, 16 -> 16 channels, 3x3
+  }
+}
+
 TEST(Bops, SpeedupAgainstReferences) {
   bb::LayerCost l;
   l.macs = 750;  // a quarter of the channels pruned
@@ -205,6 +288,15 @@ TEST(Calibration, JsonRoundTripAndValidation) {
   j = c.to_json();
   j.erase("dispatch");  // optional: older files
   EXPECT_TRUE(bb::Calibration::from_json(j).dispatch.empty());
+  j = c.to_json();
+  j["overheads"][0]["ns"] = -1.0;
+  EXPECT_THROW(bb::Calibration::from_json(j), bb::CalibrationError);
+  j = c.to_json();
+  j.erase("overheads");  // optional: older files
+  EXPECT_TRUE(bb::Calibration::from_json(j).overheads.empty());
+  j = c.to_json();
+  j["peaks"][0]["m"] = -3;
+  EXPECT_THROW(bb::Calibration::from_json(j), bb::CalibrationError);
   j = c.to_json();
   j["peaks"][0].erase("kernel");
   EXPECT_THROW(bb::Calibration::from_json(j), bb::CalibrationError);

@@ -9,7 +9,10 @@
 //    "bandwidth": [{"threads": 1, "level": "L1", "capacity": 32768,
 //                   "probe_bytes": 16384, "bytes_per_s": ..., "iqr": ...}, ...],
 //    "peaks": [{"kernel": "...", "op": "conv2d", "wbits": 4, "abits": 8,
-//               "isa": "avx512_vnni", "threads": 1, "macs_per_s": ..., "shape": "..."}, ...]}
+//               "isa": "avx512_vnni", "threads": 1, "macs_per_s": ..., "shape": "...",
+//               "k": 576, "n": 128, "m": 784}, ...],
+//    "dispatch": [{"threads": 2, "runtime": "pool", "ns": ...}, ...],
+//    "overheads": [{"kernel": "...", "op": "pointwise", "threads": 1, "ns": ..., "shape": "..."}, ...]}
 #pragma once
 
 #include <cstdint>
@@ -49,6 +52,30 @@ struct KernelPeak {
   // roofline use the throughput the kernel reaches on shapes like the layer's.
   int64_t k = 0;
   int64_t n = 0;
+  // GEMM rows of the calibrated shape: output pixels (N*OH*OW) for conv
+  // families, the batch for fully connected; 0: not recorded (older files).
+  // Peaks of one (kernel, k, n) measured at several m let the roofline use the
+  // rate the kernel reaches on a layer's spatial size.
+  int64_t m = 0;
+  // The same with the kernel's per-call cost (KernelOverhead) and its scratch
+  // round trip taken out of that sample: the rate of the arithmetic itself,
+  // which the roofline uses (0: not recorded, older files: macs_per_s).
+  double compute_macs_per_s = 0;
+  double rate() const { return compute_macs_per_s > 0 ? compute_macs_per_s : macs_per_s; }
+};
+
+// Fixed cost of one call of a kernel on a layer family at a thread count: the
+// fastest time of one call on a tiny shape of the family (tens of outputs),
+// i.e. what a call costs whatever its size (dispatch through the plan, setup,
+// epilogue set-up, and on more than one thread whatever the kernel pays to
+// involve its workers on such a shape). Peaks are stored with this cost taken
+// out of the calibration times, and the roofline adds it back per layer.
+struct KernelOverhead {
+  std::string kernel;  // kernel-table name, or "onednn_f32" / "onednn_int8"
+  std::string op;      // family, as KernelPeak::op
+  int threads = 1;
+  double ns = 0;
+  std::string shape;   // the tiny shape it was measured on
 };
 
 // Fixed cost of starting one parallel kernel run on `threads` threads: waking
@@ -75,6 +102,7 @@ struct Calibration {
   std::vector<BandwidthLevel> bandwidth;
   std::vector<KernelPeak> peaks;
   std::vector<DispatchCost> dispatch;  // may be empty (older files): no overhead term
+  std::vector<KernelOverhead> overheads;  // may be empty (older files): dispatch only
 
   nlohmann::json to_json() const;
   // Validates every field; throws CalibrationError naming the bad one.
@@ -100,10 +128,17 @@ struct Calibration {
   // the layer (clamped to the grid; nearest grid point when a corner is missing).
   // With wbits > 0, entries measured at that weight width are preferred
   // (a kernel may run layers of several widths at different speeds).
+  // With m > 0 and several peaks measured at one (k, n) grid point over m
+  // (output pixels), each grid point's rate is first interpolated linearly in
+  // log m between its measured m (clamped to them).
   std::optional<double> peak_macs_per_s(const std::string& kernel, const std::string& op, int threads,
-                                        int64_t k = 0, int64_t n = 0, int wbits = 0) const;
+                                        int64_t k = 0, int64_t n = 0, int wbits = 0, int64_t m = 0) const;
   // Dispatch cost of a runtime at a thread count (0 when not measured or threads == 1).
   double dispatch_ns(const std::string& runtime, int threads) const;
+  // Measured per-call cost of a kernel for a family at a thread count;
+  // nullopt when not measured (older files, or a kernel that refused the
+  // tiny shape).
+  std::optional<double> overhead_ns(const std::string& kernel, const std::string& op, int threads) const;
 };
 
 // Where the calibration lives: $BBITS_CALIBRATION, else

@@ -32,6 +32,8 @@ class LayerRunner {
   // One run of the kernel (pool may be null: calling thread only).
   void run(kernels::ThreadPool* pool);
   const kernels::KernelInfo& info() const { return info_; }
+  // Scratch the kernel asks for when run on `threads` threads.
+  size_t scratch_bytes(int threads) const;
 
  private:
   struct Buffer;

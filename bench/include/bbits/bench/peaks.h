@@ -24,18 +24,32 @@ const std::vector<std::string>& peak_families();
 // ReLU), outputs unsigned 8-bit with a fused ReLU; float32 when abits is 32.
 kernels::OpDesc representative_desc(const std::string& family, int wbits, int abits, bool small);
 
-// The shapes a kernel's peak is measured on: for conv2d, pointwise, depthwise
-// and fully_connected a grid over the reduction length K and the output
-// channels N (see docs/BENCH.md), each sized to a few to a few tens of
-// millions of MACs; one shape for the other families and for `small`.
+// The shapes a kernel's peak is measured on: for conv2d, pointwise and
+// depthwise a grid over the reduction length K, the output channels N and the
+// output pixels M (square maps of side 7, 14, 28, 56, 112; the largest sides
+// are left out where a shape would exceed kMaxCalibrationMacs, the smallest is
+// always kept); for fully_connected a grid over K and N (M = 1). One shape for
+// the other families and for `small`. See docs/BENCH.md.
+inline constexpr double kMaxCalibrationMacs = 60e6;
 std::vector<kernels::OpDesc> calibration_shapes(const std::string& family, int wbits, int abits, bool small);
+
+// A tiny layer of the family (a 4x4 map of 16 channels, or 16 -> 16 for fully
+// connected: at most 37 k MACs):
+// the shape a kernel's fixed per-call cost is measured on.
+kernels::OpDesc tiny_desc(const std::string& family, int wbits, int abits);
 
 // GEMM view of a layer for the peak lookup: (reduction length, output
 // channels) of conv / fc, (0, 0) otherwise.
 std::pair<int64_t, int64_t> gemm_kn(const kernels::OpDesc& d);
+// GEMM rows: output pixels N*OH*OW of a conv, the batch of a fully connected
+// layer, 0 otherwise.
+int64_t gemm_m(const kernels::OpDesc& d);
 
 struct PeakCalibrationOptions {
   std::vector<int> threads = {1, 2};
+  // Bandwidths for the scratch round trip taken out of the peaks
+  // (scratch_round_trip_ns); null: nothing taken out for scratch.
+  const Calibration* machine = nullptr;
   kernels::Isa max_isa = kernels::Isa::AMX;  // kernels above this ISA are skipped
   // One run per sample, many samples, fastest kept: on a shared machine a
   // short run is often left alone while a long batch almost never is.
@@ -47,11 +61,17 @@ struct PeakCalibrationOptions {
 
 using Progress = std::function<void(const std::string&)>;
 
-// Peaks of every (kernel, family) the kernel supports at its native bits.
+struct PeakCalibration {
+  std::vector<KernelPeak> peaks;
+  std::vector<KernelOverhead> overheads;
+};
+
+// Per-call cost (on tiny_desc) and peaks (on calibration_shapes) of every
+// (kernel, family) the kernel supports, at every weight width it accepts.
 // Kernels built on oneDNN get the thread count through OpenMP.
-std::vector<KernelPeak> calibrate_kernel_peaks(const PeakCalibrationOptions& opts, const Progress& progress = {});
-// Peaks of oneDNN f32 and int8 per family ("onednn_f32", "onednn_int8").
-std::vector<KernelPeak> calibrate_onednn_peaks(const PeakCalibrationOptions& opts, const Progress& progress = {});
+PeakCalibration calibrate_kernel_peaks(const PeakCalibrationOptions& opts, const Progress& progress = {});
+// The same for oneDNN f32 and int8 per family ("onednn_f32", "onednn_int8").
+PeakCalibration calibrate_onednn_peaks(const PeakCalibrationOptions& opts, const Progress& progress = {});
 
 }  // namespace bbits::bench
 

@@ -3,6 +3,10 @@
 // roofline time = max(work / peak of the chosen kernel,   (work = MACs for conv/fc,
 //                                                         element operations otherwise)
 //                     bytes / read bandwidth of the level holding the working set)
+//                + scratch round trip (2 x scratch bytes / bandwidth of the level holding them)
+//                + per-call cost (measured per kernel, family and thread count; with
+//                  more than one thread at least the single-thread cost plus the
+//                  dispatch cost of waking the workers)
 // BOP speedup vs a reference = BOPs(reference) / BOPs(layer).
 #pragma once
 
@@ -26,6 +30,10 @@ struct LayerCost {
   int64_t input_bytes = 0;    // activations read (all inputs)
   int64_t output_bytes = 0;   // activations written
   int64_t m = 0;              // GEMM rows: output pixels (conv, N*OH*OW) or batch (fc); 0 otherwise
+  // Scratch the kernel asks for (Kernel::scratch_bytes at the thread count):
+  // written and read back once per call, e.g. the int32 accumulators of a
+  // GEMM whose requantizing epilogue is a second pass. Not part of bytes().
+  int64_t scratch_bytes = 0;
   int64_t bytes() const { return weight_bytes + input_bytes + output_bytes; }
   // Everything the layer touches once: what must stay in cache.
   int64_t working_set() const { return bytes(); }
@@ -38,21 +46,43 @@ int activation_bytes(int bits);
 
 struct RooflinePrediction {
   double compute_ns = 0;  // work / peak (0 when the layer does no work)
-  double memory_ns = 0;   // bytes / bandwidth
-  double overhead_ns = 0; // dispatch cost of a parallel run (0 on one thread)
-  double time_ns = 0;     // max of the two, plus the overhead
+  double memory_ns = 0;   // bytes / bandwidth (weights from weights_level, the rest from level)
+  double epilogue_ns = 0; // scratch written and read back: 2 x scratch_bytes / bandwidth
+  double overhead_ns = 0; // fixed cost of the call (per-call cost, dispatch)
+  double time_ns = 0;     // max(compute, memory) + epilogue + overhead
   std::string level;      // cache level holding the working set
+  std::string weights_level;  // level the weights come from (= level unless a reuse distance was given)
   double bytes_per_s = 0;
   double macs_per_s = 0;  // the peak used (0: none)
   bool compute_bound() const { return compute_ns >= memory_ns; }
+  // The largest of the four terms: "compute", "memory", "epilogue" or "call".
+  std::string dominant() const;
 };
 
 // Throws CalibrationError when the calibration has no bandwidth entries, and
 // std::invalid_argument for negative costs or a layer with work but no peak.
-// `overhead_ns` (Calibration::dispatch_ns) is added to the max: the fixed cost
-// of waking the other threads, which dominates layers of a few microseconds.
+// `overhead_ns` (call_overhead_ns) is added to the max: the fixed cost of a
+// call, which dominates layers of a few microseconds.
+// `weights_reuse_bytes` > 0: the bytes the rest of the model touches between
+// two calls of this layer (inside a session: one whole run). The weights and
+// biases then come from the first level holding that many bytes (DRAM beyond
+// the last one), the activations still from the level holding the working
+// set; 0: everything from the working set's level (a layer run on its own,
+// over and over).
 RooflinePrediction roofline(const LayerCost& cost, double peak_macs_per_s, const Calibration& cal, int threads,
-                            double overhead_ns = 0);
+                            double overhead_ns = 0, int64_t weights_reuse_bytes = 0);
+
+// Time of a scratch round trip: 2 x bytes over the bandwidth of the level
+// holding `bytes` at `threads` threads (0 for no scratch).
+double scratch_round_trip_ns(int64_t bytes, const Calibration& cal, int threads);
+
+// Fixed cost of one call of `kernel` on a `family` layer at `threads`:
+// the calibration's per-call cost (KernelOverhead) at that thread count; on
+// more than one thread at least the single-thread per-call cost plus the
+// dispatch cost of `runtime` ("pool" or "openmp"). Without per-call entries
+// (older calibrations) the dispatch cost alone, as before.
+double call_overhead_ns(const Calibration& cal, const std::string& kernel, const std::string& family, int threads,
+                        const std::string& runtime);
 
 // BOPs of the layer as it runs: MACs x wbits x abits (0 when nothing is computed).
 int64_t layer_bops(const LayerCost& c);
