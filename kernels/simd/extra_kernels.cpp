@@ -242,7 +242,7 @@ class MaxPoolKernel final : public Kernel {
 // an 8-bit average pool this kernel runs exactly.
 bool avgpool_params(const PoolDesc& d, AvgPoolParams* out) {
   if (d.kind != PoolKind::Avg && d.kind != PoolKind::GlobalAvg) return false;
-  if (!int8_grid(d.in) || !int8_grid(d.out)) return false;
+  if (!int8_grid(d.in) || !(int8_grid(d.out) || d.out.bits == 32)) return false;
   AvgPoolParams p;
   p.N = d.N;
   p.H = d.H;
@@ -267,6 +267,13 @@ bool avgpool_params(const PoolDesc& d, AvgPoolParams* out) {
   }
   p.in_signed = d.in.is_signed;
   p.out_signed = d.out.is_signed;
+  if (d.out.bits == 32) {  // the reference's float path, exact for windows <= 2^20 (simd_internal.h)
+    if (int64_t{p.KH} * p.KW > (int64_t{1} << 20)) return false;
+    p.out_float = true;
+    p.in_scale = d.in.scale;
+    if (out) *out = p;
+    return true;
+  }
   try {
     p.r = make_requant(static_cast<double>(d.in.scale) / static_cast<double>(d.out.scale));
   } catch (const std::invalid_argument&) {
@@ -298,8 +305,15 @@ class AvgPoolKernel final : public Kernel {
     const auto* in = static_cast<const uint8_t*>(args.inputs[0]);
     auto* o = static_cast<uint8_t*>(args.output);
     parallel_for(pool, p_.N * p_.OH, [&](int64_t b, int64_t e, int) {
-      if (isa_ == Isa::AVX512) avgpool_rows_avx512(p_, in, o, b, e);
-      else avgpool_rows_avx2(p_, in, o, b, e);
+      if (p_.out_float) {
+        auto* f = static_cast<float*>(args.output);
+        if (isa_ == Isa::AVX512) avgpool_rows_f32_avx512(p_, in, f, b, e);
+        else avgpool_rows_f32_avx2(p_, in, f, b, e);
+      } else if (isa_ == Isa::AVX512) {
+        avgpool_rows_avx512(p_, in, o, b, e);
+      } else {
+        avgpool_rows_avx2(p_, in, o, b, e);
+      }
     });
   }
 
@@ -483,8 +497,8 @@ void add_ops2(std::vector<KernelInfo>& t, Isa isa) {
       if (!p) throw std::invalid_argument(name + ": not a pool: " + describe(d));
       return std::make_unique<AvgPoolKernel>(name, isa, *p);
     };
-    k.note = std::string("8-bit average pool: int32 window sums over ") + (z ? "64" : "32") +
-             " channels, exact rounding division in double";
+    k.note = std::string("8-bit average pool over ") + (z ? "64" : "32") +
+             " channels: int16/int32 window sums, exact rounding division; float output as exact double sums";
     t.push_back(std::move(k));
   }
   {

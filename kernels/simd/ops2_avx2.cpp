@@ -117,6 +117,44 @@ void avgpool_rows_avx2(const AvgPoolParams& p, const uint8_t* in, uint8_t* out, 
   }
 }
 
+void avgpool_rows_f32_avx2(const AvgPoolParams& p, const uint8_t* in, float* out, int64_t r0, int64_t r1) {
+  const bool sgn = p.in_signed;
+  const __m256 sc = _mm256_set1_ps(p.in_scale);
+  const int64_t C = p.C, C8 = C / 8 * 8;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / p.OH, oh = r % p.OH;
+    const int64_t h0 = oh * p.sh - p.pt;
+    const int64_t hs = std::max<int64_t>(h0, 0), he = std::min<int64_t>(h0 + p.KH, p.H);
+    for (int64_t ow = 0; ow < p.OW; ++ow) {
+      const int64_t w0 = ow * p.sw - p.pl;
+      const int64_t ws = std::max<int64_t>(w0, 0), we = std::min<int64_t>(w0 + p.KW, p.W);
+      const int64_t count = p.count_include_pad ? int64_t{p.KH} * p.KW : (he - hs) * (we - ws);
+      const __m256d cnt = _mm256_set1_pd(static_cast<double>(count));
+      float* o = out + ((n * p.OH + oh) * p.OW + ow) * C;
+      for (int64_t c0 = 0; c0 < C8; c0 += 8) {
+        __m256d s0 = _mm256_setzero_pd(), s1 = s0;
+        for (int64_t ih = hs; ih < he; ++ih) {
+          const uint8_t* row = in + ((n * p.H + ih) * p.W) * C + c0;
+          for (int64_t iw = ws; iw < we; ++iw) {
+            const __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(load8_widen(row + iw * C, sgn)), sc);
+            s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(f)));
+            s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1)));
+          }
+        }
+        const __m128 a = _mm256_cvtpd_ps(_mm256_div_pd(s0, cnt)), b = _mm256_cvtpd_ps(_mm256_div_pd(s1, cnt));
+        _mm256_storeu_ps(o + c0, _mm256_insertf128_ps(_mm256_castps128_ps256(a), b, 1));
+      }
+      for (int64_t c = C8; c < C; ++c) {
+        double sum = 0.0;
+        for (int64_t ih = hs; ih < he; ++ih)
+          for (int64_t iw = ws; iw < we; ++iw)
+            sum += static_cast<double>(static_cast<float>(load1(in + ((n * p.H + ih) * p.W + iw) * C + c, sgn)) * p.in_scale);
+        o[c] = static_cast<float>(sum / static_cast<double>(count));
+      }
+    }
+  }
+}
+
 void convert8_avx2(const Convert8Params& p, const uint8_t* in, uint8_t* out, int64_t n) {
   if (p.identity && p.in_signed == p.out_signed &&
       p.lo <= (p.in_signed ? -128 : 0) && p.hi >= (p.in_signed ? 127 : 255)) {

@@ -103,6 +103,39 @@ void avgpool_rows_avx512(const AvgPoolParams& p, const uint8_t* in, uint8_t* out
   }
 }
 
+void avgpool_rows_f32_avx512(const AvgPoolParams& p, const uint8_t* in, float* out, int64_t r0, int64_t r1) {
+  const bool sgn = p.in_signed;
+  const __m512 sc = _mm512_set1_ps(p.in_scale);
+  const int64_t C = p.C;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / p.OH, oh = r % p.OH;
+    const int64_t h0 = oh * p.sh - p.pt;
+    const int64_t hs = std::max<int64_t>(h0, 0), he = std::min<int64_t>(h0 + p.KH, p.H);
+    for (int64_t ow = 0; ow < p.OW; ++ow) {
+      const int64_t w0 = ow * p.sw - p.pl;
+      const int64_t ws = std::max<int64_t>(w0, 0), we = std::min<int64_t>(w0 + p.KW, p.W);
+      const int64_t count = p.count_include_pad ? int64_t{p.KH} * p.KW : (he - hs) * (we - ws);
+      const __m512d cnt = _mm512_set1_pd(static_cast<double>(count));
+      float* o = out + ((n * p.OH + oh) * p.OW + ow) * C;
+      for (int64_t c0 = 0; c0 < C; c0 += 16) {
+        const __mmask16 k = mask16(C - c0);
+        __m512d s0 = _mm512_setzero_pd(), s1 = s0;
+        for (int64_t ih = hs; ih < he; ++ih) {
+          const uint8_t* row = in + ((n * p.H + ih) * p.W) * C + c0;
+          for (int64_t iw = ws; iw < we; ++iw) {
+            // float(q) * s in float (as the reference), summed in double (exact).
+            const __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(load_widen(row + iw * C, k, sgn)), sc);
+            s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(f)));
+            s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(f), 1))));
+          }
+        }
+        const __m256 a = _mm512_cvtpd_ps(_mm512_div_pd(s0, cnt)), b = _mm512_cvtpd_ps(_mm512_div_pd(s1, cnt));
+        _mm512_mask_storeu_ps(o + c0, k, _mm512_insertf32x8(_mm512_castps256_ps512(a), b, 1));
+      }
+    }
+  }
+}
+
 void convert8_avx512(const Convert8Params& p, const uint8_t* in, uint8_t* out, int64_t n) {
   if (p.identity && p.in_signed == p.out_signed &&
       p.lo <= (p.in_signed ? -128 : 0) && p.hi >= (p.in_signed ? 127 : 255)) {

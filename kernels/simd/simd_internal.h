@@ -310,9 +310,17 @@ struct AvgPoolParams {
   bool in_signed = false, out_signed = false;
   Requant r{};
   int32_t lo = 0, hi = 0;
+  // Float output (the reference's float path): out = float(sum / count),
+  // sum the double sum of float(q) * in_scale. Every term is a float multiple
+  // of ulp(float(1 * in_scale)) below 2^9 times that value's binade, so for
+  // windows of <= 2^20 positions the double sum is exact in any order.
+  bool out_float = false;
+  float in_scale = 1.0f;
 };
 void avgpool_rows_avx512(const AvgPoolParams& p, const uint8_t* in, uint8_t* out, int64_t r0, int64_t r1);
 void avgpool_rows_avx2(const AvgPoolParams& p, const uint8_t* in, uint8_t* out, int64_t r0, int64_t r1);
+void avgpool_rows_f32_avx512(const AvgPoolParams& p, const uint8_t* in, float* out, int64_t r0, int64_t r1);
+void avgpool_rows_f32_avx2(const AvgPoolParams& p, const uint8_t* in, float* out, int64_t r0, int64_t r1);
 
 // Copy with requantization of n 8-bit values (concat): identity -> clamped
 // copy (memcpy when nothing can clamp); else clamp(apply_requant(x, {m, s})),

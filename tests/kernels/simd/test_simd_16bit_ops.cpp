@@ -436,6 +436,7 @@ TEST(SimdOps2, AvgPoolSweepExact) {
           const bool sgn = (seed / 3) % 2 == 0;
           d.in = {seed % 7 == 0 ? 4 : 8, sgn, 0.05f};
           d.out = {8, (seed / 5) % 2 == 0 ? sgn : false, 0.05f};
+          if (seed % 4 == 3) d.out = {32, false, 1.0f};  // the float path (f32 out)
           // Half on the input grid (exact integer average, ties), half requantized.
           const bool same = seed % 2 == 1;
           const testing::TestLayer L = testing::make_layer(d, seed, same);
@@ -455,7 +456,7 @@ TEST(SimdOps2, GlobalAvgPoolExact) {
     for (auto [H, W] : {std::pair<int64_t, int64_t>{1, 1}, {3, 5}, {7, 7}, {14, 14}, {56, 56}})
       for (int64_t C : {1, 9, 16, 31, 64, 100, 1280}) {
         if (H * W * C > 200000) continue;
-        for (int v = 0; v < 3; ++v) {
+        for (int v = 0; v < 4; ++v) {
           PoolDesc d;
           d.kind = PoolKind::GlobalAvg;
           d.N = v == 2 ? 2 : 1;
@@ -464,6 +465,7 @@ TEST(SimdOps2, GlobalAvgPoolExact) {
           d.C = C;
           d.in = {8, v == 1, 0.02f};
           d.out = {8, v == 1, 0.02f};
+          if (v == 3) d.out = {32, false, 1.0f};  // float output (ResNet-18's pool before its fc)
           const testing::TestLayer L = testing::make_layer(d, seed, v == 0);
           EXPECT_TRUE(exact_layer(*k, L, v == 2 ? &pool : nullptr)) << "seed " << seed;
           // All inputs at the top (or bottom) of the grid.
@@ -590,7 +592,10 @@ TEST(SimdOps2, ChosenUnderEachCapExact) {
     SoftmaxDesc sm;
     sm.axis_size = 1000;
     sm.in = {8, true, 0.1f};
-    for (const OpDesc& d : {OpDesc{ap}, OpDesc{gp}, OpDesc{cc}, OpDesc{sm}}) {
+    PoolDesc gf = gp;  // ResNet-18's global pool: 8-bit in, float out
+    gf.C = 512;
+    gf.out = {32, false, 1.0f};
+    for (const OpDesc& d : {OpDesc{ap}, OpDesc{gp}, OpDesc{gf}, OpDesc{cc}, OpDesc{sm}}) {
       const KernelInfo* k = choose_kernel(d, cap).info;
       EXPECT_TRUE(isa_at_most(k->isa, cap)) << k->name;
       if (cap != Isa::Reference) EXPECT_NE(k->isa, Isa::Reference) << "cap " << isa_name(cap) << ": " << k->name;
