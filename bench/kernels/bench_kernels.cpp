@@ -493,9 +493,10 @@ void register_all() {
 }
 
 // ---- 16-bit conv / fc and 8-bit pool / concat / softmax (issue 5) --------------------
-// wide/<model>/<layer>/<wXaY>_{ours,ref}   16-bit layers: the SIMD kernel the
-//     table chooses (vpdpwssd / vpmaddwd) and the reference kernel, beside
-//     oneDNN f32 (oneDNN has no int16 conv / inner product) on the same shape.
+// wide/<model>/<layer>/<wXaY>_{ours,ref}   16-bit layers (depthwise included):
+//     the SIMD kernel the table chooses (vpdpwssd / vpmaddwd GEMM, vpmuldq
+//     depthwise) and the reference kernel, beside oneDNN f32 (oneDNN has no
+//     int16 conv / inner product) on the same shape.
 // ops/<op>/<shape>/{ours,ref,onednn}       8-bit avg / global avg pool, concat
 //     (oneDNN u8 where it has the op) and softmax (oneDNN f32 softmax).
 struct WideRun {
@@ -670,7 +671,8 @@ void register_wide_and_ops() {
   std::vector<Layer> wide;
   for (const Layer& L : model_layers())
     if ((L.model == "resnet18" && L.name.rfind("conv1", 0) != 0) ||
-        (L.model == "mobilenetv2" && (L.name.rfind("pw_", 0) == 0 || L.fc)) || L.model == "lenet5")
+        (L.model == "mobilenetv2" && (L.name.rfind("pw_", 0) == 0 || L.name.rfind("dw_", 0) == 0 || L.fc)) ||
+        L.model == "lenet5")
       wide.push_back(L);
   wide.push_back(fc("fc", "4096x4096", 4096, 4096));
   for (const Layer& L : wide) {
