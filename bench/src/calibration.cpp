@@ -70,7 +70,8 @@ json Calibration::to_json() const {
                           {"shape", p.shape},
                           {"k", p.k},
                           {"n", p.n},
-                          {"m", p.m}});
+                          {"m", p.m},
+                          {"in_signed", p.in_signed}});
   j["dispatch"] = json::array();
   for (const auto& d : dispatch) j["dispatch"].push_back({{"threads", d.threads}, {"runtime", d.runtime}, {"ns", d.ns}});
   j["overheads"] = json::array();
@@ -148,6 +149,9 @@ Calibration Calibration::from_json(const json& j) {
     p.n = peaks[i].value("n", int64_t{0});
     p.m = peaks[i].value("m", int64_t{0});
     p.compute_macs_per_s = peaks[i].value("compute_macs_per_s", 0.0);
+    if (peaks[i].contains("in_signed") && !peaks[i]["in_signed"].is_boolean())
+      throw CalibrationError(fmt::format("calibration: {}.in_signed must be true or false", where));
+    p.in_signed = peaks[i].value("in_signed", false);
     if (!(p.compute_macs_per_s >= 0) || !std::isfinite(p.compute_macs_per_s))
       throw CalibrationError(fmt::format("calibration: {}.compute_macs_per_s must not be negative", where));
     if (p.k < 0 || p.n < 0 || p.m < 0)
@@ -237,7 +241,7 @@ const BandwidthLevel& Calibration::level_for(int64_t working_set, int threads) c
 }
 
 std::optional<double> Calibration::peak_macs_per_s(const std::string& kernel, const std::string& op, int threads,
-                                                   int64_t k, int64_t n, int wbits, int64_t m) const {
+                                                   int64_t k, int64_t n, int wbits, int64_t m, int in_signed) const {
   // Thread count: exact when measured, else the nearest (ties: fewer), scaled.
   int best_t = -1;
   for (const auto& p : peaks) {
@@ -261,6 +265,13 @@ std::optional<double> Calibration::peak_macs_per_s(const std::string& kernel, co
       const int w0 = cand.front()->wbits;
       std::erase_if(cand, [&](const KernelPeak* p) { return p->wbits != w0; });
     }
+  }
+  if (in_signed >= 0) {
+    const bool want = in_signed != 0;
+    const bool any = std::any_of(cand.begin(), cand.end(), [&](const KernelPeak* p) { return p->in_signed == want; });
+    // Not measured on such inputs: the unsigned entries.
+    std::erase_if(cand, [&](const KernelPeak* p) { return p->in_signed != (any ? want : false); });
+    if (cand.empty()) return std::nullopt;
   }
   // The rate at one (k, n) point from its entries measured over m: linear in
   // log m between the two measured m around the layer's (clamped); without m,

@@ -168,6 +168,14 @@ TEST(Roofline, PeakInterpolatesOverOutputPixels) {
   EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("g", "pointwise", 1, 32, 32, 0, 7), 10);    // clamped below
   EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("g", "pointwise", 1, 32, 32, 0, 1 << 20), 20);  // clamped above
   EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("g", "pointwise", 1, 32, 32), 20);  // m unknown: the largest m measured
+  // Entries measured on signed inputs are used for signed layers only.
+  bb::KernelPeak sg{"g", "pointwise", 8, 8, "x", 1, 3, 0, "", 16, 16, 49};
+  sg.in_signed = true;
+  c.peaks.push_back(sg);
+  EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("g", "pointwise", 1, 16, 16, 0, 49, 1), 3);
+  EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("g", "pointwise", 1, 16, 16, 0, 49, 0), 10);
+  c.peaks.pop_back();
+  EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("g", "pointwise", 1, 16, 16, 0, 49, 1), 10);  // none signed: unsigned ones
   // The rate with the per-call cost taken out is preferred when recorded.
   for (auto& p : c.peaks) p.compute_macs_per_s = 2 * p.macs_per_s;
   EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("g", "pointwise", 1, 32, 32, 0, 49), 20);
@@ -226,6 +234,11 @@ TEST(Peaks, ShapeGridAndTinyShapes) {
     if (c.H > 7) EXPECT_LE(static_cast<double>(c.macs()), bb::kMaxCalibrationMacs);
   }
   EXPECT_EQ(ms, (std::set<int64_t>{49, 196, 784, 3136, 12544}));
+  const auto sg = bb::calibration_shapes("pointwise", 8, 8, false, true);
+  ASSERT_FALSE(sg.empty());
+  for (const auto& d : sg) EXPECT_TRUE(std::get<bbits::kernels::ConvDesc>(d).in.is_signed);
+  EXPECT_TRUE(bb::calibration_shapes("fully_connected", 8, 8, false, true).empty());
+  EXPECT_TRUE(bb::calibration_shapes("pointwise", 32, 32, false, true).empty());
   for (const auto& fam : bb::peak_families()) {
     const auto d = bb::tiny_desc(fam, 8, 8);
     EXPECT_NO_THROW(bbits::kernels::check_desc(d)) << fam;

@@ -62,6 +62,9 @@ struct KernelPeak {
   // which the roofline uses (0: not recorded, older files: macs_per_s).
   double compute_macs_per_s = 0;
   double rate() const { return compute_macs_per_s > 0 ? compute_macs_per_s : macs_per_s; }
+  // Input activations on the signed grid (e.g. after a linear projection):
+  // int8 kernels built on u8 x s8 dot products take another path for them.
+  bool in_signed = false;
 };
 
 // Fixed cost of one call of a kernel on a layer family at a thread count: the
@@ -131,8 +134,11 @@ struct Calibration {
   // With m > 0 and several peaks measured at one (k, n) grid point over m
   // (output pixels), each grid point's rate is first interpolated linearly in
   // log m between its measured m (clamped to them).
+  // With in_signed 0 / 1, entries measured on unsigned / signed inputs are
+  // preferred (unsigned ones otherwise); -1: any.
   std::optional<double> peak_macs_per_s(const std::string& kernel, const std::string& op, int threads,
-                                        int64_t k = 0, int64_t n = 0, int wbits = 0, int64_t m = 0) const;
+                                        int64_t k = 0, int64_t n = 0, int wbits = 0, int64_t m = 0,
+                                        int in_signed = -1) const;
   // Dispatch cost of a runtime at a thread count (0 when not measured or threads == 1).
   double dispatch_ns(const std::string& runtime, int threads) const;
   // Measured per-call cost of a kernel for a family at a thread count;

@@ -30,8 +30,11 @@ kernels::OpDesc representative_desc(const std::string& family, int wbits, int ab
 // are left out where a shape would exceed kMaxCalibrationMacs, the smallest is
 // always kept); for fully_connected a grid over K and N (M = 1). One shape for
 // the other families and for `small`. See docs/BENCH.md.
+// With signed_input (conv families, integer inputs), the same shapes with the
+// input on the signed grid, on a coarser spatial grid (sides 7, 28, 112).
 inline constexpr double kMaxCalibrationMacs = 60e6;
-std::vector<kernels::OpDesc> calibration_shapes(const std::string& family, int wbits, int abits, bool small);
+std::vector<kernels::OpDesc> calibration_shapes(const std::string& family, int wbits, int abits, bool small,
+                                                bool signed_input = false);
 
 // A tiny layer of the family (a 4x4 map of 16 channels, or 16 -> 16 for fully
 // connected: at most 37 k MACs):
@@ -57,6 +60,11 @@ struct PeakCalibrationOptions {
   bool onednn = true;
   // Only kernels whose name contains this text (empty: all).
   std::string filter;
+  // The whole set of shapes is measured this many times, one after the other,
+  // with timing.repeats split between the passes, and the fastest pass kept
+  // per shape: a burst of load on a shared machine then spoils one pass, not
+  // every sample of a shape.
+  int passes = 3;
 };
 
 using Progress = std::function<void(const std::string&)>;

@@ -34,6 +34,7 @@ struct LayerCost {
   // written and read back once per call, e.g. the int32 accumulators of a
   // GEMM whose requantizing epilogue is a second pass. Not part of bytes().
   int64_t scratch_bytes = 0;
+  bool in_signed = false;     // conv / fc input on the signed grid (peaks are measured both ways)
   int64_t bytes() const { return weight_bytes + input_bytes + output_bytes; }
   // Everything the layer touches once: what must stay in cache.
   int64_t working_set() const { return bytes(); }
