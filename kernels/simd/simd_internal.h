@@ -275,6 +275,8 @@ void epilogue16_row_scalar(const int64_t* acc, int64_t oc0, int64_t n, const Pac
                            void* out_row);
 void epilogue16_row_avx512(const int64_t* acc, int64_t oc0, int64_t n, const Packed16& B, const Epilogue& E,
                            void* out_row);
+void epilogue16_row_avx2(const int64_t* acc, int64_t oc0, int64_t n, const Packed16& B, const Epilogue& E,
+                         void* out_row);
 
 // Depthwise conv with a 16-bit side (gemm16.cpp drives it): channels across
 // lanes, every tap product x * w (|x| <= 65535, |w| <= 32768) formed exactly
