@@ -4,7 +4,7 @@
 // vpmaddwd lane is the same pair sum a vpdpwssd lane adds.
 //
 // Tile: up to 2 rows (1 in split mode) x 2 blocks of 16 output channels (4
-// ymm accumulators per row and plane); the epilogue is the scalar one.
+// ymm accumulators per row and plane); epilogue16_row_avx2 below.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -75,6 +75,47 @@ TileFn pick(bool split, int mr, int nv) {
 
 }  // namespace
 
+// Epilogue of one row segment from int64 sums: AVX2 lanes of 4 channels when
+// every channel's shift is >= 32 (the split product of gemm16_avx512.cpp:
+// (ah m + ((al m + round) >> 32)) >> (s - 32), the arithmetic shift done as
+// a logical one on sign-folded values), else the scalar epilogue.
+void epilogue16_row_avx2(const int64_t* acc, int64_t oc0, int64_t n, const Packed16& B, const Epilogue& E,
+                         void* out_row) {
+  if (E.kind == OutKind::F32 || !B.shift_ge32) {
+    epilogue16_row_scalar(acc, oc0, n, B, E, out_row);
+    return;
+  }
+  const __m256i lo = _mm256_set1_epi64x(E.lo), hi = _mm256_set1_epi64x(E.hi), s32 = _mm256_set1_epi64x(32);
+  const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+  int64_t c = 0;
+  for (; c + 4 <= n; c += 4) {
+    const int64_t oc = oc0 + c;
+    auto ld = [](const int64_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); };
+    __m256i a = _mm256_add_epi64(ld(acc + c), ld(B.corr.data() + oc));
+    a = _mm256_add_epi64(a, ld(E.bias64.data() + oc));
+    const __m256i m = ld(E.mult.get() + oc);
+    const __m256i ph = _mm256_mul_epi32(_mm256_srli_epi64(a, 32), m);  // high dword read as signed
+    const __m256i L = _mm256_add_epi64(_mm256_mul_epu32(a, m), ld(E.round.get() + oc));
+    const __m256i t = _mm256_add_epi64(ph, _mm256_srli_epi64(L, 32));
+    const __m256i sign = _mm256_cmpgt_epi64(_mm256_setzero_si256(), t);
+    const __m256i sh = _mm256_sub_epi64(ld(E.shift.get() + oc), s32);
+    __m256i q = _mm256_xor_si256(_mm256_srlv_epi64(_mm256_xor_si256(t, sign), sh), sign);
+    q = _mm256_blendv_epi8(q, hi, _mm256_cmpgt_epi64(q, hi));
+    q = _mm256_blendv_epi8(q, lo, _mm256_cmpgt_epi64(lo, q));
+    const __m128i v = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(q, pick));  // 4 int32
+    if (E.kind == OutKind::U8 || E.kind == OutKind::S8) {
+      const __m128i w = _mm_packs_epi32(v, v);
+      const __m128i b = E.kind == OutKind::S8 ? _mm_packs_epi16(w, w) : _mm_packus_epi16(w, w);
+      const int32_t four = _mm_cvtsi128_si32(b);
+      std::memcpy(static_cast<uint8_t*>(out_row) + oc, &four, 4);
+    } else {
+      const __m128i w = E.kind == OutKind::S16 ? _mm_packs_epi32(v, v) : _mm_packus_epi32(v, v);
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(static_cast<uint16_t*>(out_row) + oc), w);
+    }
+  }
+  if (c < n) epilogue16_row_scalar(acc + c, oc0 + c, n - c, B, E, out_row);
+}
+
 void gemm16_avx2(const Gemm16Call& c) {
   const Packed16& B = *c.B;
   const Epilogue& E = *c.E;
@@ -91,7 +132,7 @@ void gemm16_avx2(const Gemm16Call& c) {
       pick(B.split, mr, 2 * nb)(c.A + m0 * c.lda, B.split ? c.Ahi + m0 * c.lda : nullptr, c.lda, B.block(b), bstride,
                                 B.pairs, B.kblock, acc64);
       for (int r = 0; r < mr; ++r)
-        epilogue16_row_scalar(acc64 + r * 32, oc0, n, B, E,
+        epilogue16_row_avx2(acc64 + r * 32, oc0, n, B, E,
                               static_cast<uint8_t*>(c.out) + static_cast<size_t>((m0 + r) * c.ldo) * esz);
     }
   }
@@ -165,8 +206,8 @@ void dw16_rows(const Dw16Geom& g, const int32_t* w, const Packed16& B, const Epi
         }
         acc[c] = s;
       }
-      epilogue16_row_scalar(acc, 0, g.C, B, E,
-                            static_cast<uint8_t*>(out) + static_cast<size_t>(((n * g.OH + oh) * g.OW + ow) * g.C) * esz);
+      epilogue16_row_avx2(acc, 0, g.C, B, E,
+                          static_cast<uint8_t*>(out) + static_cast<size_t>(((n * g.OH + oh) * g.OW + ow) * g.C) * esz);
     }
   }
 }
