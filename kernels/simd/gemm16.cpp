@@ -260,11 +260,13 @@ class Gemm16Conv final : public Kernel {
 std::string isa_tag(Isa isa) { return isa == Isa::AVX512_VNNI ? "avx512vnni" : "avx2"; }
 
 // Default MAC rates (MACs per ns, one thread) measured with bbits-bench-kernels
-// on the AMD EPYC Zen 4 VM (conv layers of ResNet-18 / MobileNetV2 shapes).
-// split: w16a16 runs two int16 planes (half the rate).
+// (wide/resnet18/*, CPU time) on the AMD EPYC Zen 4 VM: 3x3 layers reach ~85
+// (AVX-512 VNNI) / ~50 (AVX2) MACs/ns with one int16 plane; split: w16a16 runs
+// two planes (about half the rate). Small-K 1x1 layers add im2col and epilogue
+// costs, modelled separately below.
 double default_rate16(Isa isa, bool split) {
   if (isa == Isa::AVX512_VNNI) return split ? 40.0 : 80.0;
-  return split ? 7.0 : 13.0;
+  return split ? 25.0 : 45.0;
 }
 
 double gemm16_cost(const std::string& name, const ConvDesc& c) {
@@ -445,8 +447,10 @@ void add_dw16(std::vector<KernelInfo>& t, int wb, int ab, Isa isa) {
     const auto& c = std::get<ConvDesc>(d);
     const double px = static_cast<double>(c.N * c.out_h() * c.out_w());
     const double blocks = std::ceil(static_cast<double>(c.C) / (z ? 16.0 : 8.0));
-    return px * blocks * static_cast<double>(c.KH * c.KW) * (z ? 1.0 : 1.3) +
-           px * static_cast<double>(c.C) * (z ? 0.5 : 3.0) + 400.0;
+    // ns per (pixel, channel block, tap) and per output, measured on
+    // MobileNetV2's depthwise shapes (bbits-bench-kernels wide/mobilenetv2/dw_*).
+    return px * blocks * static_cast<double>(c.KH * c.KW) * (z ? 2.0 : 1.3) +
+           px * static_cast<double>(c.C) * 1.0 + 400.0;
   };
   k.create = [name = k.name, isa, fits](const OpDesc& d, const Weights& w) -> std::unique_ptr<Kernel> {
     const auto* c = std::get_if<ConvDesc>(&d);
