@@ -7,7 +7,9 @@
 
 Uses the median aggregate when repetitions were run, else the single value.
 Prints markdown tables: fully connected ratios (W4A8 / W2A8 vs our W8A8, our
-W8A8 vs oneDNN int8, weight streaming vs measured read bandwidth) and, per
+W8A8 vs oneDNN int8, weight streaming vs measured read bandwidth), the compute
+ceiling (vnni/* register-only loops) against the MACs per ns the streaming
+target needs, the W2A2 lookup-table kernel vs the 2-bit VNNI kernel and, per
 model layer, our kernels, the table's choice and oneDNN int8.
 """
 import json
@@ -63,14 +65,54 @@ def main():
                 continue
             wbytes = oc * k * bits / 8
             got = wbytes / tt / 1e3  # GB/s
-            bw = size / bwt / 1e3
-            bw_rows.append((shape, bits, wbytes / 1e6, got, bw, got / bw))
+            bw1 = size / bwt / 1e3
+            bwt4 = t.get(f"bandwidth/{size}/streams:4")
+            bw4 = size / bwt4 / 1e3 if bwt4 else None
+            bw = max(bw1, bw4 or 0.0)  # the machine's read rate: the better of 1 and 4 streams
+            bw_rows.append((shape, bits, wbytes / 1e6, got, bw1, bw4, bw, got / bw))
     if bw_rows:
         print("\n## Weight streaming vs single-thread read bandwidth at the same working set (target >= 80%)\n")
-        print("| shape | bits | weight MB | kernel GB/s | read GB/s | fraction |")
-        print("|---|---|---|---|---|---|")
-        for shape, bits, mb, got, bw, fr in bw_rows:
-            print(f"| {shape} | W{bits}A8 | {mb:.1f} | {got:.1f} | {bw:.1f} | {fr * 100:.0f}% |")
+        print("Read bandwidth: one thread, the better of one sequential stream and 4 interleaved streams.\n")
+        print("| shape | bits | weight MB | kernel GB/s | read GB/s 1 stream | read GB/s 4 streams | fraction of the better |")
+        print("|---|---|---|---|---|---|---|")
+        for shape, bits, mb, got, bw1, bw4, bw, fr in bw_rows:
+            s4 = f"{bw4:.1f}" if bw4 else "-"
+            print(f"| {shape} | W{bits}A8 | {mb:.1f} | {got:.1f} | {bw1:.1f} | {s4} | {fr * 100:.0f}% |")
+    # Compute ceiling: vpdpbusd throughput (register-only loops) and what the
+    # 80% streaming target asks of each GEMV in MACs per ns.
+    order = ["dp", "dp_ymm", "dp_and", "maddubsw", "dp_maddubsw", "vpermw", "dp_vpermw", "vpermb", "vpshufb"]
+    peak = {n[len("vnni/"):]: c[n].get("MACs/ns") for n in t if n.startswith("vnni/") and c[n].get("MACs/ns")}
+    peak = dict(sorted(peak.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
+    if peak:
+        print("\n## Compute ceiling: register-only throughput, one thread (MACs per ns; 64 MACs per zmm instruction)\n")
+        print("| loop | MACs/ns | vs vpdpbusd zmm |")
+        print("|---|---|---|")
+        dp = peak.get("dp")
+        for n, v in peak.items():
+            print(f"| {n} | {v:.0f} | {v / dp:.2f} |" if dp else f"| {n} | {v:.0f} | - |")
+        if dp and bw_rows:
+            print("\n## Weight streaming target vs the compute ceiling (a GEMV does one MAC per weight)\n")
+            print("| shape | bits | kernel MACs/ns | MACs/ns needed for 80% of read GB/s | vpdpbusd peak | vpdpbusd+vpandd peak | needed / peak |")
+            print("|---|---|---|---|---|---|---|")
+            dpand = peak.get("dp_and", dp)
+            for shape, bits, mb, got, _, _, bw, fr in bw_rows:
+                macs_per_byte = 8 / bits
+                need = 0.8 * bw * macs_per_byte
+                print(f"| {shape} | W{bits}A8 | {got * macs_per_byte:.0f} | {need:.0f} | {dp:.0f} | {dpand:.0f} | {need / dp:.2f} |")
+    # W2A2: the lookup-table kernel vs the 2-bit VNNI kernel on the same layer.
+    lut_rows = []
+    for shape in ["4096x4096", "11008x4096"]:
+        b = f"fc/{shape}/"
+        lut, vn, ch = t.get(b + "w2a2_lut"), t.get(b + "w2a2_ours"), t.get(b + "w2a2_chosen")
+        if lut and vn:
+            oc, k = (int(v) for v in shape.split("x"))
+            lut_rows.append((shape, lut, vn, ch, oc * k / lut / 1e3, oc * k / vn / 1e3, labels.get(b + "w2a2_chosen", "")))
+    if lut_rows:
+        print("\n## W2A2 fully connected: lookup-table kernel vs 2-bit VNNI kernel (same layer, same run)\n")
+        print("| shape | LUT us | VNNI us | chosen us | LUT MACs/ns | VNNI MACs/ns | VNNI / LUT time | chosen |")
+        print("|---|---|---|---|---|---|---|---|")
+        for shape, lut, vn, ch, lr, vr, lab in lut_rows:
+            print(f"| {shape} | {lut:.1f} | {vn:.1f} | {ch or 0:.1f} | {lr:.0f} | {vr:.0f} | {vn / lut:.2f} | {lab} |")
     print("\n## Model layers, batch 1, one thread: the table's choice vs oneDNN int8 (target >= 0.9)\n")
     print("| model | layer | oneDNN int8 us | W8 ours | W8 chosen | W4 ours | W4 chosen | W2 ours | W2 chosen | worst chosen vs oneDNN | chosen kernels |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

@@ -286,6 +286,37 @@ TEST(SimdGemm, BadWeightsRejected) {
   }
 }
 
+// Batch-1 fc layers wide enough for the GEMV to run several full panels of
+// 64 channels as parallel weight streams (4 at 8 bits, 2 at 4 bits), with a
+// partial last panel or none, rows 1 and 2, threads splitting the panels.
+TEST(SimdGemm, FcParallelPanelStreamsExact) {
+  ThreadPool pool(2);
+  uint64_t seed = 8000;
+  int checked = 0;
+  for (const auto* k : simd_kernels(OpKind::FullyConnected)) {
+    if (k->weight_bits == 32) continue;
+    for (int wb : {8, 4, 2}) {
+      if (wb > k->weight_bits) continue;
+      for (int64_t OC : {128, 192, 255, 256, 257, 320, 448})
+        for (int64_t K : {4, 37, 256}) {
+          FcDesc f;
+          f.N = 1 + (seed % 2);
+          f.K = K;
+          f.OC = OC;
+          f.wbits = wb;
+          f.in = {8, false, 0.02f};
+          f.out = seed % 3 == 0 ? QuantInfo{8, true, 1.0f} : QuantInfo{8, false, 1.0f};
+          f.activation = seed % 3 == 0 ? Activation::None : Activation::Relu;
+          if (!k->supports(f)) continue;
+          EXPECT_TRUE(matches_reference(*k, f, seed, seed % 4 == 1 ? &pool : nullptr));
+          ++seed;
+          ++checked;
+        }
+    }
+  }
+  EXPECT_GT(checked, 20);
+}
+
 // ---- lookup-table fc (2-bit weights x 2-bit unsigned activations) -------------------
 constexpr const char* kLutFc = "fc_w2a2_u2s2_avx512vbmi_lut";
 
