@@ -37,6 +37,20 @@ inline __m256i divide8(__m256i sum, __m512d two_m, __m512d c2s, __m512d D, __m51
   return _mm256_sign_epi32(_mm512_cvttpd_epi32(q), sum);  // sign(sum) * q (0 when sum == 0)
 }
 
+// The same on one grid (m = 2^30, s = 30: q = floor((2 |sum| + count) /
+// (2 count))), 16 lanes in float32: N = 2 |sum| + count < 2^24 and q0 D are
+// exact floats, so the argument above holds with 2^24 in place of 2^53.
+inline __m512i divide16_same_grid(__m512i sum, __m512 cnt, __m512 D, __m512 invD) {
+  const __m512 N = _mm512_add_ps(_mm512_cvtepi32_ps(_mm512_slli_epi32(_mm512_abs_epi32(sum), 1)), cnt);
+  __m512 q = _mm512_roundscale_ps(_mm512_mul_ps(N, invD), _MM_FROUND_TO_NEG_INF);
+  const __m512 rem = _mm512_sub_ps(N, _mm512_mul_ps(q, D));
+  const __m512 one = _mm512_set1_ps(1.0f);
+  q = _mm512_mask_sub_ps(q, _mm512_cmp_ps_mask(rem, _mm512_setzero_ps(), _CMP_LT_OQ), q, one);
+  q = _mm512_mask_add_ps(q, _mm512_cmp_ps_mask(rem, D, _CMP_GE_OQ), q, one);
+  const __m512i qi = _mm512_cvttps_epi32(q);
+  return _mm512_mask_sub_epi32(qi, _mm512_cmplt_epi32_mask(sum, _mm512_setzero_si512()), _mm512_setzero_si512(), qi);
+}
+
 // 64 channels of 16-bit window sums (<= 256 taps: 255 * 256 and 128 * 256 fit)
 // added to int32 sums s[0..4).
 inline void flush16(__m512i a0, __m512i a1, bool sgn, __m512i* s) {
@@ -55,6 +69,8 @@ void avgpool_rows_avx512(const AvgPoolParams& p, const uint8_t* in, uint8_t* out
   const double pow2s = std::ldexp(1.0, p.r.shift);
   const __m512i lo = _mm512_set1_epi32(p.lo), hi = _mm512_set1_epi32(p.hi);
   const int64_t C = p.C;
+  // One grid and count <= 2^14 (N < 2^23, q0 D < 2^24): the float32 division.
+  const bool same_grid = p.r.multiplier == (1 << 30) && p.r.shift == 30 && int64_t{p.KH} * p.KW <= 16384;
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t n = r / p.OH, oh = r % p.OH;
     const int64_t h0 = oh * p.sh - p.pt;
@@ -63,6 +79,8 @@ void avgpool_rows_avx512(const AvgPoolParams& p, const uint8_t* in, uint8_t* out
       const int64_t w0 = ow * p.sw - p.pl;
       const int64_t ws = std::max<int64_t>(w0, 0), we = std::min<int64_t>(w0 + p.KW, p.W);
       const int64_t count = p.count_include_pad ? int64_t{p.KH} * p.KW : (he - hs) * (we - ws);
+      const float cf = static_cast<float>(count), Df = 2.0f * cf;
+      const __m512 cntf = _mm512_set1_ps(cf), Dv = _mm512_set1_ps(Df), invDv = _mm512_set1_ps(1.0f / Df);
       const double Dd = static_cast<double>(count) * pow2s * 2.0;  // count 2^(s+1), exact
       const __m512d D = _mm512_set1_pd(Dd), invD = _mm512_set1_pd(1.0 / Dd);
       const __m512d c2s = _mm512_set1_pd(static_cast<double>(count) * pow2s);
@@ -90,9 +108,14 @@ void avgpool_rows_avx512(const AvgPoolParams& p, const uint8_t* in, uint8_t* out
         }
         flush16(a0, a1, sgn, s);
         for (int j = 0; j < 4 && 16 * j < left; ++j) {
-          const __m256i qa = divide8(_mm512_castsi512_si256(s[j]), two_m, c2s, D, invD);
-          const __m256i qb = divide8(_mm512_extracti64x4_epi64(s[j], 1), two_m, c2s, D, invD);
-          __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(qa), qb, 1);
+          __m512i q;
+          if (same_grid) {
+            q = divide16_same_grid(s[j], cntf, Dv, invDv);
+          } else {
+            const __m256i qa = divide8(_mm512_castsi512_si256(s[j]), two_m, c2s, D, invD);
+            const __m256i qb = divide8(_mm512_extracti64x4_epi64(s[j], 1), two_m, c2s, D, invD);
+            q = _mm512_inserti64x4(_mm512_castsi256_si512(qa), qb, 1);
+          }
           q = _mm512_min_epi32(_mm512_max_epi32(q, lo), hi);
           const int64_t cnt = left - 16 * j;
           const __mmask16 k = cnt >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << cnt) - 1u);
