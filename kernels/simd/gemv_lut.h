@@ -6,7 +6,9 @@
 //   a block of 64 output channels and a "quad" q of reduction values
 //   k = 4q .. 4q + 3, one 64-byte vector holds one byte per channel: bits
 //   2j..2j+1 = u(k = 4q + j). Blocks are grouped into panels of up to 4 blocks,
-//   stored quad by quad ([quad][block][64]) so that a panel is one stream.
+//   stored quad by quad: a full panel as two streams of 2 blocks
+//   ([half][quad][2][64], read in parallel), a partial one as one stream
+//   ([quad][block][64]).
 //   Activations a in [0, 3]: for each pair (a0, a1) there is a 64-entry byte
 //   table T[a0 + 4 a1][i] = a0 (i & 3) + a1 ((i >> 2) & 3) (bits 4, 5 of the
 //   index ignored). One vpermb of the weight vector against the table of

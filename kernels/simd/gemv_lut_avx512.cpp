@@ -43,8 +43,15 @@ inline void flush16(__m512i lo, __m512i hi, int32_t* acc32) {
   }
 }
 
-template <int NB>
+// NB blocks of one panel; S streams: a full panel is stored as two halves of
+// 2 blocks ([half][quad][2][64]) read in parallel, a partial one as one
+// stream ([quad][NB][64]).
+template <int NB, int S>
 void panel_sums(const uint8_t* __restrict wp, const uint32_t* __restrict offs, int64_t Kq, int32_t* acc32) {
+  constexpr int BS = NB / S;  // blocks per stream
+  const uint8_t* ws[S];
+#pragma GCC unroll 2
+  for (int h = 0; h < S; ++h) ws[h] = wp + h * Kq * BS * 64;
   const uint8_t* tab = &tables().t[0][0];
   const __m512i zero = _mm512_setzero_si512();
   const __m512i k16 = _mm512_set1_epi16(1 << 12), k8 = _mm512_set1_epi16(1 << 8);
@@ -61,10 +68,9 @@ void panel_sums(const uint8_t* __restrict wp, const uint32_t* __restrict offs, i
       const uint32_t o = offs[q];
       const __m512i tl = _mm512_load_si512(tab + (o & 0xffffu));
       const __m512i th = _mm512_load_si512(tab + (o >> 16));
-      const uint8_t* wq = wp + q * NB * 64;
 #pragma GCC unroll 4
       for (int b = 0; b < NB; ++b) {
-        const __m512i v = _mm512_load_si512(wq + b * 64);
+        const __m512i v = _mm512_load_si512(ws[b / BS] + (q * BS + b % BS) * 64);
         // v >> 4 per 16-bit word as a multiply high by 2^12: the multiplier
         // pipes are idle, the shift pipes are the ones vpermb needs.
         a8[b] = _mm512_add_epi8(a8[b], _mm512_permutexvar_epi8(v, tl));
@@ -113,15 +119,17 @@ LutWeights pack_lut_w2(const uint8_t* rows, size_t row_bytes, int64_t OC, int64_
     const int64_t blk = oc / 64, c = oc % 64;
     const int64_t p = blk / LutWeights::kPanelBlocks, b = blk % LutWeights::kPanelBlocks;
     const int nb = B.panel_blocks(p);
-    uint8_t* base = B.data.get() + p * B.panel_stride + b * 64 + c;
+    // Full panels: two streams of 2 blocks; partial panels: one of nb blocks.
+    const int64_t bs = nb == LutWeights::kPanelBlocks ? 2 : nb;
+    uint8_t* base = B.data.get() + p * B.panel_stride + (b / bs) * B.Kq * bs * 64 + (b % bs) * 64 + c;
     // The model's row already holds value 4q + j in bits 2j of byte q (two's
     // complement); u = w + 2 flips the top bit of every field.
-    for (int64_t q = 0; q < full; ++q) base[q * nb * 64] = static_cast<uint8_t>(r[q] ^ 0xAAu);
+    for (int64_t q = 0; q < full; ++q) base[q * bs * 64] = static_cast<uint8_t>(r[q] ^ 0xAAu);
     if (full < B.Kq) {
       uint8_t byte = 0;
       for (int64_t k = 4 * full; k < K; ++k)
         byte |= static_cast<uint8_t>((unpack_value(r, k, 2) + 2) << (2 * (k - 4 * full)));
-      base[full * nb * 64] = byte;  // missing values: u = 0 (their activations are 0 anyway)
+      base[full * bs * 64] = byte;  // missing values: u = 0 (their activations are 0 anyway)
     }
   }
   return B;
@@ -157,10 +165,10 @@ void lut_gemv_avx512vbmi(const LutWeights& B, const Epilogue& E, const uint32_t*
     const int nb = B.panel_blocks(p);
     std::fill(acc, acc + nb * 64, 0);
     switch (nb) {
-      case 1: panel_sums<1>(B.panel(p), offs, B.Kq, acc); break;
-      case 2: panel_sums<2>(B.panel(p), offs, B.Kq, acc); break;
-      case 3: panel_sums<3>(B.panel(p), offs, B.Kq, acc); break;
-      default: panel_sums<4>(B.panel(p), offs, B.Kq, acc); break;
+      case 1: panel_sums<1, 1>(B.panel(p), offs, B.Kq, acc); break;
+      case 2: panel_sums<2, 1>(B.panel(p), offs, B.Kq, acc); break;
+      case 3: panel_sums<3, 1>(B.panel(p), offs, B.Kq, acc); break;
+      default: panel_sums<4, 2>(B.panel(p), offs, B.Kq, acc); break;
     }
     for (int b = 0; b < nb; ++b) {
       const int64_t oc0 = (p * LutWeights::kPanelBlocks + b) * 64;
