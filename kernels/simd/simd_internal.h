@@ -289,9 +289,11 @@ struct Dw16Geom {
   int64_t cblocks = 0;  // (C + 15) / 16
 };
 // w: int32 weights [cblock][tap][16] (zero past C); acc: >= 16 * cblocks int64
-// of scratch. Output rows [r0, r1) of N*OH.
-void dwconv16_rows_avx512(const Dw16Geom& g, const int32_t* w, const Packed16& B, const Epilogue& E, const void* in,
-                          void* out, int64_t* acc, int64_t r0, int64_t r1);
+// of scratch. Output rows [r0, r1) of N*OH. AVX-512 (windows of <= 64 taps):
+// wodd has the same layout with lane 2j holding channel 2j + 1 (the odd
+// channels' operand of vpmuldq, so only the activations need a shift).
+void dwconv16_rows_avx512(const Dw16Geom& g, const int32_t* w, const int32_t* wodd, const Packed16& B,
+                          const Epilogue& E, const void* in, void* out, int64_t* acc, int64_t r0, int64_t r1);
 void dwconv16_rows_avx2(const Dw16Geom& g, const int32_t* w, const Packed16& B, const Epilogue& E, const void* in,
                         void* out, int64_t* acc, int64_t r0, int64_t r1);
 
