@@ -344,8 +344,9 @@ void add_gemm16(std::vector<KernelInfo>& t, OpKind op, int wb, int ab, Isa isa) 
 }
 
 // ---- depthwise with a 16-bit side ---------------------------------------------------
-bool dw16_supports(const ConvDesc& c) {
+bool dw16_supports(const ConvDesc& c, Isa isa) {
   if (!c.is_depthwise()) return false;
+  if (isa == Isa::AVX512 && c.KH * c.KW > 64) return false;  // the tap list of dwconv16_rows_avx512
   if (!(c.wbits == 2 || c.wbits == 4 || c.wbits == 8 || c.wbits == 16)) return false;
   if (!int_grid(c.in) || (c.wbits != 16 && c.in.bits != 16)) return false;
   if (!(int_grid(c.out) || c.out.bits == 32)) return false;
@@ -356,7 +357,7 @@ class Dw16Conv final : public Kernel {
  public:
   Dw16Conv(std::string name, Isa isa, const ConvDesc& d, const Weights& w) : name_(std::move(name)), isa_(isa), d_(d) {
     check_desc(d_);
-    if (!dw16_supports(d_)) throw std::invalid_argument(name_ + ": cannot run " + describe(d_));
+    if (!dw16_supports(d_, isa_)) throw std::invalid_argument(name_ + ": cannot run " + describe(d_));
     if (!cpu_has(isa_)) throw std::invalid_argument(name_ + ": this CPU lacks " + std::string(isa_name(isa_)));
     const int64_t C = d_.C, T = d_.KH * d_.KW;
     const size_t row = packed_row_bytes(T, d_.wbits);
@@ -380,10 +381,13 @@ class Dw16Conv final : public Kernel {
     g_.in_kind = d_.in.bits == 16 ? (d_.in.is_signed ? 3 : 2) : (d_.in.is_signed ? 1 : 0);
     g_.cblocks = (C + 15) / 16;
     w32_ = make_aligned<int32_t>(static_cast<size_t>(g_.cblocks * T * 16));
+    w32o_ = make_aligned<int32_t>(static_cast<size_t>(g_.cblocks * T * 16));
     for (int64_t c = 0; c < C; ++c)
-      for (int64_t t = 0; t < T; ++t)
-        w32_[static_cast<size_t>(((c / 16) * T + t) * 16 + c % 16)] =
-            unpack_value(w.data + static_cast<size_t>(c) * row, t, d_.wbits);
+      for (int64_t t = 0; t < T; ++t) {
+        const int32_t v = unpack_value(w.data + static_cast<size_t>(c) * row, t, d_.wbits);
+        w32_[static_cast<size_t>(((c / 16) * T + t) * 16 + c % 16)] = v;
+        if (c % 2 == 1) w32o_[static_cast<size_t>(((c / 16) * T + t) * 16 + c % 16 - 1)] = v;
+      }
     B_.OC = C;
     B_.OCp = g_.cblocks * 16;
     B_.corr.assign(static_cast<size_t>(B_.OCp), 0);
@@ -409,7 +413,8 @@ class Dw16Conv final : public Kernel {
                                   std::to_string(scratch_bytes(threads)) + " needed");
     parallel_for(pool, g_.N * g_.OH, [&](int64_t b, int64_t e, int t) {
       auto* acc = reinterpret_cast<int64_t*>(static_cast<uint8_t*>(args.scratch) + static_cast<size_t>(t) * thread_bytes());
-      if (isa_ == Isa::AVX512) dwconv16_rows_avx512(g_, w32_.get(), B_, E_, args.inputs[0], args.output, acc, b, e);
+      if (isa_ == Isa::AVX512)
+        dwconv16_rows_avx512(g_, w32_.get(), w32o_.get(), B_, E_, args.inputs[0], args.output, acc, b, e);
       else dwconv16_rows_avx2(g_, w32_.get(), B_, E_, args.inputs[0], args.output, acc, b, e);
     });
   }
@@ -421,7 +426,7 @@ class Dw16Conv final : public Kernel {
   Isa isa_;
   ConvDesc d_;
   Dw16Geom g_;
-  AlignedArray<int32_t> w32_;
+  AlignedArray<int32_t> w32_, w32o_;  // w32o_: odd channels moved to the even lanes (AVX-512)
   Packed16 B_;  // only corr (zero) and shift_ge32, for the epilogue
   Epilogue E_;
 };
@@ -435,8 +440,8 @@ void add_dw16(std::vector<KernelInfo>& t, int wb, int ab, Isa isa) {
   k.weight_bits = wb;
   k.act_bits = ab;
   k.isa = isa;
-  auto fits = [wb, ab](const ConvDesc& c) {
-    if (!dw16_supports(c)) return false;
+  auto fits = [wb, ab, isa](const ConvDesc& c) {
+    if (!dw16_supports(c, isa)) return false;
     return (c.wbits == 16 ? 16 : 8) == wb && (c.in.bits == 16 ? 16 : 8) == ab;
   };
   k.supports = [isa, fits](const OpDesc& d) {

@@ -204,49 +204,60 @@ inline __m512i load16_widen(const void* base, int64_t idx, __mmask16 k) {
 }
 
 template <int KIND>
-void dw16_rows(const Dw16Geom& g, const int32_t* w, const Packed16& B, const Epilogue& E, const void* in, void* out,
-               int64_t* acc, int64_t r0, int64_t r1) {
-  const int64_t T = int64_t{g.KH} * g.KW;
+void dw16_rows(const Dw16Geom& g, const int32_t* w, const int32_t* wodd, const Packed16& B, const Epilogue& E,
+               const void* in, void* out, int64_t* acc, int64_t r0, int64_t r1) {
+  // Locals: the stores to acc / out may alias the geometry otherwise.
+  const int64_t H = g.H, W = g.W, C = g.C, OH = g.OH, OW = g.OW, cblocks = g.cblocks;
+  const int KH = g.KH, KW = g.KW, sh = g.sh, sw = g.sw, pt = g.pt, pl = g.pl, dh = g.dh, dw = g.dw;
+  const int64_t T = int64_t{KH} * KW;
   const size_t esz = out_elem_bytes(E.kind);
   const __m512i lo_idx = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11), hi_idx = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
+  constexpr int kMaxTaps = 64;  // the window's in-bounds taps, listed once per pixel
+  int64_t offs[kMaxTaps];
+  int64_t widx[kMaxTaps];
   for (int64_t r = r0; r < r1; ++r) {
-    const int64_t n = r / g.OH, oh = r % g.OH;
-    for (int64_t ow = 0; ow < g.OW; ++ow) {
-      for (int64_t cb = 0; cb < g.cblocks; ++cb) {
+    const int64_t n = r / OH, oh = r % OH;
+    for (int64_t ow = 0; ow < OW; ++ow) {
+      int nt = 0;
+      for (int kh = 0; kh < KH; ++kh) {
+        const int64_t ih = oh * sh - pt + int64_t{kh} * dh;
+        if (ih < 0 || ih >= H) continue;
+        for (int kw = 0; kw < KW; ++kw) {
+          const int64_t iw = ow * sw - pl + int64_t{kw} * dw;
+          if (iw < 0 || iw >= W) continue;
+          offs[nt] = ((n * H + ih) * W + iw) * C;
+          widx[nt] = (kh * KW + kw) * 16;
+          ++nt;
+        }
+      }
+      for (int64_t cb = 0; cb < cblocks; ++cb) {
         const int64_t c0 = cb * 16;
-        const __mmask16 k = g.C - c0 >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (g.C - c0)) - 1u);
+        const __mmask16 k = C - c0 >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (C - c0)) - 1u);
         __m512i ae = _mm512_setzero_si512(), ao = ae;
-        const int32_t* wb = w + cb * T * 16;
-        for (int kh = 0; kh < g.KH; ++kh) {
-          const int64_t ih = oh * g.sh - g.pt + int64_t{kh} * g.dh;
-          if (ih < 0 || ih >= g.H) continue;
-          for (int kw = 0; kw < g.KW; ++kw) {
-            const int64_t iw = ow * g.sw - g.pl + int64_t{kw} * g.dw;
-            if (iw < 0 || iw >= g.W) continue;
-            const __m512i x = load16_widen<KIND>(in, ((n * g.H + ih) * g.W + iw) * g.C + c0, k);
-            const __m512i wv = _mm512_load_si512(wb + (kh * g.KW + kw) * 16);
-            ae = _mm512_add_epi64(ae, _mm512_mul_epi32(x, wv));
-            ao = _mm512_add_epi64(ao, _mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(wv, 32)));
-          }
+        const int32_t* we = w + cb * T * 16;
+        const int32_t* wo = wodd + cb * T * 16;
+        for (int i = 0; i < nt; ++i) {
+          const __m512i x = load16_widen<KIND>(in, offs[i] + c0, k);
+          ae = _mm512_add_epi64(ae, _mm512_mul_epi32(x, _mm512_load_si512(we + widx[i])));
+          ao = _mm512_add_epi64(ao, _mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_load_si512(wo + widx[i])));
         }
         _mm512_storeu_si512(acc + c0, _mm512_permutex2var_epi64(ae, lo_idx, ao));
         _mm512_storeu_si512(acc + c0 + 8, _mm512_permutex2var_epi64(ae, hi_idx, ao));
       }
-      epilogue16_row_avx512(acc, 0, g.C, B, E,
-                            static_cast<uint8_t*>(out) + static_cast<size_t>(((n * g.OH + oh) * g.OW + ow) * g.C) * esz);
+      epilogue16_row_avx512(acc, 0, C, B, E, static_cast<uint8_t*>(out) + static_cast<size_t>(((n * OH + oh) * OW + ow) * C) * esz);
     }
   }
 }
 
 }  // namespace
 
-void dwconv16_rows_avx512(const Dw16Geom& g, const int32_t* w, const Packed16& B, const Epilogue& E, const void* in,
-                          void* out, int64_t* acc, int64_t r0, int64_t r1) {
+void dwconv16_rows_avx512(const Dw16Geom& g, const int32_t* w, const int32_t* wodd, const Packed16& B,
+                          const Epilogue& E, const void* in, void* out, int64_t* acc, int64_t r0, int64_t r1) {
   switch (g.in_kind) {
-    case 0: dw16_rows<0>(g, w, B, E, in, out, acc, r0, r1); break;
-    case 1: dw16_rows<1>(g, w, B, E, in, out, acc, r0, r1); break;
-    case 2: dw16_rows<2>(g, w, B, E, in, out, acc, r0, r1); break;
-    default: dw16_rows<3>(g, w, B, E, in, out, acc, r0, r1); break;
+    case 0: dw16_rows<0>(g, w, wodd, B, E, in, out, acc, r0, r1); break;
+    case 1: dw16_rows<1>(g, w, wodd, B, E, in, out, acc, r0, r1); break;
+    case 2: dw16_rows<2>(g, w, wodd, B, E, in, out, acc, r0, r1); break;
+    default: dw16_rows<3>(g, w, wodd, B, E, in, out, acc, r0, r1); break;
   }
 }
 
