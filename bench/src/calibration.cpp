@@ -71,7 +71,8 @@ json Calibration::to_json() const {
                           {"k", p.k},
                           {"n", p.n},
                           {"m", p.m},
-                          {"in_signed", p.in_signed}});
+                          {"in_signed", p.in_signed},
+                          {"out_float", p.out_float}});
   j["dispatch"] = json::array();
   for (const auto& d : dispatch) j["dispatch"].push_back({{"threads", d.threads}, {"runtime", d.runtime}, {"ns", d.ns}});
   j["overheads"] = json::array();
@@ -152,6 +153,9 @@ Calibration Calibration::from_json(const json& j) {
     if (peaks[i].contains("in_signed") && !peaks[i]["in_signed"].is_boolean())
       throw CalibrationError(fmt::format("calibration: {}.in_signed must be true or false", where));
     p.in_signed = peaks[i].value("in_signed", false);
+    if (peaks[i].contains("out_float") && !peaks[i]["out_float"].is_boolean())
+      throw CalibrationError(fmt::format("calibration: {}.out_float must be true or false", where));
+    p.out_float = peaks[i].value("out_float", false);
     if (!(p.compute_macs_per_s >= 0) || !std::isfinite(p.compute_macs_per_s))
       throw CalibrationError(fmt::format("calibration: {}.compute_macs_per_s must not be negative", where));
     if (p.k < 0 || p.n < 0 || p.m < 0)
@@ -241,7 +245,8 @@ const BandwidthLevel& Calibration::level_for(int64_t working_set, int threads) c
 }
 
 std::optional<double> Calibration::peak_macs_per_s(const std::string& kernel, const std::string& op, int threads,
-                                                   int64_t k, int64_t n, int wbits, int64_t m, int in_signed) const {
+                                                   int64_t k, int64_t n, int wbits, int64_t m, int in_signed,
+                                                   int out_float) const {
   // Thread count: exact when measured, else the nearest (ties: fewer), scaled.
   int best_t = -1;
   for (const auto& p : peaks) {
@@ -266,13 +271,17 @@ std::optional<double> Calibration::peak_macs_per_s(const std::string& kernel, co
       std::erase_if(cand, [&](const KernelPeak* p) { return p->wbits != w0; });
     }
   }
-  if (in_signed >= 0) {
-    const bool want = in_signed != 0;
-    const bool any = std::any_of(cand.begin(), cand.end(), [&](const KernelPeak* p) { return p->in_signed == want; });
-    // Not measured on such inputs: the unsigned entries.
-    std::erase_if(cand, [&](const KernelPeak* p) { return p->in_signed != (any ? want : false); });
-    if (cand.empty()) return std::nullopt;
-  }
+  // A property measured both ways: the entries with the layer's value, else
+  // the default (false) ones.
+  auto prefer = [&](int wanted, bool KernelPeak::*field) {
+    if (wanted < 0) return;
+    const bool want = wanted != 0;
+    const bool any = std::any_of(cand.begin(), cand.end(), [&](const KernelPeak* p) { return p->*field == want; });
+    std::erase_if(cand, [&](const KernelPeak* p) { return p->*field != (any ? want : false); });
+  };
+  prefer(in_signed, &KernelPeak::in_signed);
+  prefer(out_float, &KernelPeak::out_float);
+  if (cand.empty()) return std::nullopt;
   // The rate at one (k, n) point from its entries measured over m: linear in
   // log m between the two measured m around the layer's (clamped); without m,
   // the entry measured at the largest m (the compute-heavy shape).

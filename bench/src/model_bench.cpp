@@ -78,7 +78,7 @@ Pred predict(const LayerCost& c, const Calibration& cal, const std::string& kern
   if (c.compute_work() > 0) {
     const auto pk =
         cal.peak_macs_per_s(kernel, family, threads, kn.first, kn.second, c.macs > 0 ? c.wbits : 0, c.m,
-                            c.macs > 0 ? int{c.in_signed} : -1);
+                            c.macs > 0 ? int{c.in_signed} : -1, c.macs > 0 ? -1 : int{c.out_float});
     if (!pk) return p;  // not calibrated: no prediction
     peak = *pk;
   }

@@ -34,6 +34,7 @@ LayerCost ModelLayer::cost() const {
                    static_cast<int64_t>(kernels::element_bytes(kernels::output_quant(desc).bits));
   c.m = gemm_m(desc);
   c.in_signed = c.macs > 0 && kernels::input_quant(desc, 0).is_signed && !kernels::input_quant(desc, 0).is_float();
+  c.out_float = kernels::output_quant(desc).is_float() && !kernels::input_quant(desc, 0).is_float();
   return c;
 }
 

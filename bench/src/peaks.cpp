@@ -323,6 +323,12 @@ static PeakCalibration kernel_peaks_once(const PeakCalibrationOptions& opts, con
         const bool small = k.isa == kernels::Isa::Reference && has_weights;
         std::vector<kernels::OpDesc> shapes = calibration_shapes(fam, wb, ab, small);
         for (const kernels::OpDesc& d : calibration_shapes(fam, wb, ab, small, true)) shapes.push_back(d);
+        if (!has_weights && ab != 32) {
+          // Families without weights: the same shape with a float32 output.
+          kernels::OpDesc d = shapes.front();
+          std::visit([](auto& x) { x.out = kernels::QuantInfo{32, true, 1.0f}; }, d);
+          shapes.push_back(d);
+        }
         for (const kernels::OpDesc& desc : shapes) {
           if (!k.supports(desc)) continue;
           std::unique_ptr<ModelLayers> m;
@@ -364,6 +370,7 @@ static PeakCalibration kernel_peaks_once(const PeakCalibrationOptions& opts, con
               std::tie(p.k, p.n) = gemm_kn(L.desc);
               p.m = gemm_m(L.desc);
               p.in_signed = kernels::input_quant(L.desc, 0).is_signed && !kernels::input_quant(L.desc, 0).is_float();
+              p.out_float = kernels::output_quant(L.desc).is_float() && !kernels::input_quant(L.desc, 0).is_float();
               if (progress)
                 progress(fmt::format("  {:<44} {:<16} {} thr  {:8.2f} G/s ({:8.2f} compute)  k {:<5} n {:<5} m {:<5}",
                                      k.name, fam, t, p.macs_per_s * 1e-9, p.compute_macs_per_s * 1e-9, p.k, p.n, p.m));

@@ -176,6 +176,12 @@ TEST(Roofline, PeakInterpolatesOverOutputPixels) {
   EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("g", "pointwise", 1, 16, 16, 0, 49, 0), 10);
   c.peaks.pop_back();
   EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("g", "pointwise", 1, 16, 16, 0, 49, 1), 10);  // none signed: unsigned ones
+  bb::KernelPeak fl{"g", "pointwise", 8, 8, "x", 1, 4, 0, "", 16, 16, 49};
+  fl.out_float = true;
+  c.peaks.push_back(fl);
+  EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("g", "pointwise", 1, 16, 16, 0, 49, -1, 1), 4);
+  EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("g", "pointwise", 1, 16, 16, 0, 49, -1, 0), 10);
+  c.peaks.pop_back();
   // The rate with the per-call cost taken out is preferred when recorded.
   for (auto& p : c.peaks) p.compute_macs_per_s = 2 * p.macs_per_s;
   EXPECT_DOUBLE_EQ(*c.peak_macs_per_s("g", "pointwise", 1, 32, 32, 0, 49), 20);

@@ -65,6 +65,10 @@ struct KernelPeak {
   // Input activations on the signed grid (e.g. after a linear projection):
   // int8 kernels built on u8 x s8 dot products take another path for them.
   bool in_signed = false;
+  // Output in float32 from integer inputs (e.g. a last global pool feeding a
+  // float classifier): another path in the kernel. Measured for the families
+  // without weights.
+  bool out_float = false;
 };
 
 // Fixed cost of one call of a kernel on a layer family at a thread count: the
@@ -135,10 +139,11 @@ struct Calibration {
   // (output pixels), each grid point's rate is first interpolated linearly in
   // log m between its measured m (clamped to them).
   // With in_signed 0 / 1, entries measured on unsigned / signed inputs are
-  // preferred (unsigned ones otherwise); -1: any.
+  // preferred (unsigned ones otherwise); -1: any. The same for out_float
+  // (integer-output entries otherwise).
   std::optional<double> peak_macs_per_s(const std::string& kernel, const std::string& op, int threads,
                                         int64_t k = 0, int64_t n = 0, int wbits = 0, int64_t m = 0,
-                                        int in_signed = -1) const;
+                                        int in_signed = -1, int out_float = -1) const;
   // Dispatch cost of a runtime at a thread count (0 when not measured or threads == 1).
   double dispatch_ns(const std::string& runtime, int threads) const;
   // Measured per-call cost of a kernel for a family at a thread count;

@@ -35,6 +35,7 @@ struct LayerCost {
   // GEMM whose requantizing epilogue is a second pass. Not part of bytes().
   int64_t scratch_bytes = 0;
   bool in_signed = false;     // conv / fc input on the signed grid (peaks are measured both ways)
+  bool out_float = false;     // float32 output from integer inputs (peaks are measured both ways)
   int64_t bytes() const { return weight_bytes + input_bytes + output_bytes; }
   // Everything the layer touches once: what must stay in cache.
   int64_t working_set() const { return bytes(); }
