@@ -27,6 +27,20 @@ T field(const json& j, const char* key, const std::string& where) {
   }
 }
 
+// An optional boolean field (absent: false).
+bool optional_flag(const json& j, const char* key, const std::string& where) {
+  if (!j.contains(key)) return false;
+  if (!j[key].is_boolean()) throw CalibrationError(fmt::format("calibration: {}.{} must be true or false", where, key));
+  return j[key].get<bool>();
+}
+
+// An optional array of the file (absent: empty; older files).
+json optional_array(const json& j, const char* key) {
+  if (!j.contains(key)) return json::array();
+  if (!j[key].is_array()) throw CalibrationError(fmt::format("calibration: '{}' must be an array", key));
+  return j[key];
+}
+
 double positive(double v, const std::string& what) {
   if (!std::isfinite(v) || v <= 0) throw CalibrationError(fmt::format("calibration: {} must be positive", what));
   return v;
@@ -150,12 +164,8 @@ Calibration Calibration::from_json(const json& j) {
     p.n = peaks[i].value("n", int64_t{0});
     p.m = peaks[i].value("m", int64_t{0});
     p.compute_macs_per_s = peaks[i].value("compute_macs_per_s", 0.0);
-    if (peaks[i].contains("in_signed") && !peaks[i]["in_signed"].is_boolean())
-      throw CalibrationError(fmt::format("calibration: {}.in_signed must be true or false", where));
-    p.in_signed = peaks[i].value("in_signed", false);
-    if (peaks[i].contains("out_float") && !peaks[i]["out_float"].is_boolean())
-      throw CalibrationError(fmt::format("calibration: {}.out_float must be true or false", where));
-    p.out_float = peaks[i].value("out_float", false);
+    p.in_signed = optional_flag(peaks[i], "in_signed", where);
+    p.out_float = optional_flag(peaks[i], "out_float", where);
     if (!(p.compute_macs_per_s >= 0) || !std::isfinite(p.compute_macs_per_s))
       throw CalibrationError(fmt::format("calibration: {}.compute_macs_per_s must not be negative", where));
     if (p.k < 0 || p.n < 0 || p.m < 0)
@@ -163,9 +173,8 @@ Calibration Calibration::from_json(const json& j) {
     if (p.threads < 1) throw CalibrationError(fmt::format("calibration: {}.threads must be at least 1", where));
     c.peaks.push_back(p);
   }
-  if (j.contains("dispatch")) {
-    const auto& d = j["dispatch"];
-    if (!d.is_array()) throw CalibrationError("calibration: 'dispatch' must be an array");
+  {
+    const json d = optional_array(j, "dispatch");
     for (size_t i = 0; i < d.size(); ++i) {
       const std::string where = fmt::format("dispatch[{}]", i);
       DispatchCost dc;
@@ -177,9 +186,8 @@ Calibration Calibration::from_json(const json& j) {
       c.dispatch.push_back(dc);
     }
   }
-  if (j.contains("overheads")) {
-    const auto& o = j["overheads"];
-    if (!o.is_array()) throw CalibrationError("calibration: 'overheads' must be an array");
+  {
+    const json o = optional_array(j, "overheads");
     for (size_t i = 0; i < o.size(); ++i) {
       const std::string where = fmt::format("overheads[{}]", i);
       KernelOverhead ko;

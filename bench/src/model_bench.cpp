@@ -66,9 +66,9 @@ double ratio(double a, double b) {
 }
 
 struct Pred {
-  double ns = kNaN;
-  std::string level, bound, dominant, weights_level;
-  double compute_ns = kNaN, memory_ns = kNaN, epilogue_ns = kNaN, call_ns = kNaN;
+  double ns = kNaN;          // NaN: no prediction (kernel not calibrated)
+  RooflinePrediction r;      // its terms when there is one
+  double term(double RooflinePrediction::*t) const { return std::isfinite(ns) ? r.*t : kNaN; }
 };
 
 Pred predict(const LayerCost& c, const Calibration& cal, const std::string& kernel, const std::string& family,
@@ -84,18 +84,9 @@ Pred predict(const LayerCost& c, const Calibration& cal, const std::string& kern
   }
   // Kernels built on oneDNN (and the baselines) start their threads through OpenMP.
   const bool omp = kernel.find("onednn") != std::string::npos;
-  const RooflinePrediction r =
-      roofline(c, peak, cal, threads, call_overhead_ns(cal, kernel, family, threads, omp ? "openmp" : "pool"),
-               weights_reuse_bytes);
-  p.ns = r.time_ns;
-  p.level = r.level;
-  p.bound = r.compute_bound() ? "compute" : "memory";
-  p.dominant = r.dominant();
-  p.weights_level = r.weights_level;
-  p.compute_ns = r.compute_ns;
-  p.memory_ns = r.memory_ns;
-  p.epilogue_ns = r.epilogue_ns;
-  p.call_ns = r.overhead_ns;
+  p.r = roofline(c, peak, cal, threads, call_overhead_ns(cal, kernel, family, threads, omp ? "openmp" : "pool"),
+                 weights_reuse_bytes);
+  p.ns = p.r.time_ns;
   return p;
 }
 
@@ -312,14 +303,18 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
       }
       res.rows.add_row({std::string("layer"), int64_t{t}, int64_t{L.index}, L.name, fam, chosen[i]->name,
                         c.macs > 0 ? Cell{int64_t{c.wbits}} : Cell{}, int64_t{c.abits}, c.macs, layer_bops(c),
-                        c.bytes(), pb.level, pb.bound, us(&tl), num(tl.iqr() * 1e-3),
+                        c.bytes(), pb.r.level, std::string(std::isfinite(pb.ns) ? (pb.r.compute_bound() ? "compute" : "memory") : ""),
+                        us(&tl), num(tl.iqr() * 1e-3),
                         tf[i] ? us(&*tf[i]) : Cell{}, ti[i] ? us(&*ti[i]) : Cell{}, num(pb.ns * 1e-3), num(rerr),
                         num(bx32), num(rx32), num(mx32), num(relative_error(bx32, mx32)),
                         num(relative_error(rx32, mx32)), num(bx8), num(rx8), num(mx8),
                         num(relative_error(bx8, mx8)), num(relative_error(rx8, mx8)), Cell{}, us(&tb[i]),
                         num(tb[i].iqr() * 1e-3), num(relative_error(pk.ns, tb[i].median)), impl_f[i], impl_i[i],
-                        num(pb.compute_ns * 1e-3), num(pb.memory_ns * 1e-3), num(pb.epilogue_ns * 1e-3),
-                        num(pb.call_ns * 1e-3), pb.dominant, pb.weights_level, num(pk.ns * 1e-3)});
+                        num(pb.term(&RooflinePrediction::compute_ns) * 1e-3),
+                        num(pb.term(&RooflinePrediction::memory_ns) * 1e-3),
+                        num(pb.term(&RooflinePrediction::epilogue_ns) * 1e-3),
+                        num(pb.term(&RooflinePrediction::overhead_ns) * 1e-3),
+                        std::isfinite(pb.ns) ? pb.r.dominant() : std::string(), pb.r.weights_level, num(pk.ns * 1e-3)});
     }
     if (ts.empty()) profiled = false;
     const double share = judged > 0 ? static_cast<double>(hits) / judged : kNaN;
