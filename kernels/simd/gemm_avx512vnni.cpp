@@ -75,6 +75,98 @@ __attribute__((always_inline)) inline void finish(__m512i (&acc)[MR][NB], const 
   }
 }
 
+// finish() for the GEMM tiles (conv / batched fc) of full 32- or 64-channel
+// panels with 8-bit fused outputs: requantize every accumulator in place
+// (parameters loaded once per block), then per row pack the blocks to bytes
+// (saturating packs = clamp to the 8-bit type, then clamp to [lo, hi] on
+// bytes) and store 32 / 64 bytes at once: the masked per-vector byte stores
+// of finish() are slow on Zen 4, and a short reduction (K = 64) spends as much
+// time there as in the dot products. 8-bit weights have no row correction.
+template <int MR, int NB, int BITS>
+__attribute__((always_inline)) inline void finish_tile(__m512i (&acc)[MR][NB], const Sink& s) {
+  if constexpr (NB != 4 && NB != 2) {
+    finish<MR, NB>(acc, s);
+  } else {
+    if (!s.fused || s.n != NB * 16) {
+      finish<MR, NB>(acc, s);
+      return;
+    }
+    const Epilogue& E = *s.E;
+    if (E.cround_eo && E.shift_ge32) {
+#pragma GCC unroll 4
+      for (int b = 0; b < NB; ++b) {
+        const int64_t oc = s.oc0 + b * 16;
+        const __m512i mu = _mm512_load_si512(E.mult32.get() + oc);
+        const __m512i muo = _mm512_srli_epi64(mu, 32);
+        const __m512i re = _mm512_load_si512(E.cround_eo.get() + oc);
+        const __m512i ro = _mm512_load_si512(E.cround_eo.get() + oc + 8);
+        const __m512i se = _mm512_load_si512(E.shift_eo32.get() + oc);
+        const __m512i so = _mm512_load_si512(E.shift_eo32.get() + oc + 8);
+#pragma GCC unroll 4
+        for (int m = 0; m < MR; ++m) {
+          __m512i a = acc[m][b];
+          if constexpr (BITS != 8) a = _mm512_sub_epi32(a, _mm512_set1_epi32(s.rowcorr[m]));
+          __m512i pe = _mm512_mul_epi32(a, mu);
+          __m512i po = _mm512_mul_epi32(_mm512_shuffle_epi32(a, _MM_PERM_DDBB), muo);
+          pe = _mm512_srav_epi64(_mm512_add_epi64(pe, re), se);
+          po = _mm512_srav_epi64(_mm512_add_epi64(po, ro), so);
+          acc[m][b] = _mm512_mask_blend_epi32(static_cast<__mmask16>(0xAAAA), pe, po);
+        }
+      }
+    } else {
+#pragma GCC unroll 4
+    for (int b = 0; b < NB; ++b) {
+      const int64_t oc = s.oc0 + b * 16;
+      const __m512i ct = _mm512_load_si512(E.colterm.get() + oc);
+      const __m512i mu = _mm512_load_si512(E.mult32.get() + oc);
+      const __m512i muo = _mm512_srli_epi64(mu, 32);
+      const __m512i re = _mm512_load_si512(E.round_eo.get() + oc), ro = _mm512_load_si512(E.round_eo.get() + oc + 8);
+      const __m512i se = _mm512_load_si512(E.shift_eo.get() + oc), so = _mm512_load_si512(E.shift_eo.get() + oc + 8);
+#pragma GCC unroll 4
+      for (int m = 0; m < MR; ++m) {
+        __m512i a = _mm512_add_epi32(acc[m][b], ct);
+        if constexpr (BITS != 8) a = _mm512_sub_epi32(a, _mm512_set1_epi32(s.rowcorr[m]));
+        __m512i pe = _mm512_mul_epi32(a, mu);
+        __m512i po = _mm512_mul_epi32(_mm512_shuffle_epi32(a, _MM_PERM_DDBB), muo);
+        pe = _mm512_srav_epi64(_mm512_add_epi64(pe, re), se);
+        po = _mm512_srav_epi64(_mm512_add_epi64(po, ro), so);
+        acc[m][b] = _mm512_mask_blend_epi32(static_cast<__mmask16>(0xAAAA), pe, _mm512_slli_epi64(po, 32));
+      }
+    }
+    }
+    const __m512i perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    const bool sgn = E.kind == OutKind::S8;
+    const auto lo8 = static_cast<char>(E.lo), hi8 = static_cast<char>(E.hi);
+#pragma GCC unroll 4
+    for (int m = 0; m < MR; ++m) {
+      uint8_t* o = s.out + m * s.ldo + s.oc0;
+      if constexpr (NB == 4) {
+        const __m512i p01 = _mm512_packs_epi32(acc[m][0], acc[m][1]), p23 = _mm512_packs_epi32(acc[m][2], acc[m][3]);
+        __m512i v;
+        if (sgn) {
+          v = _mm512_permutexvar_epi32(perm, _mm512_packs_epi16(p01, p23));
+          v = _mm512_min_epi8(_mm512_max_epi8(v, _mm512_set1_epi8(lo8)), _mm512_set1_epi8(hi8));
+        } else {
+          v = _mm512_permutexvar_epi32(perm, _mm512_packus_epi16(p01, p23));
+          v = _mm512_min_epu8(_mm512_max_epu8(v, _mm512_set1_epi8(lo8)), _mm512_set1_epi8(hi8));
+        }
+        _mm512_storeu_si512(o, v);
+      } else {
+        const __m512i p = _mm512_packs_epi32(acc[m][0], acc[m][1]);
+        __m256i v;
+        if (sgn) {
+          v = _mm512_castsi512_si256(_mm512_permutexvar_epi32(perm, _mm512_packs_epi16(p, p)));
+          v = _mm256_min_epi8(_mm256_max_epi8(v, _mm256_set1_epi8(lo8)), _mm256_set1_epi8(hi8));
+        } else {
+          v = _mm512_castsi512_si256(_mm512_permutexvar_epi32(perm, _mm512_packus_epi16(p, p)));
+          v = _mm256_min_epu8(_mm256_max_epu8(v, _mm256_set1_epi8(lo8)), _mm256_set1_epi8(hi8));
+        }
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(o), v);
+      }
+    }
+  }
+}
+
 // GEMV over one panel, TopRaw encoding: field j of every byte is masked in
 // place and accumulated separately (scale 2^(j*BITS)); no shifts in the loop.
 template <int NB, int BITS>
@@ -232,7 +324,7 @@ void gemm_tile(const uint8_t* __restrict wp, const uint8_t* const* segs, int nse
       }
     }
   }
-  finish<MR, NB>(acc, sink);
+  finish_tile<MR, NB, BITS>(acc, sink);
 }
 
 using GemvFn = void (*)(const uint8_t*, const uint8_t*, int64_t, const Sink&);

@@ -119,6 +119,13 @@ struct Epilogue {
   // odd ones (as int64), matching vpmuldq on even / odd 32-bit lanes.
   AlignedArray<int32_t> mult32;
   AlignedArray<int64_t> round_eo, shift_eo;
+  // Optional, filled by the GEMM conv driver (add_tile_tables) for the fused
+  // 8-bit GEMM tile epilogue: cround_eo = colterm * m + round (64 bits, eo
+  // layout: the colterm add folded into the rounding constant), and when
+  // shift_ge32 (every shift >= 32) shift_eo32 = shift_eo with the odd lanes
+  // shifting by s - 32 (their result lands in the high half directly).
+  AlignedArray<int64_t> cround_eo, shift_eo32;
+  bool shift_ge32 = false;
   // Every real multiplier <= 1: requantized values fit int32 (clamp in 32 bits).
   bool small_mult = false;
   // Float output (as the reference): out = act(float(double(acc) * mul[oc] + double(bias_f[oc]))),

@@ -5,6 +5,7 @@
 // run (each kernel is one ISA: AVX2 and AVX-512 VNNI are both exercised).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -265,6 +266,141 @@ TEST(SimdGemm, ChosenKernelExactUnderEveryIsaCap) {
       EXPECT_TRUE(matches_reference(*kd, dw, seed++)) << kd->name;
     }
   }
+}
+
+// Exact agreement at a given output scale (make_layer calibrates it, which
+// keeps every requantization multiplier far below 1; a scale near the
+// largest s_w * s_in gives multipliers just under 1, shifts below 32).
+::testing::AssertionResult matches_at_out_scale(const KernelInfo& k, ConvDesc d, uint64_t seed, ThreadPool* pool,
+                                                bool near_one) {
+  testing::TestLayer L = testing::make_layer(d, seed, /*keep_out_scale=*/!near_one);
+  if (near_one) {
+    float mx = 0.0f;
+    for (float s : L.weights.scales) mx = std::max(mx, s);
+    std::get<ConvDesc>(L.desc).out.scale = mx * d.in.scale * 1.0001f;
+  }
+  if (!k.supports(L.desc)) return ::testing::AssertionFailure() << k.name << " does not support " << describe(L.desc);
+  const testing::TestTensor want = testing::run_kernel(*reference_kernel(L.desc), L);
+  const testing::TestTensor got = testing::run_kernel(k, L, pool);
+  auto r = testing::same_output(got, want);
+  if (!r) r << "\n  kernel " << k.name << " on " << describe(L.desc) << " seed " << seed;
+  return r;
+}
+
+// The oneDNN int8 wrapper on layers whose int32 result exceeds one slab
+// (128 KB: OW * OC * 4 bytes per output row): several primitives (top slab
+// with the top padding, middle slabs, a shorter bottom slab with the bottom
+// padding), odd heights, strides, dilation, uneven padding on every side,
+// batches, two threads; then the flat requantization on its own (channel
+// counts whose period is not one vector, every tail) and at multipliers near 1.
+TEST(SimdGemm, OnednnSlabsAndFlatEpilogueExact) {
+  const KernelInfo* k = find_kernel("conv2d_w8a8_u8s8s32_onednn");
+  if (k == nullptr || !isa_at_most(k->isa, max_supported_isa(cpu_features()))) GTEST_SKIP() << "no oneDNN int8 kernel";
+  ThreadPool pool(2);
+  uint64_t seed = 11000;
+  const auto qs = quant_cases();
+  int checked = 0;
+  for (size_t qi = 0; qi < qs.size(); ++qi) {
+    const Quant& q = qs[qi];
+    ConvDesc d;  // 3x3 stride 1, padding 1: OH = 13 rows of 64 KB -> 7 slabs (2, ..., 2, 1)
+    d.H = 13;
+    d.W = 64;
+    d.C = 8;
+    d.OC = 256;
+    d.KH = d.KW = 3;
+    d.pad_top = d.pad_left = d.pad_bottom = d.pad_right = 1;
+    d.wbits = qi % 2 == 0 ? 8 : 4;
+    d.in = q.in;
+    d.out = q.out;
+    d.activation = q.act;
+    EXPECT_TRUE(matches_reference(*k, d, seed++, qi % 2 == 0 ? nullptr : &pool));
+    ++checked;
+    ConvDesc s = d;  // 5x5 stride 2, dilated rows, uneven padding: OW = 64, OH = 9
+    s.H = 23;
+    s.W = 130;
+    s.C = 4;
+    s.KH = s.KW = 5;
+    s.stride_h = s.stride_w = 2;
+    s.dilation_h = 2;
+    s.pad_top = 2;
+    s.pad_bottom = 1;
+    s.pad_left = 2;
+    s.pad_right = 0;
+    s.N = qi == 0 ? 2 : 1;
+    EXPECT_TRUE(matches_reference(*k, s, seed++, qi % 2 == 0 ? &pool : nullptr));
+    ++checked;
+  }
+  // Padding larger than one slab's input rows (3 output rows per slab).
+  ConvDesc p;
+  p.H = 10;
+  p.W = 43;
+  p.C = 3;
+  p.OC = 256;
+  p.KH = p.KW = 7;
+  p.pad_top = 3;
+  p.pad_bottom = 2;
+  p.pad_left = p.pad_right = 3;
+  p.wbits = 8;
+  p.in = {8, false, 0.02f};
+  p.out = {8, false, 1.0f};
+  p.activation = Activation::Relu;
+  EXPECT_TRUE(matches_reference(*k, p, seed++));
+  // Flat requantization: channel counts 6, 24, 40, 144 (periods of 192, 192,
+  // 320, 576 values), 1000 (row epilogue), odd pixel counts.
+  for (int64_t oc : {6, 24, 40, 144, 1000}) {
+    for (int near_one = 0; near_one < 2; ++near_one) {
+      ConvDesc f;
+      f.H = 7;
+      f.W = 5;
+      f.C = 8;
+      f.OC = oc;
+      f.KH = f.KW = 1;
+      f.wbits = 2;
+      f.in = {2, false, 0.25f};
+      f.out = {8, near_one == 1, 1.0f};
+      f.activation = near_one == 1 ? Activation::None : Activation::Relu;
+      EXPECT_TRUE(matches_at_out_scale(*k, f, seed++, nullptr, near_one == 1));
+      f.out = {4, false, 1.0f};  // clamp to [0, 15] after the saturating packs
+      f.activation = Activation::Relu6;
+      EXPECT_TRUE(matches_at_out_scale(*k, f, seed++, oc == 144 ? &pool : nullptr, near_one == 1));
+      checked += 2;
+    }
+  }
+  EXPECT_GE(checked, 30);
+}
+
+// The packed-byte tile epilogue of the GEMM conv kernels (full 32 / 64-channel
+// panels, 8-bit outputs): every output kind, multipliers far below and just
+// under 1, 8-bit and sub-byte weights (row corrections), partial panels.
+TEST(SimdGemm, GemmTileEpilogueExact) {
+  ThreadPool pool(2);
+  uint64_t seed = 12000;
+  int checked = 0;
+  for (const auto* k : simd_kernels(OpKind::Conv2D)) {
+    if (k->weight_bits == 32 || k->name.find("onednn") != std::string::npos) continue;
+    for (int64_t oc : {32, 64, 128, 96, 80}) {
+      for (int variant = 0; variant < 4; ++variant) {
+        ConvDesc d;
+        d.H = 9;
+        d.W = 7;
+        d.C = 8;
+        d.OC = oc;
+        d.KH = d.KW = variant == 3 ? 3 : 1;
+        d.stride_h = d.stride_w = variant == 2 ? 2 : 1;
+        d.pad_top = d.pad_left = d.pad_bottom = d.pad_right = variant == 3 ? 1 : 0;
+        d.wbits = k->weight_bits;
+        d.in = {2, false, 0.25f};
+        d.out = {8, variant % 2 == 1, 1.0f};
+        d.activation = variant == 1 ? Activation::None : Activation::Relu;
+        if (variant == 2) d.out = {4, false, 1.0f};
+        if (!k->supports(d)) continue;
+        EXPECT_TRUE(matches_at_out_scale(*k, d, seed++, variant == 3 ? &pool : nullptr, false));
+        EXPECT_TRUE(matches_at_out_scale(*k, d, seed++, nullptr, true));
+        checked += 2;
+      }
+    }
+  }
+  if (!simd_kernels(OpKind::Conv2D).empty()) EXPECT_GT(checked, 40);
 }
 
 TEST(SimdGemm, BadWeightsRejected) {
