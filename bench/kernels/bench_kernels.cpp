@@ -448,6 +448,23 @@ std::vector<Layer> model_layers() {
 
 const char* isa_tag(bk::Isa isa) { return isa == bk::Isa::AVX512_VNNI ? "avx512vnni" : "avx2"; }
 
+// W2A2 fc (2-bit unsigned activations): the lookup-table kernel beside the
+// 2-bit VNNI kernel on the same layer, and the table's choice.
+void register_w2a2(const std::string& base, const Layer& L, bk::Isa isa) {
+  const bool has_vnni = bk::isa_at_most(bk::Isa::AVX512_VNNI, isa);
+  bk::OpDesc a2 = make_desc(L, 2);
+  std::get<bk::FcDesc>(a2).in = {2, false, 0.3f};
+  const std::string k2 = std::string("fc_w2a8_u8s2_") + isa_tag(isa) + (has_vnni ? "_4x64" : "_2x32");
+  for (auto [tag, kn] : {std::pair<const char*, std::string>{"w2a2_lut", "fc_w2a2_u2s2_avx512vbmi_lut"},
+                         {"w2a2_ours", k2}}) {
+    const bk::KernelInfo* info = bk::find_kernel(kn);
+    if (info && info->supports(a2))
+      benchmark::RegisterBenchmark((base + tag).c_str(), run_ours, info, a2)->Unit(benchmark::kMicrosecond);
+  }
+  benchmark::RegisterBenchmark((base + "w2a2_chosen").c_str(), run_ours, bk::choose_kernel(a2, isa).info, a2)
+      ->Unit(benchmark::kMicrosecond);
+}
+
 void register_all() {
   const bk::Isa isa = bk::detect_isa();
   const bool has_vnni = bk::isa_at_most(bk::Isa::AVX512_VNNI, isa);
@@ -467,19 +484,7 @@ void register_all() {
     if (has_vnni)
       benchmark::RegisterBenchmark((base + "w8a8_onednn").c_str(), run_onednn, L, true)->Unit(benchmark::kMicrosecond);
     benchmark::RegisterBenchmark((base + "f32_onednn").c_str(), run_onednn, L, false)->Unit(benchmark::kMicrosecond);
-    // W2A2 (2-bit unsigned activations): the lookup-table kernel beside the
-    // 2-bit VNNI kernel on the same layer, and the table's choice.
-    bk::OpDesc a2 = make_desc(L, 2);
-    std::get<bk::FcDesc>(a2).in = {2, false, 0.3f};
-    const std::string k2 = std::string("fc_w2a8_u8s2_") + isa_tag(isa) + (has_vnni ? "_4x64" : "_2x32");
-    for (auto [tag, kn] : {std::pair<const char*, std::string>{"w2a2_lut", "fc_w2a2_u2s2_avx512vbmi_lut"},
-                           {"w2a2_ours", k2}}) {
-      const bk::KernelInfo* info = bk::find_kernel(kn);
-      if (info && info->supports(a2))
-        benchmark::RegisterBenchmark((base + tag).c_str(), run_ours, info, a2)->Unit(benchmark::kMicrosecond);
-    }
-    benchmark::RegisterBenchmark((base + "w2a2_chosen").c_str(), run_ours, bk::choose_kernel(a2, isa).info, a2)
-        ->Unit(benchmark::kMicrosecond);
+    register_w2a2(base, L, isa);
   }
   // vpdpbusd throughput (the compute ceiling of the VNNI fc / conv kernels).
   if (has_vnni)
@@ -518,6 +523,7 @@ void register_all() {
       benchmark::RegisterBenchmark((base + "w" + std::to_string(wb) + "a8_chosen").c_str(), run_ours, chosen, d)
           ->Unit(benchmark::kMicrosecond);
     }
+    if (L.fc) register_w2a2(base, L, isa);
     if (has_vnni) {
       benchmark::RegisterBenchmark((base + "w8a8_onednn").c_str(), run_onednn, L, true)->Unit(benchmark::kMicrosecond);
       // The table's exact oneDNN wrapper (s32 result + our requantization pass).
