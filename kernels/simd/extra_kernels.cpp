@@ -5,6 +5,7 @@
 // conv / fc kernels (gemm16.cpp).
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <stdexcept>
 #include <string>
 
@@ -473,88 +474,69 @@ class SoftmaxKernel final : public Kernel {
   ClampRange clamp_{};
 };
 
+// A weightless 8-bit operator kernel of type K over descriptors of type Desc:
+// the table entry around `ok` (what it runs, besides the CPU check) and `cost`.
+template <class Desc, class K>
+KernelInfo op_kernel(std::string name, OpKind op, Isa isa, std::function<bool(const Desc&)> ok,
+                     std::function<double(const Desc&)> cost, std::string note) {
+  KernelInfo k;
+  k.name = std::move(name);
+  k.op = op;
+  k.act_bits = 8;
+  k.isa = isa;
+  k.supports = [isa, ok = std::move(ok)](const OpDesc& d) {
+    const auto* x = std::get_if<Desc>(&d);
+    return cpu_has(isa) && x && ok(*x);
+  };
+  k.cost_ns = [cost = std::move(cost)](const OpDesc& d) { return cost(std::get<Desc>(d)); };
+  k.create = [name = k.name, isa](const OpDesc& d, const Weights&) -> std::unique_ptr<Kernel> {
+    const auto* x = std::get_if<Desc>(&d);
+    if (!x) throw std::invalid_argument(name + ": not an operator this kernel runs: " + describe(d));
+    return std::make_unique<K>(name, isa, *x);
+  };
+  k.note = std::move(note);
+  return k;
+}
+
 void add_ops2(std::vector<KernelInfo>& t, Isa isa) {
   const bool z = isa == Isa::AVX512;
   for (PoolKind kind : {PoolKind::Avg, PoolKind::GlobalAvg}) {
-    KernelInfo k;
-    k.name = std::string(kind == PoolKind::Avg ? "avg_pool2d" : "global_avg_pool") + "_a8_" + isa_tag(isa);
-    k.op = kind == PoolKind::Avg ? OpKind::AvgPool2D : OpKind::GlobalAvgPool;
-    k.act_bits = 8;
-    k.isa = isa;
-    k.supports = [isa, kind](const OpDesc& d) {
-      const auto* p = std::get_if<PoolDesc>(&d);
-      return cpu_has(isa) && p && p->kind == kind && avgpool_params(*p, nullptr);
-    };
-    k.cost_ns = [z](const OpDesc& d) {
-      const auto& p = std::get<PoolDesc>(d);
-      const double win = p.kind == PoolKind::GlobalAvg ? static_cast<double>(p.H * p.W) : static_cast<double>(p.KH * p.KW);
-      const double px = static_cast<double>(p.N * p.out_h() * p.out_w());
-      const double taps = px * win * std::ceil(static_cast<double>(p.C) / (z ? 64.0 : 32.0));
-      return taps * (z ? 0.6 : 0.8) + px * static_cast<double>(p.C) * (z ? 0.25 : 0.5) + 150.0;
-    };
-    k.create = [name = k.name, isa](const OpDesc& d, const Weights&) -> std::unique_ptr<Kernel> {
-      const auto* p = std::get_if<PoolDesc>(&d);
-      if (!p) throw std::invalid_argument(name + ": not a pool: " + describe(d));
-      return std::make_unique<AvgPoolKernel>(name, isa, *p);
-    };
-    k.note = std::string("8-bit average pool over ") + (z ? "64" : "32") +
-             " channels: int16/int32 window sums, exact rounding division; float output as exact double sums";
-    t.push_back(std::move(k));
+    t.push_back(op_kernel<PoolDesc, AvgPoolKernel>(
+        std::string(kind == PoolKind::Avg ? "avg_pool2d" : "global_avg_pool") + "_a8_" + isa_tag(isa),
+        kind == PoolKind::Avg ? OpKind::AvgPool2D : OpKind::GlobalAvgPool, isa,
+        [kind](const PoolDesc& p) { return p.kind == kind && avgpool_params(p, nullptr); },
+        [z](const PoolDesc& p) {
+          const double win =
+              p.kind == PoolKind::GlobalAvg ? static_cast<double>(p.H * p.W) : static_cast<double>(p.KH * p.KW);
+          const double px = static_cast<double>(p.N * p.out_h() * p.out_w());
+          const double taps = px * win * std::ceil(static_cast<double>(p.C) / (z ? 64.0 : 32.0));
+          return taps * (z ? 0.6 : 0.8) + px * static_cast<double>(p.C) * (z ? 0.25 : 0.5) + 150.0;
+        },
+        std::string("8-bit average pool over ") + (z ? "64" : "32") +
+            " channels: int16/int32 window sums, exact rounding division; float output as exact double sums"));
   }
-  {
-    KernelInfo k;
-    k.name = "concat_a8_" + isa_tag(isa);
-    k.op = OpKind::Concat;
-    k.act_bits = 8;
-    k.isa = isa;
-    k.supports = [isa](const OpDesc& d) {
-      const auto* c = std::get_if<ConcatDesc>(&d);
-      return cpu_has(isa) && c && concat_params(*c, nullptr);
-    };
-    k.cost_ns = [z](const OpDesc& d) {
-      const auto& c = std::get<ConcatDesc>(d);
-      double ns = 150.0;
-      for (size_t i = 0; i < c.sizes.size(); ++i) {
-        const double elems = static_cast<double>(c.outer * c.sizes[i] * c.inner);
-        const bool same = c.in[i] == c.out;
-        const double per = same ? 0.03 : (c.in[i].scale == c.out.scale ? 0.06 : (z ? 0.25 : 0.4));
-        ns += elems * per + static_cast<double>(c.outer) * 6.0;
-      }
-      return ns;
-    };
-    k.create = [name = k.name, isa](const OpDesc& d, const Weights&) -> std::unique_ptr<Kernel> {
-      const auto* c = std::get_if<ConcatDesc>(&d);
-      if (!c) throw std::invalid_argument(name + ": not a concat: " + describe(d));
-      return std::make_unique<ConcatKernel>(name, isa, *c);
-    };
-    k.note = "8-bit concat: copies, clamped copies or vector requantization per input";
-    t.push_back(std::move(k));
-  }
-  {
-    KernelInfo k;
-    k.name = "softmax_a8_" + isa_tag(isa);
-    k.op = OpKind::Softmax;
-    k.act_bits = 8;
-    k.isa = isa;
-    k.supports = [isa](const OpDesc& d) {
-      const auto* s = std::get_if<SoftmaxDesc>(&d);
-      return cpu_has(isa) && s && softmax_supports(*s);
-    };
-    k.cost_ns = [](const OpDesc& d) {
-      const auto& s = std::get<SoftmaxDesc>(d);
-      const double rows = static_cast<double>(s.outer * s.inner), A = static_cast<double>(s.axis_size);
-      // One exp per distinct value (<= 256) and a serial double sum; no better
-      // than the reference on short rows (A < ~40).
-      return rows * (std::min(A, 256.0) * 6.5 + A * 1.2 + 60.0) + 300.0;
-    };
-    k.create = [name = k.name, isa](const OpDesc& d, const Weights&) -> std::unique_ptr<Kernel> {
-      const auto* s = std::get_if<SoftmaxDesc>(&d);
-      if (!s) throw std::invalid_argument(name + ": not a softmax: " + describe(d));
-      return std::make_unique<SoftmaxKernel>(name, isa, *s);
-    };
-    k.note = "8-bit softmax: one exp per distinct input value, vector max and division; bit-identical";
-    t.push_back(std::move(k));
-  }
+  t.push_back(op_kernel<ConcatDesc, ConcatKernel>(
+      "concat_a8_" + isa_tag(isa), OpKind::Concat, isa, [](const ConcatDesc& c) { return concat_params(c, nullptr); },
+      [z](const ConcatDesc& c) {
+        double ns = 150.0;
+        for (size_t i = 0; i < c.sizes.size(); ++i) {
+          const double elems = static_cast<double>(c.outer * c.sizes[i] * c.inner);
+          const bool same = c.in[i] == c.out;
+          const double per = same ? 0.03 : (c.in[i].scale == c.out.scale ? 0.06 : (z ? 0.25 : 0.4));
+          ns += elems * per + static_cast<double>(c.outer) * 6.0;
+        }
+        return ns;
+      },
+      "8-bit concat: copies, clamped copies or vector requantization per input"));
+  t.push_back(op_kernel<SoftmaxDesc, SoftmaxKernel>(
+      "softmax_a8_" + isa_tag(isa), OpKind::Softmax, isa, softmax_supports,
+      [](const SoftmaxDesc& s) {
+        const double rows = static_cast<double>(s.outer * s.inner), A = static_cast<double>(s.axis_size);
+        // One exp per distinct value (<= 256) and a serial double sum; no better
+        // than the reference on short rows (A < ~40).
+        return rows * (std::min(A, 256.0) * 6.5 + A * 1.2 + 60.0) + 300.0;
+      },
+      "8-bit softmax: one exp per distinct input value, vector max and division; bit-identical"));
 }
 
 void add_dw(std::vector<KernelInfo>& t, Isa isa) {
@@ -590,51 +572,19 @@ void add_dw(std::vector<KernelInfo>& t, Isa isa) {
 }
 
 void add_eltwise(std::vector<KernelInfo>& t, Isa isa) {
-  {
-    KernelInfo k;
-    k.name = "add_a8_" + isa_tag(isa);
-    k.op = OpKind::Add;
-    k.act_bits = 8;
-    k.isa = isa;
-    k.supports = [isa](const OpDesc& d) {
-      const auto* a = std::get_if<AddDesc>(&d);
-      return cpu_has(isa) && a && add_supports(*a);
-    };
-    k.cost_ns = [isa](const OpDesc& d) {
-      return static_cast<double>(std::get<AddDesc>(d).count) * (isa == Isa::AVX512 ? 0.08 : 0.2) + 150.0;
-    };
-    k.create = [name = k.name, isa](const OpDesc& d, const Weights&) -> std::unique_ptr<Kernel> {
-      const auto* a = std::get_if<AddDesc>(&d);
-      if (!a) throw std::invalid_argument(name + ": not an add: " + describe(d));
-      return std::make_unique<AddKernel>(name, isa, *a);
-    };
-    k.note = "8-bit residual add, both sides requantized, activation fused";
-    t.push_back(std::move(k));
-  }
-  {
-    KernelInfo k;
-    k.name = "max_pool2d_a8_" + isa_tag(isa);
-    k.op = OpKind::MaxPool2D;
-    k.act_bits = 8;
-    k.isa = isa;
-    k.supports = [isa](const OpDesc& d) {
-      const auto* p = std::get_if<PoolDesc>(&d);
-      return cpu_has(isa) && p && maxpool_supports(*p);
-    };
-    k.cost_ns = [isa](const OpDesc& d) {
-      const auto& p = std::get<PoolDesc>(d);
-      const double taps = static_cast<double>(p.N * p.out_h() * p.out_w() * p.KH * p.KW) *
-                          std::ceil(static_cast<double>(p.C) / (isa == Isa::AVX512 ? 64.0 : 32.0));
-      return taps * 0.6 + static_cast<double>(p.N * p.out_h() * p.out_w() * p.C) * 0.05 + 150.0;
-    };
-    k.create = [name = k.name, isa](const OpDesc& d, const Weights&) -> std::unique_ptr<Kernel> {
-      const auto* p = std::get_if<PoolDesc>(&d);
-      if (!p) throw std::invalid_argument(name + ": not a pool: " + describe(d));
-      return std::make_unique<MaxPoolKernel>(name, isa, *p);
-    };
-    k.note = "8-bit max pool over channels (64 per vector), requantized when the grids differ";
-    t.push_back(std::move(k));
-  }
+  const bool z = isa == Isa::AVX512;
+  t.push_back(op_kernel<AddDesc, AddKernel>(
+      "add_a8_" + isa_tag(isa), OpKind::Add, isa, add_supports,
+      [z](const AddDesc& a) { return static_cast<double>(a.count) * (z ? 0.08 : 0.2) + 150.0; },
+      "8-bit residual add: the real sum rounded once onto the output grid, activation fused"));
+  t.push_back(op_kernel<PoolDesc, MaxPoolKernel>(
+      "max_pool2d_a8_" + isa_tag(isa), OpKind::MaxPool2D, isa, maxpool_supports,
+      [z](const PoolDesc& p) {
+        const double px = static_cast<double>(p.N * p.out_h() * p.out_w());
+        const double taps = px * static_cast<double>(p.KH * p.KW) * std::ceil(static_cast<double>(p.C) / (z ? 64.0 : 32.0));
+        return taps * 0.6 + px * static_cast<double>(p.C) * 0.05 + 150.0;
+      },
+      "8-bit max pool over channels (64 per vector), requantized when the grids differ"));
 }
 
 }  // namespace
