@@ -37,6 +37,32 @@ void check_io(const KernelArgs& a, size_t n_inputs, const std::string& name) {
 }
 
 // ---- depthwise conv ------------------------------------------------------------------
+}  // namespace
+
+void set_dw_shape(DwShape& g, const ConvDesc& d, const Weights& w, const std::string& kernel) {
+  const int64_t C = d.C, T = d.KH * d.KW;
+  const size_t row = packed_row_bytes(T, d.wbits);
+  if (w.data == nullptr || w.size < row * static_cast<size_t>(C))
+    throw std::invalid_argument(kernel + ": weights hold " + std::to_string(w.size) + " bytes, " +
+                                std::to_string(row * static_cast<size_t>(C)) + " needed");
+  g.N = d.N;
+  g.H = d.H;
+  g.W = d.W;
+  g.C = C;
+  g.OH = d.out_h();
+  g.OW = d.out_w();
+  g.KH = static_cast<int>(d.KH);
+  g.KW = static_cast<int>(d.KW);
+  g.sh = static_cast<int>(d.stride_h);
+  g.sw = static_cast<int>(d.stride_w);
+  g.pt = static_cast<int>(d.pad_top);
+  g.pl = static_cast<int>(d.pad_left);
+  g.dh = static_cast<int>(d.dilation_h);
+  g.dw = static_cast<int>(d.dilation_w);
+}
+
+namespace {
+
 bool dw_supports(const ConvDesc& c) {
   if (!c.is_depthwise()) return false;
   if (c.wbits != 2 && c.wbits != 4 && c.wbits != 8) return false;
@@ -53,23 +79,7 @@ class DwConv final : public Kernel {
     if (!cpu_has(isa_)) throw std::invalid_argument(name_ + ": this CPU lacks " + std::string(isa_name(isa_)));
     const int64_t C = d_.C, T = d_.KH * d_.KW;
     const size_t row = packed_row_bytes(T, d_.wbits);
-    if (w.data == nullptr || w.size < row * static_cast<size_t>(C))
-      throw std::invalid_argument(name_ + ": weights hold " + std::to_string(w.size) + " bytes, " +
-                                  std::to_string(row * static_cast<size_t>(C)) + " needed");
-    g_.N = d_.N;
-    g_.H = d_.H;
-    g_.W = d_.W;
-    g_.C = C;
-    g_.OH = d_.out_h();
-    g_.OW = d_.out_w();
-    g_.KH = static_cast<int>(d_.KH);
-    g_.KW = static_cast<int>(d_.KW);
-    g_.sh = d_.stride_h;
-    g_.sw = d_.stride_w;
-    g_.pt = d_.pad_top;
-    g_.pl = d_.pad_left;
-    g_.dh = d_.dilation_h;
-    g_.dw = d_.dilation_w;
+    set_dw_shape(g_, d_, w, name_);
     g_.is_signed = d_.in.is_signed;
     P_.taps = T;
     P_.tgroups = (T + 3) / 4;

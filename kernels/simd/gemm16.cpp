@@ -361,23 +361,7 @@ class Dw16Conv final : public Kernel {
     if (!cpu_has(isa_)) throw std::invalid_argument(name_ + ": this CPU lacks " + std::string(isa_name(isa_)));
     const int64_t C = d_.C, T = d_.KH * d_.KW;
     const size_t row = packed_row_bytes(T, d_.wbits);
-    if (w.data == nullptr || w.size < row * static_cast<size_t>(C))
-      throw std::invalid_argument(name_ + ": weights hold " + std::to_string(w.size) + " bytes, " +
-                                  std::to_string(row * static_cast<size_t>(C)) + " needed");
-    g_.N = d_.N;
-    g_.H = d_.H;
-    g_.W = d_.W;
-    g_.C = C;
-    g_.OH = d_.out_h();
-    g_.OW = d_.out_w();
-    g_.KH = static_cast<int>(d_.KH);
-    g_.KW = static_cast<int>(d_.KW);
-    g_.sh = d_.stride_h;
-    g_.sw = d_.stride_w;
-    g_.pt = d_.pad_top;
-    g_.pl = d_.pad_left;
-    g_.dh = d_.dilation_h;
-    g_.dw = d_.dilation_w;
+    set_dw_shape(g_, d_, w, name_);
     g_.in_kind = d_.in.bits == 16 ? (d_.in.is_signed ? 3 : 2) : (d_.in.is_signed ? 1 : 0);
     g_.cblocks = (C + 15) / 16;
     w32_ = make_aligned<int32_t>(static_cast<size_t>(g_.cblocks * T * 16));

@@ -194,9 +194,15 @@ void epilogue_row_avx2(const int32_t* acc, int64_t oc0, int64_t n, int32_t rowco
 // Weights prepacked per block of 64 channels (VNNI: 4 taps interleaved per
 // 32-bit lane in the order the activation unpack produces) or 8 channels
 // (AVX2: int32 per tap).
-struct DwGeom {
+// The window geometry of a depthwise convolution (8- and 16-bit kernels).
+struct DwShape {
   int64_t N = 1, H = 0, W = 0, C = 0, OH = 0, OW = 0;
   int KH = 1, KW = 1, sh = 1, sw = 1, pt = 0, pl = 0, dh = 1, dw = 1;
+};
+// Fills g from a depthwise ConvDesc, and checks that `w` holds the C packed
+// rows of KH*KW weights (std::invalid_argument naming `kernel` otherwise).
+void set_dw_shape(DwShape& g, const ConvDesc& d, const Weights& w, const std::string& kernel);
+struct DwGeom : DwShape {
   bool is_signed = false;
 };
 struct DwPacked {
@@ -289,9 +295,7 @@ void epilogue16_row_avx2(const int64_t* acc, int64_t oc0, int64_t n, const Packe
 // lanes, every tap product x * w (|x| <= 65535, |w| <= 32768) formed exactly
 // in 64 bits (vpmuldq on even / odd 32-bit lanes) and summed in int64; the
 // 16-bit epilogue then requantizes each pixel's C sums.
-struct Dw16Geom {
-  int64_t N = 1, H = 0, W = 0, C = 0, OH = 0, OW = 0;
-  int KH = 1, KW = 1, sh = 1, sw = 1, pt = 0, pl = 0, dh = 1, dw = 1;
+struct Dw16Geom : DwShape {
   int in_kind = 0;  // stored input: 0 uint8, 1 int8, 2 uint16, 3 int16
   int64_t cblocks = 0;  // (C + 15) / 16
 };
