@@ -563,5 +563,22 @@ TEST(SimdGemm, LutFcChosenWhereItIsCheaper) {
   EXPECT_NE(choose_kernel(f, machine).info->name, kLutFc);
 }
 
+// W2A2 fc layers under every ISA cap this machine supports: whichever kernel
+// the table chooses (the LUT kernel from the AVX-512 cap up) is exact.
+TEST(SimdGemm, W2A2FcChosenExactUnderEveryIsaCap) {
+  const Isa machine = max_supported_isa(cpu_features());
+  uint64_t seed = 9800;
+  for (Isa cap : {Isa::Reference, Isa::AVX2, Isa::AVX512, Isa::AVX512_VNNI}) {
+    if (!isa_at_most(cap, machine)) continue;
+    for (int64_t N : {1, 2})
+      for (auto [K, OC] : {std::pair<int64_t, int64_t>{300, 70}, {1000, 257}}) {
+        const FcDesc f = lut_desc(N, K, OC, static_cast<int>(seed));
+        const auto* k = choose_kernel(f, cap).info;
+        EXPECT_TRUE(isa_at_most(k->isa, cap)) << k->name;
+        EXPECT_TRUE(matches_reference(*k, f, seed++)) << k->name << " under cap " << isa_name(cap);
+      }
+  }
+}
+
 }  // namespace
 }  // namespace bbits::kernels
