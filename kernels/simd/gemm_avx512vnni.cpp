@@ -75,19 +75,18 @@ __attribute__((always_inline)) inline void finish(__m512i (&acc)[MR][NB], const 
   }
 }
 
-// finish() for the GEMM tiles (conv / batched fc) of full 32- or 64-channel
-// panels with 8-bit fused outputs: requantize every accumulator in place
-// (parameters loaded once per block), then per row pack the blocks to bytes
-// (saturating packs = clamp to the 8-bit type, then clamp to [lo, hi] on
-// bytes) and store 32 / 64 bytes at once: the masked per-vector byte stores
+// finish() for the GEMM tiles (conv / batched fc) with 8-bit fused outputs:
+// requantize every accumulator in place (parameters loaded once per block;
+// lanes past OC compute zeros from the zero-padded tables), then per row pack
+// the blocks to bytes (saturating packs = clamp to the 8-bit type, then clamp
+// to [lo, hi] on bytes) and store the row's 16..64 bytes at once (whole
+// stores for 16 / 32 / 48 / 64 channels, else one masked store): the masked per-vector byte stores
 // of finish() are slow on Zen 4, and a short reduction (K = 64) spends as much
 // time there as in the dot products. 8-bit weights have no row correction.
 template <int MR, int NB, int BITS>
 __attribute__((always_inline)) inline void finish_tile(__m512i (&acc)[MR][NB], const Sink& s) {
-  if constexpr (NB != 4 && NB != 2) {
-    finish<MR, NB>(acc, s);
-  } else {
-    if (!s.fused || s.n != NB * 16) {
+  {
+    if (!s.fused) {
       finish<MR, NB>(acc, s);
       return;
     }
@@ -140,8 +139,9 @@ __attribute__((always_inline)) inline void finish_tile(__m512i (&acc)[MR][NB], c
 #pragma GCC unroll 4
     for (int m = 0; m < MR; ++m) {
       uint8_t* o = s.out + m * s.ldo + s.oc0;
-      if constexpr (NB == 4) {
-        const __m512i p01 = _mm512_packs_epi32(acc[m][0], acc[m][1]), p23 = _mm512_packs_epi32(acc[m][2], acc[m][3]);
+      if constexpr (NB >= 3) {
+        const __m512i p01 = _mm512_packs_epi32(acc[m][0], acc[m][1]);
+        const __m512i p23 = _mm512_packs_epi32(acc[m][2], NB == 4 ? acc[m][NB - 1] : _mm512_setzero_si512());
         __m512i v;
         if (sgn) {
           v = _mm512_permutexvar_epi32(perm, _mm512_packs_epi16(p01, p23));
@@ -150,9 +150,16 @@ __attribute__((always_inline)) inline void finish_tile(__m512i (&acc)[MR][NB], c
           v = _mm512_permutexvar_epi32(perm, _mm512_packus_epi16(p01, p23));
           v = _mm512_min_epu8(_mm512_max_epu8(v, _mm512_set1_epi8(lo8)), _mm512_set1_epi8(hi8));
         }
-        _mm512_storeu_si512(o, v);
+        if (s.n == 64) {
+          _mm512_storeu_si512(o, v);
+        } else if (s.n == 48) {
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(o), _mm512_castsi512_si256(v));
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 32), _mm512_extracti32x4_epi32(v, 2));
+        } else {
+          _mm512_mask_storeu_epi8(o, (__mmask64{1} << s.n) - 1, v);  // one masked store per row
+        }
       } else {
-        const __m512i p = _mm512_packs_epi32(acc[m][0], acc[m][1]);
+        const __m512i p = _mm512_packs_epi32(acc[m][0], NB == 2 ? acc[m][NB - 1] : _mm512_setzero_si512());
         __m256i v;
         if (sgn) {
           v = _mm512_castsi512_si256(_mm512_permutexvar_epi32(perm, _mm512_packs_epi16(p, p)));
@@ -161,7 +168,9 @@ __attribute__((always_inline)) inline void finish_tile(__m512i (&acc)[MR][NB], c
           v = _mm512_castsi512_si256(_mm512_permutexvar_epi32(perm, _mm512_packus_epi16(p, p)));
           v = _mm256_min_epu8(_mm256_max_epu8(v, _mm256_set1_epi8(lo8)), _mm256_set1_epi8(hi8));
         }
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(o), v);
+        if (s.n == 32) _mm256_storeu_si256(reinterpret_cast<__m256i*>(o), v);
+        else if (s.n == 16) _mm_storeu_si128(reinterpret_cast<__m128i*>(o), _mm256_castsi256_si128(v));
+        else _mm256_mask_storeu_epi8(o, (__mmask32{1} << s.n) - 1, v);
       }
     }
   }

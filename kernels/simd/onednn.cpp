@@ -172,10 +172,12 @@ struct Runner {
 
 // ---- requantization of the s32 result --------------------------------------------
 // The layer's int32 results are a flat array of M * OC values (channel =
-// index mod OC). The flat epilogue walks it 64 values at a time with per-lane
-// parameters from a table that repeats every P = lcm(64, OC) values, so that
-// any OC (6, 24, 144, ...) runs on whole vectors, and stores 64 bytes at once
-// (the masked byte stores of the row epilogue are slow on Zen 4). Same
+// index mod OC). The flat epilogue walks it with per-lane parameters from a
+// table that repeats every P = lcm(64, OC) values, so that any OC (6, 24,
+// 144, ...) runs on whole vectors: two 16-lane parameter sets at a time kept
+// in registers (loading them per vector made the loop load-bound), every
+// period's 32 values packed to bytes and stored at once (the masked byte
+// stores of the row epilogue are slow on Zen 4). Same
 // arithmetic as the GEMM epilogue (see Epilogue): r = ((acc + colterm) * m +
 // round) >> s, computed as (acc * m + (colterm * m + round)) >> s in 64 bits
 // (equal: without `wide` acc + colterm never leaves int32), clamp, 8-bit store.

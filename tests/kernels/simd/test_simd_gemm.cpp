@@ -369,16 +369,17 @@ TEST(SimdGemm, OnednnSlabsAndFlatEpilogueExact) {
   EXPECT_GE(checked, 30);
 }
 
-// The packed-byte tile epilogue of the GEMM conv kernels (full 32 / 64-channel
-// panels, 8-bit outputs): every output kind, multipliers far below and just
-// under 1, 8-bit and sub-byte weights (row corrections), partial panels.
+// The packed-byte tile epilogue of the GEMM conv kernels (8-bit outputs):
+// rows of 16 / 32 / 48 / 64 channels per panel (whole stores) and of other
+// counts (one masked store), every output kind, multipliers far below and
+// just under 1, 8-bit and sub-byte weights (row corrections).
 TEST(SimdGemm, GemmTileEpilogueExact) {
   ThreadPool pool(2);
   uint64_t seed = 12000;
   int checked = 0;
   for (const auto* k : simd_kernels(OpKind::Conv2D)) {
     if (k->weight_bits == 32 || k->name.find("onednn") != std::string::npos) continue;
-    for (int64_t oc : {32, 64, 128, 96, 80}) {
+    for (int64_t oc : {32, 64, 128, 96, 80, 24, 40, 48, 113}) {
       for (int variant = 0; variant < 4; ++variant) {
         ConvDesc d;
         d.H = 9;
