@@ -322,7 +322,10 @@ static PeakCalibration kernel_peaks_once(const PeakCalibrationOptions& opts, con
         // Reference kernels (slow, rarely chosen) get one small shape.
         const bool small = k.isa == kernels::Isa::Reference && has_weights;
         std::vector<kernels::OpDesc> shapes = calibration_shapes(fam, wb, ab, small);
-        for (const kernels::OpDesc& d : calibration_shapes(fam, wb, ab, small, true)) shapes.push_back(d);
+        if (opts.coarse && shapes.size() > 3)
+          shapes = {shapes.front(), shapes[shapes.size() / 2], shapes.back()};
+        else if (!opts.coarse)
+          for (const kernels::OpDesc& d : calibration_shapes(fam, wb, ab, small, true)) shapes.push_back(d);
         if (!has_weights && ab != 32) {
           // Families without weights: the same shape with a float32 output.
           kernels::OpDesc d = shapes.front();
@@ -408,7 +411,9 @@ static PeakCalibration onednn_peaks_once(const PeakCalibrationOptions& opts, con
       } catch (const std::exception& e) {
         if (progress) progress(fmt::format("  {} {} per-call cost: failed ({})", baseline_name(kind), fam, e.what()));
       }
-      for (const kernels::OpDesc& desc : calibration_shapes(fam, bits, bits, false)) {
+      std::vector<kernels::OpDesc> shapes = calibration_shapes(fam, bits, bits, false);
+      if (opts.coarse && shapes.size() > 3) shapes = {shapes.front(), shapes[shapes.size() / 2], shapes.back()};
+      for (const kernels::OpDesc& desc : shapes) {
         const auto m = one_layer_model(desc);
         if (m->layers().front().family() != fam) continue;
         const double macs = static_cast<double>(kernels::op_work(m->layers().front().desc));

@@ -43,6 +43,8 @@ int run_calibrate(const CalibrateOptions& o) {
     mo.bandwidth.dram_factor = 1.0;
     mo.bandwidth.dram_min_bytes = 8ll << 20;
     mo.peaks.timing = {.warmup = 1, .repeats = 2, .min_sample_ns = 0};
+    mo.peaks.passes = 1;
+    mo.peaks.coarse = true;
   }
   const bb::Calibration c = bb::calibrate_machine(mo, [](const std::string& s) { fmt::print("{}\n", s); });
   c.save(path);

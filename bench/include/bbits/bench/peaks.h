@@ -65,6 +65,10 @@ struct PeakCalibrationOptions {
   // per shape: a burst of load on a shared machine then spoils one pass, not
   // every sample of a shape.
   int passes = 3;
+  // A coarse grid (`bbits calibrate --quick`): per kernel and width at most
+  // three of the shapes (smallest, middle, largest) and no signed-input
+  // variants. For tests and a first look, not for measurements.
+  bool coarse = false;
 };
 
 using Progress = std::function<void(const std::string&)>;
