@@ -7,8 +7,12 @@
 //         quantized with quantize_to_grid.
 // oneDNN's int8 kernels are bit-exact only on VNNI (without it they scale the
 // weights to avoid vpmaddubsw saturation), so the int8 entries need
-// Isa::AVX512_VNNI. oneDNN threads with OpenMP: run() sets the OpenMP thread
-// count of the calling thread to the pool's size.
+// Isa::AVX512_VNNI. Threads: oneDNN always runs on one OpenMP thread (the
+// calling one); a layer large enough to be cut into row slabs runs its slabs
+// in parallel on the session's ThreadPool. Mixing the two pools cost more
+// than it gained: on the 2-vCPU test VM every OpenMP region woke a sleeping
+// OpenMP worker (passive wait) or fought a spinning one (active), and the
+// int8 wrappers ran 1.1-1.4x slower on two threads than on one.
 #include <algorithm>
 #include <cmath>
 #include <memory>
@@ -49,7 +53,7 @@ bool is_fc(const ConvDesc& c) {
          c.pad_bottom == 0 && c.pad_right == 0;
 }
 
-void set_threads(ThreadPool* pool) { omp_set_num_threads(pool ? std::max(1, pool->num_threads()) : 1); }
+void set_threads(ThreadPool*) { omp_set_num_threads(1); }
 
 // Builds a conv (or inner product when fc) primitive with the given types.
 // `reuse`: weights already reordered for another primitive of the same layer;
@@ -393,28 +397,66 @@ class OnednnInt8 final : public Kernel {
     for (const auto& r : runners_) dnnl_scratch_ = std::max(dnnl_scratch_, r->p.scratchpad);
   }
   std::string_view name() const override { return name_; }
-  size_t scratch_bytes(int) const override { return acc_bytes() + round64(dnnl_scratch_) + 64; }
+  // One slab's int32 results and oneDNN scratchpad per thread (slabbed
+  // layers run their slabs in parallel); one set otherwise.
+  size_t scratch_bytes(int threads) const override {
+    const size_t per = acc_bytes() + round64(dnnl_scratch_) + 64;
+    return slabs_.empty() ? per : per * static_cast<size_t>(std::max(1, threads));
+  }
   void run(const KernelArgs& args, ThreadPool* pool) const override {
     if (args.inputs.size() != 1 || args.inputs[0] == nullptr || args.output == nullptr)
       throw std::invalid_argument(name_ + ": expected 1 input and an output");
-    if (args.scratch == nullptr || args.scratch_size < scratch_bytes(1))
+    const int threads = pool ? std::max(1, pool->num_threads()) : 1;
+    if (args.scratch == nullptr || args.scratch_size < scratch_bytes(threads))
       throw std::invalid_argument(name_ + ": scratch too small (" + std::to_string(args.scratch_size) + " < " +
-                                  std::to_string(scratch_bytes(1)) + ")");
+                                  std::to_string(scratch_bytes(threads)) + ")");
     auto* acc = static_cast<int32_t*>(args.scratch);
     void* dscratch = static_cast<uint8_t*>(args.scratch) + acc_bytes();
     const auto* in = static_cast<const uint8_t*>(args.inputs[0]);
     auto* out = static_cast<uint8_t*>(args.output);
     std::lock_guard<std::mutex> lock(mu_);  // one execution at a time per primitive
-    set_threads(pool);
     if (slabs_.empty()) {
+      set_threads(pool);
       runners_[0]->run(in, acc, dscratch);
       epilogue(acc, M_, out, pool);
       return;
     }
-    // Slab by slab: oneDNN writes rows [oh0, oh0 + rows) of one image, the
-    // epilogue requantizes them while they are in cache.
     const size_t esz = out_elem_bytes(E_.kind);
     const int64_t in_row = d_.W * d_.C, out_row = OW_ * d_.OC;
+    const int64_t S = static_cast<int64_t>(slabs_.size());
+    if (threads > 1) {
+      // The slabs in parallel on our pool, each thread running oneDNN on one
+      // OpenMP thread with its own memory objects, slab buffer and
+      // scratchpad: no OpenMP region to wake per slab (on a 2-vCPU VM a
+      // passive OpenMP wake-up per slab made the layer 3-5x slower on two
+      // threads than on one).
+      while (thread_runners_.size() < static_cast<size_t>(threads)) {
+        std::vector<std::unique_ptr<Runner>> rs;
+        for (const auto& r : runners_) rs.push_back(std::make_unique<Runner>(r->p));
+        thread_runners_.push_back(std::move(rs));
+      }
+      const size_t per = acc_bytes() + round64(dnnl_scratch_) + 64;
+      parallel_for(
+          pool, d_.N * S,
+          [&](int64_t b, int64_t e, int t) {
+            omp_set_num_threads(1);
+            uint8_t* base = static_cast<uint8_t*>(args.scratch) + per * static_cast<size_t>(t);
+            auto* tacc = reinterpret_cast<int32_t*>(base);
+            void* tscratch = base + acc_bytes();
+            for (int64_t i = b; i < e; ++i) {
+              const int64_t n = i / S;
+              const Slab& sl = slabs_[static_cast<size_t>(i % S)];
+              thread_runners_[static_cast<size_t>(t)][static_cast<size_t>(sl.runner)]->run(
+                  in + (n * d_.H + sl.ih0) * in_row, tacc, tscratch);
+              epilogue(tacc, sl.rows * OW_, out + static_cast<size_t>((n * OH_ + sl.oh0) * out_row) * esz, nullptr);
+            }
+          },
+          1);
+      return;
+    }
+    set_threads(pool);
+    // Slab by slab: oneDNN writes rows [oh0, oh0 + rows) of one image, the
+    // epilogue requantizes them while they are in cache.
     for (int64_t n = 0; n < d_.N; ++n)
       for (const Slab& s : slabs_) {
         runners_[static_cast<size_t>(s.runner)]->run(in + (n * d_.H + s.ih0) * in_row, acc, dscratch);
@@ -491,6 +533,9 @@ class OnednnInt8 final : public Kernel {
   Epilogue E_;
   FlatRequant F_;
   std::vector<Slab> slabs_;
+  // Per pool thread, a copy of every runner (own memory objects and stream),
+  // made on the first run with several threads.
+  mutable std::vector<std::vector<std::unique_ptr<Runner>>> thread_runners_;
   std::vector<std::unique_ptr<Runner>> runners_;
   mutable std::mutex mu_;
 };

@@ -1,11 +1,30 @@
 #include "bbits/kernels/thread_pool.h"
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 #include <stdexcept>
 
 namespace bbits::kernels {
 
 namespace {
+// How long a waiting thread polls (yielding the CPU between polls) before it
+// blocks on the condition variable: a worker that went idle at the end of
+// one layer is still awake when the next layer's parallel_for starts
+// microseconds later. Waking a blocked thread costs 10 to 100 us on a VM
+// whose other vCPU has halted, more than many layers take. The polls yield,
+// so another runnable thread (oneDNN's OpenMP workers) still gets the CPU.
+constexpr auto kSpinNs = std::chrono::microseconds(200);
+
+template <class Pred>
+void poll_for(Pred done) {
+  const auto until = std::chrono::steady_clock::now() + kSpinNs;
+  for (int i = 0; !done(); ++i) {
+    if ((i & 15) == 15 && std::chrono::steady_clock::now() >= until) return;
+    std::this_thread::yield();
+  }
+}
+
 // Index of the pool thread running a chunk on this thread, -1 outside any chunk.
 thread_local int t_chunk_thread = -1;
 
@@ -35,6 +54,7 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::worker_loop(int index) {
   uint64_t seen = 0;
   for (;;) {
+    poll_for([&] { return stop_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen; });
     std::unique_lock<std::mutex> lock(mutex_);
     wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
     if (stop_) return;
@@ -98,7 +118,12 @@ void ThreadPool::parallel_for(int64_t n, const RangeFn& fn, int64_t grain) {
     }
     lock.lock();
   }
-  done_.wait(lock, [&] { return pending_ == 0; });
+  if (pending_ != 0) {
+    lock.unlock();
+    poll_for([&] { return pending_.load(std::memory_order_acquire) == 0; });
+    lock.lock();
+    done_.wait(lock, [&] { return pending_ == 0; });
+  }
   fn_ = nullptr;
   std::exception_ptr err = error_;
   error_ = nullptr;

@@ -1,6 +1,7 @@
 // bbits — a small thread pool for splitting a kernel's output range.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -42,9 +43,11 @@ class ThreadPool {
   const RangeFn* fn_ = nullptr;
   int64_t n_ = 0, chunk_ = 0, num_chunks_ = 0;
   int64_t next_chunk_ = 0;
-  int pending_ = 0;
-  uint64_t generation_ = 0;
-  bool stop_ = false;
+  // Written under mutex_; atomic so that waiters can poll them before they
+  // block (see kSpinNs in thread_pool.cpp).
+  std::atomic<int> pending_{0};
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<bool> stop_{false};
   std::exception_ptr error_;
 };
 
