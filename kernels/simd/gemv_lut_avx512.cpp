@@ -1,6 +1,6 @@
 // bbits SIMD kernels — lookup-table GEMV, 2-bit weights x 2-bit unsigned
 // activations (scheme in gemv_lut.h). Compiled with the AVX-512 flags plus
-// VBMI (pragma below); reached only when the CPU has AVX-512 BW and VBMI.
+// VBMI (per-file flags in CMakeLists.txt); reached only when the CPU has AVX-512 BW and VBMI.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -9,7 +9,6 @@
 
 #include "gemv_lut.h"
 
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vbmi")
 
 namespace bbits::kernels::simd {
 namespace {
