@@ -27,6 +27,9 @@ bool small_requant(const Requant& r) {
   return r.shift >= 31 || static_cast<int64_t>(r.multiplier) <= (int64_t{1} << (r.shift + 22));
 }
 
+// ---- depthwise conv ------------------------------------------------------------------
+}  // namespace
+
 void check_io(const KernelArgs& a, size_t n_inputs, const std::string& name) {
   if (a.inputs.size() != n_inputs)
     throw std::invalid_argument(name + ": expected " + std::to_string(n_inputs) + " input(s), got " +
@@ -36,8 +39,11 @@ void check_io(const KernelArgs& a, size_t n_inputs, const std::string& name) {
   if (a.output == nullptr) throw std::invalid_argument(name + ": null output");
 }
 
-// ---- depthwise conv ------------------------------------------------------------------
-}  // namespace
+void check_scratch(const KernelArgs& a, size_t need, const std::string& name) {
+  if (a.scratch == nullptr || a.scratch_size < need)
+    throw std::invalid_argument(name + ": scratch of " + std::to_string(a.scratch_size) + " bytes, " +
+                                std::to_string(need) + " needed");
+}
 
 void set_dw_shape(DwShape& g, const ConvDesc& d, const Weights& w, const std::string& kernel) {
   const int64_t C = d.C, T = d.KH * d.KW;

@@ -140,14 +140,9 @@ class Gemm16Conv final : public Kernel {
   }
 
   void run(const KernelArgs& args, ThreadPool* pool) const override {
-    if (args.inputs.size() != 1)
-      throw std::invalid_argument(name_ + ": expected 1 input, got " + std::to_string(args.inputs.size()));
-    if (args.inputs[0] == nullptr || args.output == nullptr)
-      throw std::invalid_argument(name_ + ": null input or output");
+    check_io(args, 1, name_);
     const int threads = pool ? std::max(1, pool->num_threads()) : 1;
-    if (args.scratch == nullptr || args.scratch_size < scratch_bytes(threads))
-      throw std::invalid_argument(name_ + ": scratch of " + std::to_string(args.scratch_size) + " bytes, " +
-                                  std::to_string(scratch_bytes(threads)) + " needed");
+    check_scratch(args, scratch_bytes(threads), name_);
     const int64_t nrb = (M_ + MB_ - 1) / MB_;
     // Channel groups (whole 64-channel panels) so that both threads get work
     // when there are few row blocks (batch-1 fc).
@@ -387,14 +382,8 @@ class Dw16Conv final : public Kernel {
     return static_cast<size_t>(std::max(1, num_threads)) * thread_bytes();
   }
   void run(const KernelArgs& args, ThreadPool* pool) const override {
-    if (args.inputs.size() != 1)
-      throw std::invalid_argument(name_ + ": expected 1 input, got " + std::to_string(args.inputs.size()));
-    if (args.inputs[0] == nullptr || args.output == nullptr)
-      throw std::invalid_argument(name_ + ": null input or output");
-    const int threads = pool ? std::max(1, pool->num_threads()) : 1;
-    if (args.scratch == nullptr || args.scratch_size < scratch_bytes(threads))
-      throw std::invalid_argument(name_ + ": scratch of " + std::to_string(args.scratch_size) + " bytes, " +
-                                  std::to_string(scratch_bytes(threads)) + " needed");
+    check_io(args, 1, name_);
+    check_scratch(args, scratch_bytes(pool ? std::max(1, pool->num_threads()) : 1), name_);
     parallel_for(pool, g_.N * g_.OH, [&](int64_t b, int64_t e, int t) {
       auto* acc = reinterpret_cast<int64_t*>(static_cast<uint8_t*>(args.scratch) + static_cast<size_t>(t) * thread_bytes());
       if (isa_ == Isa::AVX512)

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "avx512_store.h"
 #include "simd_internal.h"
 
 namespace bbits::kernels::simd {
@@ -96,7 +97,6 @@ TileFn pick(int mr, int nb) {
   return nullptr;
 }
 
-inline __mmask8 mask8(int64_t n) { return n >= 8 ? static_cast<__mmask8>(0xff) : static_cast<__mmask8>((1u << n) - 1u); }
 
 }  // namespace
 
@@ -153,18 +153,7 @@ void epilogue16_row_avx512(const int64_t* acc, int64_t oc0, int64_t n, const Pac
       p = _mm512_srav_epi64(_mm512_add_epi64(_mm512_mullo_epi64(a, m), rnd), sh);
     }
     p = _mm512_min_epi64(_mm512_max_epi64(p, lo), hi);
-    switch (E.kind) {
-      case OutKind::U8:
-      case OutKind::S8:
-        _mm512_mask_cvtepi64_storeu_epi8(static_cast<uint8_t*>(out_row) + oc, k, p);
-        break;
-      case OutKind::U16:
-      case OutKind::S16:
-        _mm512_mask_cvtepi64_storeu_epi16(static_cast<uint16_t*>(out_row) + oc, k, p);
-        break;
-      case OutKind::F32:
-        break;
-    }
+    store_clamped_i64(E.kind, out_row, oc, k, p);
   }
 }
 

@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "bbits/kernels/thread_pool.h"
+#include "avx512_store.h"
 #include "simd_internal.h"
 
 namespace bbits::kernels::simd {
@@ -408,7 +409,7 @@ void epilogue_row(const int32_t* acc, int64_t oc0, int64_t n, int32_t rowcorr, c
   const __m512i lo = _mm512_set1_epi64(E.lo), hi = _mm512_set1_epi64(E.hi);
   for (int64_t c = 0; c < n; c += 8) {
     const int64_t oc = oc0 + c;
-    const __mmask8 k = n - c >= 8 ? static_cast<__mmask8>(0xff) : static_cast<__mmask8>((1u << (n - c)) - 1u);
+    const __mmask8 k = mask8(n - c);
     __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + c));
     a = _mm256_sub_epi32(_mm256_add_epi32(a, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(E.colterm.get() + oc))),
                          rc);
@@ -416,18 +417,7 @@ void epilogue_row(const int32_t* acc, int64_t oc0, int64_t n, int32_t rowcorr, c
     p = _mm512_add_epi64(p, _mm512_loadu_si512(E.round.get() + oc));
     p = _mm512_srav_epi64(p, _mm512_loadu_si512(E.shift.get() + oc));
     p = _mm512_min_epi64(_mm512_max_epi64(p, lo), hi);
-    switch (E.kind) {
-      case OutKind::U8:
-      case OutKind::S8:
-        _mm512_mask_cvtepi64_storeu_epi8(static_cast<uint8_t*>(out_row) + oc, k, p);
-        break;
-      case OutKind::U16:
-      case OutKind::S16:
-        _mm512_mask_cvtepi64_storeu_epi16(static_cast<uint16_t*>(out_row) + oc, k, p);
-        break;
-      case OutKind::F32:
-        break;
-    }
+    store_clamped_i64(E.kind, out_row, oc, k, p);
   }
 }
 

@@ -194,6 +194,11 @@ void epilogue_row_avx2(const int32_t* acc, int64_t oc0, int64_t n, int32_t rowco
 // Weights prepacked per block of 64 channels (VNNI: 4 taps interleaved per
 // 32-bit lane in the order the activation unpack produces) or 8 channels
 // (AVX2: int32 per tap).
+// Argument checks of Kernel::run (std::invalid_argument naming the kernel):
+// n_inputs non-null inputs and a non-null output; a scratch of >= need bytes.
+void check_io(const KernelArgs& a, size_t n_inputs, const std::string& name);
+void check_scratch(const KernelArgs& a, size_t need, const std::string& name);
+
 // The window geometry of a depthwise convolution (8- and 16-bit kernels).
 struct DwShape {
   int64_t N = 1, H = 0, W = 0, C = 0, OH = 0, OW = 0;
