@@ -53,7 +53,8 @@ bool is_fc(const ConvDesc& c) {
          c.pad_bottom == 0 && c.pad_right == 0;
 }
 
-void set_threads(ThreadPool*) { omp_set_num_threads(1); }
+// oneDNN runs on the calling thread alone (see the note at the top).
+void one_omp_thread() { omp_set_num_threads(1); }
 
 // Builds a conv (or inner product when fc) primitive with the given types.
 // `reuse`: weights already reordered for another primitive of the same layer;
@@ -416,7 +417,7 @@ class OnednnInt8 final : public Kernel {
     auto* out = static_cast<uint8_t*>(args.output);
     std::lock_guard<std::mutex> lock(mu_);  // one execution at a time per primitive
     if (slabs_.empty()) {
-      set_threads(pool);
+      one_omp_thread();
       runners_[0]->run(in, acc, dscratch);
       epilogue(acc, M_, out, pool);
       return;
@@ -439,7 +440,7 @@ class OnednnInt8 final : public Kernel {
       parallel_for(
           pool, d_.N * S,
           [&](int64_t b, int64_t e, int t) {
-            omp_set_num_threads(1);
+            one_omp_thread();
             uint8_t* base = static_cast<uint8_t*>(args.scratch) + per * static_cast<size_t>(t);
             auto* tacc = reinterpret_cast<int32_t*>(base);
             void* tscratch = base + acc_bytes();
@@ -454,7 +455,7 @@ class OnednnInt8 final : public Kernel {
           1);
       return;
     }
-    set_threads(pool);
+    one_omp_thread();
     // Slab by slab: oneDNN writes rows [oh0, oh0 + rows) of one image, the
     // epilogue requantizes them while they are in cache.
     for (int64_t n = 0; n < d_.N; ++n)
@@ -612,7 +613,7 @@ class OnednnF32 final : public Kernel {
     float* dst = d_.out.is_float() ? static_cast<float*>(args.output) : reinterpret_cast<float*>(s + in_bytes());
     {
       std::lock_guard<std::mutex> lock(mu_);
-      set_threads(pool);
+      one_omp_thread();
       execute(p_, src, dst, s + in_bytes() + out_bytes());
     }
     if (!d_.out.is_float()) {
