@@ -7,13 +7,19 @@
 //         quantized with quantize_to_grid.
 // oneDNN's int8 kernels are bit-exact only on VNNI (without it they scale the
 // weights to avoid vpmaddubsw saturation), so the int8 entries need
-// Isa::AVX512_VNNI. Threads: oneDNN always runs on one OpenMP thread (the
-// calling one); a layer large enough to be cut into row slabs runs its slabs
-// in parallel on the session's ThreadPool. Mixing the two pools cost more
-// than it gained: on the 2-vCPU test VM every OpenMP region woke a sleeping
-// OpenMP worker (passive wait) or fought a spinning one (active), and the
-// int8 wrappers ran 1.1-1.4x slower on two threads than on one.
+// Isa::AVX512_VNNI. Threads: every oneDNN primitive is created and run with
+// one OpenMP thread (OmpOne), so oneDNN never opens an OpenMP region. With
+// several threads, a layer runs as row slabs in parallel on the session's
+// ThreadPool, each thread executing the slab primitives with its own memory
+// objects, int32 buffer and scratchpad: cache-sized slabs for large layers,
+// and for the others one slab per thread (made on first use with that thread
+// count, sharing the whole-layer primitive's reordered weights). Mixing the
+// two pools cost more than it gained: on the 2-vCPU test VM every OpenMP
+// region woke a sleeping OpenMP worker (passive wait) or fought a spinning
+// one, or our pool's spinning worker, for the second vCPU (the int8 layers
+// ran 1.1-2x slower on two threads than on one).
 #include <algorithm>
+#include <map>
 #include <cmath>
 #include <memory>
 #include <mutex>
@@ -32,6 +38,7 @@
 #include "simd_registry.h"
 
 extern "C" void omp_set_num_threads(int);
+extern "C" int omp_get_max_threads();
 
 namespace bbits::kernels::simd {
 namespace {
@@ -53,19 +60,38 @@ bool is_fc(const ConvDesc& c) {
          c.pad_bottom == 0 && c.pad_right == 0;
 }
 
-// oneDNN runs on the calling thread alone (see the note at the top).
-void one_omp_thread() { omp_set_num_threads(1); }
+// oneDNN on the calling thread alone (see the note at the top) while in
+// scope: oneDNN sizes a primitive's thread partition from
+// omp_get_max_threads() when it creates the primitive (and parallel_nd calls
+// when it runs one). The caller's OpenMP setting comes back afterwards.
+class OmpOne {
+ public:
+  OmpOne() : saved_(omp_get_max_threads()) {
+    if (saved_ != 1) omp_set_num_threads(1);
+  }
+  ~OmpOne() {
+    if (saved_ != 1) omp_set_num_threads(saved_);
+  }
+  OmpOne(const OmpOne&) = delete;
+  OmpOne& operator=(const OmpOne&) = delete;
+
+ private:
+  int saved_;
+};
 
 // Builds a conv (or inner product when fc) primitive with the given types.
 // `reuse`: weights already reordered for another primitive of the same layer;
-// shared when this primitive wants the same weights layout.
+// shared when this primitive wants the same weights layout. `wdata` may be
+// null when `reuse` is given: if the layouts then differ, the returned Prim
+// has no weights (check has_weights()) and must not run.
 struct Prim {
   dnnl::primitive prim;
   memory::desc src_md, wei_md, dst_md, bias_md;
-  memory weights;  // reordered, owned (or shared with another Prim)
+  memory weights;  // reordered, owned (or shared with another Prim); empty: see build()
   memory bias;     // f32 bias (float path) or empty
   size_t scratchpad = 0;
   memory::desc scratch_md;
+  bool has_weights() const { return weights.get(true) != nullptr; }
 };
 
 Prim build(const ConvDesc& d, bool fc, dt src_t, dt wei_t, dt dst_t, const void* wdata, const float* bias,
@@ -118,6 +144,8 @@ Prim build(const ConvDesc& d, bool fc, dt src_t, dt wei_t, dt dst_t, const void*
   }
   if (reuse != nullptr && reuse->wei_md == p.wei_md) {
     p.weights = reuse->weights;
+  } else if (wdata == nullptr) {
+    return p;  // no weights given and `reuse`'s layout differs: p.weights stays empty
   } else {
     memory user(wuser, eng, const_cast<void*>(wdata));
     p.weights = memory(p.wei_md, eng);
@@ -388,21 +416,28 @@ class OnednnInt8 final : public Kernel {
     E_ = make_epilogue(d_.OC, OCp, K, d_.wbits, w, d_.in, d_.out, d_.activation,
                        std::vector<int32_t>(static_cast<size_t>(OCp), 0), name_);
     F_ = make_flat(E_);
-    const bool fc = is_fc(d_);
-    if (!fc) plan_slabs(w8.data());
-    if (slabs_.empty()) {
-      runners_.push_back(std::make_unique<Runner>(
-          build(d_, fc, d_.in.is_signed ? dt::s8 : dt::u8, dt::s8, dt::s32, w8.data(), nullptr, {})));
-      acc_rows_ = M_;
+    fc_ = is_fc(d_);
+    OmpOne omp;
+    // Large layers: cache-sized row slabs. Otherwise one whole-layer primitive.
+    if (!fc_) {
+      const size_t row_bytes = static_cast<size_t>(OW_ * d_.OC) * 4;
+      const int64_t want = std::max<int64_t>(1, static_cast<int64_t>(kSlabBytes / row_bytes));
+      if (want < OH_) plan_slabs(want, w8.data(), nullptr, cache_);
     }
-    for (const auto& r : runners_) dnnl_scratch_ = std::max(dnnl_scratch_, r->p.scratchpad);
+    if (cache_.slabs.empty()) {
+      cache_.runners.clear();
+      cache_.runners.push_back(std::make_unique<Runner>(
+          build(d_, fc_, d_.in.is_signed ? dt::s8 : dt::u8, dt::s8, dt::s32, w8.data(), nullptr, {})));
+      cache_.acc_rows = M_;
+      cache_.dnnl_scratch = cache_.runners[0]->p.scratchpad;
+    }
   }
   std::string_view name() const override { return name_; }
-  // One slab's int32 results and oneDNN scratchpad per thread (slabbed
-  // layers run their slabs in parallel); one set otherwise.
+  // One slab's int32 results and oneDNN scratchpad per thread when the layer
+  // runs as slabs in parallel; one whole-layer set otherwise.
   size_t scratch_bytes(int threads) const override {
-    const size_t per = acc_bytes() + round64(dnnl_scratch_) + 64;
-    return slabs_.empty() ? per : per * static_cast<size_t>(std::max(1, threads));
+    const SlabSet* s = parallel_set(threads);
+    return s ? per_thread_bytes(*s) * static_cast<size_t>(threads) : per_thread_bytes(cache_);
   }
   void run(const KernelArgs& args, ThreadPool* pool) const override {
     if (args.inputs.size() != 1 || args.inputs[0] == nullptr || args.output == nullptr)
@@ -411,43 +446,36 @@ class OnednnInt8 final : public Kernel {
     if (args.scratch == nullptr || args.scratch_size < scratch_bytes(threads))
       throw std::invalid_argument(name_ + ": scratch too small (" + std::to_string(args.scratch_size) + " < " +
                                   std::to_string(scratch_bytes(threads)) + ")");
-    auto* acc = static_cast<int32_t*>(args.scratch);
-    void* dscratch = static_cast<uint8_t*>(args.scratch) + acc_bytes();
     const auto* in = static_cast<const uint8_t*>(args.inputs[0]);
     auto* out = static_cast<uint8_t*>(args.output);
-    std::lock_guard<std::mutex> lock(mu_);  // one execution at a time per primitive
-    if (slabs_.empty()) {
-      one_omp_thread();
-      runners_[0]->run(in, acc, dscratch);
-      epilogue(acc, M_, out, pool);
-      return;
-    }
     const size_t esz = out_elem_bytes(E_.kind);
     const int64_t in_row = d_.W * d_.C, out_row = OW_ * d_.OC;
-    const int64_t S = static_cast<int64_t>(slabs_.size());
-    if (threads > 1) {
+    std::lock_guard<std::mutex> lock(mu_);  // one execution at a time per primitive
+    if (const SlabSet* set = parallel_set(threads)) {
       // The slabs in parallel on our pool, each thread running oneDNN on one
       // OpenMP thread with its own memory objects, slab buffer and
       // scratchpad: no OpenMP region to wake per slab (on a 2-vCPU VM a
       // passive OpenMP wake-up per slab made the layer 3-5x slower on two
       // threads than on one).
-      while (thread_runners_.size() < static_cast<size_t>(threads)) {
+      while (set->per_thread.size() < static_cast<size_t>(threads)) {
         std::vector<std::unique_ptr<Runner>> rs;
-        for (const auto& r : runners_) rs.push_back(std::make_unique<Runner>(r->p));
-        thread_runners_.push_back(std::move(rs));
+        for (const auto& r : set->runners) rs.push_back(std::make_unique<Runner>(r->p));
+        set->per_thread.push_back(std::move(rs));
       }
-      const size_t per = acc_bytes() + round64(dnnl_scratch_) + 64;
+      const size_t per = per_thread_bytes(*set);
+      const auto S = static_cast<int64_t>(set->slabs.size());
+      const size_t acc_b = acc_bytes(*set);
       parallel_for(
           pool, d_.N * S,
           [&](int64_t b, int64_t e, int t) {
-            one_omp_thread();
+            OmpOne omp;
             uint8_t* base = static_cast<uint8_t*>(args.scratch) + per * static_cast<size_t>(t);
             auto* tacc = reinterpret_cast<int32_t*>(base);
-            void* tscratch = base + acc_bytes();
+            void* tscratch = base + acc_b;
             for (int64_t i = b; i < e; ++i) {
               const int64_t n = i / S;
-              const Slab& sl = slabs_[static_cast<size_t>(i % S)];
-              thread_runners_[static_cast<size_t>(t)][static_cast<size_t>(sl.runner)]->run(
+              const Slab& sl = set->slabs[static_cast<size_t>(i % S)];
+              set->per_thread[static_cast<size_t>(t)][static_cast<size_t>(sl.runner)]->run(
                   in + (n * d_.H + sl.ih0) * in_row, tacc, tscratch);
               epilogue(tacc, sl.rows * OW_, out + static_cast<size_t>((n * OH_ + sl.oh0) * out_row) * esz, nullptr);
             }
@@ -455,13 +483,20 @@ class OnednnInt8 final : public Kernel {
           1);
       return;
     }
-    one_omp_thread();
+    OmpOne omp;
+    auto* acc = static_cast<int32_t*>(args.scratch);
+    void* dscratch = static_cast<uint8_t*>(args.scratch) + acc_bytes(cache_);
+    if (cache_.slabs.empty()) {
+      cache_.runners[0]->run(in, acc, dscratch);
+      epilogue(acc, M_, out, pool);
+      return;
+    }
     // Slab by slab: oneDNN writes rows [oh0, oh0 + rows) of one image, the
     // epilogue requantizes them while they are in cache.
     for (int64_t n = 0; n < d_.N; ++n)
-      for (const Slab& s : slabs_) {
-        runners_[static_cast<size_t>(s.runner)]->run(in + (n * d_.H + s.ih0) * in_row, acc, dscratch);
-        epilogue(acc, s.rows * OW_, out + static_cast<size_t>((n * OH_ + s.oh0) * out_row) * esz, pool);
+      for (const Slab& sl : cache_.slabs) {
+        cache_.runners[static_cast<size_t>(sl.runner)]->run(in + (n * d_.H + sl.ih0) * in_row, acc, dscratch);
+        epilogue(acc, sl.rows * OW_, out + static_cast<size_t>((n * OH_ + sl.oh0) * out_row) * esz, pool);
       }
   }
 
@@ -470,24 +505,55 @@ class OnednnInt8 final : public Kernel {
     int64_t oh0 = 0, rows = 0, ih0 = 0;  // output rows [oh0, oh0 + rows) read input rows from ih0
     int runner = 0;
   };
+  // Row slabs of one image and a primitive per distinct slab shape.
+  struct SlabSet {
+    std::vector<Slab> slabs;  // empty: runners[0] runs the whole layer
+    std::vector<std::unique_ptr<Runner>> runners;
+    int64_t acc_rows = 0;  // int32 result rows of the largest slab
+    size_t dnnl_scratch = 0;
+    // Per pool thread, a copy of every runner (own memory objects and
+    // stream), made on the first run with that many threads (under mu_).
+    mutable std::vector<std::vector<std::unique_ptr<Runner>>> per_thread;
+  };
 
-  size_t acc_bytes() const { return round64(static_cast<size_t>(acc_rows_ * d_.OC) * 4); }
+  size_t acc_bytes(const SlabSet& s) const { return round64(static_cast<size_t>(s.acc_rows * d_.OC) * 4); }
+  size_t per_thread_bytes(const SlabSet& s) const { return acc_bytes(s) + round64(s.dnnl_scratch) + 64; }
   void epilogue(const int32_t* acc, int64_t rows, void* out, ThreadPool* pool) const {
     if (F_.period > 0) flat_epilogue(acc, rows, F_, d_.OC, out, pool);
     else epilogue_rows_avx512(acc, rows, E_, out, pool);
   }
 
-  // Splits the output rows of a large layer into slabs of about kSlabBytes of
-  // int32 results, each run by a primitive over just the input rows it reads,
-  // with the padding of its edge: a top slab, middle slabs (one primitive for
-  // them all) and a bottom slab. Leaves slabs_ empty (one whole-layer
-  // primitive) when the result fits a slab anyway.
-  void plan_slabs(const int8_t* w8) {
-    const size_t row_bytes = static_cast<size_t>(OW_ * d_.OC) * 4;
-    const int64_t want = std::max<int64_t>(1, static_cast<int64_t>(kSlabBytes / row_bytes));
-    if (want >= OH_) return;
-    const int64_t count = (OH_ + want - 1) / want;
-    const int64_t rows = (OH_ + count - 1) / count;
+  // The slabs a run on `threads` threads splits over the pool, or null (one
+  // thread, or a layer that cannot be split: fc, a single output row, a
+  // slab primitive wanting another weights layout). Layers too small for
+  // cache-sized slabs get one slab per thread, planned on first use.
+  const SlabSet* parallel_set(int threads) const {
+    if (threads <= 1) return nullptr;
+    if (!cache_.slabs.empty()) return &cache_;
+    if (fc_) return nullptr;
+    std::lock_guard<std::mutex> lock(split_mu_);
+    auto it = split_.find(threads);
+    if (it == split_.end()) {
+      auto set = std::make_unique<SlabSet>();
+      // Per image: enough slabs that the N * slabs work items cover the threads.
+      const int64_t per_image = (threads + d_.N - 1) / d_.N;
+      const int64_t rows = (OH_ + per_image - 1) / per_image;
+      OmpOne omp;
+      if (!(per_image > 1 && rows < OH_ && plan_slabs(rows, nullptr, &cache_.runners[0]->p, *set))) set.reset();
+      it = split_.emplace(threads, std::move(set)).first;
+    }
+    return it->second.get();
+  }
+
+  // Splits the output rows of one image into slabs of `rows` rows, each run
+  // by a primitive over just the input rows it reads, with the padding of its
+  // edge: a top slab, middle slabs (one primitive for them all) and a bottom
+  // slab. With w8 == nullptr every slab primitive shares `reuse`'s reordered
+  // weights, and the plan fails if one wants another layout. Fails (false,
+  // `set` untouched) when a slab would lie entirely in the padding.
+  bool plan_slabs(int64_t rows, const int8_t* w8, const Prim* reuse, SlabSet& set) const {
+    const int64_t count = (OH_ + rows - 1) / rows;
+    rows = (OH_ + count - 1) / count;
     const int64_t ext = (d_.KH - 1) * d_.dilation_h + 1;
     struct Shape {
       int64_t H, rows;
@@ -500,7 +566,7 @@ class OnednnInt8 final : public Kernel {
       const int64_t lo = oh0 * d_.stride_h - d_.pad_top;  // first input row of the window (may be padding)
       const int64_t hi = (oh0 + r - 1) * d_.stride_h - d_.pad_top + ext;  // one past the last
       const int64_t a = std::max<int64_t>(0, lo), b = std::min<int64_t>(d_.H, hi);
-      if (b <= a) return;  // a slab entirely in the padding: keep the whole-layer primitive
+      if (b <= a) return false;
       const Shape sh{b - a, r, static_cast<int>(a - lo), static_cast<int>(hi - b)};
       int idx = -1;
       for (size_t i = 0; i < shapes.size(); ++i)
@@ -513,6 +579,8 @@ class OnednnInt8 final : public Kernel {
       slabs.push_back(Slab{oh0, r, a, idx});
     }
     const dt src_t = d_.in.is_signed ? dt::s8 : dt::u8;
+    std::vector<std::unique_ptr<Runner>> runners;
+    size_t scratch = 0;
     for (const Shape& sh : shapes) {
       ConvDesc c = d_;
       c.N = 1;
@@ -520,24 +588,28 @@ class OnednnInt8 final : public Kernel {
       c.pad_top = sh.pt;
       c.pad_bottom = sh.pb;
       if (c.out_h() != sh.rows) throw std::logic_error(name_ + ": slab geometry mismatch");
-      const Prim* reuse = runners_.empty() ? nullptr : &runners_.front()->p;
-      runners_.push_back(std::make_unique<Runner>(build(c, false, src_t, dt::s8, dt::s32, w8, nullptr, {}, reuse)));
+      const Prim* share = reuse ? reuse : runners.empty() ? nullptr : &runners.front()->p;
+      Prim p = build(c, false, src_t, dt::s8, dt::s32, w8, nullptr, {}, share);
+      if (!p.has_weights()) return false;
+      scratch = std::max(scratch, p.scratchpad);
+      runners.push_back(std::make_unique<Runner>(std::move(p)));
     }
-    slabs_ = std::move(slabs);
-    acc_rows_ = rows * OW_;
+    set.slabs = std::move(slabs);
+    set.runners = std::move(runners);
+    set.acc_rows = rows * OW_;
+    set.dnnl_scratch = scratch;
+    return true;
   }
 
   std::string name_;
   ConvDesc d_;
-  int64_t OH_ = 0, OW_ = 0, M_ = 0, acc_rows_ = 0;
-  size_t dnnl_scratch_ = 0;
+  bool fc_ = false;
+  int64_t OH_ = 0, OW_ = 0, M_ = 0;
   Epilogue E_;
   FlatRequant F_;
-  std::vector<Slab> slabs_;
-  // Per pool thread, a copy of every runner (own memory objects and stream),
-  // made on the first run with several threads.
-  mutable std::vector<std::vector<std::unique_ptr<Runner>>> thread_runners_;
-  std::vector<std::unique_ptr<Runner>> runners_;
+  SlabSet cache_;
+  mutable std::mutex split_mu_;
+  mutable std::map<int, std::unique_ptr<SlabSet>> split_;  // per thread count; null: no split
   mutable std::mutex mu_;
 };
 
@@ -592,6 +664,7 @@ class OnednnF32 final : public Kernel {
     M_ = d_.N * d_.out_h() * d_.out_w();
     in_count_ = d_.N * d_.H * d_.W * d_.C;
     if (!d_.out.is_float()) clamp_ = output_clamp(d_.out, d_.activation);
+    OmpOne omp;
     p_ = build(d_, is_fc(d_), dt::f32, dt::f32, dt::f32, wf.data(), bias.data(), attr);
   }
   std::string_view name() const override { return name_; }
@@ -613,7 +686,7 @@ class OnednnF32 final : public Kernel {
     float* dst = d_.out.is_float() ? static_cast<float*>(args.output) : reinterpret_cast<float*>(s + in_bytes());
     {
       std::lock_guard<std::mutex> lock(mu_);
-      one_omp_thread();
+      OmpOne omp;
       execute(p_, src, dst, s + in_bytes() + out_bytes());
     }
     if (!d_.out.is_float()) {

@@ -369,6 +369,77 @@ TEST(SimdGemm, OnednnSlabsAndFlatEpilogueExact) {
   EXPECT_GE(checked, 30);
 }
 
+// The oneDNN int8 wrapper on layers below one slab, run on 2 and 3 threads:
+// one row slab per thread (a top and a bottom primitive sharing the layer's
+// weights), heights that do not divide (7 rows on 2 and 3 threads, 1 row),
+// strides, dilation, uneven padding, depthwise, batches (2 images on 3
+// threads: 2 slabs each), and the same kernel object alternating between
+// thread counts (each count keeps its own slab plan), every output exact.
+TEST(SimdGemm, OnednnSmallLayersSplitOverThreadsExact) {
+  const KernelInfo* k = find_kernel("conv2d_w8a8_u8s8s32_onednn");
+  if (k == nullptr || !isa_at_most(k->isa, max_supported_isa(cpu_features()))) GTEST_SKIP() << "no oneDNN int8 kernel";
+  ThreadPool two(2), three(3);
+  uint64_t seed = 11500;
+  const auto qs = quant_cases();
+  int checked = 0;
+  for (int64_t oh : {1, 2, 7, 14}) {
+    for (int variant = 0; variant < 4; ++variant) {
+      const Quant& q = qs[static_cast<size_t>(variant + oh) % qs.size()];
+      ConvDesc d;
+      d.H = oh;
+      d.W = 9;
+      d.C = 16;
+      d.OC = 24;
+      d.KH = d.KW = 3;
+      d.pad_top = d.pad_left = d.pad_bottom = d.pad_right = 1;
+      d.wbits = variant % 2 == 0 ? 8 : 4;
+      d.in = q.in;
+      d.out = q.out;
+      d.activation = q.act;
+      if (variant == 1) {  // stride 2, dilated rows, uneven padding
+        d.H = 2 * oh + 3;
+        d.stride_h = d.stride_w = 2;
+        d.dilation_h = 2;
+        d.pad_top = 2;
+        d.pad_bottom = 0;
+      } else if (variant == 2) {  // depthwise
+        d.C = d.OC = 32;
+        d.groups = 32;
+      } else if (variant == 3) {  // a batch, 1x1
+        d.N = 2;
+        d.KH = d.KW = 1;
+        d.pad_top = d.pad_left = d.pad_bottom = d.pad_right = 0;
+      }
+      const testing::TestLayer L = testing::make_layer(d, seed++);
+      testing::TestTensor want;
+      try {
+        want = testing::run_kernel(*reference_kernel(L.desc), L);
+      } catch (const std::invalid_argument&) {
+        continue;  // a degenerate random layer (see matches_reference)
+      }
+      const auto kernel = k->create(L.desc, L.weights.view());
+      for (ThreadPool* pool : {&two, static_cast<ThreadPool*>(nullptr), &three, &two}) {
+        const int threads = pool ? pool->num_threads() : 1;
+        testing::TestTensor out(output_quant(L.desc), output_elements(L.desc));
+        out.fill(0x5A);
+        testing::TestTensor scratch(QuantInfo{8, false, 1.0f}, static_cast<int64_t>(kernel->scratch_bytes(threads)));
+        std::vector<const void*> ptrs;
+        for (const auto& t : L.inputs) ptrs.push_back(t.data());
+        KernelArgs args;
+        args.inputs = ptrs;
+        args.output = out.data();
+        args.scratch = scratch.data();
+        args.scratch_size = scratch.bytes();
+        kernel->run(args, pool);
+        EXPECT_TRUE(out.guard_intact() && scratch.guard_intact()) << describe(L.desc);
+        EXPECT_TRUE(testing::same_output(out, want)) << describe(L.desc) << " on " << threads << " threads";
+        ++checked;
+      }
+    }
+  }
+  EXPECT_GE(checked, 48);
+}
+
 // The packed-byte tile epilogue of the GEMM conv kernels (8-bit outputs):
 // rows of 16 / 32 / 48 / 64 channels per panel (whole stores) and of other
 // counts (one masked store), every output kind, multipliers far below and
