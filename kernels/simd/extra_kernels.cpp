@@ -613,6 +613,7 @@ void register_extra_kernels(std::vector<KernelInfo>& table) {
   add_ops2(table, Isa::AVX512);
   add_ops2(table, Isa::AVX2);
   register_gemm16_kernels(table);
+  register_fc_f32_kernels(table);
   register_onednn_kernels(table);
 }
 

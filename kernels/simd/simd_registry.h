@@ -24,5 +24,7 @@ void register_extra_kernels(std::vector<KernelInfo>& table);
 void register_onednn_kernels(std::vector<KernelInfo>& table);
 // 16-bit conv / fc (gemm16.cpp): w16a16 and the mixed pairs with one 16-bit side.
 void register_gemm16_kernels(std::vector<KernelInfo>& table);
+// fc with packed 2/4/8-bit weights on float32 activations (fc_f32.cpp).
+void register_fc_f32_kernels(std::vector<KernelInfo>& table);
 
 }  // namespace bbits::kernels::simd

@@ -4,6 +4,7 @@
 //   TestTensor out = run_kernel(info, layer, pool);  // 64-byte aligned, guard bytes checked
 //   EXPECT_TRUE(matches_reference(info, desc, seed)); // exact against the reference kernel
 //   EXPECT_TRUE(within_float_tolerance(layer, out));  // against a float computation
+//   EXPECT_TRUE(matches_reference_float_layer(info, layer)); // float layers: within float rounding
 //
 // matches_reference() is what a SIMD kernel's tester calls for every shape of a
 // sweep: integer outputs must agree bit for bit; float outputs within a small
@@ -83,7 +84,7 @@ struct TestWeights {
   std::vector<uint8_t> packed;   // rows x packed_row_bytes(k, bits), 64-byte aligned copy below
   std::vector<int32_t> q;        // rows x k integer values (integer bits)
   std::vector<float> f;          // rows x k float values (32 bits)
-  std::vector<float> scales;     // rows (integer bits)
+  std::vector<float> scales;     // rows, or 1 (per tensor) (integer bits)
   std::vector<int32_t> bias_q;   // rows or empty
   std::vector<float> bias_f;     // rows or empty
 
@@ -101,14 +102,15 @@ struct TestWeights {
     if (bits == 0) return 0.0;
     const size_t i = static_cast<size_t>(oc * k + kk);
     if (bits == 32) return f[i];
-    return static_cast<double>(static_cast<float>(q[i]) * scales[static_cast<size_t>(oc)]);
+    // One scale: per tensor.
+    return static_cast<double>(static_cast<float>(q[i]) * scales[scales.size() == 1 ? 0 : static_cast<size_t>(oc)]);
   }
   // Bias as the kernels see it in real units. `quantized`: the layer runs on
   // integers with an integer output, so a float bias is first rounded to
   // int32 at step s_w * s_in (kernels.h).
   double bias(int64_t oc, double s_in, bool quantized = false) const {
     const auto i = static_cast<size_t>(oc);
-    const double sw = scales.empty() ? 1.0 : scales[i];
+    const double sw = scales.empty() ? 1.0 : scales[scales.size() == 1 ? 0 : i];
     if (!bias_f.empty() && quantized) return static_cast<double>(quantize_bias(bias_f[i], sw, s_in)) * sw * s_in;
     if (!bias_f.empty()) return bias_f[i];
     if (!bias_q.empty()) return static_cast<double>(bias_q[i]) * sw * s_in;
@@ -393,6 +395,106 @@ inline ::testing::AssertionResult matches_reference(const KernelInfo& info, cons
   const TestTensor got = run_kernel(info, L, pool);
   auto r = same_output(got, want, float_rel_tol);
   if (!r) r << "\n  kernel " << info.name << " vs " << ref->name << " on " << describe(L.desc) << " seed " << seed;
+  return r;
+}
+
+// ---- float layers (weights or input at 32 bits) ----------------------------------------
+// A float layer's kernel may sum in another order (or precision) than the
+// reference, so its outputs agree only up to float rounding. The scale of that
+// rounding is, per output, the sum of the magnitudes of its terms:
+//   mag[i] = sum_k |w[oc][k] * x[k]| + |bias[oc]|   (fc and conv; dequantized values)
+inline std::vector<double> float_term_magnitude(const TestLayer& L) {
+  std::vector<double> mag(static_cast<size_t>(output_elements(L.desc)), 0.0);
+  auto in = [&](int64_t idx) { return std::fabs(static_cast<double>(L.inputs[0].get_float(idx))); };
+  if (const auto* fcp = std::get_if<FcDesc>(&L.desc)) {
+    const FcDesc& d = *fcp;
+    const double s_in = d.in.is_float() ? 1.0 : d.in.scale;
+    for (int64_t n = 0; n < d.N; ++n)
+      for (int64_t oc = 0; oc < d.OC; ++oc) {
+        double m = std::fabs(L.weights.bias(oc, s_in));
+        for (int64_t k = 0; k < d.K; ++k) m += std::fabs(L.weights.value(oc, k)) * in(n * d.K + k);
+        mag[static_cast<size_t>(n * d.OC + oc)] = m;
+      }
+  } else if (const auto* cp = std::get_if<ConvDesc>(&L.desc)) {
+    const ConvDesc& d = *cp;
+    const double s_in = d.in.is_float() ? 1.0 : d.in.scale;
+    const int64_t OH = d.out_h(), OW = d.out_w(), Cg = d.C / d.groups, OCg = d.OC / d.groups;
+    for (int64_t n = 0; n < d.N; ++n)
+      for (int64_t oh = 0; oh < OH; ++oh)
+        for (int64_t ow = 0; ow < OW; ++ow)
+          for (int64_t oc = 0; oc < d.OC; ++oc) {
+            const int64_t g = oc / OCg;
+            double m = std::fabs(L.weights.bias(oc, s_in));
+            for (int64_t kh = 0; kh < d.KH; ++kh)
+              for (int64_t kw = 0; kw < d.KW; ++kw) {
+                const int64_t ih = oh * d.stride_h - d.pad_top + kh * d.dilation_h;
+                const int64_t iw = ow * d.stride_w - d.pad_left + kw * d.dilation_w;
+                if (ih < 0 || ih >= d.H || iw < 0 || iw >= d.W) continue;
+                for (int64_t c = 0; c < Cg; ++c)
+                  m += std::fabs(L.weights.value(oc, (kh * d.KW + kw) * Cg + c)) *
+                       in(((n * d.H + ih) * d.W + iw) * d.C + g * Cg + c);
+              }
+            mag[static_cast<size_t>(((n * OH + oh) * OW + ow) * d.OC + oc)] = m;
+          }
+  }
+  return mag;
+}
+
+// Compares a float layer's output `got` with the reference kernel's `want`:
+// float outputs within tol[i] = rel_tol * mag[i] + abs_tol; integer outputs
+// equal, or one grid step apart where the real result (float_reference, after
+// the activation) lies within tol[i] of the rounding boundary between the two
+// steps (a last-bit difference of the sum may round either way there).
+// Only fc and conv layers (float_term_magnitude).
+inline ::testing::AssertionResult same_float_layer_output(const TestLayer& L, const TestTensor& got,
+                                                          const TestTensor& want, double rel_tol = 1e-5,
+                                                          double abs_tol = 1e-12, int max_report = 5) {
+  if (!std::holds_alternative<FcDesc>(L.desc) && !std::holds_alternative<ConvDesc>(L.desc))
+    return ::testing::AssertionFailure() << "same_float_layer_output: not a conv / fc layer: " << describe(L.desc);
+  if (got.size() != want.size() || got.quant().bits != want.quant().bits)
+    return ::testing::AssertionFailure() << "output shapes/types differ";
+  const auto mag = float_term_magnitude(L);
+  const auto real = float_reference(L);
+  const QuantInfo oq = output_quant(L.desc);
+  int bad = 0, boundary = 0;
+  std::ostringstream msg;
+  for (int64_t i = 0; i < got.size(); ++i) {
+    const auto u = static_cast<size_t>(i);
+    const double tol = rel_tol * mag[u] + abs_tol;
+    bool ok;
+    if (oq.is_float()) {
+      const double g = got.get_float(i), w = want.get_float(i);
+      ok = std::fabs(g - w) <= tol;
+      if (!ok && bad < max_report) msg << "\n  [" << i << "] got " << g << " want " << w << " (tol " << tol << ")";
+    } else {
+      const int64_t g = got.get_int(i), w = want.get_int(i);
+      ok = g == w;
+      if (!ok && (g - w == 1 || w - g == 1)) {
+        const double edge = (static_cast<double>(std::min(g, w)) + 0.5) * static_cast<double>(oq.scale);
+        ok = std::fabs(real[u] - edge) <= tol + 1e-6 * std::fabs(edge);  // + the float32 divide by the step
+        if (ok) ++boundary;
+      }
+      if (!ok && bad < max_report)
+        msg << "\n  [" << i << "] got " << g << " want " << w << " (real " << real[u] / oq.scale << " steps)";
+    }
+    if (!ok) ++bad;
+  }
+  if (bad == 0) return ::testing::AssertionSuccess() << boundary << " boundary roundings";
+  return ::testing::AssertionFailure() << bad << " of " << got.size() << " outputs differ:" << msg.str();
+}
+
+// Runs `info` and the reference kernel on the layer L and compares them with
+// same_float_layer_output (for kernels of float layers: weights or input at
+// 32 bits).
+inline ::testing::AssertionResult matches_reference_float_layer(const KernelInfo& info, const TestLayer& L,
+                                                                ThreadPool* pool = nullptr, double rel_tol = 1e-5) {
+  if (!info.supports(L.desc))
+    return ::testing::AssertionFailure() << info.name << " does not support " << describe(L.desc);
+  const KernelInfo* ref = reference_kernel(L.desc);
+  const TestTensor want = run_kernel(*ref, L);
+  const TestTensor got = run_kernel(info, L, pool);
+  auto r = same_float_layer_output(L, got, want, rel_tol);
+  if (!r) r << "\n  kernel " << info.name << " vs " << ref->name << " on " << describe(L.desc);
   return r;
 }
 
