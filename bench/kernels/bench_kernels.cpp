@@ -11,13 +11,17 @@
 //   bandwidth/<bytes>           single-thread read bandwidth at the fc working
 //                               set sizes (the ceiling for weight streaming);
 //   wide/..., ops/...           16-bit conv / fc and 8-bit avg pool, global avg
-//                               pool, concat, softmax (see register_wide_and_ops).
+//                               pool, concat, softmax (see register_wide_and_ops);
+//   fc_f32/<OC>x<K>/...         fc with packed 2/4/8-bit weights on float32 input
+//                               beside oneDNN float32 (see register_fc_f32).
 //
 // Run: bbits-bench-kernels --benchmark_format=json --benchmark_out=k.json, then
 // bench/kernels/ratios.py k.json prints the target ratios.
 #include <benchmark/benchmark.h>
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -790,6 +794,84 @@ void register_wide_and_ops() {
   }
 }
 
+
+// ---- fc on float32 input, packed 2/4/8-bit weights (fc_f32/...) -------------------
+// fc_f32/<OC>x<K>/<kernel>[/cold]: the classifiers behind a float global
+// average pool (ResNet-18 512 -> 1000, MobileNetV2 1280 -> 1000), batch 1,
+// float output: fc_w{8,4,2}a32_f32_* (weights kept packed) beside the table's
+// oneDNN float32 wrapper (weights dequantized to float32 at load) on the same
+// layer. /cold cycles through enough copies of the layer (>= 64 MB of the
+// kernels' own weights) that every run streams its weights from DRAM, as a
+// classifier does inside a session.
+void run_fc_f32(benchmark::State& st, const bk::KernelInfo* info, bk::FcDesc d, bool cold) {
+  std::mt19937_64 rng(23);
+  const size_t rb = bbits::packed_row_bytes(d.K, d.wbits), oc = static_cast<size_t>(d.OC);
+  Buf w(rb * oc);
+  std::uniform_int_distribution<int32_t> qd(-static_cast<int32_t>(bbits::qmax(d.wbits, true)),
+                                            static_cast<int32_t>(bbits::qmax(d.wbits, true)));
+  std::vector<int32_t> row(static_cast<size_t>(d.K));
+  for (size_t o = 0; o < oc; ++o) {
+    for (auto& v : row) v = qd(rng);
+    bbits::pack_row(row.data(), d.K, d.wbits, w.p + o * rb);
+  }
+  std::vector<float> scales(oc, 0.01f), bias(oc, 0.1f), x(static_cast<size_t>(d.N * d.K)), y(oc * d.N);
+  std::uniform_real_distribution<float> xd(0.0f, 2.0f);
+  for (auto& v : x) v = xd(rng);
+  bk::Weights wt;
+  wt.data = w.p;
+  wt.size = w.size;
+  wt.scales = scales;
+  wt.bias_f = bias;
+  const double own = static_cast<double>(d.OC * d.K) * (info->weight_bits == 32 ? 4.0 : d.wbits / 8.0);
+  const size_t copies = cold ? static_cast<size_t>(std::min(256.0, std::ceil(64e6 / own))) : 1;
+  std::vector<std::unique_ptr<bk::Kernel>> ks;
+  try {
+    for (size_t i = 0; i < copies; ++i) ks.push_back(info->create(d, wt));
+  } catch (const std::exception& e) {
+    st.SkipWithError(e.what());
+    return;
+  }
+  Buf scratch(std::max<size_t>(64, ks[0]->scratch_bytes(1)));
+  const void* ins[1] = {x.data()};
+  bk::KernelArgs a;
+  a.inputs = ins;
+  a.output = y.data();
+  a.scratch = scratch.p;
+  a.scratch_size = scratch.size;
+  size_t i = 0;
+  for (auto _ : st) {
+    ks[i]->run(a, nullptr);
+    benchmark::ClobberMemory();
+    if (++i == copies) i = 0;
+  }
+  st.counters["wGB/s"] = benchmark::Counter(own * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  st.SetLabel(std::string(ks[0]->name()));
+}
+
+void register_fc_f32() {
+  for (auto [K, OC] : {std::pair<int64_t, int64_t>{512, 1000}, {1280, 1000}}) {
+    const std::string base = "fc_f32/" + std::to_string(OC) + "x" + std::to_string(K) + "/";
+    for (int wb : {8, 4, 2}) {
+      bk::FcDesc d;
+      d.K = K;
+      d.OC = OC;
+      d.wbits = wb;
+      d.in = d.out = {32, false, 1.0f};
+      const std::string tag = "w" + std::to_string(wb) + "/";
+      std::vector<const bk::KernelInfo*> ks;
+      for (const char* isa : {"avx512", "avx2"})
+        ks.push_back(bk::find_kernel("fc_w" + std::to_string(wb) + "a32_f32_" + isa));
+      if (wb == 8) ks.push_back(bk::find_kernel("fc_w32a32_f32_onednn"));  // dequantized: the same at any width
+      for (const bk::KernelInfo* info : ks)
+        if (info && info->supports(d))
+          for (bool cold : {false, true})
+            benchmark::RegisterBenchmark((base + (info->weight_bits == 32 ? "" : tag) + info->name + (cold ? "/cold" : ""))
+                                             .c_str(),
+                                         run_fc_f32, info, d, cold)
+                ->Unit(benchmark::kMicrosecond);
+    }
+  }
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -797,6 +879,7 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   register_all();
   register_wide_and_ops();
+  register_fc_f32();
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

@@ -6,9 +6,10 @@
 // Per chunk of 16 reduction values and per row of a 4-row block, the weights
 // become 16 floats in registers:
 //   8 bits: vpmovsxbd (16 bytes), vcvtdq2ps;
-//   4 bits: vpbroadcastq (8 bytes), vpsllvd (each lane's nibble to the top),
-//           vpsrad 28 (sign extension), vcvtdq2ps;
-//   2 bits: vpbroadcastd (4 bytes), vpsllvd, vpsrad 30, vcvtdq2ps;
+//   4 bits: vpbroadcastq (8 bytes), vpsrlvd (each lane's nibble to bits 0..3),
+//           vpermps from a 16-float table of the nibble's values;
+//   2 bits: vpbroadcastd (4 bytes), vpsrlvd, vpermps (the table repeats the
+//           4 values, so the bits above the field do not matter);
 // and one FMA per input row of the pass (up to 4 input rows share the unpack).
 #include <immintrin.h>
 
@@ -21,29 +22,46 @@ namespace {
 
 constexpr int kLanes = 16;
 constexpr int kMaxRowsPerPass = 4;  // input rows sharing one unpack
+// Software prefetch distance in the weight stream (bytes): measured on Zen 4,
+// 1 KB ahead cuts a DRAM-cold 1280x1000 8-bit run from ~73 to ~60 us.
+constexpr int kPrefetch = 1024;
 
-template <int BITS>
-inline __m512 unpack16(const uint8_t* p, __m512i shl) {
-  if constexpr (BITS == 8) {
-    (void)shl;
-    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
-  } else if constexpr (BITS == 4) {
-    uint64_t v;
-    std::memcpy(&v, p, 8);
-    const __m512i t = _mm512_sllv_epi32(_mm512_set1_epi64(static_cast<long long>(v)), shl);
-    return _mm512_cvtepi32_ps(_mm512_srai_epi32(t, 28));
-  } else {
-    uint32_t v;
-    std::memcpy(&v, p, 4);
-    const __m512i t = _mm512_sllv_epi32(_mm512_set1_epi32(static_cast<int>(v)), shl);
-    return _mm512_cvtepi32_ps(_mm512_srai_epi32(t, 30));
+// Lane constants of the 2- and 4-bit unpack: per-lane right shifts bringing
+// each lane's field to bits 0.., and the 16-entry table of vpermps (which reads
+// the low 4 bits of each index lane) mapping a field to its float value.
+struct Unpack {
+  __m512i shr;
+  __m512 table;
+};
+
+inline Unpack unpack_consts(int bits) {
+  alignas(64) int32_t s[kLanes];
+  alignas(64) float t[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    s[l] = bits == 4 ? 4 * (l >> 1) : (bits == 2 ? 2 * l : 0);
+    // 4 bits: i -> i (0..7) or i - 16; 2 bits: the low 2 bits i & 3 -> 0, 1, -2, -1
+    // (the bits above the field, the next field's, index repeats of the table).
+    const int f = bits == 2 ? (l & 3) : l;
+    const int half = bits == 2 ? 2 : 8;
+    t[l] = static_cast<float>(f < half ? f : f - 2 * half);
   }
+  return {_mm512_load_si512(s), _mm512_load_ps(t)};
 }
 
-inline __m512i shift_counts(int bits) {
-  alignas(64) int32_t s[kLanes];
-  for (int l = 0; l < kLanes; ++l) s[l] = bits == 4 ? 28 - 4 * (l >> 1) : (bits == 2 ? 30 - 2 * l : 0);
-  return _mm512_load_si512(s);
+template <int BITS>
+inline __m512 unpack16(const uint8_t* p, const Unpack& u) {
+  if constexpr (BITS == 8) {
+    (void)u;
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+  } else if constexpr (BITS == 4) {
+    long long v;
+    std::memcpy(&v, p, 8);
+    return _mm512_permutexvar_ps(_mm512_srlv_epi32(_mm512_set1_epi64(v), u.shr), u.table);
+  } else {
+    int v;
+    std::memcpy(&v, p, 4);
+    return _mm512_permutexvar_ps(_mm512_srlv_epi32(_mm512_set1_epi32(v), u.shr), u.table);
+  }
 }
 
 inline __m256 half_sum(__m512 v) {
@@ -54,7 +72,7 @@ inline __m256 half_sum(__m512 v) {
 // NB <= 2 keeps two accumulator sets (even / odd chunks) for enough
 // independent FMA chains.
 template <int BITS, int NB>
-void block(const FcF32Call& c, const uint8_t* wb, const float* x, int64_t n0, int64_t o0, __m512i shl) {
+void block(const FcF32Call& c, const uint8_t* wb, const float* x, int64_t n0, int64_t o0, const Unpack& u) {
   constexpr int CB = kLanes * BITS / 8;  // bytes of one row's chunk
   constexpr int SETS = NB <= 2 ? 2 : 1;
   const int64_t K = c.K;
@@ -64,8 +82,9 @@ void block(const FcF32Call& c, const uint8_t* wb, const float* x, int64_t n0, in
       for (int r = 0; r < kFcF32Rows; ++r) acc[s][n][r] = _mm512_setzero_ps();
 
   auto step = [&](int s, const uint8_t* p, const __m512* xv) {
+    _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetch), _MM_HINT_T0);
     for (int r = 0; r < kFcF32Rows; ++r) {
-      const __m512 w = unpack16<BITS>(p + r * CB, shl);
+      const __m512 w = unpack16<BITS>(p + r * CB, u);
       for (int n = 0; n < NB; ++n) acc[s][n][r] = _mm512_fmadd_ps(w, xv[n], acc[s][n][r]);
     }
   };
@@ -101,16 +120,16 @@ void block(const FcF32Call& c, const uint8_t* wb, const float* x, int64_t n0, in
 
 template <int BITS>
 void rows(const FcF32Call& c, int64_t b0, int64_t b1) {
-  const __m512i shl = shift_counts(BITS);
+  const Unpack u = unpack_consts(BITS);
   for (int64_t b = b0; b < b1; ++b) {
     const uint8_t* wb = c.w + b * c.block_bytes;
     const int64_t o0 = b * kFcF32Rows;
     int64_t n = 0;
-    for (; n + kMaxRowsPerPass <= c.N; n += kMaxRowsPerPass) block<BITS, 4>(c, wb, c.x + n * c.K, n, o0, shl);
+    for (; n + kMaxRowsPerPass <= c.N; n += kMaxRowsPerPass) block<BITS, 4>(c, wb, c.x + n * c.K, n, o0, u);
     switch (c.N - n) {
-      case 3: block<BITS, 3>(c, wb, c.x + n * c.K, n, o0, shl); break;
-      case 2: block<BITS, 2>(c, wb, c.x + n * c.K, n, o0, shl); break;
-      case 1: block<BITS, 1>(c, wb, c.x + n * c.K, n, o0, shl); break;
+      case 3: block<BITS, 3>(c, wb, c.x + n * c.K, n, o0, u); break;
+      case 2: block<BITS, 2>(c, wb, c.x + n * c.K, n, o0, u); break;
+      case 1: block<BITS, 1>(c, wb, c.x + n * c.K, n, o0, u); break;
       default: break;
     }
   }
