@@ -15,10 +15,13 @@
 // past K and past OC. Within a chunk, weight j sits at bit position pos(j):
 //   8 bits: byte j (vpmovsxbd order);
 //   2 bits: bits 2j (the model's own order; one 32- (zmm) or 16-bit (ymm)
-//           word is broadcast and each lane shifts its field to the top);
-//   4 bits, 8 lanes (ymm): bits 4j (the model's order, one broadcast dword);
+//           word is broadcast, each lane shifts its field down and vpermps
+//           looks its value up in a small float table);
+//   4 bits, 8 lanes (ymm): bits 4j (the model's order, one broadcast dword;
+//           each lane shifts its nibble to the top, vpsrad sign-extends);
 //   4 bits, 16 lanes (zmm): bits 32 * (j & 1) + 4 * (j >> 1) (one broadcast
-//           qword: even lanes read its low dword, odd lanes its high one).
+//           qword: even lanes read its low dword, odd lanes its high one;
+//           shift down, vpermps from the 16 nibble values).
 // So one block is one sequential stream of kchunks * 4 * chunk_bytes bytes.
 //
 // This header is included by the portable driver (fc_f32.cpp) and by the ISA
@@ -60,8 +63,6 @@ void fc_f32_rows_avx2(const FcF32Call& c, int64_t b0, int64_t b1);
 #ifdef __AVX2__
 #include <immintrin.h>
 
-#include <algorithm>
-
 namespace bbits::kernels::simd {
 namespace {  // internal linkage: each ISA translation unit keeps its own copy
 
@@ -77,7 +78,7 @@ inline void fc_f32_finish4(const FcF32Call& c, __m128 sums, int64_t n, int64_t o
     f = _mm_max_ps(f, _mm_setzero_ps());  // NaN and -0 -> +0, as apply_act_float
     if (c.act == 2) f = _mm_min_ps(f, _mm_set1_ps(6.0f));
   }
-  const int64_t m = std::min<int64_t>(kFcF32Rows, c.OC - o0);
+  const int64_t m = c.OC - o0 < kFcF32Rows ? c.OC - o0 : kFcF32Rows;
   const int64_t at = n * c.OC + o0;
   if (c.out == FcF32Out::F32) {
     float* y = static_cast<float*>(c.y) + at;
