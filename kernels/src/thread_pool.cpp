@@ -19,6 +19,12 @@ namespace {
 // Measured (MobileNetV2 / ResNet-18 w8a8, 2 threads): blocking at once
 // 16-25 / 12 ms, yield polls 7.2-7.9 / 7.6 ms, pause polls 5.2 / 7.6 ms
 // (1 thread: 5.1 / 10.5 ms).
+// The caller takes chunks too and waits only for chunks in flight, never for
+// a worker to wake: a worker that has not started when the caller has taken
+// the last chunk no longer holds the layer (it used to count itself in
+// after waking, however late). A machine with fewer idle cores than pool
+// threads still slows a session down (a worker descheduled in the middle of
+// its chunk): use as many threads as idle cores.
 constexpr auto kSpinNs = std::chrono::microseconds(2000);
 
 inline void cpu_relax() {
@@ -72,9 +78,12 @@ void ThreadPool::worker_loop(int index) {
     wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
     if (stop_) return;
     seen = generation_;
-    // Take chunks until none is left.
+    // Take chunks of the current job until none is left. A worker that wakes
+    // late finds none and goes back to waiting: the caller never waits for a
+    // worker that has not started, only for chunks in flight.
     while (next_chunk_ < num_chunks_) {
       const int64_t c = next_chunk_++;
+      ++in_flight_;
       const RangeFn* fn = fn_;
       const int64_t begin = c * chunk_, end = std::min(n_, begin + chunk_);
       lock.unlock();
@@ -86,8 +95,8 @@ void ThreadPool::worker_loop(int index) {
         if (!error_) error_ = std::current_exception();
       }
       lock.lock();
+      if (--in_flight_ == 0) done_.notify_all();
     }
-    if (--pending_ == 0) done_.notify_all();
   }
 }
 
@@ -114,7 +123,6 @@ void ThreadPool::parallel_for(int64_t n, const RangeFn& fn, int64_t grain) {
   chunk_ = chunk;
   num_chunks_ = (n + chunk - 1) / chunk;
   next_chunk_ = 0;
-  pending_ = static_cast<int>(workers_.size());
   error_ = nullptr;
   ++generation_;
   wake_.notify_all();
@@ -131,11 +139,12 @@ void ThreadPool::parallel_for(int64_t n, const RangeFn& fn, int64_t grain) {
     }
     lock.lock();
   }
-  if (pending_ != 0) {
+  // Every chunk is taken; wait for the ones workers are still running.
+  if (in_flight_ != 0) {
     lock.unlock();
-    poll_for([&] { return pending_.load(std::memory_order_acquire) == 0; });
+    poll_for([&] { return in_flight_.load(std::memory_order_acquire) == 0; });
     lock.lock();
-    done_.wait(lock, [&] { return pending_ == 0; });
+    done_.wait(lock, [&] { return in_flight_ == 0; });
   }
   fn_ = nullptr;
   std::exception_ptr err = error_;

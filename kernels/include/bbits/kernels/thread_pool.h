@@ -45,7 +45,7 @@ class ThreadPool {
   int64_t next_chunk_ = 0;
   // Written under mutex_; atomic so that waiters can poll them before they
   // block (see kSpinNs in thread_pool.cpp).
-  std::atomic<int> pending_{0};
+  std::atomic<int> in_flight_{0};  // chunks taken by workers and not finished
   std::atomic<uint64_t> generation_{0};
   std::atomic<bool> stop_{false};
   std::exception_ptr error_;
