@@ -52,7 +52,6 @@ void register_layer(const bb::ModelLayer& L, const std::string& prefix, const st
   for (int t : {1, 2}) {
     benchmark::RegisterBenchmark(fmt::format("bbits/{}/{}/{}/threads:{}", prefix, L.name, k->name, t).c_str(),
                                  [&L, k, t](benchmark::State& state) {
-                                   bb::set_onednn_threads(t);
                                    bb::LayerRunner r(L, *k, t);
                                    for (auto _ : state) r.run(pool_for(t));
                                    set_counters(state, L.cost());
@@ -95,7 +94,6 @@ void register_model(const std::string& path) {
   for (int t : {1, 2})
     benchmark::RegisterBenchmark(fmt::format("bbits/model/session/threads:{}", t).c_str(),
                                  [path, t](benchmark::State& state) {
-                                   bb::set_onednn_threads(t);
                                    const auto model = bbits::Model::load(path);
                                    bbits::Session s(model, {.threads = t});
                                    std::vector<bbits::Tensor> in;

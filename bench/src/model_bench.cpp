@@ -82,8 +82,10 @@ Pred predict(const LayerCost& c, const Calibration& cal, const std::string& kern
     if (!pk) return p;  // not calibrated: no prediction
     peak = *pk;
   }
-  // Kernels built on oneDNN (and the baselines) start their threads through OpenMP.
-  const bool omp = kernel.find("onednn") != std::string::npos;
+  // The oneDNN baselines start their threads through OpenMP; the plan's
+  // kernels built on oneDNN run one OpenMP thread each and split over the
+  // session's pool like every other kernel.
+  const bool omp = kernel == baseline_name(BaselineKind::F32) || kernel == baseline_name(BaselineKind::Int8);
   p.r = roofline(c, peak, cal, threads, call_overhead_ns(cal, kernel, family, threads, omp ? "openmp" : "pool"),
                  weights_reuse_bytes);
   p.ns = p.r.time_ns;
@@ -157,9 +159,8 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
   for (int t : opts.threads) {
     std::unique_ptr<kernels::ThreadPool> pool;
     if (t > 1) pool = std::make_unique<kernels::ThreadPool>(t);
-    // Kernels built on oneDNN (and the baselines) run on OpenMP threads: the
-    // same count as the thread pool, as a Session with `t` threads should.
-    set_onednn_threads(t);
+    // The plan's kernels (those built on oneDNN included) split over `pool`;
+    // only the oneDNN baselines below run on OpenMP threads.
     const size_t n = ml->layers().size();
     std::vector<Summary> tb(n);
     std::vector<int64_t> scratch(n, 0);
@@ -189,9 +190,6 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
       }
     }
     if (opts.whole_model) {
-      // Kernels built on oneDNN size their OpenMP work partition when the plan
-      // creates them: load the model again under this thread count.
-      set_onednn_threads(t);
       const auto run_model = bbits::Model::load(model_path);
       bbits::Session session(run_model, {.threads = t});
       std::mt19937 rng(3);

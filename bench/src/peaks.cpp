@@ -303,7 +303,6 @@ static PeakCalibration kernel_peaks_once(const PeakCalibrationOptions& opts, con
           const auto m = one_layer_model(tiny);
           const ModelLayer& L = m->layers().front();
           for (int t : opts.threads) {
-            set_onednn_threads(t);
             LayerRunner r(L, k, t);
             std::unique_ptr<kernels::ThreadPool> pool;
             if (t > 1) pool = std::make_unique<kernels::ThreadPool>(t);
@@ -346,9 +345,6 @@ static PeakCalibration kernel_peaks_once(const PeakCalibrationOptions& opts, con
           if (!(macs > 0)) continue;
           for (int t : opts.threads) {
             try {
-              // Kernels built on oneDNN run on OpenMP and size their work partition
-              // when created: set the thread count first.
-              set_onednn_threads(t);
               LayerRunner r(L, k, t);
               std::unique_ptr<kernels::ThreadPool> pool;
               if (t > 1) pool = std::make_unique<kernels::ThreadPool>(t);

@@ -27,9 +27,18 @@ inline __m512i bcast32(const uint8_t* p) {
   return _mm512_set1_epi32(v);
 }
 
+// Multipliers above 1 (Epilogue::small_mult false): a requantized 64-bit
+// lane may not fit int32, so clamp the even / odd lanes to the output range
+// [lo, hi] before they are blended to 32 bits (exact: the final clamp to
+// [lo, hi] gives the same bytes).
+__attribute__((always_inline)) inline void clamp64(__m512i& pe, __m512i& po, __m512i lo64, __m512i hi64) {
+  pe = _mm512_min_epi64(_mm512_max_epi64(pe, lo64), hi64);
+  po = _mm512_min_epi64(_mm512_max_epi64(po, lo64), hi64);
+}
+
 // Where a tile's accumulators go: straight through the fused 16-lane
 // requantization into 8-bit outputs (the common case), or to `tile` for the
-// generic epilogue (16-bit / float outputs, large multipliers, wide sums).
+// generic epilogue (16-bit / float outputs, wide sums).
 struct Sink {
   const Epilogue* E = nullptr;
   const int32_t* rowcorr = nullptr;  // per tile row
@@ -51,6 +60,8 @@ __attribute__((always_inline)) inline void finish(__m512i (&acc)[MR][NB], const 
   }
   const Epilogue& E = *s.E;
   const __m512i lo = _mm512_set1_epi32(static_cast<int32_t>(E.lo)), hi = _mm512_set1_epi32(static_cast<int32_t>(E.hi));
+  const bool c64 = !E.small_mult;
+  const __m512i lo64 = _mm512_set1_epi64(E.lo), hi64 = _mm512_set1_epi64(E.hi);
 #pragma GCC unroll 16
   for (int b = 0; b < NB; ++b) {
     const int64_t oc = s.oc0 + b * 16;
@@ -69,6 +80,7 @@ __attribute__((always_inline)) inline void finish(__m512i (&acc)[MR][NB], const 
       __m512i po = _mm512_mul_epi32(_mm512_srli_epi64(a, 32), muo);
       pe = _mm512_srav_epi64(_mm512_add_epi64(pe, re), se);
       po = _mm512_srav_epi64(_mm512_add_epi64(po, ro), so);
+      if (c64) clamp64(pe, po, lo64, hi64);
       __m512i r = _mm512_mask_blend_epi32(static_cast<__mmask16>(0xAAAA), pe, _mm512_slli_epi64(po, 32));
       r = _mm512_min_epi32(_mm512_max_epi32(r, lo), hi);
       _mm512_mask_cvtepi32_storeu_epi8(s.out + m * s.ldo + oc, k, r);
@@ -114,6 +126,8 @@ __attribute__((always_inline)) inline void finish_tile(__m512i (&acc)[MR][NB], c
         }
       }
     } else {
+    const bool c64 = !E.small_mult;
+    const __m512i lo64 = _mm512_set1_epi64(E.lo), hi64 = _mm512_set1_epi64(E.hi);
 #pragma GCC unroll 4
     for (int b = 0; b < NB; ++b) {
       const int64_t oc = s.oc0 + b * 16;
@@ -130,6 +144,7 @@ __attribute__((always_inline)) inline void finish_tile(__m512i (&acc)[MR][NB], c
         __m512i po = _mm512_mul_epi32(_mm512_shuffle_epi32(a, _MM_PERM_DDBB), muo);
         pe = _mm512_srav_epi64(_mm512_add_epi64(pe, re), se);
         po = _mm512_srav_epi64(_mm512_add_epi64(po, ro), so);
+        if (c64) clamp64(pe, po, lo64, hi64);
         acc[m][b] = _mm512_mask_blend_epi32(static_cast<__mmask16>(0xAAAA), pe, _mm512_slli_epi64(po, 32));
       }
     }
@@ -382,11 +397,14 @@ void epilogue_row(const int32_t* acc, int64_t oc0, int64_t n, int32_t rowcorr, c
     epilogue_row_scalar(acc, oc0, n, rowcorr, E, out_row);
     return;
   }
-  if (E.small_mult && (E.kind == OutKind::U8 || E.kind == OutKind::S8)) {
+  if (E.kind == OutKind::U8 || E.kind == OutKind::S8) {
     // 16 lanes at a time: vpmuldq on even and odd 32-bit lanes, 64-bit round
-    // and shift, blend back, clamp in 32 bits (values fit: multipliers <= 1).
+    // and shift, blend back, clamp in 32 bits (values fit: multipliers <= 1,
+    // or clamped in 64 bits first).
     const __m512i rc = _mm512_set1_epi32(rowcorr);
     const __m512i lo = _mm512_set1_epi32(static_cast<int32_t>(E.lo)), hi = _mm512_set1_epi32(static_cast<int32_t>(E.hi));
+    const bool c64 = !E.small_mult;
+    const __m512i lo64 = _mm512_set1_epi64(E.lo), hi64 = _mm512_set1_epi64(E.hi);
     for (int64_t c = 0; c < n; c += 16) {
       const int64_t oc = oc0 + c;
       const __mmask16 k = n - c >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (n - c)) - 1u);
@@ -399,6 +417,7 @@ void epilogue_row(const int32_t* acc, int64_t oc0, int64_t n, int32_t rowcorr, c
                              _mm512_loadu_si512(E.shift_eo.get() + oc));
       po = _mm512_srav_epi64(_mm512_add_epi64(po, _mm512_loadu_si512(E.round_eo.get() + oc + 8)),
                              _mm512_loadu_si512(E.shift_eo.get() + oc + 8));
+      if (c64) clamp64(pe, po, lo64, hi64);
       __m512i r = _mm512_mask_blend_epi32(static_cast<__mmask16>(0xAAAA), pe, _mm512_slli_epi64(po, 32));
       r = _mm512_min_epi32(_mm512_max_epi32(r, lo), hi);
       _mm512_mask_cvtepi32_storeu_epi8(static_cast<uint8_t*>(out_row) + oc, k, r);
@@ -431,7 +450,7 @@ void gemm_avx512vnni(const GemmCall& c) {
   const int64_t pw = static_cast<int64_t>(B.nb_max) * B.lanes;
   Sink s;
   s.E = &E;
-  s.fused = E.small_mult && !E.wide && (E.kind == OutKind::U8 || E.kind == OutKind::S8);
+  s.fused = !E.wide && (E.kind == OutKind::U8 || E.kind == OutKind::S8);
   s.tile = tile;
   s.ldo = c.ldo * static_cast<int64_t>(esz);
   for (int64_t p = c.p0; p < c.p1; ++p) {

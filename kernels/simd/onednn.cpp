@@ -214,11 +214,14 @@ struct Runner {
 // arithmetic as the GEMM epilogue (see Epilogue): r = ((acc + colterm) * m +
 // round) >> s, computed as (acc * m + (colterm * m + round)) >> s in 64 bits
 // (equal: without `wide` acc + colterm never leaves int32), clamp, 8-bit store.
-// Used for 8-bit outputs with multipliers <= 1 and no 64-bit bias (the
-// common case); the others keep the row epilogue.
+// Used for 8-bit outputs without a 64-bit bias (the common case); the others
+// keep the row epilogue. Multipliers above 1 (2-bit weights often have them)
+// clamp the 64-bit results to the output range before the 32-bit blend.
 struct FlatRequant {
   int64_t period = 0;  // P lanes; 0: not usable
   bool odd_shift32 = false;  // every shift >= 32: odd lanes shift by s - 32, no re-shift left
+  bool clamp64 = false;      // a multiplier above 1: results may leave int32 before the clamp
+  int32_t lo32 = 0, hi32 = 0;  // [lo, hi] as integers (lo / hi below: their bytes)
   bool is_signed = false;
   bool clamp = false;  // [lo, hi] narrower than the 8-bit type (the packs saturate to the type)
   int8_t lo = 0, hi = 0;
@@ -240,7 +243,7 @@ int64_t gcd64(int64_t a, int64_t b) {
 
 FlatRequant make_flat(const Epilogue& E) {
   FlatRequant F;
-  if (!(E.small_mult && !E.wide && (E.kind == OutKind::U8 || E.kind == OutKind::S8))) return F;
+  if (E.wide || !(E.kind == OutKind::U8 || E.kind == OutKind::S8)) return F;
   const int64_t OC = E.OC;
   const int64_t P = OC / gcd64(OC, 64) * 64;
   if (P > 4096) return F;
@@ -256,7 +259,10 @@ FlatRequant make_flat(const Epilogue& E) {
   F.ro = make_aligned<int64_t>(n / 2);
   F.se = make_aligned<int64_t>(n / 2);
   F.so = make_aligned<int64_t>(n / 2);
-  F.odd_shift32 = true;
+  F.clamp64 = !E.small_mult;
+  F.lo32 = static_cast<int32_t>(E.lo);
+  F.hi32 = static_cast<int32_t>(E.hi);
+  F.odd_shift32 = true;  // implies multipliers below 1/2
   for (int64_t oc = 0; oc < OC; ++oc) F.odd_shift32 = F.odd_shift32 && E.shift[oc] >= 32;
   for (int64_t i = 0; i < P; ++i) {
     const int64_t oc = i % OC, v = i / 16, l = i % 16;
@@ -290,24 +296,32 @@ BBITS_AVX512 inline Lane16 lane16(const FlatRequant& F, int64_t v) {
   return L;
 }
 
-template <bool kOdd32>
-BBITS_AVX512 inline __m512i requant16(__m512i a, const Lane16& L) {
+// kMode: kPlain, kOdd32 (every shift >= 32, see FlatRequant) or kClamp64
+// (multipliers above 1: 64-bit results clamped to [lo, hi] first).
+enum FlatMode { kPlain = 0, kOdd32 = 1, kClamp64 = 2 };
+template <int kMode>
+BBITS_AVX512 inline __m512i requant16(__m512i a, const Lane16& L, __m512i lo64, __m512i hi64) {
   const __m512i ao = _mm512_shuffle_epi32(a, _MM_PERM_DDBB);  // odd lanes to the even positions
   __m512i pe = _mm512_mul_epi32(a, L.me);
   __m512i po = _mm512_mul_epi32(ao, L.mo);
   pe = _mm512_srav_epi64(_mm512_add_epi64(pe, L.re), L.se);
   po = _mm512_srav_epi64(_mm512_add_epi64(po, L.ro), L.so);
-  if constexpr (!kOdd32) po = _mm512_slli_epi64(po, 32);
+  if constexpr (kMode == kClamp64) {
+    pe = _mm512_min_epi64(_mm512_max_epi64(pe, lo64), hi64);
+    po = _mm512_min_epi64(_mm512_max_epi64(po, lo64), hi64);
+  }
+  if constexpr (kMode != kOdd32) po = _mm512_slli_epi64(po, 32);
   return _mm512_mask_blend_epi32(static_cast<__mmask16>(0xAAAA), pe, po);
 }
 
 // Blocks [b0, b1) of P values of the flat array of `total` values. Column
 // order: for each pair of parameter vectors (32 channels' worth of lanes,
 // parameters kept in registers), every block; 32 outputs stored at once.
-template <bool kOdd32, bool kSigned, bool kClamp>
+template <int kMode, bool kSigned, bool kClamp>
 BBITS_AVX512 void flat_requant(const int32_t* acc, int64_t b0, int64_t b1, int64_t total, const FlatRequant& F,
                                uint8_t* out) {
   const __m512i perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  const __m512i lo64 = _mm512_set1_epi64(F.lo32), hi64 = _mm512_set1_epi64(F.hi32);
   const __m256i lo = _mm256_set1_epi8(F.lo), hi = _mm256_set1_epi8(F.hi);
   const int64_t P = F.period;
   for (int64_t vp = 0; vp < P / 16; vp += 2) {
@@ -318,14 +332,14 @@ BBITS_AVX512 void flat_requant(const int32_t* acc, int64_t b0, int64_t b1, int64
       __m512i r0, r1;
       const bool full = i + 32 <= total;
       if (full) {
-        r0 = requant16<kOdd32>(_mm512_loadu_si512(acc + i), L0);
-        r1 = requant16<kOdd32>(_mm512_loadu_si512(acc + i + 16), L1);
+        r0 = requant16<kMode>(_mm512_loadu_si512(acc + i), L0, lo64, hi64);
+        r1 = requant16<kMode>(_mm512_loadu_si512(acc + i + 16), L1, lo64, hi64);
       } else {
         const int64_t left = total - i;
         const auto k0 = static_cast<__mmask16>(left >= 16 ? 0xffffu : (1u << left) - 1u);
         const auto k1 = static_cast<__mmask16>(left >= 32 ? 0xffffu : left <= 16 ? 0u : (1u << (left - 16)) - 1u);
-        r0 = requant16<kOdd32>(_mm512_maskz_loadu_epi32(k0, acc + i), L0);
-        r1 = requant16<kOdd32>(_mm512_maskz_loadu_epi32(k1, acc + i + 16), L1);
+        r0 = requant16<kMode>(_mm512_maskz_loadu_epi32(k0, acc + i), L0, lo64, hi64);
+        r1 = requant16<kMode>(_mm512_maskz_loadu_epi32(k1, acc + i + 16), L1, lo64, hi64);
       }
       const __m512i p = _mm512_packs_epi32(r0, r1);
       __m256i bytes;
@@ -342,19 +356,21 @@ BBITS_AVX512 void flat_requant(const int32_t* acc, int64_t b0, int64_t b1, int64
   }
 }
 
-template <bool kOdd32, bool kSigned>
+template <int kMode, bool kSigned>
 void flat_dispatch2(const int32_t* acc, int64_t b, int64_t e, int64_t total, const FlatRequant& F, uint8_t* o) {
-  if (F.clamp) flat_requant<kOdd32, kSigned, true>(acc, b, e, total, F, o);
-  else flat_requant<kOdd32, kSigned, false>(acc, b, e, total, F, o);
+  // Clamped in 64 bits: the packs cannot leave [lo, hi].
+  if (F.clamp && kMode != kClamp64) flat_requant<kMode, kSigned, true>(acc, b, e, total, F, o);
+  else flat_requant<kMode, kSigned, false>(acc, b, e, total, F, o);
+}
+template <int kMode>
+void flat_dispatch1(const int32_t* acc, int64_t b, int64_t e, int64_t total, const FlatRequant& F, uint8_t* o) {
+  if (F.is_signed) flat_dispatch2<kMode, true>(acc, b, e, total, F, o);
+  else flat_dispatch2<kMode, false>(acc, b, e, total, F, o);
 }
 void flat_dispatch(const int32_t* acc, int64_t b, int64_t e, int64_t total, const FlatRequant& F, uint8_t* o) {
-  if (F.odd_shift32) {
-    if (F.is_signed) flat_dispatch2<true, true>(acc, b, e, total, F, o);
-    else flat_dispatch2<true, false>(acc, b, e, total, F, o);
-  } else {
-    if (F.is_signed) flat_dispatch2<false, true>(acc, b, e, total, F, o);
-    else flat_dispatch2<false, false>(acc, b, e, total, F, o);
-  }
+  if (F.odd_shift32) flat_dispatch1<kOdd32>(acc, b, e, total, F, o);
+  else if (F.clamp64) flat_dispatch1<kClamp64>(acc, b, e, total, F, o);
+  else flat_dispatch1<kPlain>(acc, b, e, total, F, o);
 }
 
 // Requantizes `rows` rows of OC int32 results into 8-bit outputs, flat,

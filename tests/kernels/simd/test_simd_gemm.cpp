@@ -268,16 +268,20 @@ TEST(SimdGemm, ChosenKernelExactUnderEveryIsaCap) {
   }
 }
 
-// Exact agreement at a given output scale (make_layer calibrates it, which
-// keeps every requantization multiplier far below 1; a scale near the
-// largest s_w * s_in gives multipliers just under 1, shifts below 32).
+// Exact agreement at a given output scale. mult_max 0: the scale make_layer
+// calibrates, which keeps every requantization multiplier far below 1;
+// otherwise the output scale that makes the largest multiplier s_w * s_in /
+// s_out about mult_max: kNearOne gives multipliers just under 1 (shifts
+// below 32), values above 1 give requantized sums that leave int32 before
+// the output clamp (2-bit weights with ReLU6 outputs have them).
+constexpr double kNearOne = 1.0 / 1.0001;
 ::testing::AssertionResult matches_at_out_scale(const KernelInfo& k, ConvDesc d, uint64_t seed, ThreadPool* pool,
-                                                bool near_one) {
-  testing::TestLayer L = testing::make_layer(d, seed, /*keep_out_scale=*/!near_one);
-  if (near_one) {
+                                                double mult_max) {
+  testing::TestLayer L = testing::make_layer(d, seed, /*keep_out_scale=*/mult_max <= 0.0);
+  if (mult_max > 0.0) {
     float mx = 0.0f;
     for (float s : L.weights.scales) mx = std::max(mx, s);
-    std::get<ConvDesc>(L.desc).out.scale = mx * d.in.scale * 1.0001f;
+    std::get<ConvDesc>(L.desc).out.scale = static_cast<float>(static_cast<double>(mx) * d.in.scale / mult_max);
   }
   if (!k.supports(L.desc)) return ::testing::AssertionFailure() << k.name << " does not support " << describe(L.desc);
   const testing::TestTensor want = testing::run_kernel(*reference_kernel(L.desc), L);
@@ -359,11 +363,18 @@ TEST(SimdGemm, OnednnSlabsAndFlatEpilogueExact) {
       f.in = {2, false, 0.25f};
       f.out = {8, near_one == 1, 1.0f};
       f.activation = near_one == 1 ? Activation::None : Activation::Relu;
-      EXPECT_TRUE(matches_at_out_scale(*k, f, seed++, nullptr, near_one == 1));
+      EXPECT_TRUE(matches_at_out_scale(*k, f, seed++, nullptr, near_one == 1 ? kNearOne : 0.0));
       f.out = {4, false, 1.0f};  // clamp to [0, 15] after the saturating packs
       f.activation = Activation::Relu6;
-      EXPECT_TRUE(matches_at_out_scale(*k, f, seed++, oc == 144 ? &pool : nullptr, near_one == 1));
+      EXPECT_TRUE(matches_at_out_scale(*k, f, seed++, oc == 144 ? &pool : nullptr, near_one == 1 ? kNearOne : 0.0));
       checked += 2;
+      // Multipliers above 1: clamped in 64 bits before the 32-bit blend.
+      f.out = {8, near_one == 1, 1.0f};
+      f.activation = near_one == 1 ? Activation::Relu6 : Activation::None;
+      for (double mult : {3.0, 1.0e6}) {
+        EXPECT_TRUE(matches_at_out_scale(*k, f, seed++, oc == 40 ? &pool : nullptr, mult));
+        ++checked;
+      }
     }
   }
   EXPECT_GE(checked, 30);
@@ -442,8 +453,8 @@ TEST(SimdGemm, OnednnSmallLayersSplitOverThreadsExact) {
 
 // The packed-byte tile epilogue of the GEMM conv kernels (8-bit outputs):
 // rows of 16 / 32 / 48 / 64 channels per panel (whole stores) and of other
-// counts (one masked store), every output kind, multipliers far below and
-// just under 1, 8-bit and sub-byte weights (row corrections).
+// counts (one masked store), every output kind, multipliers far below,
+// just under and above 1, 8-bit and sub-byte weights (row corrections).
 TEST(SimdGemm, GemmTileEpilogueExact) {
   ThreadPool pool(2);
   uint64_t seed = 12000;
@@ -466,13 +477,75 @@ TEST(SimdGemm, GemmTileEpilogueExact) {
         d.activation = variant == 1 ? Activation::None : Activation::Relu;
         if (variant == 2) d.out = {4, false, 1.0f};
         if (!k->supports(d)) continue;
-        EXPECT_TRUE(matches_at_out_scale(*k, d, seed++, variant == 3 ? &pool : nullptr, false));
-        EXPECT_TRUE(matches_at_out_scale(*k, d, seed++, nullptr, true));
-        checked += 2;
+        EXPECT_TRUE(matches_at_out_scale(*k, d, seed++, variant == 3 ? &pool : nullptr, 0.0));
+        EXPECT_TRUE(matches_at_out_scale(*k, d, seed++, nullptr, kNearOne));
+        EXPECT_TRUE(matches_at_out_scale(*k, d, seed++, variant == 0 ? &pool : nullptr, 3.0));
+        EXPECT_TRUE(matches_at_out_scale(*k, d, seed++, nullptr, 1.0e6));
+        checked += 4;
       }
     }
   }
   if (!simd_kernels(OpKind::Conv2D).empty()) EXPECT_GT(checked, 40);
+}
+
+// Requantization multipliers above 1 (their 64-bit results may leave int32
+// before the output clamp) on every SIMD conv, depthwise and fc kernel with
+// 8-bit outputs: the fused tile and GEMV epilogues, the row epilogue, the
+// oneDNN wrapper's flat requantization; signed and unsigned outputs, ReLU6.
+TEST(SimdGemm, MultipliersAboveOneExact) {
+  ThreadPool pool(2);
+  uint64_t seed = 13000;
+  int checked = 0;
+  auto check = [&](const KernelInfo& k, OpDesc d, double mult, ThreadPool* p) {
+    if (!k.supports(d)) return;
+    testing::TestLayer L = testing::make_layer(d, seed++, /*keep_out_scale=*/false);
+    float mx = 0.0f;
+    for (float sc : L.weights.scales) mx = std::max(mx, sc);
+    std::visit(
+        [&](auto& x) {
+          if constexpr (requires { x.out.scale; x.in.scale; })
+            x.out.scale = static_cast<float>(static_cast<double>(mx) * x.in.scale / mult);
+        },
+        L.desc);
+    const testing::TestTensor want = testing::run_kernel(*reference_kernel(L.desc), L);
+    const testing::TestTensor got = testing::run_kernel(k, L, p);
+    EXPECT_TRUE(testing::same_output(got, want)) << k.name << " on " << describe(L.desc) << " seed " << seed - 1;
+    ++checked;
+  };
+  for (const auto* k : simd_kernels(OpKind::Conv2D)) {
+    if (k->weight_bits == 32) continue;
+    for (int variant = 0; variant < 4; ++variant) {
+      ConvDesc d;
+      d.H = 9;
+      d.W = 11;
+      d.C = variant == 3 ? 48 : 16;
+      d.OC = variant == 3 ? 48 : 72;
+      d.groups = variant == 3 ? 48 : 1;
+      d.KH = d.KW = variant == 0 ? 1 : 3;
+      d.pad_top = d.pad_left = d.pad_bottom = d.pad_right = variant == 0 ? 0 : 1;
+      d.stride_h = d.stride_w = variant == 2 ? 2 : 1;
+      d.wbits = k->weight_bits;
+      d.in = {8, variant == 1, 0.05f};
+      d.out = {8, variant % 2 == 1, 1.0f};
+      d.activation = variant % 2 == 1 ? Activation::None : Activation::Relu6;
+      for (double mult : {1.5, 3.0, 1.0e6}) check(*k, d, mult, variant == 2 ? &pool : nullptr);
+    }
+  }
+  for (const auto* k : simd_kernels(OpKind::FullyConnected)) {
+    if (k->weight_bits == 32) continue;
+    for (int64_t oc : {24, 64, 320}) {
+      FcDesc f;
+      f.N = oc == 64 ? 3 : 1;
+      f.K = 200;
+      f.OC = oc;
+      f.wbits = k->weight_bits;
+      f.in = {8, oc == 24, 0.05f};
+      f.out = {8, oc == 320, 1.0f};
+      f.activation = oc == 320 ? Activation::None : Activation::Relu6;
+      for (double mult : {1.5, 3.0, 1.0e6}) check(*k, f, mult, oc == 320 ? &pool : nullptr);
+    }
+  }
+  EXPECT_GT(checked, 40);
 }
 
 TEST(SimdGemm, BadWeightsRejected) {

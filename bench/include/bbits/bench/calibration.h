@@ -89,7 +89,7 @@ struct KernelOverhead {
 // the workers and waiting for the last one (lower quartile of many empty runs).
 struct DispatchCost {
   int threads = 1;
-  std::string runtime;  // "pool" (kernels::ThreadPool) or "openmp" (oneDNN and kernels built on it)
+  std::string runtime;  // "pool" (kernels::ThreadPool: every plan kernel) or "openmp" (the oneDNN baselines)
   double ns = 0;
 };
 

@@ -80,7 +80,6 @@ struct PeakCalibration {
 
 // Per-call cost (on tiny_desc) and peaks (on calibration_shapes) of every
 // (kernel, family) the kernel supports, at every weight width it accepts.
-// Kernels built on oneDNN get the thread count through OpenMP.
 PeakCalibration calibrate_kernel_peaks(const PeakCalibrationOptions& opts, const Progress& progress = {});
 // The same for oneDNN f32 and int8 per family ("onednn_f32", "onednn_int8").
 PeakCalibration calibrate_onednn_peaks(const PeakCalibrationOptions& opts, const Progress& progress = {});
