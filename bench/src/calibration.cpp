@@ -92,7 +92,15 @@ json Calibration::to_json() const {
   j["overheads"] = json::array();
   for (const auto& o : overheads)
     j["overheads"].push_back({{"kernel", o.kernel}, {"op", o.op}, {"threads", o.threads}, {"ns", o.ns}, {"shape", o.shape}});
+  j["scaling"] = json::array();
+  for (const auto& s : scaling) j["scaling"].push_back({{"threads", s.threads}, {"speedup", s.speedup}});
   return j;
+}
+
+std::optional<double> Calibration::scaling_for(int threads) const {
+  for (const auto& s : scaling)
+    if (s.threads == threads) return s.speedup;
+  return std::nullopt;
 }
 
 std::optional<double> Calibration::overhead_ns(const std::string& kernel, const std::string& op, int threads) const {
@@ -184,6 +192,18 @@ Calibration Calibration::from_json(const json& j) {
       if (dc.threads < 1 || !(dc.ns >= 0) || !std::isfinite(dc.ns))
         throw CalibrationError(fmt::format("calibration: {} has a bad thread count or time", where));
       c.dispatch.push_back(dc);
+    }
+  }
+  {
+    const json sc = optional_array(j, "scaling");
+    for (size_t i = 0; i < sc.size(); ++i) {
+      const std::string where = fmt::format("scaling[{}]", i);
+      ThreadScaling ts;
+      ts.threads = field<int>(sc[i], "threads", where);
+      ts.speedup = field<double>(sc[i], "speedup", where);
+      if (ts.threads < 2 || !(ts.speedup > 0) || !std::isfinite(ts.speedup))
+        throw CalibrationError(fmt::format("calibration: {} has a bad thread count or speedup", where));
+      c.scaling.push_back(ts);
     }
   }
   {

@@ -523,6 +523,32 @@ std::vector<DispatchCost> calibrate_dispatch(const std::vector<int>& threads) {
   return out;
 }
 
+double measure_thread_scaling(int threads, int probes) {
+  if (threads < 2) throw std::invalid_argument("measure_thread_scaling: threads must be at least 2");
+  kernels::ConvDesc d;
+  d.H = d.W = 28;
+  d.C = d.OC = 128;
+  d.KH = d.KW = 3;
+  d.pad_top = d.pad_left = d.pad_bottom = d.pad_right = 1;
+  d.wbits = 8;
+  d.in = {8, false, 0.05f};
+  d.out = {8, false, 0.05f};
+  d.activation = kernels::Activation::Relu;
+  const auto m = one_layer_model(d);
+  const ModelLayer& L = m->layers().front();
+  const kernels::KernelInfo* k = kernels::choose_kernel(L.desc, kernels::detect_isa()).info;
+  LayerRunner r(L, *k, threads);
+  kernels::ThreadPool pool(threads);
+  const TimingOptions o{.warmup = 3, .repeats = 7};
+  double best = 0;
+  for (int i = 0; i < std::max(1, probes); ++i) {
+    const double t1 = time_ns([&] { r.run(nullptr); }, o).median;
+    const double tt = time_ns([&] { r.run(&pool); }, o).median;
+    if (tt > 0) best = std::max(best, t1 / tt);
+  }
+  return best;
+}
+
 Calibration calibrate_machine(const MachineCalibrationOptions& opts, const Progress& progress) {
   Calibration c;
   c.created = utc_timestamp();
@@ -546,6 +572,11 @@ Calibration calibrate_machine(const MachineCalibrationOptions& opts, const Progr
       progress(fmt::format("  read bandwidth {} thr {:<4} {:8.1f} GB/s  (probe {} KiB)", b.threads, b.level,
                            b.bytes_per_s * 1e-9, b.probe_bytes >> 10));
   c.dispatch = calibrate_dispatch(opts.peaks.threads);
+  for (int t : opts.peaks.threads) {
+    if (t < 2) continue;
+    c.scaling.push_back({t, measure_thread_scaling(t, 5)});
+    if (progress) progress(fmt::format("  thread scaling {} thr {:6.2f}x", t, c.scaling.back().speedup));
+  }
   if (progress)
     for (const auto& d : c.dispatch)
       progress(fmt::format("  dispatch {} thr {:<7} {:8.2f} us", d.threads, d.runtime, d.ns * 1e-3));

@@ -1,5 +1,5 @@
 // bbits bench MODEL [--json] [--csv FILE] [--json-out FILE] [--threads 1,2]
-//                   [--repeats N] [--calibration FILE] [--no-baselines]
+//                   [--repeats N] [--passes N] [--calibration FILE] [--no-baselines]
 // Per layer and for the whole model: measured time (median, IQR), oneDNN
 // float32 and int8 baselines, BOP- and roofline-predicted speedups, measured
 // speedups and the error of each prediction. Columns: docs/BENCH.md.
@@ -24,6 +24,7 @@ struct BenchOptions {
   std::vector<int> threads = {1, 2};
   int repeats = 15;
   int warmup = 2;
+  int passes = 3;
   std::string calibration;
   bool no_baselines = false;
   bool all_columns = false;
@@ -33,10 +34,12 @@ int run_bench(const BenchOptions& o) {
   namespace bb = bbits::bench;
   if (o.repeats < 1) throw std::invalid_argument("--repeats must be at least 1");
   if (o.warmup < 0) throw std::invalid_argument("--warmup must not be negative");
+  if (o.passes < 1 || o.passes > 100) throw std::invalid_argument("--passes must be 1..100");
   bb::ModelBenchOptions mo;
   mo.threads = o.threads;
   mo.timing.repeats = o.repeats;
   mo.timing.warmup = o.warmup;
+  mo.passes = o.passes;
   mo.baselines = !o.no_baselines;
   mo.calibration_path = o.calibration.empty() ? bb::default_calibration_path() : o.calibration;
   mo.calibration = bb::Calibration::load(mo.calibration_path);
@@ -71,6 +74,8 @@ BBITS_COMMAND("bench", "Measure per-layer and whole-model time against BOP and r
                 sub.add_option("--threads", o->threads, "Thread counts, e.g. 1,2")->delimiter(',');
                 sub.add_option("--repeats", o->repeats, "Timed samples per measurement (median and IQR)");
                 sub.add_option("--warmup", o->warmup, "Untimed runs before sampling");
+                sub.add_option("--passes", o->passes,
+                               "Passes over all measurements; each keeps its fastest pass (default 3)");
                 sub.add_option("--calibration", o->calibration,
                                "Calibration JSON from `bbits calibrate` (default: $BBITS_CALIBRATION or "
                                "~/.cache/bbits/calibration.json)");

@@ -174,8 +174,48 @@ TEST(ModelBench, TinyModelOneRepeat) {
   EXPECT_FALSE(bb::summary_text(r).empty());
 }
 
+// Two threads, two passes, and a calibration whose thread scaling the
+// machine cannot give (100x): with no time to wait, both passes run anyway,
+// the probes before them are recorded, and the results carry a warning.
+TEST(ModelBench, PassesAndThreadScalingProbe) {
+  TempDir dir;
+  const std::string path = dir.file("tiny.bbm");
+  bbits::format::write_file_atomic(path, bb::tiny_test_model());
+  bb::ModelBenchOptions o;
+  o.threads = {1, 2};
+  o.passes = 2;
+  o.max_wait_s = 0;
+  o.baselines = false;
+  o.timing = {.warmup = 0, .repeats = 1, .min_sample_ns = 0};
+  o.calibration = fake_calibration();
+  o.calibration.scaling = {{2, 100.0}};
+  const bb::ModelBenchResult r = bb::run_model_bench(path, o);
+  ASSERT_EQ(r.rows.rows().size(), 2u * (9u + 1u));
+  std::string probes;
+  for (const auto& [k, v] : r.meta)
+    if (k == "thread_scaling_2") probes = v;
+  EXPECT_EQ(probes.rfind("calibrated 100.00; before each pass ", 0), 0u) << probes;
+  EXPECT_EQ(std::count(probes.begin(), probes.end(), '.'), 3) << probes;  // 100.00 and two probes
+  ASSERT_EQ(r.warnings.size(), 1u);
+  EXPECT_NE(r.warnings[0].find("thread scaling"), std::string::npos);
+  EXPECT_NE(bb::summary_text(r).find("warning: "), std::string::npos);
+  EXPECT_EQ(nlohmann::json::parse(r.to_json().dump())["warnings"].size(), 1u);
+  // Without a recorded scaling: no probe, no warning.
+  o.calibration.scaling.clear();
+  o.passes = 1;
+  const bb::ModelBenchResult q = bb::run_model_bench(path, o);
+  EXPECT_TRUE(q.warnings.empty());
+  for (const auto& [k, v] : q.meta) EXPECT_NE(k, "thread_scaling_2");
+}
+
 TEST(ModelBench, RejectsBadOptions) {
   bb::ModelBenchOptions o;
+  o.passes = 0;
+  EXPECT_THROW(bb::run_model_bench("x.bbm", o), std::invalid_argument);
+  o.passes = 1;
+  o.max_wait_s = -1;
+  EXPECT_THROW(bb::run_model_bench("x.bbm", o), std::invalid_argument);
+  o.max_wait_s = 0;
   o.threads = {0};
   EXPECT_THROW(bb::run_model_bench("x.bbm", o), std::invalid_argument);
   o.threads = {1};

@@ -313,6 +313,25 @@ TEST(Calibration, JsonRoundTripAndValidation) {
   j = c.to_json();
   j.erase("overheads");  // optional: older files
   EXPECT_TRUE(bb::Calibration::from_json(j).overheads.empty());
+  // Thread scaling: round trip, lookup, validation, optional.
+  {
+    bb::Calibration s = c;
+    s.scaling = {{2, 1.9}, {4, 3.5}};
+    const auto sb = bb::Calibration::from_json(nlohmann::json::parse(s.to_json().dump()));
+    ASSERT_EQ(sb.scaling.size(), 2u);
+    EXPECT_EQ(sb.scaling_for(2), 1.9);
+    EXPECT_EQ(sb.scaling_for(4), 3.5);
+    EXPECT_FALSE(sb.scaling_for(3).has_value());
+    j = s.to_json();
+    j["scaling"][0]["speedup"] = -1.0;
+    EXPECT_THROW(bb::Calibration::from_json(j), bb::CalibrationError);
+    j = s.to_json();
+    j["scaling"][1]["threads"] = 1;
+    EXPECT_THROW(bb::Calibration::from_json(j), bb::CalibrationError);
+    j = s.to_json();
+    j.erase("scaling");  // optional: older files
+    EXPECT_TRUE(bb::Calibration::from_json(j).scaling.empty());
+  }
   j = c.to_json();
   j["peaks"][0]["m"] = -3;
   EXPECT_THROW(bb::Calibration::from_json(j), bb::CalibrationError);

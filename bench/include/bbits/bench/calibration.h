@@ -12,7 +12,8 @@
 //               "isa": "avx512_vnni", "threads": 1, "macs_per_s": ..., "shape": "...",
 //               "k": 576, "n": 128, "m": 784}, ...],
 //    "dispatch": [{"threads": 2, "runtime": "pool", "ns": ...}, ...],
-//    "overheads": [{"kernel": "...", "op": "pointwise", "threads": 1, "ns": ..., "shape": "..."}, ...]}
+//    "overheads": [{"kernel": "...", "op": "pointwise", "threads": 1, "ns": ..., "shape": "..."}, ...],
+//    "scaling": [{"threads": 2, "speedup": 1.9}, ...]}
 #pragma once
 
 #include <cstdint>
@@ -93,6 +94,15 @@ struct DispatchCost {
   double ns = 0;
 };
 
+// How much faster a compute-bound layer runs on `threads` threads than on
+// one (measure_thread_scaling). On a VM the host may place the vCPUs on one
+// physical core's SMT siblings for a while, which halves what the second
+// thread adds; the bench compares this with the value at calibration time.
+struct ThreadScaling {
+  int threads = 2;
+  double speedup = 0;
+};
+
 class CalibrationError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
@@ -110,6 +120,7 @@ struct Calibration {
   std::vector<KernelPeak> peaks;
   std::vector<DispatchCost> dispatch;  // may be empty (older files): no overhead term
   std::vector<KernelOverhead> overheads;  // may be empty (older files): dispatch only
+  std::vector<ThreadScaling> scaling;     // may be empty (older files)
 
   nlohmann::json to_json() const;
   // Validates every field; throws CalibrationError naming the bad one.
@@ -150,6 +161,8 @@ struct Calibration {
   // nullopt when not measured (older files, or a kernel that refused the
   // tiny shape).
   std::optional<double> overhead_ns(const std::string& kernel, const std::string& op, int threads) const;
+  // The thread scaling measured at calibration time; nullopt when not measured.
+  std::optional<double> scaling_for(int threads) const;
 };
 
 // Where the calibration lives: $BBITS_CALIBRATION, else

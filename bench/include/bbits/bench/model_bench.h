@@ -20,6 +20,16 @@ namespace bbits::bench {
 struct ModelBenchOptions {
   std::vector<int> threads = {1, 2};
   TimingOptions timing{.warmup = 2, .repeats = 15};
+  // Passes over all the measurements; each keeps its fastest pass (see
+  // run_model_bench). Must be at least 1.
+  int passes = 3;
+  // Before each pass at more than one thread: when the calibration recorded
+  // a thread scaling and the machine now gives less than 85% of it (the VM's
+  // vCPUs on one core's SMT siblings), wait for it to come back, re-measuring
+  // every half second, for at most this many seconds per run in total; then
+  // measure anyway. Every probe is recorded in the results (meta
+  // "thread_scaling").
+  double max_wait_s = 60;
   bool baselines = true;   // time the oneDNN baselines
   bool whole_model = true; // time bbits::Session end to end
   Calibration calibration;
@@ -32,6 +42,9 @@ struct ModelBenchResult {
   // Share of layers (with a positive measured time) whose roofline time is
   // within +/-25% of the measured median, per thread count.
   std::vector<std::pair<int, double>> roofline_hit_rate;
+  // Conditions that make the figures less trustworthy (e.g. the machine's
+  // thread scaling below the calibrated one); also in the summary and JSON.
+  std::vector<std::string> warnings;
   nlohmann::json to_json() const;
 };
 

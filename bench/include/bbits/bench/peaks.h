@@ -97,6 +97,11 @@ struct MachineCalibrationOptions {
   PeakCalibrationOptions peaks;
 };
 
+// Speedup of a compute-bound int8 3x3 convolution (28x28, 128 -> 128
+// channels, the plan's kernel) on `threads` threads over one: the best of
+// `probes` interleaved 1-thread / t-thread measurements.
+double measure_thread_scaling(int threads, int probes = 3);
+
 // Everything `bbits calibrate` measures: caches, read bandwidth per level and
 // thread count, kernel and oneDNN peaks, stamped with cpu, isa and commit.
 Calibration calibrate_machine(const MachineCalibrationOptions& opts, const Progress& progress = {});
