@@ -13,6 +13,7 @@ docs/BENCH.md for the columns) and writes, in RESULTS_DIR:
 Only the standard library is used.
 """
 import csv
+import json
 import math
 import os
 import statistics
@@ -51,6 +52,19 @@ def main():
     first = configs[0][1][0]
     out.append(f"Machine: {first['cpu']}, kernels ISA path `{first['isa']}`, oneDNN {first['onednn']}, "
                f"commit `{first['commit']}`, {first['created']}.\n")
+    # The machine's 2-thread scaling before each measurement pass (bbits bench
+    # waits while it is below 85% of the calibrated one) and any warnings.
+    probes = [(name, rows[0]["thread_scaling_2"]) for name, rows in configs if rows[0].get("thread_scaling_2")]
+    if probes:
+        out.append("2-thread scaling of a compute-bound convolution (" + probes[0][1].split(";")[0] +
+                   "), measured before each pass: " +
+                   "; ".join(f"{n} {p.split('pass', 1)[1].strip()}" for n, p in probes) + ".\n")
+    for name, _ in configs:
+        jp = os.path.join(d, name + ".json")
+        if os.path.exists(jp):
+            with open(jp) as f:
+                for w in json.load(f).get("warnings", []):
+                    out.append(f"**Warning ({name}):** {w}\n")
     out.append("### Whole model (batch 1, median of the timed runs)\n")
     out.append("| model | threads | rel. BOPs | bbits ms | oneDNN f32 ms | oneDNN int8 ms | speedup vs f32 (BOPs / roofline / measured) | speedup vs int8 (BOPs / roofline / measured) |")
     out.append("|---|---|---|---|---|---|---|---|")
