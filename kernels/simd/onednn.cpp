@@ -540,9 +540,10 @@ class OnednnInt8 final : public Kernel {
   }
 
   // The slabs a run on `threads` threads splits over the pool, or null (one
-  // thread, or a layer that cannot be split: fc, a single output row, a
-  // slab primitive wanting another weights layout). Layers too small for
-  // cache-sized slabs get one slab per thread, planned on first use.
+  // thread, or a layer that cannot be split: fc, one image of one output
+  // row, a slab primitive wanting another weights layout). Layers too small
+  // for cache-sized slabs get one slab per thread (or per image), planned on
+  // first use.
   const SlabSet* parallel_set(int threads) const {
     if (threads <= 1) return nullptr;
     if (!cache_.slabs.empty()) return &cache_;
@@ -551,11 +552,14 @@ class OnednnInt8 final : public Kernel {
     auto it = split_.find(threads);
     if (it == split_.end()) {
       auto set = std::make_unique<SlabSet>();
-      // Per image: enough slabs that the N * slabs work items cover the threads.
+      // Per image: enough slabs that the N * slabs work items cover the
+      // threads (a batch of at least `threads` images: one slab per image).
       const int64_t per_image = (threads + d_.N - 1) / d_.N;
       const int64_t rows = (OH_ + per_image - 1) / per_image;
       OmpOne omp;
-      if (!(per_image > 1 && rows < OH_ && plan_slabs(rows, nullptr, &cache_.runners[0]->p, *set))) set.reset();
+      if (!plan_slabs(rows, nullptr, &cache_.runners[0]->p, *set) ||
+          d_.N * static_cast<int64_t>(set->slabs.size()) < 2)
+        set.reset();
       it = split_.emplace(threads, std::move(set)).first;
     }
     return it->second.get();

@@ -383,8 +383,8 @@ TEST(SimdGemm, OnednnSlabsAndFlatEpilogueExact) {
 // The oneDNN int8 wrapper on layers below one slab, run on 2 and 3 threads:
 // one row slab per thread (a top and a bottom primitive sharing the layer's
 // weights), heights that do not divide (7 rows on 2 and 3 threads, 1 row),
-// strides, dilation, uneven padding, depthwise, batches (2 images on 3
-// threads: 2 slabs each), and the same kernel object alternating between
+// strides, dilation, uneven padding, depthwise, batches (2 images: one slab
+// each on 2 threads, 2 each on 3), and the same kernel object alternating between
 // thread counts (each count keeps its own slab plan), every output exact.
 TEST(SimdGemm, OnednnSmallLayersSplitOverThreadsExact) {
   const KernelInfo* k = find_kernel("conv2d_w8a8_u8s8s32_onednn");
