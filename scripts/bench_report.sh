@@ -11,9 +11,10 @@
 #   summary.md, speedup_vs_int8.{png,svg}, roofline_time.{png,svg}
 #   libtorch.csv                       LibTorch float32 baseline (BBITS_TRAINING builds)
 #
-# Takes about 12 minutes on the 2-core test VM, 11 of them in `bbits calibrate`
-# (BBITS_CALIBRATION=FILE reuses a calibration; docs/BENCH.md lists the
-# settings that shorten a run).
+# Takes about 3.5 minutes on the 2-core test VM with nothing else running,
+# 2.5 of them in `bbits calibrate` (BBITS_CALIBRATION=FILE reuses a
+# calibration; docs/BENCH.md lists the settings that shorten a run); longer
+# when `bbits bench` waits for the machine's 2-thread scaling (docs/BENCH.md).
 #
 # Environment:
 #   BBITS_BUILD=DIR            build directory (default build/)
