@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <chrono>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -170,6 +171,47 @@ Summary measure_read_bandwidth(int64_t bytes_per_thread, int threads, const Timi
   bps.reserve(ns.size());
   const double bytes = static_cast<double>(n) * static_cast<double>(passes) * threads;
   for (double t : ns) bps.push_back(bytes / (t * 1e-9));
+  volatile uint64_t keep = 0;
+  for (uint64_t v : sink) keep = keep ^ v;
+  (void)keep;
+  return summarize(bps);
+}
+
+Summary measure_reuse_bandwidth(int64_t distance, int threads, const TimingOptions& opts) {
+  if (distance < 0) throw std::invalid_argument("reuse bandwidth: distance must not be negative");
+  if (threads < 1) throw std::invalid_argument("reuse bandwidth: threads must be at least 1");
+  const size_t x = (size_t{1} << 20) / static_cast<size_t>(threads) / 256 * 256;
+  const size_t y = static_cast<size_t>(distance) / static_cast<size_t>(threads) / 256 * 256;
+  const ReadFn read = pick_read();
+  std::vector<std::unique_ptr<uint8_t, AlignedFree>> xs(static_cast<size_t>(threads)), ys(static_cast<size_t>(threads));
+  ThreadTeam team(threads);
+  team.run([&](int t) {
+    void* p = std::aligned_alloc(64, x);
+    if (p) std::memset(p, t + 1, x);
+    xs[static_cast<size_t>(t)].reset(static_cast<uint8_t*>(p));
+    if (y > 0) {
+      void* q = std::aligned_alloc(64, y);
+      if (q) std::memset(q, t + 2, y);
+      ys[static_cast<size_t>(t)].reset(static_cast<uint8_t*>(q));
+    }
+  });
+  for (int t = 0; t < threads; ++t)
+    if (!xs[static_cast<size_t>(t)] || (y > 0 && !ys[static_cast<size_t>(t)]))
+      throw std::runtime_error("reuse bandwidth: out of memory");
+  std::vector<uint64_t> sink(static_cast<size_t>(threads) * 8, 0);
+  std::vector<double> bps;
+  const int reps = std::max(1, opts.repeats), warm = std::max(0, opts.warmup);
+  for (int r = 0; r < warm + reps; ++r) {
+    team.run([&](int t) {
+      uint64_t acc = read(xs[static_cast<size_t>(t)].get(), x);
+      if (y > 0) acc ^= read(ys[static_cast<size_t>(t)].get(), y);
+      sink[static_cast<size_t>(t) * 8] ^= acc;
+    });
+    const auto t0 = std::chrono::steady_clock::now();
+    team.run([&](int t) { sink[static_cast<size_t>(t) * 8] ^= read(xs[static_cast<size_t>(t)].get(), x); });
+    const double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
+    if (r >= warm && ns > 0) bps.push_back(static_cast<double>(x) * threads / (ns * 1e-9));
+  }
   volatile uint64_t keep = 0;
   for (uint64_t v : sink) keep = keep ^ v;
   (void)keep;

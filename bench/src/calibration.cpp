@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdlib>
 #include <set>
@@ -92,9 +93,34 @@ json Calibration::to_json() const {
   j["overheads"] = json::array();
   for (const auto& o : overheads)
     j["overheads"].push_back({{"kernel", o.kernel}, {"op", o.op}, {"threads", o.threads}, {"ns", o.ns}, {"shape", o.shape}});
+  j["reuse"] = json::array();
+  for (const auto& r : reuse)
+    j["reuse"].push_back({{"threads", r.threads}, {"distance", r.distance}, {"bytes_per_s", r.bytes_per_s}});
   j["scaling"] = json::array();
   for (const auto& s : scaling) j["scaling"].push_back({{"threads", s.threads}, {"speedup", s.speedup}});
   return j;
+}
+
+std::optional<double> Calibration::reuse_bytes_per_s(int64_t distance, int threads) const {
+  if (reuse.empty()) return std::nullopt;
+  int use = -1, smallest = INT_MAX;
+  for (const auto& r : reuse) {
+    smallest = std::min(smallest, r.threads);
+    if (r.threads <= threads) use = std::max(use, r.threads);
+  }
+  if (use < 0) use = smallest;
+  std::vector<std::pair<int64_t, double>> pts;
+  for (const auto& r : reuse)
+    if (r.threads == use) pts.emplace_back(r.distance, r.bytes_per_s);
+  std::sort(pts.begin(), pts.end());
+  if (distance <= pts.front().first) return pts.front().second;
+  for (size_t i = 1; i < pts.size(); ++i)
+    if (distance <= pts[i].first) {
+      const double f = static_cast<double>(distance - pts[i - 1].first) /
+                       static_cast<double>(pts[i].first - pts[i - 1].first);
+      return pts[i - 1].second + f * (pts[i].second - pts[i - 1].second);
+    }
+  return pts.back().second;
 }
 
 std::optional<double> Calibration::scaling_for(int threads) const {
@@ -192,6 +218,23 @@ Calibration Calibration::from_json(const json& j) {
       if (dc.threads < 1 || !(dc.ns >= 0) || !std::isfinite(dc.ns))
         throw CalibrationError(fmt::format("calibration: {} has a bad thread count or time", where));
       c.dispatch.push_back(dc);
+    }
+  }
+  {
+    const json ru = optional_array(j, "reuse");
+    for (size_t i = 0; i < ru.size(); ++i) {
+      const std::string where = fmt::format("reuse[{}]", i);
+      ReuseBandwidth r;
+      r.threads = field<int>(ru[i], "threads", where);
+      r.distance = field<int64_t>(ru[i], "distance", where);
+      r.bytes_per_s = field<double>(ru[i], "bytes_per_s", where);
+      if (r.threads < 1 || r.distance < 0 || !(r.bytes_per_s > 0) || !std::isfinite(r.bytes_per_s))
+        throw CalibrationError(fmt::format("calibration: {} has a bad thread count, distance or bandwidth", where));
+      for (const auto& o : c.reuse)
+        if (o.threads == r.threads && o.distance == r.distance)
+          throw CalibrationError(fmt::format("calibration: {} repeats threads {} distance {}", where, r.threads,
+                                             r.distance));
+      c.reuse.push_back(r);
     }
   }
   {
@@ -391,6 +434,25 @@ std::string default_calibration_path() {
   if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return std::string(x) + "/bbits/calibration.json";
   if (const char* h = std::getenv("HOME"); h && *h) return std::string(h) + "/.cache/bbits/calibration.json";
   return "calibration.json";
+}
+
+std::vector<ReuseBandwidth> calibrate_reuse(const std::vector<CacheLevel>& caches,
+                                            const BandwidthCalibrationOptions& opts) {
+  if (opts.threads.empty()) throw std::invalid_argument("reuse calibration: no thread counts");
+  int64_t llc = 0;
+  for (const auto& c : caches) llc = std::max(llc, c.bytes);
+  if (llc <= 0) llc = 32ll << 20;
+  std::vector<ReuseBandwidth> out;
+  for (int t : opts.threads) {
+    if (t < 1) throw std::invalid_argument("reuse calibration: thread counts must be at least 1");
+    for (double f : {0.0, 0.125, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0}) {
+      const auto d = static_cast<int64_t>(f * static_cast<double>(llc));
+      double best = 0;
+      for (int k = 0; k < 2; ++k) best = std::max(best, measure_reuse_bandwidth(d, t, opts.timing).median);
+      out.push_back({t, d, best});
+    }
+  }
+  return out;
 }
 
 std::vector<BandwidthLevel> calibrate_bandwidth(const std::vector<CacheLevel>& caches,

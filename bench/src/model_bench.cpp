@@ -311,10 +311,16 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
 
     // ---- rows -------------------------------------------------------------------
     // Inside a session, everything one run touches passes through the caches
-    // between two calls of a layer: its weights come back from the level
-    // holding one whole run's bytes.
-    int64_t run_bytes = 0;
-    for (const ModelLayer& L : ml->layers()) run_bytes += L.cost().bytes();
+    // between two calls of a layer: its weights come back after one whole
+    // run's bytes (roofline(): the reuse bandwidth at that distance).
+    // The baselines' predictions are taken the same way (their own run's
+    // bytes), so that the predicted speedups compare like with like.
+    int64_t run_bytes = 0, run_bytes_f = 0, run_bytes_i = 0;
+    for (const ModelLayer& L : ml->layers()) {
+      run_bytes += L.cost().bytes();
+      run_bytes_f += baseline_cost(L, 32).bytes();
+      run_bytes_i += baseline_cost(L, 8).bytes();
+    }
     double sum_roof = 0, sum_roof_f = 0, sum_roof_i = 0, sum_t = 0;
     bool roof_ok = true, roof_f_ok = true, roof_i_ok = true;
     int64_t tot_macs = 0, tot_bops = 0, tot_bytes = 0, bops32 = 0, bops8 = 0;
@@ -329,8 +335,10 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
       // for the kernel run on its own (everything hot).
       const Pred pk = predict(c, cal, chosen[i]->name, fam, t, kn);
       const Pred pb = ts.empty() ? pk : predict(c, cal, chosen[i]->name, fam, t, kn, run_bytes);
-      const Pred pf = predict(baseline_cost(L, 32), cal, baseline_name(BaselineKind::F32), fam, t, kn);
-      const Pred pi = predict(baseline_cost(L, 8), cal, baseline_name(BaselineKind::Int8), fam, t, kn);
+      const Pred pf = predict(baseline_cost(L, 32), cal, baseline_name(BaselineKind::F32), fam, t, kn,
+                              ts.empty() ? 0 : run_bytes_f);
+      const Pred pi = predict(baseline_cost(L, 8), cal, baseline_name(BaselineKind::Int8), fam, t, kn,
+                              ts.empty() ? 0 : run_bytes_i);
       // The layer's time: inside the session when profiled, else the kernel alone.
       const Summary& tl = ts.empty() ? tb[i] : ts[i];
       const double tm = tl.median;

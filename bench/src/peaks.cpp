@@ -567,6 +567,11 @@ Calibration calibrate_machine(const MachineCalibrationOptions& opts, const Progr
     progress(fmt::format("caches:{}{}", caches, guessed ? " (guessed: sysfs says nothing)" : ""));
   }
   c.bandwidth = calibrate_bandwidth(c.caches, opts.bandwidth);
+  c.reuse = calibrate_reuse(c.caches, opts.bandwidth);
+  if (progress)
+    for (const auto& r : c.reuse)
+      progress(fmt::format("  reuse bandwidth {} thr after {:>4} MiB {:8.1f} GB/s", r.threads, r.distance >> 20,
+                           r.bytes_per_s * 1e-9));
   if (progress)
     for (const auto& b : c.bandwidth)
       progress(fmt::format("  read bandwidth {} thr {:<4} {:8.1f} GB/s  (probe {} KiB)", b.threads, b.level,

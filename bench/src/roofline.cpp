@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <stdexcept>
 
 namespace bbits::bench {
@@ -13,6 +14,25 @@ int activation_bytes(int bits) {
   if (bits == 32) return 4;
   throw std::invalid_argument("activation_bytes: bits must be 2, 4, 8, 16 or 32, got " + std::to_string(bits));
 }
+
+namespace {
+// The bandwidth entry of the first cache level shared by several cores, at
+// the thread counts `level_for` uses; null when there is none.
+const BandwidthLevel* shared_level(const Calibration& cal, int threads) {
+  int lv = 0;
+  for (const auto& c : cal.caches)
+    if (c.shared_by > 1 && (lv == 0 || c.level < lv)) lv = c.level;
+  if (lv == 0) return nullptr;
+  const std::string name = "L" + std::to_string(lv);
+  const auto ts = cal.bandwidth_threads();
+  int use = ts.empty() ? threads : ts.front();
+  for (int t : ts)
+    if (t <= threads) use = t;
+  for (const auto& b : cal.bandwidth)
+    if (b.threads == use && b.level == name) return &b;
+  return nullptr;
+}
+}  // namespace
 
 RooflinePrediction roofline(const LayerCost& cost, double peak_macs_per_s, const Calibration& cal, int threads,
                             double overhead_ns, int64_t weights_reuse_bytes) {
@@ -29,6 +49,23 @@ RooflinePrediction roofline(const LayerCost& cost, double peak_macs_per_s, const
   }
   if (cost.scratch_bytes < 0 || weights_reuse_bytes < 0) throw std::invalid_argument("roofline: negative bytes");
   const BandwidthLevel& lvl = cal.level_for(cost.working_set(), threads);
+  const std::optional<double> reuse_bw =
+      weights_reuse_bytes > 0 ? cal.reuse_bytes_per_s(weights_reuse_bytes, threads) : std::nullopt;
+  if (reuse_bw) {
+    p.level = lvl.level;
+    p.weights_level = "reuse";
+    p.bytes_per_s = lvl.bytes_per_s;
+    const double act_ns = static_cast<double>(cost.input_bytes + cost.output_bytes) / lvl.bytes_per_s * 1e9;
+    p.cold_ns = static_cast<double>(cost.weight_bytes) / *reuse_bw * 1e9;
+    if (threads > 1)
+      if (const BandwidthLevel* sh = shared_level(cal, threads))
+        p.cross_ns = static_cast<double>(cost.input_bytes) * (threads - 1) / threads / sh->bytes_per_s * 1e9;
+    p.memory_ns = act_ns + p.cold_ns + p.cross_ns;
+    p.epilogue_ns = scratch_round_trip_ns(cost.scratch_bytes, cal, threads);
+    p.overhead_ns = overhead_ns;
+    p.time_ns = std::max(p.compute_ns, act_ns) + p.cold_ns + p.cross_ns + p.epilogue_ns + overhead_ns;
+    return p;
+  }
   const BandwidthLevel& wlvl =
       weights_reuse_bytes > 0 ? cal.level_for(std::max(cost.working_set(), weights_reuse_bytes), threads) : lvl;
   p.level = lvl.level;

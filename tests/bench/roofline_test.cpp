@@ -1,3 +1,4 @@
+#include "bbits/bench/bandwidth.h"
 #include "bbits/bench/roofline.h"
 #include "bbits/bench/peaks.h"
 #include "bbits/bench/report.h"
@@ -100,6 +101,42 @@ TEST(Roofline, DispatchCostIsAddedOnSeveralThreads) {
   EXPECT_DOUBLE_EQ(p.overhead_ns, 9000);
   EXPECT_DOUBLE_EQ(p.time_ns, p.memory_ns + 9000);
   EXPECT_THROW(bb::roofline(l, 0, c, 2, -1), std::invalid_argument);
+}
+
+// Inside a session with the calibration's reuse bandwidths: the weights come
+// back at the reuse bandwidth for the run's distance (interpolated), added to
+// the max of compute and activations; on 2 threads half the input crosses
+// from the other core through the shared L3. Without reuse entries the older
+// model (weights from the level holding the run) applies.
+TEST(Roofline, InsideASessionWeightsComeBackAtTheReuseBandwidth) {
+  auto c = machine();
+  c.reuse = {{1, 0, 80e9}, {1, 16 << 20, 40e9}, {1, 32 << 20, 20e9}, {2, 0, 160e9}, {2, 32 << 20, 40e9}};
+  EXPECT_DOUBLE_EQ(*c.reuse_bytes_per_s(8 << 20, 1), 60e9);    // halfway between 80 and 40
+  EXPECT_DOUBLE_EQ(*c.reuse_bytes_per_s(64 << 20, 1), 20e9);   // clamped to the last distance
+  EXPECT_DOUBLE_EQ(*c.reuse_bytes_per_s(16 << 20, 2), 100e9);  // 2 threads: its own entries
+  EXPECT_DOUBLE_EQ(*c.reuse_bytes_per_s(16 << 20, 4), 100e9);  // 4 threads: the 2-thread entries
+  bb::LayerCost l;
+  l.macs = 100'000'000;  // 1 ms at 100 GMAC/s
+  l.weight_bytes = 600'000;
+  l.input_bytes = 100'000;
+  l.output_bytes = 100'000;
+  const auto p = bb::roofline(l, 100e9, c, 1, 0, 16 << 20);
+  EXPECT_EQ(p.weights_level, "reuse");
+  EXPECT_DOUBLE_EQ(p.cold_ns, 600'000 / 40e9 * 1e9);  // 15 us
+  EXPECT_DOUBLE_EQ(p.cross_ns, 0);
+  EXPECT_DOUBLE_EQ(p.time_ns, 1e6 + 15'000);
+  const auto q = bb::roofline(l, 190e9, c, 2, 0, 16 << 20);
+  EXPECT_DOUBLE_EQ(q.cold_ns, 600'000 / 100e9 * 1e9);           // 6 us
+  EXPECT_DOUBLE_EQ(q.cross_ns, 100'000 * 0.5 / 50e9 * 1e9);    // half the input at the 2-thread L3 rate: 1 us
+  EXPECT_NEAR(q.time_ns, 100e6 / 190e9 * 1e9 + 6'000 + 1'000, 1e-6);
+  // A layer run alone (no reuse distance) and an older calibration: unchanged.
+  EXPECT_DOUBLE_EQ(bb::roofline(l, 100e9, c, 1).time_ns, 1e6);
+  c.reuse.clear();
+  EXPECT_FALSE(c.reuse_bytes_per_s(1, 1).has_value());
+  const auto o = bb::roofline(l, 100e9, c, 1, 0, 16 << 20);
+  EXPECT_EQ(o.weights_level, "L3");
+  EXPECT_DOUBLE_EQ(o.cold_ns, 0);
+  EXPECT_DOUBLE_EQ(o.time_ns, 1e6);
 }
 
 TEST(Roofline, BoundaryBelongsToTheSmallerLevel) {
@@ -332,6 +369,26 @@ TEST(Calibration, JsonRoundTripAndValidation) {
     j.erase("scaling");  // optional: older files
     EXPECT_TRUE(bb::Calibration::from_json(j).scaling.empty());
   }
+  // Reuse bandwidths: round trip, validation, duplicates, optional.
+  {
+    bb::Calibration r = c;
+    r.reuse = {{1, 0, 90e9}, {1, 16 << 20, 50e9}};
+    const auto rb = bb::Calibration::from_json(nlohmann::json::parse(r.to_json().dump()));
+    ASSERT_EQ(rb.reuse.size(), 2u);
+    EXPECT_DOUBLE_EQ(*rb.reuse_bytes_per_s(16 << 20, 1), 50e9);
+    j = r.to_json();
+    j["reuse"][0]["bytes_per_s"] = 0.0;
+    EXPECT_THROW(bb::Calibration::from_json(j), bb::CalibrationError);
+    j = r.to_json();
+    j["reuse"][1]["distance"] = -1;
+    EXPECT_THROW(bb::Calibration::from_json(j), bb::CalibrationError);
+    j = r.to_json();
+    j["reuse"][1]["distance"] = 0;  // the same point twice
+    EXPECT_THROW(bb::Calibration::from_json(j), bb::CalibrationError);
+    j = r.to_json();
+    j.erase("reuse");  // optional: older files
+    EXPECT_TRUE(bb::Calibration::from_json(j).reuse.empty());
+  }
   j = c.to_json();
   j["peaks"][0]["m"] = -3;
   EXPECT_THROW(bb::Calibration::from_json(j), bb::CalibrationError);
@@ -347,4 +404,17 @@ TEST(Calibration, JsonRoundTripAndValidation) {
 TEST(Calibration, EffectiveCapacity) {
   EXPECT_EQ(bb::effective_capacity({2, 1 << 20, 1}, 2), 2 << 20);
   EXPECT_EQ(bb::effective_capacity({3, 32 << 20, 2}, 2), 32 << 20);
+}
+
+// The reuse probe itself: bad arguments are refused; a small run measures
+// a positive rate on 1 and 2 threads.
+TEST(Bandwidth, ReuseProbe) {
+  const bb::TimingOptions o{.warmup = 0, .repeats = 3};
+  EXPECT_THROW(bb::measure_reuse_bandwidth(-1, 1, o), std::invalid_argument);
+  EXPECT_THROW(bb::measure_reuse_bandwidth(0, 0, o), std::invalid_argument);
+  for (int t : {1, 2}) {
+    const bb::Summary s = bb::measure_reuse_bandwidth(2 << 20, t, o);
+    EXPECT_GT(s.median, 1e8) << t << " threads";
+    EXPECT_TRUE(std::isfinite(s.median));
+  }
 }

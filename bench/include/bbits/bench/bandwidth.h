@@ -40,4 +40,14 @@ std::string read_loop_isa();
 // Throws std::invalid_argument for a size under 1 KiB or threads < 1.
 Summary measure_read_bandwidth(int64_t bytes_per_thread, int threads, const TimingOptions& opts);
 
+// Read bandwidth (bytes per second, all threads together) of data read again
+// after `distance` bytes of other data went through the caches: `threads`
+// threads each read their share of a 1 MiB buffer, stream their share of
+// `distance` other bytes, then the buffer is read again and timed (median of
+// opts.repeats). What a layer's weights come back at inside a session, where
+// a whole run passes between two uses; cache capacities alone do not say it
+// (a last-level cache shared with other tenants, victim caches).
+// Throws std::invalid_argument for distance < 0 or threads < 1.
+Summary measure_reuse_bandwidth(int64_t distance, int threads, const TimingOptions& opts);
+
 }  // namespace bbits::bench

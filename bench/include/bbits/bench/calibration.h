@@ -13,7 +13,8 @@
 //               "k": 576, "n": 128, "m": 784}, ...],
 //    "dispatch": [{"threads": 2, "runtime": "pool", "ns": ...}, ...],
 //    "overheads": [{"kernel": "...", "op": "pointwise", "threads": 1, "ns": ..., "shape": "..."}, ...],
-//    "scaling": [{"threads": 2, "speedup": 1.9}, ...]}
+//    "scaling": [{"threads": 2, "speedup": 1.9}, ...],
+//    "reuse": [{"threads": 1, "distance": 16777216, "bytes_per_s": ...}, ...]}
 #pragma once
 
 #include <cstdint>
@@ -94,6 +95,15 @@ struct DispatchCost {
   double ns = 0;
 };
 
+// Read bandwidth of data read again after `distance` bytes of other data
+// (measure_reuse_bandwidth): where a layer's weights come back from inside a
+// session.
+struct ReuseBandwidth {
+  int threads = 1;
+  int64_t distance = 0;
+  double bytes_per_s = 0;
+};
+
 // How much faster a compute-bound layer runs on `threads` threads than on
 // one (measure_thread_scaling). On a VM the host may place the vCPUs on one
 // physical core's SMT siblings for a while, which halves what the second
@@ -121,6 +131,7 @@ struct Calibration {
   std::vector<DispatchCost> dispatch;  // may be empty (older files): no overhead term
   std::vector<KernelOverhead> overheads;  // may be empty (older files): dispatch only
   std::vector<ThreadScaling> scaling;     // may be empty (older files)
+  std::vector<ReuseBandwidth> reuse;      // may be empty (older files)
 
   nlohmann::json to_json() const;
   // Validates every field; throws CalibrationError naming the bad one.
@@ -161,6 +172,11 @@ struct Calibration {
   // nullopt when not measured (older files, or a kernel that refused the
   // tiny shape).
   std::optional<double> overhead_ns(const std::string& kernel, const std::string& op, int threads) const;
+  // Bandwidth of data read again after `distance` bytes of other traffic at
+  // `threads` threads: linear in distance between the measured distances
+  // (clamped to them), from the entries of the largest measured thread count
+  // <= threads (or the smallest). nullopt when there are no reuse entries.
+  std::optional<double> reuse_bytes_per_s(int64_t distance, int threads) const;
   // The thread scaling measured at calibration time; nullopt when not measured.
   std::optional<double> scaling_for(int threads) const;
 };
@@ -188,5 +204,11 @@ struct BandwidthCalibrationOptions {
 // Measures the read bandwidth of every cache level and DRAM for each thread count.
 std::vector<BandwidthLevel> calibrate_bandwidth(const std::vector<CacheLevel>& caches,
                                                 const BandwidthCalibrationOptions& opts);
+
+// The reuse bandwidth (measure_reuse_bandwidth) for each thread count at
+// distances 0, 1/8, 1/4, 1/2, 3/4 and 1 of the last-level cache, then
+// 1.5x, 2x and 4x it: the best median of two tries each.
+std::vector<ReuseBandwidth> calibrate_reuse(const std::vector<CacheLevel>& caches,
+                                            const BandwidthCalibrationOptions& opts);
 
 }  // namespace bbits::bench

@@ -48,10 +48,14 @@ int activation_bytes(int bits);
 
 struct RooflinePrediction {
   double compute_ns = 0;  // work / peak (0 when the layer does no work)
-  double memory_ns = 0;   // bytes / bandwidth (weights from weights_level, the rest from level)
+  double memory_ns = 0;   // bytes / bandwidth (weights from weights_level, the rest from level;
+                          // inside a session with reuse data: + cold_ns + cross_ns)
+  double cold_ns = 0;     // inside a session: weights read back at the reuse bandwidth, not overlapped
+  double cross_ns = 0;    // inside a session on t > 1 threads: the (t-1)/t of the input other cores wrote
   double epilogue_ns = 0; // scratch written and read back: 2 x scratch_bytes / bandwidth
   double overhead_ns = 0; // fixed cost of the call (per-call cost, dispatch)
-  double time_ns = 0;     // max(compute, memory) + epilogue + overhead
+  double time_ns = 0;     // max(compute, memory) + epilogue + overhead; inside a session with reuse
+                          // data: max(compute, activations) + cold + cross + epilogue + overhead
   std::string level;      // cache level holding the working set
   std::string weights_level;  // level the weights come from (= level unless a reuse distance was given)
   double bytes_per_s = 0;
@@ -66,11 +70,16 @@ struct RooflinePrediction {
 // `overhead_ns` (call_overhead_ns) is added to the max: the fixed cost of a
 // call, which dominates layers of a few microseconds.
 // `weights_reuse_bytes` > 0: the bytes the rest of the model touches between
-// two calls of this layer (inside a session: one whole run). The weights and
-// biases then come from the first level holding that many bytes (DRAM beyond
-// the last one), the activations still from the level holding the working
-// set; 0: everything from the working set's level (a layer run on its own,
-// over and over).
+// two calls of this layer (inside a session: one whole run). With the
+// calibration's reuse bandwidths (Calibration::reuse), the weights and biases
+// come back at the reuse bandwidth for that distance, and that read is not
+// overlapped with the arithmetic (cold_ns, added); on t > 1 threads the
+// (t-1)/t of the input that other cores wrote crosses through the first
+// shared cache level (cross_ns, added); the activations come from the level
+// holding the working set. Without reuse entries (older calibrations) the
+// weights come from the first level holding that many bytes (DRAM beyond the
+// last one) inside the max. 0: everything from the working set's level (a
+// layer run on its own, over and over).
 RooflinePrediction roofline(const LayerCost& cost, double peak_macs_per_s, const Calibration& cal, int threads,
                             double overhead_ns = 0, int64_t weights_reuse_bytes = 0);
 
