@@ -93,6 +93,7 @@ json Calibration::to_json() const {
   j["overheads"] = json::array();
   for (const auto& o : overheads)
     j["overheads"].push_back({{"kernel", o.kernel}, {"op", o.op}, {"threads", o.threads}, {"ns", o.ns}, {"shape", o.shape}});
+  if (probe_ns > 0) j["probe_ns"] = probe_ns;
   j["reuse"] = json::array();
   for (const auto& r : reuse)
     j["reuse"].push_back({{"threads", r.threads}, {"distance", r.distance}, {"bytes_per_s", r.bytes_per_s}});
@@ -219,6 +220,12 @@ Calibration Calibration::from_json(const json& j) {
         throw CalibrationError(fmt::format("calibration: {} has a bad thread count or time", where));
       c.dispatch.push_back(dc);
     }
+  }
+  if (j.contains("probe_ns")) {
+    if (!j["probe_ns"].is_number()) throw CalibrationError("calibration: probe_ns must be a number");
+    c.probe_ns = j["probe_ns"].get<double>();
+    if (!(c.probe_ns > 0) || !std::isfinite(c.probe_ns))
+      throw CalibrationError("calibration: probe_ns must be positive and finite");
   }
   {
     const json ru = optional_array(j, "reuse");

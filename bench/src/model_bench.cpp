@@ -234,21 +234,31 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
         }
       }
     }
-    // The machine's thread scaling before each pass (see ModelBenchOptions::max_wait_s).
+    // The machine's state before each pass (see ModelBenchOptions::max_wait_s):
+    // the probe's 1-thread time within 15% of the calibration's, and its
+    // thread scaling at least 85% of the calibrated one.
     const std::optional<double> cal_scaling = t > 1 ? cal.scaling_for(t) : std::nullopt;
-    std::vector<double> probes;
+    const bool check_speed = cal.probe_ns > 0;
+    std::vector<MachineProbe> probes;
+    auto state_ok = [&](const MachineProbe& p) {
+      return (!check_speed || p.one_thread_ns <= 1.15 * cal.probe_ns) &&
+             (!cal_scaling || p.speedup >= 0.85 * *cal_scaling);
+    };
     auto settle = [&] {
-      if (!cal_scaling) return;
-      double s = measure_thread_scaling(t, 1);
-      while (s < 0.85 * *cal_scaling && waited_s < opts.max_wait_s) {
-        if (probes.empty() || waited_s == 0)
-          say(fmt::format("{} threads now run {:.2f}x faster than 1, {:.2f}x at calibration: waiting", t, s,
-                          *cal_scaling));
+      if (!check_speed && !cal_scaling) return;
+      MachineProbe p = probe_machine(t, 1);
+      bool said = false;
+      while (!state_ok(p) && waited_s < opts.max_wait_s) {
+        if (!said)
+          say(fmt::format("the machine is slower than at calibration (probe {:.1f} us on 1 thread, {:.1f} at "
+                          "calibration; {} threads {:.2f}x, {:.2f}x at calibration): waiting",
+                          p.one_thread_ns * 1e-3, cal.probe_ns * 1e-3, t, p.speedup, cal_scaling.value_or(1.0)));
+        said = true;
         std::this_thread::sleep_for(std::chrono::milliseconds(500));
         waited_s += 0.5;
-        s = measure_thread_scaling(t, 1);
+        p = probe_machine(t, 1);
       }
-      probes.push_back(s);
+      probes.push_back(p);
     };
     auto keep = [](std::optional<Summary>& best, const Summary& s) {
       if (!best || s.median < best->median) best = s;
@@ -292,17 +302,26 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
       }
       say(fmt::format("bbits session and its layers timed ({} threads, pass {} of {})", t, pass + 1, opts.passes));
     }
+    if (check_speed) {
+      std::string p;
+      for (const auto& v : probes) p += fmt::format(" {:.1f}", v.one_thread_ns * 1e-3);
+      res.meta.emplace_back(fmt::format("probe_us_{}", t),
+                            fmt::format("calibrated {:.1f}; before each pass{}", cal.probe_ns * 1e-3, p));
+    }
     if (cal_scaling) {
       std::string p;
-      for (double v : probes) p += fmt::format(" {:.2f}", v);
+      for (const auto& v : probes) p += fmt::format(" {:.2f}", v.speedup);
       res.meta.emplace_back(fmt::format("thread_scaling_{}", t),
                             fmt::format("calibrated {:.2f}; before each pass{}", *cal_scaling, p));
-      bool low = false;
-      for (double v : probes) low = low || v < 0.85 * *cal_scaling;
-      if (low) res.warnings.push_back(fmt::format(
-          "{} threads: the machine gave less than 85% of the calibrated thread scaling ({:.2f}x) before some "
-          "passes ({}): {}-thread times are slower than the calibration assumes", t, *cal_scaling, p.substr(1), t));
     }
+    int slow = 0;
+    for (const auto& v : probes) slow += state_ok(v) ? 0 : 1;
+    if (slow > 0)
+      res.warnings.push_back(fmt::format(
+          "{} threads: {} of {} passes ran while the machine probe was more than 15% slower on one thread or "
+          "below 85% of the calibrated thread scaling (run facts probe_us_{} / thread_scaling_{}): those passes "
+          "are slower than the calibration assumes",
+          t, slow, probes.size(), t, t));
     for (size_t i = 0; i < n; ++i) tb[i] = *tb_best[i];
     if (ts_ok) {
       ts.resize(n);

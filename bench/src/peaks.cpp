@@ -523,8 +523,8 @@ std::vector<DispatchCost> calibrate_dispatch(const std::vector<int>& threads) {
   return out;
 }
 
-double measure_thread_scaling(int threads, int probes) {
-  if (threads < 2) throw std::invalid_argument("measure_thread_scaling: threads must be at least 2");
+MachineProbe probe_machine(int threads, int probes) {
+  if (threads < 1) throw std::invalid_argument("probe_machine: threads must be at least 1");
   kernels::ConvDesc d;
   d.H = d.W = 28;
   d.C = d.OC = 128;
@@ -538,15 +538,26 @@ double measure_thread_scaling(int threads, int probes) {
   const ModelLayer& L = m->layers().front();
   const kernels::KernelInfo* k = kernels::choose_kernel(L.desc, kernels::detect_isa()).info;
   LayerRunner r(L, *k, threads);
-  kernels::ThreadPool pool(threads);
+  std::unique_ptr<kernels::ThreadPool> pool;
+  if (threads > 1) pool = std::make_unique<kernels::ThreadPool>(threads);
   const TimingOptions o{.warmup = 3, .repeats = 7};
-  double best = 0;
+  MachineProbe best{0, 0};
   for (int i = 0; i < std::max(1, probes); ++i) {
     const double t1 = time_ns([&] { r.run(nullptr); }, o).median;
-    const double tt = time_ns([&] { r.run(&pool); }, o).median;
-    if (tt > 0) best = std::max(best, t1 / tt);
+    if (best.one_thread_ns == 0 || t1 < best.one_thread_ns) best.one_thread_ns = t1;
+    if (!pool) {
+      best.speedup = 1;
+      continue;
+    }
+    const double tt = time_ns([&] { r.run(pool.get()); }, o).median;
+    if (tt > 0) best.speedup = std::max(best.speedup, t1 / tt);
   }
   return best;
+}
+
+double measure_thread_scaling(int threads, int probes) {
+  if (threads < 2) throw std::invalid_argument("measure_thread_scaling: threads must be at least 2");
+  return probe_machine(threads, probes).speedup;
 }
 
 Calibration calibrate_machine(const MachineCalibrationOptions& opts, const Progress& progress) {
@@ -578,10 +589,13 @@ Calibration calibrate_machine(const MachineCalibrationOptions& opts, const Progr
                            b.bytes_per_s * 1e-9, b.probe_bytes >> 10));
   c.dispatch = calibrate_dispatch(opts.peaks.threads);
   for (int t : opts.peaks.threads) {
+    const MachineProbe p = probe_machine(t, 5);
+    if (c.probe_ns == 0 || p.one_thread_ns < c.probe_ns) c.probe_ns = p.one_thread_ns;
     if (t < 2) continue;
-    c.scaling.push_back({t, measure_thread_scaling(t, 5)});
+    c.scaling.push_back({t, p.speedup});
     if (progress) progress(fmt::format("  thread scaling {} thr {:6.2f}x", t, c.scaling.back().speedup));
   }
+  if (progress) progress(fmt::format("  machine probe, 1 thread: {:.1f} us", c.probe_ns * 1e-3));
   if (progress)
     for (const auto& d : c.dispatch)
       progress(fmt::format("  dispatch {} thr {:<7} {:8.2f} us", d.threads, d.runtime, d.ns * 1e-3));

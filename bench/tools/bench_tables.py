@@ -54,11 +54,12 @@ def main():
                f"commit `{first['commit']}`, {first['created']}.\n")
     # The machine's 2-thread scaling before each measurement pass (bbits bench
     # waits while it is below 85% of the calibrated one) and any warnings.
-    probes = [(name, rows[0]["thread_scaling_2"]) for name, rows in configs if rows[0].get("thread_scaling_2")]
-    if probes:
-        out.append("2-thread scaling of a compute-bound convolution (" + probes[0][1].split(";")[0] +
-                   "), measured before each pass: " +
-                   "; ".join(f"{n} {p.split('pass', 1)[1].strip()}" for n, p in probes) + ".\n")
+    for key, what in (("probe_us_1", "1-thread time of the machine probe (a compute-bound convolution, us"),
+                      ("thread_scaling_2", "2-thread scaling of the machine probe (")):
+        probes = [(name, rows[0][key]) for name, rows in configs if rows[0].get(key)]
+        if probes:
+            out.append(what + probes[0][1].split(";")[0] + "), measured before each pass: " +
+                       "; ".join(f"{n} {p.split('pass', 1)[1].strip()}" for n, p in probes) + ".\n")
     for name, _ in configs:
         jp = os.path.join(d, name + ".json")
         if os.path.exists(jp):

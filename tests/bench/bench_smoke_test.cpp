@@ -174,9 +174,10 @@ TEST(ModelBench, TinyModelOneRepeat) {
   EXPECT_FALSE(bb::summary_text(r).empty());
 }
 
-// Two threads, two passes, and a calibration whose thread scaling the
-// machine cannot give (100x): with no time to wait, both passes run anyway,
-// the probes before them are recorded, and the results carry a warning.
+// Two threads, two passes, and a calibration whose machine probe the machine
+// cannot match (1 ns on one thread, 100x on two): with no time to wait, both
+// passes run anyway, the probes before them are recorded, and the results
+// carry a warning per thread count.
 TEST(ModelBench, PassesAndThreadScalingProbe) {
   TempDir dir;
   const std::string path = dir.file("tiny.bbm");
@@ -189,23 +190,35 @@ TEST(ModelBench, PassesAndThreadScalingProbe) {
   o.timing = {.warmup = 0, .repeats = 1, .min_sample_ns = 0};
   o.calibration = fake_calibration();
   o.calibration.scaling = {{2, 100.0}};
+  o.calibration.probe_ns = 1.0;
   const bb::ModelBenchResult r = bb::run_model_bench(path, o);
   ASSERT_EQ(r.rows.rows().size(), 2u * (9u + 1u));
-  std::string probes;
-  for (const auto& [k, v] : r.meta)
-    if (k == "thread_scaling_2") probes = v;
-  EXPECT_EQ(probes.rfind("calibrated 100.00; before each pass ", 0), 0u) << probes;
-  EXPECT_EQ(std::count(probes.begin(), probes.end(), '.'), 3) << probes;  // 100.00 and two probes
-  ASSERT_EQ(r.warnings.size(), 1u);
-  EXPECT_NE(r.warnings[0].find("thread scaling"), std::string::npos);
+  std::string scaling, speed1, speed2;
+  for (const auto& [k, v] : r.meta) {
+    if (k == "thread_scaling_2") scaling = v;
+    if (k == "probe_us_1") speed1 = v;
+    if (k == "probe_us_2") speed2 = v;
+  }
+  EXPECT_EQ(scaling.rfind("calibrated 100.00; before each pass ", 0), 0u) << scaling;
+  EXPECT_EQ(std::count(scaling.begin(), scaling.end(), '.'), 3) << scaling;  // 100.00 and two probes
+  EXPECT_EQ(speed1.rfind("calibrated 0.0; before each pass ", 0), 0u) << speed1;
+  EXPECT_EQ(std::count(speed1.begin(), speed1.end(), '.'), 3) << speed1;
+  EXPECT_FALSE(speed2.empty());
+  ASSERT_EQ(r.warnings.size(), 2u);
+  EXPECT_NE(r.warnings[0].find("1 threads: 2 of 2 passes"), std::string::npos) << r.warnings[0];
+  EXPECT_NE(r.warnings[1].find("2 threads: 2 of 2 passes"), std::string::npos) << r.warnings[1];
   EXPECT_NE(bb::summary_text(r).find("warning: "), std::string::npos);
-  EXPECT_EQ(nlohmann::json::parse(r.to_json().dump())["warnings"].size(), 1u);
-  // Without a recorded scaling: no probe, no warning.
+  EXPECT_EQ(nlohmann::json::parse(r.to_json().dump())["warnings"].size(), 2u);
+  // Without a recorded probe: no probe, no warning.
   o.calibration.scaling.clear();
+  o.calibration.probe_ns = 0;
   o.passes = 1;
   const bb::ModelBenchResult q = bb::run_model_bench(path, o);
   EXPECT_TRUE(q.warnings.empty());
-  for (const auto& [k, v] : q.meta) EXPECT_NE(k, "thread_scaling_2");
+  for (const auto& [k, v] : q.meta) {
+    EXPECT_NE(k, "thread_scaling_2");
+    EXPECT_NE(k, "probe_us_1");
+  }
 }
 
 TEST(ModelBench, RejectsBadOptions) {

@@ -368,6 +368,14 @@ TEST(Calibration, JsonRoundTripAndValidation) {
     j = s.to_json();
     j.erase("scaling");  // optional: older files
     EXPECT_TRUE(bb::Calibration::from_json(j).scaling.empty());
+    s.probe_ns = 512000;
+    EXPECT_DOUBLE_EQ(bb::Calibration::from_json(nlohmann::json::parse(s.to_json().dump())).probe_ns, 512000);
+    j = s.to_json();
+    j["probe_ns"] = -1.0;
+    EXPECT_THROW(bb::Calibration::from_json(j), bb::CalibrationError);
+    j = s.to_json();
+    j["probe_ns"] = "fast";
+    EXPECT_THROW(bb::Calibration::from_json(j), bb::CalibrationError);
   }
   // Reuse bandwidths: round trip, validation, duplicates, optional.
   {

@@ -14,7 +14,8 @@
 //    "dispatch": [{"threads": 2, "runtime": "pool", "ns": ...}, ...],
 //    "overheads": [{"kernel": "...", "op": "pointwise", "threads": 1, "ns": ..., "shape": "..."}, ...],
 //    "scaling": [{"threads": 2, "speedup": 1.9}, ...],
-//    "reuse": [{"threads": 1, "distance": 16777216, "bytes_per_s": ...}, ...]}
+//    "reuse": [{"threads": 1, "distance": 16777216, "bytes_per_s": ...}, ...],
+//    "probe_ns": 512000.0}
 #pragma once
 
 #include <cstdint>
@@ -132,6 +133,7 @@ struct Calibration {
   std::vector<KernelOverhead> overheads;  // may be empty (older files): dispatch only
   std::vector<ThreadScaling> scaling;     // may be empty (older files)
   std::vector<ReuseBandwidth> reuse;      // may be empty (older files)
+  double probe_ns = 0;                    // probe_machine's 1-thread time; 0: not measured (older files)
 
   nlohmann::json to_json() const;
   // Validates every field; throws CalibrationError naming the bad one.

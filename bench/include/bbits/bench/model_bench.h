@@ -23,12 +23,13 @@ struct ModelBenchOptions {
   // Passes over all the measurements; each keeps its fastest pass (see
   // run_model_bench). Must be at least 1.
   int passes = 3;
-  // Before each pass at more than one thread: when the calibration recorded
-  // a thread scaling and the machine now gives less than 85% of it (the VM's
+  // Before each pass: when the calibration recorded the machine probe
+  // (probe_machine) and the machine is now more than 15% slower on it on one
+  // thread, or gives less than 85% of the calibrated thread scaling (the VM's
   // vCPUs on one core's SMT siblings), wait for it to come back, re-measuring
   // every half second, for at most this many seconds per run in total; then
-  // measure anyway. Every probe is recorded in the results (meta
-  // "thread_scaling").
+  // measure anyway and add a warning. Every probe is recorded in the results
+  // (meta "probe_us_T", "thread_scaling_T").
   double max_wait_s = 60;
   bool baselines = true;   // time the oneDNN baselines
   bool whole_model = true; // time bbits::Session end to end

@@ -97,9 +97,16 @@ struct MachineCalibrationOptions {
   PeakCalibrationOptions peaks;
 };
 
-// Speedup of a compute-bound int8 3x3 convolution (28x28, 128 -> 128
-// channels, the plan's kernel) on `threads` threads over one: the best of
-// `probes` interleaved 1-thread / t-thread measurements.
+// The machine probe: a compute-bound int8 3x3 convolution (28x28, 128 -> 128
+// channels, the plan's kernel) timed on one thread (median of 7, the fastest
+// of `probes`) and, for threads > 1, its speedup on `threads` threads over
+// one (the best of `probes` interleaved 1-thread / t-thread measurements).
+struct MachineProbe {
+  double one_thread_ns = 0;
+  double speedup = 1;
+};
+MachineProbe probe_machine(int threads, int probes = 3);
+// probe_machine(threads, probes).speedup; threads must be at least 2.
 double measure_thread_scaling(int threads, int probes = 3);
 
 // Everything `bbits calibrate` measures: caches, read bandwidth per level and
