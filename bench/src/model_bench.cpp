@@ -3,14 +3,14 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <limits>
 #include <map>
-#include <chrono>
 #include <random>
-#include <thread>
 #include <stdexcept>
+#include <thread>
 
 #include "bbits/bench/layer_runner.h"
 #include "bbits/bench/model_layers.h"
@@ -165,7 +165,7 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
     chosen.push_back(pick_kernel(ml->layers()[i], ml->layers()[i].kernel, isa));
 
   bool profiled = true;
-  double waited_s = 0;  // waiting for the thread scaling, all thread counts
+  double waited_s = 0;  // waiting for the machine probe, all thread counts
   for (int t : opts.threads) {
     std::unique_ptr<kernels::ThreadPool> pool;
     if (t > 1) pool = std::make_unique<kernels::ThreadPool>(t);
