@@ -27,14 +27,38 @@ inline __m512i bcast32(const uint8_t* p) {
   return _mm512_set1_epi32(v);
 }
 
-// Multipliers above 1 (Epilogue::small_mult false): a requantized 64-bit
-// lane may not fit int32, so clamp the even / odd lanes to the output range
-// [lo, hi] before they are blended to 32 bits (exact: the final clamp to
-// [lo, hi] gives the same bytes).
-__attribute__((always_inline)) inline void clamp64(__m512i& pe, __m512i& po, __m512i lo64, __m512i hi64) {
-  pe = _mm512_min_epi64(_mm512_max_epi64(pe, lo64), hi64);
-  po = _mm512_min_epi64(_mm512_max_epi64(po, lo64), hi64);
-}
+// The 16-lane requantization of the 8-bit epilogues for channels [oc, oc + 16):
+// a (int32, corrections applied) times m in 64 bits, even lanes and odd
+// lanes (moved down) apart, + round, >> shift (Epilogue's eo layout), blended
+// back to 32 bits. With multipliers above 1 (Epilogue::small_mult false) a
+// 64-bit lane may not fit int32, so both halves are first clamped to the
+// output range [lo, hi] (exact: the final clamp gives the same bytes).
+struct Requant16 {
+  __m512i mu, muo, re, ro, se, so;
+  bool c64;
+  __m512i lo64, hi64;
+  __attribute__((always_inline)) Requant16(const Epilogue& E, int64_t oc)
+      : mu(_mm512_loadu_si512(E.mult32.get() + oc)),
+        muo(_mm512_srli_epi64(mu, 32)),
+        re(_mm512_loadu_si512(E.round_eo.get() + oc)),
+        ro(_mm512_loadu_si512(E.round_eo.get() + oc + 8)),
+        se(_mm512_loadu_si512(E.shift_eo.get() + oc)),
+        so(_mm512_loadu_si512(E.shift_eo.get() + oc + 8)),
+        c64(!E.small_mult),
+        lo64(_mm512_set1_epi64(E.lo)),
+        hi64(_mm512_set1_epi64(E.hi)) {}
+  __attribute__((always_inline)) __m512i operator()(__m512i a) const {
+    __m512i pe = _mm512_mul_epi32(a, mu);
+    __m512i po = _mm512_mul_epi32(_mm512_shuffle_epi32(a, _MM_PERM_DDBB), muo);
+    pe = _mm512_srav_epi64(_mm512_add_epi64(pe, re), se);
+    po = _mm512_srav_epi64(_mm512_add_epi64(po, ro), so);
+    if (c64) {
+      pe = _mm512_min_epi64(_mm512_max_epi64(pe, lo64), hi64);
+      po = _mm512_min_epi64(_mm512_max_epi64(po, lo64), hi64);
+    }
+    return _mm512_mask_blend_epi32(static_cast<__mmask16>(0xAAAA), pe, _mm512_slli_epi64(po, 32));
+  }
+};
 
 // Where a tile's accumulators go: straight through the fused 16-lane
 // requantization into 8-bit outputs (the common case), or to `tile` for the
@@ -60,8 +84,6 @@ __attribute__((always_inline)) inline void finish(__m512i (&acc)[MR][NB], const 
   }
   const Epilogue& E = *s.E;
   const __m512i lo = _mm512_set1_epi32(static_cast<int32_t>(E.lo)), hi = _mm512_set1_epi32(static_cast<int32_t>(E.hi));
-  const bool c64 = !E.small_mult;
-  const __m512i lo64 = _mm512_set1_epi64(E.lo), hi64 = _mm512_set1_epi64(E.hi);
 #pragma GCC unroll 16
   for (int b = 0; b < NB; ++b) {
     const int64_t oc = s.oc0 + b * 16;
@@ -69,19 +91,11 @@ __attribute__((always_inline)) inline void finish(__m512i (&acc)[MR][NB], const 
     if (left <= 0) break;
     const __mmask16 k = left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1u);
     const __m512i ct = _mm512_load_si512(E.colterm.get() + oc);
-    const __m512i mu = _mm512_load_si512(E.mult32.get() + oc);
-    const __m512i muo = _mm512_srli_epi64(mu, 32);
-    const __m512i re = _mm512_load_si512(E.round_eo.get() + oc), ro = _mm512_load_si512(E.round_eo.get() + oc + 8);
-    const __m512i se = _mm512_load_si512(E.shift_eo.get() + oc), so = _mm512_load_si512(E.shift_eo.get() + oc + 8);
+    const Requant16 rq(E, oc);
 #pragma GCC unroll 16
     for (int m = 0; m < MR; ++m) {
       const __m512i a = _mm512_sub_epi32(_mm512_add_epi32(acc[m][b], ct), _mm512_set1_epi32(s.rowcorr[m]));
-      __m512i pe = _mm512_mul_epi32(a, mu);
-      __m512i po = _mm512_mul_epi32(_mm512_srli_epi64(a, 32), muo);
-      pe = _mm512_srav_epi64(_mm512_add_epi64(pe, re), se);
-      po = _mm512_srav_epi64(_mm512_add_epi64(po, ro), so);
-      if (c64) clamp64(pe, po, lo64, hi64);
-      __m512i r = _mm512_mask_blend_epi32(static_cast<__mmask16>(0xAAAA), pe, _mm512_slli_epi64(po, 32));
+      __m512i r = rq(a);
       r = _mm512_min_epi32(_mm512_max_epi32(r, lo), hi);
       _mm512_mask_cvtepi32_storeu_epi8(s.out + m * s.ldo + oc, k, r);
     }
@@ -126,28 +140,18 @@ __attribute__((always_inline)) inline void finish_tile(__m512i (&acc)[MR][NB], c
         }
       }
     } else {
-    const bool c64 = !E.small_mult;
-    const __m512i lo64 = _mm512_set1_epi64(E.lo), hi64 = _mm512_set1_epi64(E.hi);
 #pragma GCC unroll 4
-    for (int b = 0; b < NB; ++b) {
-      const int64_t oc = s.oc0 + b * 16;
-      const __m512i ct = _mm512_load_si512(E.colterm.get() + oc);
-      const __m512i mu = _mm512_load_si512(E.mult32.get() + oc);
-      const __m512i muo = _mm512_srli_epi64(mu, 32);
-      const __m512i re = _mm512_load_si512(E.round_eo.get() + oc), ro = _mm512_load_si512(E.round_eo.get() + oc + 8);
-      const __m512i se = _mm512_load_si512(E.shift_eo.get() + oc), so = _mm512_load_si512(E.shift_eo.get() + oc + 8);
+      for (int b = 0; b < NB; ++b) {
+        const int64_t oc = s.oc0 + b * 16;
+        const __m512i ct = _mm512_load_si512(E.colterm.get() + oc);
+        const Requant16 rq(E, oc);
 #pragma GCC unroll 4
-      for (int m = 0; m < MR; ++m) {
-        __m512i a = _mm512_add_epi32(acc[m][b], ct);
-        if constexpr (BITS != 8) a = _mm512_sub_epi32(a, _mm512_set1_epi32(s.rowcorr[m]));
-        __m512i pe = _mm512_mul_epi32(a, mu);
-        __m512i po = _mm512_mul_epi32(_mm512_shuffle_epi32(a, _MM_PERM_DDBB), muo);
-        pe = _mm512_srav_epi64(_mm512_add_epi64(pe, re), se);
-        po = _mm512_srav_epi64(_mm512_add_epi64(po, ro), so);
-        if (c64) clamp64(pe, po, lo64, hi64);
-        acc[m][b] = _mm512_mask_blend_epi32(static_cast<__mmask16>(0xAAAA), pe, _mm512_slli_epi64(po, 32));
+        for (int m = 0; m < MR; ++m) {
+          __m512i a = _mm512_add_epi32(acc[m][b], ct);
+          if constexpr (BITS != 8) a = _mm512_sub_epi32(a, _mm512_set1_epi32(s.rowcorr[m]));
+          acc[m][b] = rq(a);
+        }
       }
-    }
     }
     const __m512i perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     const bool sgn = E.kind == OutKind::S8;
@@ -403,22 +407,12 @@ void epilogue_row(const int32_t* acc, int64_t oc0, int64_t n, int32_t rowcorr, c
     // or clamped in 64 bits first).
     const __m512i rc = _mm512_set1_epi32(rowcorr);
     const __m512i lo = _mm512_set1_epi32(static_cast<int32_t>(E.lo)), hi = _mm512_set1_epi32(static_cast<int32_t>(E.hi));
-    const bool c64 = !E.small_mult;
-    const __m512i lo64 = _mm512_set1_epi64(E.lo), hi64 = _mm512_set1_epi64(E.hi);
     for (int64_t c = 0; c < n; c += 16) {
       const int64_t oc = oc0 + c;
       const __mmask16 k = n - c >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (n - c)) - 1u);
       __m512i a = _mm512_loadu_si512(acc + c);
       a = _mm512_sub_epi32(_mm512_add_epi32(a, _mm512_loadu_si512(E.colterm.get() + oc)), rc);
-      const __m512i m = _mm512_loadu_si512(E.mult32.get() + oc);
-      __m512i pe = _mm512_mul_epi32(a, m);
-      __m512i po = _mm512_mul_epi32(_mm512_srli_epi64(a, 32), _mm512_srli_epi64(m, 32));
-      pe = _mm512_srav_epi64(_mm512_add_epi64(pe, _mm512_loadu_si512(E.round_eo.get() + oc)),
-                             _mm512_loadu_si512(E.shift_eo.get() + oc));
-      po = _mm512_srav_epi64(_mm512_add_epi64(po, _mm512_loadu_si512(E.round_eo.get() + oc + 8)),
-                             _mm512_loadu_si512(E.shift_eo.get() + oc + 8));
-      if (c64) clamp64(pe, po, lo64, hi64);
-      __m512i r = _mm512_mask_blend_epi32(static_cast<__mmask16>(0xAAAA), pe, _mm512_slli_epi64(po, 32));
+      __m512i r = Requant16(E, oc)(a);
       r = _mm512_min_epi32(_mm512_max_epi32(r, lo), hi);
       _mm512_mask_cvtepi32_storeu_epi8(static_cast<uint8_t*>(out_row) + oc, k, r);
     }

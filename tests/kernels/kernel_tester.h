@@ -198,6 +198,21 @@ inline double act_double(double v, Activation a) {
   return v;
 }
 
+// Calls term(weight_k, input_index) for every tap of conv output (n, oh, ow,
+// oc) that falls inside the input (padding skipped): the window walk of the
+// float references below.
+template <class Term>
+void conv_taps(const ConvDesc& d, int64_t n, int64_t oh, int64_t ow, int64_t oc, Term&& term) {
+  const int64_t Cg = d.C / d.groups, g = oc / (d.OC / d.groups);
+  for (int64_t kh = 0; kh < d.KH; ++kh)
+    for (int64_t kw = 0; kw < d.KW; ++kw) {
+      const int64_t ih = oh * d.stride_h - d.pad_top + kh * d.dilation_h;
+      const int64_t iw = ow * d.stride_w - d.pad_left + kw * d.dilation_w;
+      if (ih < 0 || ih >= d.H || iw < 0 || iw >= d.W) continue;
+      for (int64_t c = 0; c < Cg; ++c) term((kh * d.KW + kw) * Cg + c, ((n * d.H + ih) * d.W + iw) * d.C + g * Cg + c);
+    }
+}
+
 inline std::vector<double> float_reference(const TestLayer& L) {
   const OpDesc& desc = L.desc;
   std::vector<double> out(static_cast<size_t>(output_elements(desc)));
@@ -216,22 +231,13 @@ inline std::vector<double> float_reference(const TestLayer& L) {
     const ConvDesc& d = *cp;
     const double s_in = d.in.is_float() ? 1.0 : d.in.scale;
     const bool qbias = false;  // integer layers apply a float bias exactly (bias_fraction, docs/FORMAT.md)
-    const int64_t OH = d.out_h(), OW = d.out_w(), Cg = d.C / d.groups, OCg = d.OC / d.groups;
+    const int64_t OH = d.out_h(), OW = d.out_w();
     for (int64_t n = 0; n < d.N; ++n)
       for (int64_t oh = 0; oh < OH; ++oh)
         for (int64_t ow = 0; ow < OW; ++ow)
           for (int64_t oc = 0; oc < d.OC; ++oc) {
-            const int64_t g = oc / OCg;
             double acc = L.weights.bias(oc, s_in, qbias);
-            for (int64_t kh = 0; kh < d.KH; ++kh)
-              for (int64_t kw = 0; kw < d.KW; ++kw) {
-                const int64_t ih = oh * d.stride_h - d.pad_top + kh * d.dilation_h;
-                const int64_t iw = ow * d.stride_w - d.pad_left + kw * d.dilation_w;
-                if (ih < 0 || ih >= d.H || iw < 0 || iw >= d.W) continue;
-                for (int64_t c = 0; c < Cg; ++c)
-                  acc += L.weights.value(oc, (kh * d.KW + kw) * Cg + c) *
-                         in(0, ((n * d.H + ih) * d.W + iw) * d.C + g * Cg + c);
-              }
+            conv_taps(d, n, oh, ow, oc, [&](int64_t k, int64_t i) { acc += L.weights.value(oc, k) * in(0, i); });
             out[static_cast<size_t>(((n * OH + oh) * OW + ow) * d.OC + oc)] = act_double(acc, d.activation);
           }
   } else if (const auto* ap = std::get_if<ActivationDesc>(&desc)) {
@@ -338,14 +344,14 @@ inline TestLayer make_layer(const OpDesc& desc_in, uint64_t seed, bool keep_out_
   return L;
 }
 
-// Create and run a kernel on a layer (scratch allocated as asked). Fails the
-// current test (ADD_FAILURE) if the kernel writes past its output.
-inline TestTensor run_kernel(const KernelInfo& info, const TestLayer& L, ThreadPool* pool = nullptr) {
-  auto kernel = info.create(L.desc, L.has_weights ? L.weights.view() : Weights{});
+// Run an existing kernel on a layer (scratch allocated as asked). Fails the
+// current test (ADD_FAILURE) if the kernel writes past its output or scratch.
+inline TestTensor run_kernel(const Kernel& kernel, const TestLayer& L, ThreadPool* pool = nullptr) {
+  const std::string name(kernel.name());
   TestTensor out(output_quant(L.desc), output_elements(L.desc));
   out.fill(0x5A);
   const int threads = pool ? pool->num_threads() : 1;
-  TestTensor scratch(QuantInfo{8, false, 1.0f}, static_cast<int64_t>(kernel->scratch_bytes(threads)));
+  TestTensor scratch(QuantInfo{8, false, 1.0f}, static_cast<int64_t>(kernel.scratch_bytes(threads)));
   std::vector<const void*> ptrs;
   for (const auto& t : L.inputs) ptrs.push_back(t.data());
   KernelArgs args;
@@ -353,10 +359,16 @@ inline TestTensor run_kernel(const KernelInfo& info, const TestLayer& L, ThreadP
   args.output = out.data();
   args.scratch = scratch.bytes() ? scratch.data() : nullptr;
   args.scratch_size = scratch.bytes();
-  kernel->run(args, pool);
-  if (!out.guard_intact()) ADD_FAILURE() << info.name << " wrote past the end of its output";
-  if (!scratch.guard_intact()) ADD_FAILURE() << info.name << " wrote past the end of its scratch";
+  kernel.run(args, pool);
+  if (!out.guard_intact()) ADD_FAILURE() << name << " wrote past the end of its output";
+  if (!scratch.guard_intact()) ADD_FAILURE() << name << " wrote past the end of its scratch";
   return out;
+}
+
+// Create a kernel from the table entry and run it as above.
+inline TestTensor run_kernel(const KernelInfo& info, const TestLayer& L, ThreadPool* pool = nullptr) {
+  const auto kernel = info.create(L.desc, L.has_weights ? L.weights.view() : Weights{});
+  return run_kernel(*kernel, L, pool);
 }
 
 // Exact comparison: integers bit for bit, floats within rel_tol (relative to
@@ -418,22 +430,13 @@ inline std::vector<double> float_term_magnitude(const TestLayer& L) {
   } else if (const auto* cp = std::get_if<ConvDesc>(&L.desc)) {
     const ConvDesc& d = *cp;
     const double s_in = d.in.is_float() ? 1.0 : d.in.scale;
-    const int64_t OH = d.out_h(), OW = d.out_w(), Cg = d.C / d.groups, OCg = d.OC / d.groups;
+    const int64_t OH = d.out_h(), OW = d.out_w();
     for (int64_t n = 0; n < d.N; ++n)
       for (int64_t oh = 0; oh < OH; ++oh)
         for (int64_t ow = 0; ow < OW; ++ow)
           for (int64_t oc = 0; oc < d.OC; ++oc) {
-            const int64_t g = oc / OCg;
             double m = std::fabs(L.weights.bias(oc, s_in));
-            for (int64_t kh = 0; kh < d.KH; ++kh)
-              for (int64_t kw = 0; kw < d.KW; ++kw) {
-                const int64_t ih = oh * d.stride_h - d.pad_top + kh * d.dilation_h;
-                const int64_t iw = ow * d.stride_w - d.pad_left + kw * d.dilation_w;
-                if (ih < 0 || ih >= d.H || iw < 0 || iw >= d.W) continue;
-                for (int64_t c = 0; c < Cg; ++c)
-                  m += std::fabs(L.weights.value(oc, (kh * d.KW + kw) * Cg + c)) *
-                       in(((n * d.H + ih) * d.W + iw) * d.C + g * Cg + c);
-              }
+            conv_taps(d, n, oh, ow, oc, [&](int64_t k, int64_t i) { m += std::fabs(L.weights.value(oc, k)) * in(i); });
             mag[static_cast<size_t>(((n * OH + oh) * OW + ow) * d.OC + oc)] = m;
           }
   }

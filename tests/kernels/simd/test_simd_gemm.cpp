@@ -431,19 +431,8 @@ TEST(SimdGemm, OnednnSmallLayersSplitOverThreadsExact) {
       const auto kernel = k->create(L.desc, L.weights.view());
       for (ThreadPool* pool : {&two, static_cast<ThreadPool*>(nullptr), &three, &two}) {
         const int threads = pool ? pool->num_threads() : 1;
-        testing::TestTensor out(output_quant(L.desc), output_elements(L.desc));
-        out.fill(0x5A);
-        testing::TestTensor scratch(QuantInfo{8, false, 1.0f}, static_cast<int64_t>(kernel->scratch_bytes(threads)));
-        std::vector<const void*> ptrs;
-        for (const auto& t : L.inputs) ptrs.push_back(t.data());
-        KernelArgs args;
-        args.inputs = ptrs;
-        args.output = out.data();
-        args.scratch = scratch.data();
-        args.scratch_size = scratch.bytes();
-        kernel->run(args, pool);
-        EXPECT_TRUE(out.guard_intact() && scratch.guard_intact()) << describe(L.desc);
-        EXPECT_TRUE(testing::same_output(out, want)) << describe(L.desc) << " on " << threads << " threads";
+        EXPECT_TRUE(testing::same_output(testing::run_kernel(*kernel, L, pool), want))
+            << describe(L.desc) << " on " << threads << " threads";
         ++checked;
       }
     }
