@@ -557,7 +557,7 @@ TEST(SimdGemm, BadWeightsRejected) {
 }
 
 // Batch-1 fc layers wide enough for the GEMV to run several full panels of
-// 64 channels as parallel weight streams (4 at 8 bits, 2 at 4 bits), with a
+// 64 channels as parallel weight streams (up to 4 at 8 and 4 bits), with a
 // partial last panel or none, rows 1 and 2, threads splitting the panels.
 TEST(SimdGemm, FcParallelPanelStreamsExact) {
   ThreadPool pool(2);
