@@ -587,6 +587,33 @@ TEST(SimdGemm, FcParallelPanelStreamsExact) {
   EXPECT_GT(checked, 20);
 }
 
+// Layers whose weights exceed the GEMV's DRAM threshold (12 MiB) take the
+// weight streams with software prefetches; the last panels are partial.
+TEST(SimdGemm, FcFarWeightStreamsExact) {
+  int checked = 0;
+  uint64_t seed = 9100;
+  for (const auto* k : simd_kernels(OpKind::FullyConnected)) {
+    // The GEMV with weight streams is the AVX-512 VNNI kernels'.
+    if (k->weight_bits == 32 || k->name.find("avx512vnni") == std::string::npos) continue;
+    for (int wb : {8, 4}) {
+      if (wb != k->weight_bits) continue;
+      FcDesc f;
+      f.N = 1;
+      f.K = wb == 8 ? 4096 : 8192;
+      f.OC = 3232;  // 50 full panels of 64 channels and a partial one
+      f.wbits = wb;
+      f.in = {8, false, 0.02f};
+      f.out = QuantInfo{8, false, 1.0f};
+      f.activation = Activation::Relu;
+      if (!k->supports(f)) continue;
+      ASSERT_GT(f.K * f.OC * wb / 8, int64_t{12} << 20);
+      EXPECT_TRUE(matches_reference(*k, f, seed++, nullptr));
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 0);
+}
+
 // ---- lookup-table fc (2-bit weights x 2-bit unsigned activations) -------------------
 constexpr const char* kLutFc = "fc_w2a2_u2s2_avx512vbmi_lut";
 
