@@ -17,6 +17,10 @@ uint64_t rd(std::span<const uint8_t> b, uint64_t off, int n, const char* what) {
 }
 constexpr uint64_t kMaxEntries = 1u << 20;
 constexpr uint64_t kMaxEntrySize = 0xffffffffu;  // zlib counts in 32 bits
+// Deflate turns at most 2 bits into 258 bytes: no stream inflates more than
+// ~1032-fold. A larger declared size is a corrupt entry (or a zip bomb) and is
+// refused before its buffer is allocated.
+constexpr uint64_t kMaxDeflateRatio = 1032;
 }  // namespace
 
 bool looks_like_zip(std::span<const uint8_t> b) {
@@ -82,6 +86,9 @@ ZipReader::ZipReader(std::span<const uint8_t> b) : bytes_(b) {
       x += 4 + sz;
     }
     if (e.size > kMaxEntrySize || e.comp_size > b.size()) throw ConvertError("zip: entry '" + e.name + "' has an impossible size");
+    if (e.method == 8 && e.size > e.comp_size * kMaxDeflateRatio + 64)
+      throw ConvertError("zip: entry '" + e.name + "' declares " + std::to_string(e.size) + " bytes from " +
+                         std::to_string(e.comp_size) + " compressed ones, more than deflate can produce (corrupt archive)");
     entries_.push_back(std::move(e));
     p += 46 + nlen + xlen + clen;
   }

@@ -86,6 +86,38 @@ TEST(Pth, CorruptedArchivesGiveErrorsNotCrashes) {
   EXPECT_GT(errors, 20);  // CRC checks catch nearly every flipped byte
 }
 
+// A one-entry zip: a deflated entry of `comp` bytes that declares `size`.
+std::vector<uint8_t> zip_declaring(uint32_t comp, uint32_t size) {
+  std::vector<uint8_t> z;
+  auto put = [&z](uint64_t v, int n) {
+    for (int i = 0; i < n; ++i) z.push_back(static_cast<uint8_t>(v >> (8 * i)));
+  };
+  const std::string name = "archive/data.pkl";
+  put(0x04034b50, 4);  // local header
+  put(20, 2), put(0, 2), put(8, 2), put(0, 4), put(0, 4), put(comp, 4), put(size, 4);
+  put(name.size(), 2), put(0, 2);
+  z.insert(z.end(), name.begin(), name.end());
+  for (uint32_t i = 0; i < comp; ++i) z.push_back(0);
+  const size_t cd = z.size();
+  put(0x02014b50, 4);  // central directory entry
+  put(20, 2), put(20, 2), put(0, 2), put(8, 2), put(0, 4), put(0, 4), put(comp, 4), put(size, 4);
+  put(name.size(), 2), put(0, 2), put(0, 2), put(0, 2), put(0, 2), put(0, 4), put(0, 4);
+  z.insert(z.end(), name.begin(), name.end());
+  const size_t cd_size = z.size() - cd;
+  put(0x06054b50, 4);  // end of central directory
+  put(0, 2), put(0, 2), put(1, 2), put(1, 2), put(cd_size, 4), put(cd, 4), put(0, 2);
+  return z;
+}
+
+TEST(Pth, DeclaredSizesDeflateCannotReachAreRefusedBeforeAllocating) {
+  // Found by fuzz_pth: a 2-byte deflated entry declaring ~4 GB made the reader
+  // allocate the whole buffer before inflating.
+  expect_pth_error(zip_declaring(2, 0xf8000000u), "more than deflate can produce");
+  expect_pth_error(zip_declaring(100, 100 * 1032 + 65), "more than deflate can produce");
+  // Within deflate's ratio the size passes, and the garbage stream is caught.
+  expect_pth_error(zip_declaring(100, 4096), "does not inflate to its declared size");
+}
+
 TEST(Pth, ReferenceNamesMapOntoTheLeNet5Template) {
   const TensorMap sd = read_pth(test::read_fixture("lenet5_reference.pth.gz"));
   const Checkpoint ck = import_reference(sd, "lenet5", nullptr, "ref.pth");
