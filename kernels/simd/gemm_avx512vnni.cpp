@@ -31,12 +31,13 @@ inline __m512i bcast32(const uint8_t* p) {
 // a (int32, corrections applied) times m in 64 bits, even lanes and odd
 // lanes (moved down) apart, + round, >> shift (Epilogue's eo layout), blended
 // back to 32 bits. With multipliers above 1 (Epilogue::small_mult false) a
-// 64-bit lane may not fit int32, so both halves are first clamped to the
-// output range [lo, hi] (exact: the final clamp gives the same bytes).
+// 64-bit lane may not fit int32, so a is first clamped in 32 bits to the
+// range outside of which the output clamps anyway (Epilogue::pre_lo /
+// pre_hi; exact: the final clamp gives the same bytes).
 struct Requant16 {
   __m512i mu, muo, re, ro, se, so;
-  bool c64;
-  __m512i lo64, hi64;
+  bool pre;  // multipliers above 1: a clamped to [plo, phi] first (Epilogue::pre_lo / pre_hi)
+  __m512i plo, phi;
   __attribute__((always_inline)) Requant16(const Epilogue& E, int64_t oc)
       : mu(_mm512_loadu_si512(E.mult32.get() + oc)),
         muo(_mm512_srli_epi64(mu, 32)),
@@ -44,18 +45,15 @@ struct Requant16 {
         ro(_mm512_loadu_si512(E.round_eo.get() + oc + 8)),
         se(_mm512_loadu_si512(E.shift_eo.get() + oc)),
         so(_mm512_loadu_si512(E.shift_eo.get() + oc + 8)),
-        c64(!E.small_mult),
-        lo64(_mm512_set1_epi64(E.lo)),
-        hi64(_mm512_set1_epi64(E.hi)) {}
+        pre(!E.small_mult),
+        plo(pre ? _mm512_loadu_si512(E.pre_lo.get() + oc) : _mm512_setzero_si512()),
+        phi(pre ? _mm512_loadu_si512(E.pre_hi.get() + oc) : _mm512_setzero_si512()) {}
   __attribute__((always_inline)) __m512i operator()(__m512i a) const {
+    if (pre) a = _mm512_min_epi32(_mm512_max_epi32(a, plo), phi);
     __m512i pe = _mm512_mul_epi32(a, mu);
     __m512i po = _mm512_mul_epi32(_mm512_shuffle_epi32(a, _MM_PERM_DDBB), muo);
     pe = _mm512_srav_epi64(_mm512_add_epi64(pe, re), se);
     po = _mm512_srav_epi64(_mm512_add_epi64(po, ro), so);
-    if (c64) {
-      pe = _mm512_min_epi64(_mm512_max_epi64(pe, lo64), hi64);
-      po = _mm512_min_epi64(_mm512_max_epi64(po, lo64), hi64);
-    }
     return _mm512_mask_blend_epi32(static_cast<__mmask16>(0xAAAA), pe, _mm512_slli_epi64(po, 32));
   }
 };

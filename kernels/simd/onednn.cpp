@@ -216,12 +216,13 @@ struct Runner {
 // (equal: without `wide` acc + colterm never leaves int32), clamp, 8-bit store.
 // Used for 8-bit outputs without a 64-bit bias (the common case); the others
 // keep the row epilogue. Multipliers above 1 (2-bit weights often have them)
-// clamp the 64-bit results to the output range before the 32-bit blend.
+// clamp acc in 32 bits first to the range outside of which the output clamps
+// anyway (Epilogue::pre_lo / pre_hi less colterm: alo / ahi), so the results
+// fit int32.
 struct FlatRequant {
   int64_t period = 0;  // P lanes; 0: not usable
   bool odd_shift32 = false;  // every shift >= 32: odd lanes shift by s - 32, no re-shift left
-  bool clamp64 = false;      // a multiplier above 1: results may leave int32 before the clamp
-  int32_t lo32 = 0, hi32 = 0;  // [lo, hi] as integers (lo / hi below: their bytes)
+  bool preclamp = false;     // a multiplier above 1: acc clamped to [alo, ahi] first
   bool is_signed = false;
   bool clamp = false;  // [lo, hi] narrower than the 8-bit type (the packs saturate to the type)
   int8_t lo = 0, hi = 0;
@@ -230,6 +231,8 @@ struct FlatRequant {
   // round of the even / odd lanes), se[8], so[8] (shifts).
   AlignedArray<int32_t> me, mo;
   AlignedArray<int64_t> re, ro, se, so;
+  // preclamp: per lane of the period, the int32 range acc is clamped to.
+  AlignedArray<int32_t> alo, ahi;
 };
 
 int64_t gcd64(int64_t a, int64_t b) {
@@ -259,14 +262,23 @@ FlatRequant make_flat(const Epilogue& E) {
   F.ro = make_aligned<int64_t>(n / 2);
   F.se = make_aligned<int64_t>(n / 2);
   F.so = make_aligned<int64_t>(n / 2);
-  F.clamp64 = !E.small_mult;
-  F.lo32 = static_cast<int32_t>(E.lo);
-  F.hi32 = static_cast<int32_t>(E.hi);
+  F.preclamp = !E.small_mult;
+  if (F.preclamp) {
+    F.alo = make_aligned<int32_t>(n);
+    F.ahi = make_aligned<int32_t>(n);
+  }
   F.odd_shift32 = true;  // implies multipliers below 1/2
   for (int64_t oc = 0; oc < OC; ++oc) F.odd_shift32 = F.odd_shift32 && E.shift[oc] >= 32;
   for (int64_t i = 0; i < P; ++i) {
     const int64_t oc = i % OC, v = i / 16, l = i % 16;
     F.me[i] = static_cast<int32_t>(E.mult[oc]);
+    if (F.preclamp) {
+      // acc = a - colterm (no row correction here), clipped to int32: a bound
+      // past the int32 range is never reached, so clipping it keeps results.
+      auto clip = [](int64_t v) { return static_cast<int32_t>(std::clamp<int64_t>(v, INT32_MIN, INT32_MAX)); };
+      F.alo[i] = clip(int64_t{E.pre_lo[oc]} - E.colterm[oc]);
+      F.ahi[i] = clip(int64_t{E.pre_hi[oc]} - E.colterm[oc]);
+    }
     if (l % 2 == 0) {
       F.re[v * 8 + l / 2] = int64_t{E.colterm[oc]} * E.mult[oc] + E.round[oc];
       F.se[v * 8 + l / 2] = E.shift[oc];
@@ -283,10 +295,17 @@ FlatRequant make_flat(const Epilogue& E) {
 
 // The parameters of one 16-lane vector of the period, held in registers.
 struct Lane16 {
-  __m512i me, mo, re, ro, se, so;
+  __m512i me, mo, re, ro, se, so, alo, ahi;
 };
+template <int kMode>
 BBITS_AVX512 inline Lane16 lane16(const FlatRequant& F, int64_t v) {
   Lane16 L;
+  if (kMode == 2) {  // kPreClamp
+    L.alo = _mm512_load_si512(F.alo.get() + v * 16);
+    L.ahi = _mm512_load_si512(F.ahi.get() + v * 16);
+  } else {
+    L.alo = L.ahi = _mm512_setzero_si512();
+  }
   L.me = _mm512_load_si512(F.me.get() + v * 16);
   L.mo = _mm512_load_si512(F.mo.get() + v * 16);
   L.re = _mm512_load_si512(F.re.get() + v * 8);
@@ -296,20 +315,17 @@ BBITS_AVX512 inline Lane16 lane16(const FlatRequant& F, int64_t v) {
   return L;
 }
 
-// kMode: kPlain, kOdd32 (every shift >= 32, see FlatRequant) or kClamp64
-// (multipliers above 1: 64-bit results clamped to [lo, hi] first).
-enum FlatMode { kPlain = 0, kOdd32 = 1, kClamp64 = 2 };
+// kMode: kPlain, kOdd32 (every shift >= 32, see FlatRequant) or kPreClamp
+// (multipliers above 1: acc clamped to [alo, ahi] first).
+enum FlatMode { kPlain = 0, kOdd32 = 1, kPreClamp = 2 };
 template <int kMode>
-BBITS_AVX512 inline __m512i requant16(__m512i a, const Lane16& L, __m512i lo64, __m512i hi64) {
+BBITS_AVX512 inline __m512i requant16(__m512i a, const Lane16& L) {
+  if constexpr (kMode == kPreClamp) a = _mm512_min_epi32(_mm512_max_epi32(a, L.alo), L.ahi);
   const __m512i ao = _mm512_shuffle_epi32(a, _MM_PERM_DDBB);  // odd lanes to the even positions
   __m512i pe = _mm512_mul_epi32(a, L.me);
   __m512i po = _mm512_mul_epi32(ao, L.mo);
   pe = _mm512_srav_epi64(_mm512_add_epi64(pe, L.re), L.se);
   po = _mm512_srav_epi64(_mm512_add_epi64(po, L.ro), L.so);
-  if constexpr (kMode == kClamp64) {
-    pe = _mm512_min_epi64(_mm512_max_epi64(pe, lo64), hi64);
-    po = _mm512_min_epi64(_mm512_max_epi64(po, lo64), hi64);
-  }
   if constexpr (kMode != kOdd32) po = _mm512_slli_epi64(po, 32);
   return _mm512_mask_blend_epi32(static_cast<__mmask16>(0xAAAA), pe, po);
 }
@@ -321,25 +337,24 @@ template <int kMode, bool kSigned, bool kClamp>
 BBITS_AVX512 void flat_requant(const int32_t* acc, int64_t b0, int64_t b1, int64_t total, const FlatRequant& F,
                                uint8_t* out) {
   const __m512i perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-  const __m512i lo64 = _mm512_set1_epi64(F.lo32), hi64 = _mm512_set1_epi64(F.hi32);
   const __m256i lo = _mm256_set1_epi8(F.lo), hi = _mm256_set1_epi8(F.hi);
   const int64_t P = F.period;
   for (int64_t vp = 0; vp < P / 16; vp += 2) {
-    const Lane16 L0 = lane16(F, vp), L1 = lane16(F, vp + 1);
+    const Lane16 L0 = lane16<kMode>(F, vp), L1 = lane16<kMode>(F, vp + 1);
     for (int64_t blk = b0; blk < b1; ++blk) {
       const int64_t i = blk * P + vp * 16;
       if (i >= total) break;
       __m512i r0, r1;
       const bool full = i + 32 <= total;
       if (full) {
-        r0 = requant16<kMode>(_mm512_loadu_si512(acc + i), L0, lo64, hi64);
-        r1 = requant16<kMode>(_mm512_loadu_si512(acc + i + 16), L1, lo64, hi64);
+        r0 = requant16<kMode>(_mm512_loadu_si512(acc + i), L0);
+        r1 = requant16<kMode>(_mm512_loadu_si512(acc + i + 16), L1);
       } else {
         const int64_t left = total - i;
         const auto k0 = static_cast<__mmask16>(left >= 16 ? 0xffffu : (1u << left) - 1u);
         const auto k1 = static_cast<__mmask16>(left >= 32 ? 0xffffu : left <= 16 ? 0u : (1u << (left - 16)) - 1u);
-        r0 = requant16<kMode>(_mm512_maskz_loadu_epi32(k0, acc + i), L0, lo64, hi64);
-        r1 = requant16<kMode>(_mm512_maskz_loadu_epi32(k1, acc + i + 16), L1, lo64, hi64);
+        r0 = requant16<kMode>(_mm512_maskz_loadu_epi32(k0, acc + i), L0);
+        r1 = requant16<kMode>(_mm512_maskz_loadu_epi32(k1, acc + i + 16), L1);
       }
       const __m512i p = _mm512_packs_epi32(r0, r1);
       __m256i bytes;
@@ -358,8 +373,7 @@ BBITS_AVX512 void flat_requant(const int32_t* acc, int64_t b0, int64_t b1, int64
 
 template <int kMode, bool kSigned>
 void flat_dispatch2(const int32_t* acc, int64_t b, int64_t e, int64_t total, const FlatRequant& F, uint8_t* o) {
-  // Clamped in 64 bits: the packs cannot leave [lo, hi].
-  if (F.clamp && kMode != kClamp64) flat_requant<kMode, kSigned, true>(acc, b, e, total, F, o);
+  if (F.clamp) flat_requant<kMode, kSigned, true>(acc, b, e, total, F, o);
   else flat_requant<kMode, kSigned, false>(acc, b, e, total, F, o);
 }
 template <int kMode>
@@ -369,7 +383,7 @@ void flat_dispatch1(const int32_t* acc, int64_t b, int64_t e, int64_t total, con
 }
 void flat_dispatch(const int32_t* acc, int64_t b, int64_t e, int64_t total, const FlatRequant& F, uint8_t* o) {
   if (F.odd_shift32) flat_dispatch1<kOdd32>(acc, b, e, total, F, o);
-  else if (F.clamp64) flat_dispatch1<kClamp64>(acc, b, e, total, F, o);
+  else if (F.preclamp) flat_dispatch1<kPreClamp>(acc, b, e, total, F, o);
   else flat_dispatch1<kPlain>(acc, b, e, total, F, o);
 }
 

@@ -186,7 +186,50 @@ Epilogue make_epilogue(int64_t OC, int64_t OCp, int64_t K, int wbits, const Weig
     if (E.kind != OutKind::F32 && !E.wide) ct += E.bias64[static_cast<size_t>(oc)];
     E.colterm[oc] = static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint64_t>(ct)));  // wraps like int32
   }
+  if (!E.small_mult && !E.wide && (E.kind == OutKind::U8 || E.kind == OutKind::S8)) add_pre_clamp(E, OC16);
   return E;
+}
+
+// Requantized value of a on channel oc, as the reference computes it:
+// floor((a * m + round) / 2^s), in 128 bits.
+namespace {
+__int128 requant128(const Epilogue& E, int64_t oc, __int128 a) {
+  const __int128 v = a * E.mult[oc] + E.round[oc];
+  const __int128 d = static_cast<__int128>(1) << E.shift[oc];
+  return v >= 0 ? v / d : -((-v + d - 1) / d);
+}
+}  // namespace
+
+void add_pre_clamp(Epilogue& E, size_t OC16) {
+  constexpr __int128 kMin = INT32_MIN, kMax = INT32_MAX;
+  AlignedArray<int32_t> lo = make_aligned<int32_t>(OC16), hi = make_aligned<int32_t>(OC16);
+  std::fill_n(lo.get(), OC16, 0);
+  std::fill_n(hi.get(), OC16, 0);
+  for (int64_t oc = 0; oc < E.OC; ++oc) {
+    const __int128 m = E.mult[oc], d = static_cast<__int128>(1) << E.shift[oc];
+    if (m <= 0) throw std::logic_error("add_pre_clamp: channel " + std::to_string(oc) + " has no positive multiplier");
+    // f(a) >= hi  <=>  a * m + round >= hi * 2^s  <=>  a >= ceil((hi * 2^s - round) / m)
+    const __int128 nh = static_cast<__int128>(E.hi) * d - E.round[oc];
+    __int128 ah = nh >= 0 ? (nh + m - 1) / m : -((-nh) / m);
+    // f(a) <= lo  <=>  a * m + round <= (lo + 1) * 2^s - 1
+    const __int128 nl = (static_cast<__int128>(E.lo) + 1) * d - E.round[oc] - 1;
+    __int128 al = nl >= 0 ? nl / m : -((-nl + m - 1) / m);
+    ah = std::clamp(ah, kMin, kMax);
+    al = std::clamp(al, kMin, kMax);
+    // Every clamped a requantizes into int32 (the blend keeps 32 bits). This
+    // holds for every multiplier make_requant gives (< 2^31): with s >= 1 the
+    // values stay within hi + 2^30; with s = 0, a_hi = ceil(hi / m) <= 1 and
+    // a_lo = floor(lo / m) >= -1 give at most m and at least -m.
+    for (const __int128 a : {al, ah}) {
+      const __int128 f = requant128(E, oc, a);
+      if (f < kMin || f > kMax)
+        throw std::logic_error("add_pre_clamp: channel " + std::to_string(oc) + " requantizes outside int32");
+    }
+    lo[static_cast<size_t>(oc)] = static_cast<int32_t>(al);
+    hi[static_cast<size_t>(oc)] = static_cast<int32_t>(ah);
+  }
+  E.pre_lo = std::move(lo);
+  E.pre_hi = std::move(hi);
 }
 
 void epilogue_row_scalar(const int32_t* acc, int64_t oc0, int64_t n, int32_t rowcorr, const Epilogue& E,

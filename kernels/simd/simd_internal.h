@@ -128,6 +128,14 @@ struct Epilogue {
   bool shift_ge32 = false;
   // Every real multiplier <= 1: requantized values fit int32 (clamp in 32 bits).
   bool small_mult = false;
+  // Multipliers above 1 with 8-bit outputs: per channel (OC16 entries, zero
+  // past OC), the int32 range [pre_lo, pre_hi] of a = acc + colterm - rowcorr
+  // outside of which the output is clamped anyway: a_lo the largest a whose
+  // requantized value is <= lo, a_hi the smallest whose value is >= hi (clipped
+  // to int32). Clamping a to it first keeps every output byte and keeps the
+  // requantized value within int32, so the 32-bit epilogue applies. Empty when
+  // small_mult (or for outputs other than 8-bit, or wide sums).
+  AlignedArray<int32_t> pre_lo, pre_hi;
   // Float output (as the reference): out = act(float(double(acc) * mul[oc] + double(bias_f[oc]))),
   // mul[oc] = double(s_w[oc]) * double(s_in).
   std::vector<double> mul;
@@ -140,6 +148,8 @@ struct Epilogue {
 Epilogue make_epilogue(int64_t OC, int64_t OCp, int64_t K, int wbits, const Weights& w, const QuantInfo& in,
                        const QuantInfo& out, Activation act, const std::vector<int32_t>& wsum,
                        const std::string& who);
+// Fills E.pre_lo / E.pre_hi (see Epilogue).
+void add_pre_clamp(Epilogue& E, size_t OC16);
 
 // One call of the GEMM driver: rows [0, M) of A against panels [p0, p1).
 struct GemmCall {
