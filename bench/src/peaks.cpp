@@ -3,9 +3,11 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <map>
 #include <stdexcept>
+#include <thread>
 #include <tuple>
 
 #include "bbits/bench/layer_runner.h"
@@ -555,9 +557,18 @@ MachineProbe probe_machine(int threads, int probes) {
   return best;
 }
 
-double measure_thread_scaling(int threads, int probes) {
-  if (threads < 2) throw std::invalid_argument("measure_thread_scaling: threads must be at least 2");
-  return probe_machine(threads, probes).speedup;
+MachineProbe settled_probe(int threads, const std::function<MachineProbe()>& probe, const std::function<void()>& pause,
+                           int max_tries) {
+  if (threads < 1) throw std::invalid_argument("settled_probe: threads must be at least 1");
+  MachineProbe best{0, 0};
+  for (int i = 0; i < std::max(1, max_tries); ++i) {
+    if (i > 0) pause();
+    const MachineProbe p = probe();
+    if (best.one_thread_ns == 0 || p.one_thread_ns < best.one_thread_ns) best.one_thread_ns = p.one_thread_ns;
+    best.speedup = std::max(best.speedup, p.speedup);
+    if (threads < 2 || best.speedup >= 0.75 * threads) break;
+  }
+  return best;
 }
 
 Calibration calibrate_machine(const MachineCalibrationOptions& opts, const Progress& progress) {
@@ -588,8 +599,10 @@ Calibration calibrate_machine(const MachineCalibrationOptions& opts, const Progr
       progress(fmt::format("  read bandwidth {} thr {:<4} {:8.1f} GB/s  (probe {} KiB)", b.threads, b.level,
                            b.bytes_per_s * 1e-9, b.probe_bytes >> 10));
   c.dispatch = calibrate_dispatch(opts.peaks.threads);
+  // Up to 30 s per thread count while the vCPUs scale below 75% of linear.
+  const auto pause = [] { std::this_thread::sleep_for(std::chrono::milliseconds(500)); };
   for (int t : opts.peaks.threads) {
-    const MachineProbe p = probe_machine(t, 5);
+    const MachineProbe p = settled_probe(t, [t] { return probe_machine(t, 5); }, pause, 60);
     if (c.probe_ns == 0 || p.one_thread_ns < c.probe_ns) c.probe_ns = p.one_thread_ns;
     if (t < 2) continue;
     c.scaling.push_back({t, p.speedup});
@@ -607,6 +620,15 @@ Calibration calibrate_machine(const MachineCalibrationOptions& opts, const Progr
     PeakCalibration o = calibrate_onednn_peaks(po, progress);
     c.peaks.insert(c.peaks.end(), o.peaks.begin(), o.peaks.end());
     c.overheads.insert(c.overheads.end(), o.overheads.begin(), o.overheads.end());
+  }
+  // The probe again after the peaks (minutes later): the best of both.
+  for (auto& s : c.scaling) {
+    const MachineProbe p = probe_machine(s.threads, 5);
+    if (p.speedup > s.speedup) {
+      if (progress) progress(fmt::format("  thread scaling {} thr {:6.2f}x (after the peaks)", s.threads, p.speedup));
+      s.speedup = p.speedup;
+    }
+    c.probe_ns = std::min(c.probe_ns, p.one_thread_ns);
   }
   return c;
 }

@@ -426,3 +426,34 @@ TEST(Bandwidth, ReuseProbe) {
     EXPECT_TRUE(std::isfinite(s.median));
   }
 }
+
+// The calibration's probe retries while the vCPUs scale below 75% of linear
+// (they may share one physical core for seconds), keeps the best speedup and
+// the fastest 1-thread time, and stops as soon as the scaling is plausible.
+TEST(Calibration, SettledProbeWaitsOutSharedCores) {
+  std::vector<bb::MachineProbe> seq = {{510, 1.02}, {500, 1.05}, {505, 1.96}, {400, 2.0}};
+  size_t calls = 0;
+  int pauses = 0;
+  auto probe = [&] { return seq.at(calls++); };
+  auto pause = [&] { ++pauses; };
+  bb::MachineProbe p = bb::settled_probe(2, probe, pause, 60);
+  EXPECT_EQ(calls, 3u);  // 1.96 >= 1.5: no fourth probe
+  EXPECT_EQ(pauses, 2);
+  EXPECT_DOUBLE_EQ(p.speedup, 1.96);
+  EXPECT_DOUBLE_EQ(p.one_thread_ns, 500);
+  // A machine that never scales: max_tries probes, the best of them.
+  calls = 0;
+  pauses = 0;
+  seq = {{510, 1.1}, {500, 1.3}, {505, 1.2}};
+  p = bb::settled_probe(2, probe, pause, 3);
+  EXPECT_EQ(calls, 3u);
+  EXPECT_EQ(pauses, 2);
+  EXPECT_DOUBLE_EQ(p.speedup, 1.3);
+  // One thread: a single probe, no waiting.
+  calls = 0;
+  seq = {{480, 1.0}};
+  p = bb::settled_probe(1, probe, pause, 60);
+  EXPECT_EQ(calls, 1u);
+  EXPECT_DOUBLE_EQ(p.one_thread_ns, 480);
+  EXPECT_THROW(bb::settled_probe(0, probe, pause, 1), std::invalid_argument);
+}

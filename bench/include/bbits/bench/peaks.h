@@ -106,8 +106,14 @@ struct MachineProbe {
   double speedup = 1;
 };
 MachineProbe probe_machine(int threads, int probes = 3);
-// probe_machine(threads, probes).speedup; threads must be at least 2.
-double measure_thread_scaling(int threads, int probes = 3);
+// The calibration's probe on `threads` threads: probe() repeated, with
+// pause() between tries and at most max_tries tries, while the best speedup
+// so far stays below 75% of linear; returns the fastest 1-thread time and the
+// best speedup over all tries. A VM's vCPUs that share one physical core for
+// seconds would otherwise leave a calibrated scaling near 1, against which
+// the bench could no longer tell a slowed-down machine.
+MachineProbe settled_probe(int threads, const std::function<MachineProbe()>& probe, const std::function<void()>& pause,
+                           int max_tries);
 
 // Everything `bbits calibrate` measures: caches, read bandwidth per level and
 // thread count, kernel and oneDNN peaks, stamped with cpu, isa and commit.
