@@ -293,6 +293,10 @@ FlatRequant make_flat(const Epilogue& E) {
 
 #define BBITS_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
 
+// kMode: kPlain, kOdd32 (every shift >= 32, see FlatRequant) or kPreClamp
+// (multipliers above 1: acc clamped to [alo, ahi] first).
+enum FlatMode { kPlain = 0, kOdd32 = 1, kPreClamp = 2 };
+
 // The parameters of one 16-lane vector of the period, held in registers.
 struct Lane16 {
   __m512i me, mo, re, ro, se, so, alo, ahi;
@@ -300,7 +304,7 @@ struct Lane16 {
 template <int kMode>
 BBITS_AVX512 inline Lane16 lane16(const FlatRequant& F, int64_t v) {
   Lane16 L;
-  if (kMode == 2) {  // kPreClamp
+  if constexpr (kMode == kPreClamp) {
     L.alo = _mm512_load_si512(F.alo.get() + v * 16);
     L.ahi = _mm512_load_si512(F.ahi.get() + v * 16);
   } else {
@@ -315,9 +319,6 @@ BBITS_AVX512 inline Lane16 lane16(const FlatRequant& F, int64_t v) {
   return L;
 }
 
-// kMode: kPlain, kOdd32 (every shift >= 32, see FlatRequant) or kPreClamp
-// (multipliers above 1: acc clamped to [alo, ahi] first).
-enum FlatMode { kPlain = 0, kOdd32 = 1, kPreClamp = 2 };
 template <int kMode>
 BBITS_AVX512 inline __m512i requant16(__m512i a, const Lane16& L) {
   if constexpr (kMode == kPreClamp) a = _mm512_min_epi32(_mm512_max_epi32(a, L.alo), L.ahi);
