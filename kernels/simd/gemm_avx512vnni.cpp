@@ -264,10 +264,10 @@ void gemv_panel(const uint8_t* __restrict wp, const uint8_t* __restrict x, int64
 //
 // FAR: the layer's weights are too large to stay in this core's share of the
 // L3 between runs (kFarBytes), so they stream from DRAM, and software
-// prefetches into L2 help: 4-bit 11008x4096 (22.5 MB) measured 81 to 83% of
-// the 4-stream read rate with them against 70 to 72% without, 8-bit
-// 11008x4096 the same either way; on L3-resident weights (4-bit 4096x4096,
-// 8.4 MB) they cost 13%, hence the threshold.
+// prefetches into L2 help: 4-bit 11008x4096 (22.5 MB) measured 73 to 105%
+// (median 81%) of the 4-stream read rate over seven runs with them, 55 to 83%
+// (median 70%) without; 8-bit 11008x4096 the same either way; on L3-resident
+// weights (4-bit 4096x4096, 8.4 MB) they cost 13%, hence the threshold.
 constexpr size_t kFarBytes = size_t{12} << 20;
 constexpr int64_t kFarAhead = 8192;
 template <int P, int BITS, bool FAR>
