@@ -433,7 +433,7 @@ void epilogue_row(const int32_t* acc, int64_t oc0, int64_t n, int32_t rowcorr, c
   if (E.kind == OutKind::U8 || E.kind == OutKind::S8) {
     // 16 lanes at a time: vpmuldq on even and odd 32-bit lanes, 64-bit round
     // and shift, blend back, clamp in 32 bits (values fit: multipliers <= 1,
-    // or clamped in 64 bits first).
+    // or the sum clamped to [pre_lo, pre_hi] first, see Requant16).
     const __m512i rc = _mm512_set1_epi32(rowcorr);
     const __m512i lo = _mm512_set1_epi32(static_cast<int32_t>(E.lo)), hi = _mm512_set1_epi32(static_cast<int32_t>(E.hi));
     for (int64_t c = 0; c < n; c += 16) {
