@@ -244,6 +244,8 @@ int64_t gcd64(int64_t a, int64_t b) {
   return a;
 }
 
+int32_t clip32(int64_t v) { return static_cast<int32_t>(std::clamp<int64_t>(v, INT32_MIN, INT32_MAX)); }
+
 FlatRequant make_flat(const Epilogue& E) {
   FlatRequant F;
   if (E.wide || !(E.kind == OutKind::U8 || E.kind == OutKind::S8)) return F;
@@ -275,9 +277,8 @@ FlatRequant make_flat(const Epilogue& E) {
     if (F.preclamp) {
       // acc = a - colterm (no row correction here), clipped to int32: a bound
       // past the int32 range is never reached, so clipping it keeps results.
-      auto clip = [](int64_t v) { return static_cast<int32_t>(std::clamp<int64_t>(v, INT32_MIN, INT32_MAX)); };
-      F.alo[i] = clip(int64_t{E.pre_lo[oc]} - E.colterm[oc]);
-      F.ahi[i] = clip(int64_t{E.pre_hi[oc]} - E.colterm[oc]);
+      F.alo[i] = clip32(int64_t{E.pre_lo[oc]} - E.colterm[oc]);
+      F.ahi[i] = clip32(int64_t{E.pre_hi[oc]} - E.colterm[oc]);
     }
     if (l % 2 == 0) {
       F.re[v * 8 + l / 2] = int64_t{E.colterm[oc]} * E.mult[oc] + E.round[oc];

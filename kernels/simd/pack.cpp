@@ -190,16 +190,6 @@ Epilogue make_epilogue(int64_t OC, int64_t OCp, int64_t K, int wbits, const Weig
   return E;
 }
 
-// Requantized value of a on channel oc, as the reference computes it:
-// floor((a * m + round) / 2^s), in 128 bits.
-namespace {
-__int128 requant128(const Epilogue& E, int64_t oc, __int128 a) {
-  const __int128 v = a * E.mult[oc] + E.round[oc];
-  const __int128 d = static_cast<__int128>(1) << E.shift[oc];
-  return v >= 0 ? v / d : -((-v + d - 1) / d);
-}
-}  // namespace
-
 void add_pre_clamp(Epilogue& E, size_t OC16) {
   constexpr __int128 kMin = INT32_MIN, kMax = INT32_MAX;
   AlignedArray<int32_t> lo = make_aligned<int32_t>(OC16), hi = make_aligned<int32_t>(OC16);
@@ -220,8 +210,9 @@ void add_pre_clamp(Epilogue& E, size_t OC16) {
     // holds for every multiplier make_requant gives (< 2^31): with s >= 1 the
     // values stay within hi + 2^30; with s = 0, a_hi = ceil(hi / m) <= 1 and
     // a_lo = floor(lo / m) >= -1 give at most m and at least -m.
+    const Requant r{static_cast<int32_t>(E.mult[oc]), static_cast<int32_t>(E.shift[oc])};
     for (const __int128 a : {al, ah}) {
-      const __int128 f = requant128(E, oc, a);
+      const int64_t f = apply_requant(static_cast<int64_t>(a), r, E.bfrac[static_cast<size_t>(oc)]);
       if (f < kMin || f > kMax)
         throw std::logic_error("add_pre_clamp: channel " + std::to_string(oc) + " requantizes outside int32");
     }
