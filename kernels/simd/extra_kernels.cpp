@@ -11,14 +11,9 @@
 
 #include "bbits/kernels/thread_pool.h"
 #include "simd_internal.h"
-#include "simd_registry.h"
 
 namespace bbits::kernels::simd {
 namespace {
-
-std::string isa_tag(Isa isa) { return isa == Isa::AVX512_VNNI ? "avx512vnni" : isa == Isa::AVX512 ? "avx512" : "avx2"; }
-
-bool int8_grid(const QuantInfo& q) { return q.bits == 2 || q.bits == 4 || q.bits == 8; }
 
 // Real multiplier m * 2^-s <= 2^22: requantized 8-bit values (and the sum of
 // two) stay within int32.
@@ -29,43 +24,6 @@ bool small_requant(const Requant& r) {
 
 // ---- depthwise conv ------------------------------------------------------------------
 }  // namespace
-
-void check_io(const KernelArgs& a, size_t n_inputs, const std::string& name) {
-  if (a.inputs.size() != n_inputs)
-    throw std::invalid_argument(name + ": expected " + std::to_string(n_inputs) + " input(s), got " +
-                                std::to_string(a.inputs.size()));
-  for (const void* p : a.inputs)
-    if (p == nullptr) throw std::invalid_argument(name + ": null input");
-  if (a.output == nullptr) throw std::invalid_argument(name + ": null output");
-}
-
-void check_scratch(const KernelArgs& a, size_t need, const std::string& name) {
-  if (a.scratch == nullptr || a.scratch_size < need)
-    throw std::invalid_argument(name + ": scratch of " + std::to_string(a.scratch_size) + " bytes, " +
-                                std::to_string(need) + " needed");
-}
-
-void set_dw_shape(DwShape& g, const ConvDesc& d, const Weights& w, const std::string& kernel) {
-  const int64_t C = d.C, T = d.KH * d.KW;
-  const size_t row = packed_row_bytes(T, d.wbits);
-  if (w.data == nullptr || w.size < row * static_cast<size_t>(C))
-    throw std::invalid_argument(kernel + ": weights hold " + std::to_string(w.size) + " bytes, " +
-                                std::to_string(row * static_cast<size_t>(C)) + " needed");
-  g.N = d.N;
-  g.H = d.H;
-  g.W = d.W;
-  g.C = C;
-  g.OH = d.out_h();
-  g.OW = d.out_w();
-  g.KH = static_cast<int>(d.KH);
-  g.KW = static_cast<int>(d.KW);
-  g.sh = static_cast<int>(d.stride_h);
-  g.sw = static_cast<int>(d.stride_w);
-  g.pt = static_cast<int>(d.pad_top);
-  g.pl = static_cast<int>(d.pad_left);
-  g.dh = static_cast<int>(d.dilation_h);
-  g.dw = static_cast<int>(d.dilation_w);
-}
 
 namespace {
 
@@ -121,7 +79,8 @@ class DwConv final : public Kernel {
       for (int64_t t = 0; t < T; ++t) s += wv(c, t);
       wsum[static_cast<size_t>(c)] = s;
     }
-    E_ = make_epilogue(C, OCp, T, d_.wbits, w, d_.in, d_.out, d_.activation, wsum, name_);
+    E_ = make_epilogue(C, OCp, T, d_.wbits, w, d_.in, d_.out, d_.activation, wsum, d_.in.is_signed ? 128 : 0,
+                       vec_layout(isa_), name_);
   }
   std::string_view name() const override { return name_; }
   void run(const KernelArgs& args, ThreadPool* pool) const override {
@@ -490,36 +449,12 @@ class SoftmaxKernel final : public Kernel {
   ClampRange clamp_{};
 };
 
-// A weightless 8-bit operator kernel of type K over descriptors of type Desc:
-// the table entry around `ok` (what it runs, besides the CPU check) and `cost`.
-template <class Desc, class K>
-KernelInfo op_kernel(std::string name, OpKind op, Isa isa, std::function<bool(const Desc&)> ok,
-                     std::function<double(const Desc&)> cost, std::string note) {
-  KernelInfo k;
-  k.name = std::move(name);
-  k.op = op;
-  k.act_bits = 8;
-  k.isa = isa;
-  k.supports = [isa, ok = std::move(ok)](const OpDesc& d) {
-    const auto* x = std::get_if<Desc>(&d);
-    return cpu_has(isa) && x && ok(*x);
-  };
-  k.cost_ns = [cost = std::move(cost)](const OpDesc& d) { return cost(std::get<Desc>(d)); };
-  k.create = [name = k.name, isa](const OpDesc& d, const Weights&) -> std::unique_ptr<Kernel> {
-    const auto* x = std::get_if<Desc>(&d);
-    if (!x) throw std::invalid_argument(name + ": not an operator this kernel runs: " + describe(d));
-    return std::make_unique<K>(name, isa, *x);
-  };
-  k.note = std::move(note);
-  return k;
-}
-
 void add_ops2(std::vector<KernelInfo>& t, Isa isa) {
   const bool z = isa == Isa::AVX512;
   for (PoolKind kind : {PoolKind::Avg, PoolKind::GlobalAvg}) {
     t.push_back(op_kernel<PoolDesc, AvgPoolKernel>(
         std::string(kind == PoolKind::Avg ? "avg_pool2d" : "global_avg_pool") + "_a8_" + isa_tag(isa),
-        kind == PoolKind::Avg ? OpKind::AvgPool2D : OpKind::GlobalAvgPool, isa,
+        kind == PoolKind::Avg ? OpKind::AvgPool2D : OpKind::GlobalAvgPool, isa, 8,
         [kind](const PoolDesc& p) { return p.kind == kind && avgpool_params(p, nullptr); },
         [z](const PoolDesc& p) {
           const double win =
@@ -532,7 +467,7 @@ void add_ops2(std::vector<KernelInfo>& t, Isa isa) {
             " channels: int16/int32 window sums, exact rounding division; float output as exact double sums"));
   }
   t.push_back(op_kernel<ConcatDesc, ConcatKernel>(
-      "concat_a8_" + isa_tag(isa), OpKind::Concat, isa, [](const ConcatDesc& c) { return concat_params(c, nullptr); },
+      std::string("concat_a8_") + isa_tag(isa), OpKind::Concat, isa, 8, [](const ConcatDesc& c) { return concat_params(c, nullptr); },
       [z](const ConcatDesc& c) {
         double ns = 150.0;
         for (size_t i = 0; i < c.sizes.size(); ++i) {
@@ -545,7 +480,7 @@ void add_ops2(std::vector<KernelInfo>& t, Isa isa) {
       },
       "8-bit concat: copies, clamped copies or vector requantization per input"));
   t.push_back(op_kernel<SoftmaxDesc, SoftmaxKernel>(
-      "softmax_a8_" + isa_tag(isa), OpKind::Softmax, isa, softmax_supports,
+      std::string("softmax_a8_") + isa_tag(isa), OpKind::Softmax, isa, 8, softmax_supports,
       [](const SoftmaxDesc& s) {
         const double rows = static_cast<double>(s.outer * s.inner), A = static_cast<double>(s.axis_size);
         // One exp per distinct value (<= 256) and a serial double sum; no better
@@ -557,7 +492,7 @@ void add_ops2(std::vector<KernelInfo>& t, Isa isa) {
 
 void add_dw(std::vector<KernelInfo>& t, Isa isa) {
   KernelInfo k;
-  k.name = "dwconv2d_w8a8_u8s8_" + isa_tag(isa) + (isa == Isa::AVX512_VNNI ? "_c64" : "_c8");
+  k.name = std::string("dwconv2d_w8a8_u8s8_") + isa_tag(isa) + (isa == Isa::AVX512_VNNI ? "_c64" : "_c8");
   k.op = OpKind::Conv2D;
   k.weight_bits = 8;
   k.act_bits = 8;
@@ -590,11 +525,11 @@ void add_dw(std::vector<KernelInfo>& t, Isa isa) {
 void add_eltwise(std::vector<KernelInfo>& t, Isa isa) {
   const bool z = isa == Isa::AVX512;
   t.push_back(op_kernel<AddDesc, AddKernel>(
-      "add_a8_" + isa_tag(isa), OpKind::Add, isa, add_supports,
+      std::string("add_a8_") + isa_tag(isa), OpKind::Add, isa, 8, add_supports,
       [z](const AddDesc& a) { return static_cast<double>(a.count) * (z ? 0.08 : 0.2) + 150.0; },
       "8-bit residual add: the real sum rounded once onto the output grid, activation fused"));
   t.push_back(op_kernel<PoolDesc, MaxPoolKernel>(
-      "max_pool2d_a8_" + isa_tag(isa), OpKind::MaxPool2D, isa, maxpool_supports,
+      std::string("max_pool2d_a8_") + isa_tag(isa), OpKind::MaxPool2D, isa, 8, maxpool_supports,
       [z](const PoolDesc& p) {
         const double px = static_cast<double>(p.N * p.out_h() * p.out_w());
         const double taps = px * static_cast<double>(p.KH * p.KW) * std::ceil(static_cast<double>(p.C) / (z ? 64.0 : 32.0));
@@ -612,9 +547,6 @@ void register_extra_kernels(std::vector<KernelInfo>& table) {
   add_eltwise(table, Isa::AVX2);
   add_ops2(table, Isa::AVX512);
   add_ops2(table, Isa::AVX2);
-  register_gemm16_kernels(table);
-  register_fc_f32_kernels(table);
-  register_onednn_kernels(table);
 }
 
 }  // namespace bbits::kernels::simd

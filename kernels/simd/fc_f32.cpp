@@ -16,7 +16,6 @@
 #include "bbits/kernels/thread_pool.h"
 #include "fc_f32.h"
 #include "simd_internal.h"
-#include "simd_registry.h"
 
 namespace bbits::kernels::simd {
 namespace {

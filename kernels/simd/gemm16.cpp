@@ -15,7 +15,6 @@
 
 #include "bbits/kernels/thread_pool.h"
 #include "simd_internal.h"
-#include "simd_registry.h"
 
 namespace bbits::kernels::simd {
 
@@ -54,8 +53,6 @@ void epilogue16_row_scalar(const int64_t* acc, int64_t oc0, int64_t n, const Pac
 }
 
 namespace {
-
-size_t round64(size_t n) { return (n + 63) / 64 * 64; }
 
 bool int_grid(const QuantInfo& q) { return q.bits == 2 || q.bits == 4 || q.bits == 8 || q.bits == 16; }
 
@@ -122,7 +119,7 @@ class Gemm16Conv final : public Kernel {
     const int64_t step = 2 * wabs_max(d_.wbits) * xabs;
     B_.kblock = std::clamp<int64_t>(int64_t{2147483647} / step, 1, std::max<int64_t>(B_.pairs, 1));
     const std::vector<int32_t> no_wsum(static_cast<size_t>(B_.OCp), 0);  // corrections are in B_.corr
-    E_ = make_epilogue(OC, B_.OCp, K, d_.wbits, w, d_.in, d_.out, d_.activation, no_wsum, name_);
+    E_ = make_epilogue(OC, B_.OCp, K, d_.wbits, w, d_.in, d_.out, d_.activation, no_wsum, 0, vec_layout(isa_), name_);
     if (E_.kind != OutKind::F32) {
       B_.shift_ge32 = true;
       for (int64_t oc = 0; oc < OC; ++oc) B_.shift_ge32 &= E_.shift[oc] >= 32;
@@ -252,8 +249,6 @@ class Gemm16Conv final : public Kernel {
   Epilogue E_;
 };
 
-std::string isa_tag(Isa isa) { return isa == Isa::AVX512_VNNI ? "avx512vnni" : "avx2"; }
-
 // Default MAC rates (MACs per ns, one thread) measured with bbits-bench-kernels
 // (wide/resnet18/*, CPU time) on the AMD EPYC Zen 4 VM: 3x3 layers reach ~85
 // (AVX-512 VNNI) / ~50 (AVX2) MACs/ns with one int16 plane; split: w16a16 runs
@@ -371,7 +366,7 @@ class Dw16Conv final : public Kernel {
     B_.OCp = g_.cblocks * 16;
     B_.corr.assign(static_cast<size_t>(B_.OCp), 0);
     const std::vector<int32_t> no_wsum(static_cast<size_t>(B_.OCp), 0);
-    E_ = make_epilogue(C, B_.OCp, T, d_.wbits, w, d_.in, d_.out, d_.activation, no_wsum, name_);
+    E_ = make_epilogue(C, B_.OCp, T, d_.wbits, w, d_.in, d_.out, d_.activation, no_wsum, 0, vec_layout(isa_), name_);
     if (E_.kind != OutKind::F32) {
       B_.shift_ge32 = true;
       for (int64_t c = 0; c < C; ++c) B_.shift_ge32 &= E_.shift[c] >= 32;

@@ -10,8 +10,19 @@
 #include <algorithm>
 #include <cstring>
 
-#include "avx512_store.h"
 #include "simd_internal.h"
+
+namespace bbits::kernels::simd {
+namespace {
+inline __mmask8 mask8(int64_t n) { return n >= 8 ? static_cast<__mmask8>(0xff) : static_cast<__mmask8>((1u << n) - 1u); }
+// Stores the lanes `k` of p (int64 values already clamped to the output grid)
+// as the integer output kind at out_row[oc...].
+inline void store_clamped_i64(OutKind kind, void* out_row, int64_t oc, __mmask8 k, __m512i p) {
+  if (kind == OutKind::U8 || kind == OutKind::S8) _mm512_mask_cvtepi64_storeu_epi8(static_cast<uint8_t*>(out_row) + oc, k, p);
+  else if (kind != OutKind::F32) _mm512_mask_cvtepi64_storeu_epi16(static_cast<uint16_t*>(out_row) + oc, k, p);
+}
+}  // namespace
+}  // namespace bbits::kernels::simd
 
 namespace bbits::kernels::simd {
 namespace {

@@ -35,7 +35,6 @@
 #include "bbits/kernels/cpu.h"
 #include "bbits/kernels/thread_pool.h"
 #include "simd_internal.h"
-#include "simd_registry.h"
 
 extern "C" void omp_set_num_threads(int);
 extern "C" int omp_get_max_threads();
@@ -51,8 +50,6 @@ dnnl::engine& engine() {
   static dnnl::engine eng(dnnl::engine::kind::cpu, 0);
   return eng;
 }
-
-size_t round64(size_t n) { return (n + 63) / 64 * 64; }
 
 
 bool is_fc(const ConvDesc& c) {
@@ -277,8 +274,8 @@ FlatRequant make_flat(const Epilogue& E) {
     if (F.preclamp) {
       // acc = a - colterm (no row correction here), clipped to int32: a bound
       // past the int32 range is never reached, so clipping it keeps results.
-      F.alo[i] = clip32(int64_t{E.pre_lo[oc]} - E.colterm[oc]);
-      F.ahi[i] = clip32(int64_t{E.pre_hi[oc]} - E.colterm[oc]);
+      F.alo[i] = clip32(int64_t{E.rq.pre_lo[oc]} - E.colterm[oc]);
+      F.ahi[i] = clip32(int64_t{E.rq.pre_hi[oc]} - E.colterm[oc]);
     }
     if (l % 2 == 0) {
       F.re[v * 8 + l / 2] = int64_t{E.colterm[oc]} * E.mult[oc] + E.round[oc];
@@ -446,7 +443,7 @@ class OnednnInt8 final : public Kernel {
     // oneDNN returns the exact sum (its own s8-source compensation), so no
     // -128 * wsum term: pass zero sums.
     E_ = make_epilogue(d_.OC, OCp, K, d_.wbits, w, d_.in, d_.out, d_.activation,
-                       std::vector<int32_t>(static_cast<size_t>(OCp), 0), name_);
+                       std::vector<int32_t>(static_cast<size_t>(OCp), 0), 0, vec_layout(Isa::AVX512_VNNI), name_);
     F_ = make_flat(E_);
     fc_ = is_fc(d_);
     OmpOne omp;

@@ -1,193 +1,16 @@
-// bbits SIMD kernels — internal interfaces shared by the portable drivers
-// (simd_kernels.cpp, compiled without ISA flags) and the ISA-specific
-// translation units (gemm_avx512vnni.cpp, gemm_avx2.cpp, ... compiled with
-// per-file -m flags and only ever called after run-time CPU detection).
-//
-// Integer GEMM scheme (every bit width runs through the same dot product):
-//   A (activations): rows of Kp unsigned bytes, zero padded past K. A signed
-//     input is stored as x + 128 (xor 0x80); its -128 * sum_k w[oc][k] term is
-//     folded into the per-channel constant `colterm`.
-//   B (weights): "prepacked" at create time from the model's packed rows into
-//     panels of nb_max blocks of `lanes` output channels. One 32-bit lane of a
-//     vector holds, for one output channel, `kgroup` = 32 / bits consecutive
-//     reduction values: byte i, bit field j holds k = g * kgroup + 4 * j + i.
-//     So the activations multiplying field j of group g are the 4 bytes at
-//     A[g * kgroup + 4 * j], broadcast to every lane.
-//   Encodings of a field (bits < 8):
-//     Offset: u = w + 2^(bits-1) in [0, 2^bits - 1] (unsigned, fits the s8
-//             operand of vpdpbusd / vpmaddubsw without saturation at <= 4 bits).
-//     TopRaw: like Offset, except the top field of each byte holds w in two's
-//             complement, so that (byte & top_mask) read as int8 equals
-//             w * 2^(8 - bits) exactly; lower fields are read in place
-//             (byte & field_mask = u * 2^(j * bits)) into separate accumulators
-//             that are shifted back at the end (exact: each is a multiple).
-//   The offsets add off * sum(A over offset-encoded positions) per row: the
-//   per-row correction `rowcorr`, computed from the packed A itself.
-//   At 8 bits the byte is the int8 weight (no offset).
+// bbits SIMD kernels — interfaces of the families not yet on the shared
+// template layer (depthwise, element-wise, pooling, 16-bit, float fc, oneDNN):
+// portable drivers and their ISA translation units.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
-#include <memory>
 #include <string>
-#include <new>
 #include <vector>
 
-#include "bbits/kernels/kernels.h"
+#include "common.h"
 
 namespace bbits::kernels::simd {
-
-struct AlignedFree {
-  void operator()(void* p) const { std::free(p); }
-};
-template <class T>
-using AlignedArray = std::unique_ptr<T[], AlignedFree>;
-
-// Zero-initialised, 64-byte aligned, rounded up to whole cache lines.
-template <class T>
-AlignedArray<T> make_aligned(size_t n) {
-  size_t bytes = ((n * sizeof(T) + 63) / 64) * 64;
-  if (bytes == 0) bytes = 64;
-  void* p = std::aligned_alloc(64, bytes);
-  if (p == nullptr) throw std::bad_alloc();
-  std::memset(p, 0, bytes);
-  return AlignedArray<T>(static_cast<T*>(p));
-}
-
-enum class WEnc : uint8_t { Offset, TopRaw };
-
-// Prepacked weights of one conv / fc layer (see the scheme above).
-struct PackedB {
-  int bits = 8;     // 2, 4, 8
-  int lanes = 16;   // output channels per block (16: zmm, 8: ymm)
-  int nb_max = 4;   // blocks per panel
-  int kgroup = 4;   // reduction values per 32-bit lane: 32 / bits
-  int fields = 1;   // bit fields per byte: 8 / bits
-  WEnc enc = WEnc::Offset;
-  int64_t K = 0, Kp = 0;  // Kp: K rounded up to a multiple of kgroup
-  int64_t OC = 0, OCp = 0, nblocks = 0, npanels = 0;
-  int64_t ngroups = 0;        // Kp / kgroup
-  int64_t panel_stride = 0;   // bytes of a full panel; panel p starts at p * panel_stride
-  size_t bytes = 0;           // bytes of packed data
-  AlignedArray<uint8_t> data;
-  std::vector<int32_t> wsum;  // per output channel (OCp): sum_k w (true values)
-
-  int32_t offset() const { return bits < 8 ? (1 << (bits - 1)) : 0; }
-  int panel_blocks(int64_t p) const {
-    const int64_t left = nblocks - p * nb_max;
-    return static_cast<int>(left < nb_max ? left : nb_max);
-  }
-  const uint8_t* panel(int64_t p) const { return data.get() + p * panel_stride; }
-  // True when reduction position k (0 <= k < Kp) is offset-encoded.
-  bool offset_position(int64_t k) const {
-    if (bits == 8) return false;
-    if (enc == WEnc::Offset) return true;
-    return (k % kgroup) < 4 * (fields - 1);
-  }
-};
-
-// rows: OC rows of the model's packed weights (row_bytes = packed_row_bytes(K, bits)).
-// rows: OC rows of the model's packed weights at src_bits (row_bytes =
-// packed_row_bytes(K, src_bits)); packed at `bits` >= src_bits (an 8-bit kernel
-// runs 2/4-bit weights widened to int8).
-PackedB pack_weights(const uint8_t* rows, size_t row_bytes, int src_bits, int64_t OC, int64_t K, int bits,
-                     int lanes, int nb_max, WEnc enc);
-
-enum class OutKind : uint8_t { U8, S8, U16, S16, F32 };
-
-// Everything after the dot product: corrections, bias, requantization, clamp,
-// activation and the store, per output channel (arrays padded to OCp).
-struct Epilogue {
-  OutKind kind = OutKind::U8;
-  int64_t OC = 0;
-  // -128 * wsum (signed input) + bias_q (integer out, when !wide), wrapping int32.
-  AlignedArray<int32_t> colterm;
-  // wide: |acc| + |bias| may exceed int32; the epilogue then adds bias64 in
-  // 64 bits (scalar path), exactly as the reference does.
-  bool wide = false;
-  std::vector<int64_t> bias64;
-  // Sub-step part of a float bias (bias_fraction), already included in round.
-  std::vector<int64_t> bfrac;
-  AlignedArray<int64_t> mult;     // requant multiplier m (integer out)
-  AlignedArray<int64_t> round;    // 2^(s-1) or 0
-  AlignedArray<int64_t> shift;    // s
-  int64_t lo = 0, hi = 0;
-  // Layout for the 16-lane AVX-512 epilogue: mult32[oc] = m (int32); per block
-  // of 16 channels, round_eo / shift_eo hold the 8 even channels then the 8
-  // odd ones (as int64), matching vpmuldq on even / odd 32-bit lanes.
-  AlignedArray<int32_t> mult32;
-  AlignedArray<int64_t> round_eo, shift_eo;
-  // Optional, filled by the GEMM conv driver (add_tile_tables) for the fused
-  // 8-bit GEMM tile epilogue: cround_eo = colterm * m + round (64 bits, eo
-  // layout: the colterm add folded into the rounding constant), and when
-  // shift_ge32 (every shift >= 32) shift_eo32 = shift_eo with the odd lanes
-  // shifting by s - 32 (their result lands in the high half directly).
-  AlignedArray<int64_t> cround_eo, shift_eo32;
-  bool shift_ge32 = false;
-  // Every real multiplier <= 1: requantized values fit int32 (clamp in 32 bits).
-  bool small_mult = false;
-  // Multipliers above 1 with 8-bit outputs: per channel (OC16 entries, zero
-  // past OC), the int32 range [pre_lo, pre_hi] of a = acc + colterm - rowcorr
-  // outside of which the output is clamped anyway: a_lo the largest a whose
-  // requantized value is <= lo, a_hi the smallest whose value is >= hi (clipped
-  // to int32). Clamping a to it first keeps every output byte and keeps the
-  // requantized value within int32, so the 32-bit epilogue applies. Empty when
-  // small_mult (or for outputs other than 8-bit, or wide sums).
-  AlignedArray<int32_t> pre_lo, pre_hi;
-  // Float output (as the reference): out = act(float(double(acc) * mul[oc] + double(bias_f[oc]))),
-  // mul[oc] = double(s_w[oc]) * double(s_in).
-  std::vector<double> mul;
-  std::vector<float> bias_f;
-  Activation act = Activation::None;
-};
-
-// Builds the epilogue of an integer conv / fc (K values per row, weights at
-// wbits). wsum from the packed weights. Validates scales and biases.
-Epilogue make_epilogue(int64_t OC, int64_t OCp, int64_t K, int wbits, const Weights& w, const QuantInfo& in,
-                       const QuantInfo& out, Activation act, const std::vector<int32_t>& wsum,
-                       const std::string& who);
-// Fills E.pre_lo / E.pre_hi (see Epilogue).
-void add_pre_clamp(Epilogue& E, size_t OC16);
-
-// One call of the GEMM driver: rows [0, M) of A against panels [p0, p1).
-struct GemmCall {
-  const PackedB* B = nullptr;
-  const Epilogue* E = nullptr;
-  const uint8_t* A = nullptr;
-  int64_t lda = 0;
-  const int32_t* rowcorr = nullptr;  // M values
-  int64_t M = 0;
-  void* out = nullptr;  // row m, channel oc at element m * ldo + oc
-  int64_t ldo = 0;
-  int64_t p0 = 0, p1 = 0;
-  // Optional (VNNI, Offset encoding): rows as nseg segments of seg_groups
-  // groups each, segs[m * nseg + s] (implicit convolution without im2col).
-  const uint8_t* const* segs = nullptr;
-  int nseg = 1;
-  int64_t seg_groups = 0;
-};
-
-// im2col geometry: rows of Kp bytes, (kh, kw, ci) order, signed input stored
-// + 128 (spatial padding = the value 0), zero past K.
-struct Im2col {
-  int64_t N = 1, H = 0, W = 0, C = 0, OH = 0, OW = 0, KH = 1, KW = 1, K = 0, Kp = 0;
-  int64_t sh = 1, sw = 1, pt = 0, pl = 0, dh = 1, dw = 1;
-  bool sgn = false;
-};
-// Rows [m0, m0 + mb) of the im2col matrix into A (row stride g.Kp); may
-// write up to 64 bytes past the last row (the caller leaves that slack).
-void im2col_avx512(const Im2col& g, const uint8_t* in, int64_t m0, int64_t mb, uint8_t* A);
-
-// ISA entry points (defined only in their own translation units).
-void gemm_avx512vnni(const GemmCall& c);
-void gemm_avx2(const GemmCall& c);
-// rowcorr[m] = B.offset() * sum of A[m][k] over offset positions k < Kp.
-void rowcorr_avx512(const PackedB& B, const uint8_t* A, int64_t lda, int64_t M, int32_t* rowcorr);
-void rowcorr_segs_avx512(const PackedB& B, const uint8_t* const* segs, int nseg, int64_t seg_bytes, int64_t M,
-                         int32_t* rowcorr);
-void rowcorr_avx2(const PackedB& B, const uint8_t* A, int64_t lda, int64_t M, int32_t* rowcorr);
 
 // Epilogue of M full rows of OC int32 accumulators (row stride OC) into `out`
 // (row stride OC), rows split over the pool. No row corrections.
@@ -200,23 +23,18 @@ void epilogue_row_avx512(const int32_t* acc, int64_t oc0, int64_t n, int32_t row
 void epilogue_row_avx2(const int32_t* acc, int64_t oc0, int64_t n, int32_t rowcorr, const Epilogue& E,
                        void* out_row);
 
+// Depthwise conv, pooling, add, concat (extra_kernels.cpp) and oneDNN (onednn.cpp).
+void register_extra_kernels(std::vector<KernelInfo>& table);
+void register_onednn_kernels(std::vector<KernelInfo>& table);
+// 16-bit conv / fc (gemm16.cpp): w16a16 and the mixed pairs with one 16-bit side.
+void register_gemm16_kernels(std::vector<KernelInfo>& table);
+// fc with packed 2/4/8-bit weights on float32 activations (fc_f32.cpp).
+void register_fc_f32_kernels(std::vector<KernelInfo>& table);
+
 // ---- depthwise conv -------------------------------------------------------------
 // Weights prepacked per block of 64 channels (VNNI: 4 taps interleaved per
 // 32-bit lane in the order the activation unpack produces) or 8 channels
 // (AVX2: int32 per tap).
-// Argument checks of Kernel::run (std::invalid_argument naming the kernel):
-// n_inputs non-null inputs and a non-null output; a scratch of >= need bytes.
-void check_io(const KernelArgs& a, size_t n_inputs, const std::string& name);
-void check_scratch(const KernelArgs& a, size_t need, const std::string& name);
-
-// The window geometry of a depthwise convolution (8- and 16-bit kernels).
-struct DwShape {
-  int64_t N = 1, H = 0, W = 0, C = 0, OH = 0, OW = 0;
-  int KH = 1, KW = 1, sh = 1, sw = 1, pt = 0, pl = 0, dh = 1, dw = 1;
-};
-// Fills g from a depthwise ConvDesc, and checks that `w` holds the C packed
-// rows of KH*KW weights (std::invalid_argument naming `kernel` otherwise).
-void set_dw_shape(DwShape& g, const ConvDesc& d, const Weights& w, const std::string& kernel);
 struct DwGeom : DwShape {
   bool is_signed = false;
 };
@@ -371,11 +189,5 @@ void convert8_avx2(const Convert8Params& p, const uint8_t* in, uint8_t* out, int
 // `table`: 256 doubles of scratch.
 void softmax_row_u8_avx512(const uint8_t* in, bool in_signed, float scale, int64_t n, float* out, double* table);
 void softmax_row_u8_avx2(const uint8_t* in, bool in_signed, float scale, int64_t n, float* out, double* table);
-
-// Shared scalar epilogue of one row segment (float output, and tails).
-void epilogue_row_scalar(const int32_t* acc, int64_t oc0, int64_t n, int32_t rowcorr, const Epilogue& E,
-                         void* out_row);
-
-size_t out_elem_bytes(OutKind k);
 
 }  // namespace bbits::kernels::simd

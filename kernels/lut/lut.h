@@ -1,5 +1,6 @@
-// bbits SIMD kernels — lookup-table GEMV for 2-bit weights x 2-bit unsigned
-// activations (fully connected, batch 1), AVX-512 VBMI (vpermb).
+// bbits kernels — the lookup-table family: GEMV for 2-bit weights x 2-bit
+// unsigned activations (fully connected, batch 1), one template over the ISA
+// (lut_isa.cpp) with one instance, AVX-512 VBMI (vpermb: Ops::lookup64).
 //
 // Scheme (exact, integer only):
 //   Weights w in [-2, 1] are stored as u = w + 2 in [0, 3], two bits each. For
@@ -26,7 +27,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "simd_internal.h"
+#include "simd/common.h"
 
 namespace bbits::kernels::simd {
 
@@ -47,18 +48,21 @@ struct LutWeights {
 };
 
 // rows: OC rows of the model's packed 2-bit weights (row_bytes each).
-// Called only after the CPU check (compiled with the AVX-512 flags).
 LutWeights pack_lut_w2(const uint8_t* rows, size_t row_bytes, int64_t OC, int64_t K);
 
 // Prepares one input row of K values: offs[q] = byte offsets of the two
 // tables of quad q (low 16 bits: a[4q], a[4q+1]; high 16 bits: a[4q+2],
 // a[4q+3]; values past K count as 0), *asum = sum of the K values. Returns the
 // first k whose value is outside [0, 3], or -1 when every value is in range.
-int64_t lut_prepare_row_avx512vbmi(const uint8_t* x, int64_t K, uint32_t* offs, int64_t* asum);
+template <class Tag>
+int64_t lut_prepare_row(const uint8_t* x, int64_t K, uint32_t* offs, int64_t* asum);
 
 // Output channels of panels [p0, p1) for one prepared row: sums, then the
 // epilogue (rowcorr subtracted) into out_row (element oc at oc * element size).
-void lut_gemv_avx512vbmi(const LutWeights& B, const Epilogue& E, const uint32_t* offs, int32_t rowcorr,
-                         void* out_row, int64_t p0, int64_t p1);
+template <class Tag>
+void lut_gemv(const LutWeights& B, const Epilogue& E, const uint32_t* offs, int32_t rowcorr, void* out_row,
+              int64_t p0, int64_t p1);
+
+void register_lut_kernels(std::vector<KernelInfo>& table);
 
 }  // namespace bbits::kernels::simd

@@ -1,0 +1,142 @@
+// bbits SIMD kernels — Ops for AVX-512 (F, BW, VL, DQ; + VNNI, + VBMI): see
+// ops.h. Compiled only with the AVX-512 flags.
+#pragma once
+
+#include <immintrin.h>
+
+#include "ops.h"
+
+namespace bbits::kernels::simd {
+
+struct OpsAvx512 {
+  using arch = xsimd::avx512bw;
+  using i32 = xsimd::batch<int32_t, arch>;
+  using i64 = xsimd::batch<int64_t, arch>;
+  using u8 = xsimd::batch<uint8_t, arch>;
+  static constexpr int kLanes = 16, kBytes = 64;
+  static constexpr bool kEvenOdd = true;
+  static constexpr bool kSignedBytes = false;
+
+  BBITS_INLINE static __mmask64 mask_bytes(int64_t n) { return n >= 64 ? ~__mmask64{0} : (__mmask64{1} << n) - 1; }
+  BBITS_INLINE static __mmask16 mask_lanes(int64_t n) {
+    return n >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << n) - 1u);
+  }
+
+  BBITS_INLINE static u8 bcast4(const uint8_t* p) {
+    int32_t v;
+    std::memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+  }
+
+  // ---- requantization steps: even / odd 32-bit lanes ----------------------------
+  struct Mult {
+    __m512i e, o;  // multipliers of the even lanes, and of the odd lanes moved down
+  };
+  BBITS_INLINE static Mult mult(i32 m) { return {m, _mm512_srli_epi64(m, 32)}; }
+  BBITS_INLINE static void mul(i32 a, const Mult& m, i64& e, i64& o) {
+    e = _mm512_mul_epi32(a, m.e);
+    o = _mm512_mul_epi32(_mm512_shuffle_epi32(a, _MM_PERM_DDBB), m.o);
+  }
+  BBITS_INLINE static i64 sra(i64 v, i64 s) { return _mm512_srav_epi64(v, s); }
+  BBITS_INLINE static i32 join(i64 e, i64 o) {
+    return _mm512_mask_blend_epi32(static_cast<__mmask16>(0xAAAA), e, _mm512_slli_epi64(o, 32));
+  }
+  BBITS_INLINE static i32 join_hi(i64 e, i64 o) { return _mm512_mask_blend_epi32(static_cast<__mmask16>(0xAAAA), e, o); }
+
+  // ---- bytes ----------------------------------------------------------------------
+  BBITS_INLINE static u8 load_bytes(const uint8_t* p, int64_t n) { return _mm512_maskz_loadu_epi8(mask_bytes(n), p); }
+  BBITS_INLINE static void store_bytes_n(uint8_t* p, u8 v, int64_t n) { _mm512_mask_storeu_epi8(p, mask_bytes(n), v); }
+  BBITS_INLINE static i64 byte_sums(u8 v) { return _mm512_sad_epu8(v, _mm512_setzero_si512()); }
+  BBITS_INLINE static int64_t sum_i64(i64 v) { return _mm512_reduce_add_epi64(v); }
+  // Bytes [0, n) as int32 lanes (n <= 16), sign- or zero-extended.
+  BBITS_INLINE static i32 load_widen(const uint8_t* p, int64_t n, bool sgn) {
+    const __m128i b = _mm_maskz_loadu_epi8(mask_lanes(n), p);
+    return sgn ? _mm512_cvtepi8_epi32(b) : _mm512_cvtepu8_epi32(b);
+  }
+
+  // NB vectors r0.. of requantized int32 lanes (channels b * 16 + l; the
+  // arguments past NB are ignored) as n <= 16 NB
+  // bytes: saturating packs (a clamp to the 8-bit type), then a clamp to
+  // [lo, hi] on bytes, one store per row (whole stores for 16 / 32 / 48 / 64
+  // bytes: masked byte stores are slow on Zen 4).
+  template <int NB>
+  BBITS_INLINE static void store_u8(uint8_t* o, i32 r0, i32 r1, i32 r2, i32 r3, int64_t n, bool sgn, int32_t lo,
+                                    int32_t hi) {
+    const __m512i perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    const auto lo8 = static_cast<char>(lo), hi8 = static_cast<char>(hi);
+    if constexpr (NB >= 3) {
+      const __m512i p01 = _mm512_packs_epi32(r0, r1);
+      const __m512i p23 = _mm512_packs_epi32(r2, NB == 4 ? __m512i(r3) : _mm512_setzero_si512());
+      __m512i v;
+      if (sgn) {
+        v = _mm512_permutexvar_epi32(perm, _mm512_packs_epi16(p01, p23));
+        v = _mm512_min_epi8(_mm512_max_epi8(v, _mm512_set1_epi8(lo8)), _mm512_set1_epi8(hi8));
+      } else {
+        v = _mm512_permutexvar_epi32(perm, _mm512_packus_epi16(p01, p23));
+        v = _mm512_min_epu8(_mm512_max_epu8(v, _mm512_set1_epi8(lo8)), _mm512_set1_epi8(hi8));
+      }
+      if (n == 64) {
+        _mm512_storeu_si512(o, v);
+      } else if (n == 48) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(o), _mm512_castsi512_si256(v));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 32), _mm512_extracti32x4_epi32(v, 2));
+      } else {
+        _mm512_mask_storeu_epi8(o, mask_bytes(n), v);
+      }
+    } else {
+      const __m512i p = _mm512_packs_epi32(r0, NB == 2 ? __m512i(r1) : _mm512_setzero_si512());
+      __m256i v;
+      if (sgn) {
+        v = _mm512_castsi512_si256(_mm512_permutexvar_epi32(perm, _mm512_packs_epi16(p, p)));
+        v = _mm256_min_epi8(_mm256_max_epi8(v, _mm256_set1_epi8(lo8)), _mm256_set1_epi8(hi8));
+      } else {
+        v = _mm512_castsi512_si256(_mm512_permutexvar_epi32(perm, _mm512_packus_epi16(p, p)));
+        v = _mm256_min_epu8(_mm256_max_epu8(v, _mm256_set1_epi8(lo8)), _mm256_set1_epi8(hi8));
+      }
+      if (n == 32) _mm256_storeu_si256(reinterpret_cast<__m256i*>(o), v);
+      else if (n == 16) _mm_storeu_si128(reinterpret_cast<__m128i*>(o), _mm256_castsi256_si128(v));
+      else _mm256_mask_storeu_epi8(o, static_cast<__mmask32>(mask_bytes(n)), v);
+    }
+  }
+  // n <= 16 lanes of int32 values within the 16-bit type, as 16-bit values.
+  BBITS_INLINE static void store_u16(uint16_t* o, i32 r, int64_t n) { _mm512_mask_cvtepi32_storeu_epi16(o, mask_lanes(n), r); }
+};
+
+template <>
+struct Ops<Avx512> : OpsAvx512 {};
+
+// + VBMI: vpermb, a lookup of 64 bytes by the low 6 bits of each index byte.
+template <>
+struct Ops<Avx512Vbmi> : OpsAvx512 {
+  BBITS_INLINE static u8 lookup64(u8 idx, u8 table) { return _mm512_permutexvar_epi8(idx, table); }
+  // Each 16-bit word shifted right by 4, as a multiply high by 2^12 (the
+  // multiplier ports are idle in the lookup loop, the shift ports are the ones
+  // vpermb needs).
+  BBITS_INLINE static u8 words_shr4(u8 v) { return _mm512_mulhi_epu16(v, _mm512_set1_epi16(1 << 12)); }
+  // The high byte of each 16-bit word (a multiply high by 2^8, for the same reason).
+  BBITS_INLINE static u8 words_hi_byte(u8 v) { return _mm512_mulhi_epu16(v, _mm512_set1_epi16(1 << 8)); }
+};
+
+// + VNNI: vpdpbusd (u8 x s8, four products per 32-bit lane, no saturation).
+template <>
+struct Ops<Avx512Vnni> : OpsAvx512 {
+  using Acc = i32;
+  template <bool W>
+  using XP = u8;
+  BBITS_INLINE static Acc acc_zero() { return _mm512_setzero_si512(); }
+  BBITS_INLINE static i32 acc_sum(const Acc& a) { return a; }
+  template <bool W>
+  BBITS_INLINE static u8 prep(u8 x) {
+    return x;
+  }
+  // Inline asm tied to the accumulator: with the intrinsic GCC 12 copies (and
+  // spills) the accumulators of an unrolled tile around every dot product.
+  template <bool W>
+  BBITS_INLINE static void dot(Acc& acc, u8 x, u8 w) {
+    __m512i a = acc;
+    asm("vpdpbusd %2, %1, %0" : "+v"(a) : "v"(__m512i(x)), "v"(__m512i(w)));
+    acc = a;
+  }
+};
+
+}  // namespace bbits::kernels::simd

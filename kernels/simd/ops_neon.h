@@ -1,0 +1,140 @@
+// bbits SIMD kernels — Ops for AArch64 Advanced SIMD, with and without the
+// dot product (see ops.h). The NeonDot instance is compiled with
+// -march=armv8-a+dotprod and reached only when the CPU reports HWCAP_ASIMDDP.
+#pragma once
+
+#include <arm_neon.h>
+
+#include <algorithm>
+
+#include "ops.h"
+
+namespace bbits::kernels::simd {
+
+struct OpsNeon {
+  using arch = xsimd::neon64;
+  using i32 = xsimd::batch<int32_t, arch>;
+  using i64 = xsimd::batch<int64_t, arch>;
+  using u8 = xsimd::batch<uint8_t, arch>;
+  static constexpr int kLanes = 4, kBytes = 16;
+  static constexpr bool kEvenOdd = false;   // mul() splits into the low and high two lanes
+  static constexpr bool kSignedBytes = true;  // sdot / smull read both operands as int8
+
+  BBITS_INLINE static int8x16_t s8(u8 v) { return vreinterpretq_s8_u8(v); }
+
+  BBITS_INLINE static u8 bcast4(const uint8_t* p) {
+    int32_t v;
+    std::memcpy(&v, p, 4);
+    return vreinterpretq_u8_s32(vdupq_n_s32(v));
+  }
+
+  // ---- requantization steps: low / high two lanes ---------------------------------
+  struct Mult {
+    int32x4_t m;
+  };
+  BBITS_INLINE static Mult mult(i32 m) { return {m}; }
+  BBITS_INLINE static void mul(i32 a, const Mult& m, i64& lo, i64& hi) {
+    lo = vmull_s32(vget_low_s32(a), vget_low_s32(m.m));
+    hi = vmull_high_s32(a, m.m);
+  }
+  BBITS_INLINE static i64 sra(i64 v, i64 s) { return vshlq_s64(v, vnegq_s64(s)); }
+  BBITS_INLINE static i32 join(i64 lo, i64 hi) { return vuzp1q_s32(vreinterpretq_s32_s64(lo), vreinterpretq_s32_s64(hi)); }
+
+  // ---- bytes ----------------------------------------------------------------------
+  BBITS_INLINE static u8 load_bytes(const uint8_t* p, int64_t n) {
+    if (n >= 16) return vld1q_u8(p);
+    uint8_t t[16] = {};
+    std::memcpy(t, p, static_cast<size_t>(n));
+    return vld1q_u8(t);
+  }
+  BBITS_INLINE static void store_bytes_n(uint8_t* p, u8 v, int64_t n) {
+    if (n >= 16) {
+      vst1q_u8(p, v);
+      return;
+    }
+    uint8_t t[16];
+    vst1q_u8(t, v);
+    std::memcpy(p, t, static_cast<size_t>(n));
+  }
+  // Sums of the bytes as the dot products read them (int8), in 64-bit lanes.
+  BBITS_INLINE static i64 byte_sums(u8 v) { return vpaddlq_s32(vpaddlq_s16(vpaddlq_s8(s8(v)))); }
+  BBITS_INLINE static int64_t sum_i64(i64 v) { return vaddvq_s64(v); }
+  // Bytes [0, n) as int32 lanes (n <= 4), sign- or zero-extended.
+  BBITS_INLINE static i32 load_widen(const uint8_t* p, int64_t n, bool sgn) {
+    uint8_t t[8] = {};
+    std::memcpy(t, p, static_cast<size_t>(std::min<int64_t>(4, n)));
+    const uint8x8_t b = vld1_u8(t);
+    if (sgn) return vmovl_s16(vget_low_s16(vmovl_s8(vreinterpret_s8_u8(b))));
+    return vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(vmovl_u8(b))));
+  }
+
+  // NB vectors of requantized int32 lanes (channels b * 4 + l) as n <= 4 NB
+  // bytes: saturating narrowing, a byte clamp to [lo, hi], one store.
+  template <int NB>
+  BBITS_INLINE static void store_u8(uint8_t* o, i32 r0, i32 r1, i32 r2, i32 r3, int64_t n, bool sgn, int32_t lo,
+                                    int32_t hi) {
+    const int16x4_t z = vdup_n_s16(0);
+    const int16x8_t h01 = vcombine_s16(vqmovn_s32(r0), NB >= 2 ? vqmovn_s32(r1) : z);
+    const int16x8_t h23 = NB >= 3 ? vcombine_s16(vqmovn_s32(r2), NB == 4 ? vqmovn_s32(r3) : z)
+                                  : vcombine_s16(z, z);
+    uint8x16_t v;
+    if (sgn) {
+      int8x16_t b = vcombine_s8(vqmovn_s16(h01), vqmovn_s16(h23));
+      b = vminq_s8(vmaxq_s8(b, vdupq_n_s8(static_cast<int8_t>(lo))), vdupq_n_s8(static_cast<int8_t>(hi)));
+      v = vreinterpretq_u8_s8(b);
+    } else {
+      v = vcombine_u8(vqmovun_s16(h01), vqmovun_s16(h23));
+      v = vminq_u8(vmaxq_u8(v, vdupq_n_u8(static_cast<uint8_t>(lo))), vdupq_n_u8(static_cast<uint8_t>(hi)));
+    }
+    store_bytes_n(o, v, n);
+  }
+  // n <= 4 lanes of int32 values within the 16-bit type, as 16-bit values.
+  BBITS_INLINE static void store_u16(uint16_t* o, i32 r, int64_t n) {
+    uint16_t t[4];
+    vst1_u16(t, vmovn_u32(vreinterpretq_u32_s32(r)));
+    std::memcpy(o, t, static_cast<size_t>(std::min<int64_t>(4, n)) * 2);
+  }
+};
+
+template <>
+struct Ops<Neon> : OpsNeon {
+  // Without sdot: smull (int8 x int8 -> int16, exact) and sadalp (pairwise
+  // add-accumulate into int32). The accumulator holds two partial sums per
+  // output lane; acc_sum() adds them.
+  struct Acc {
+    int32x4_t lo, hi;  // lanes (0,0), (0,1), (1,0), (1,1) / the same for lanes 2, 3
+  };
+  template <bool W>
+  using XP = int8x16_t;
+  BBITS_INLINE static Acc acc_zero() { return {vdupq_n_s32(0), vdupq_n_s32(0)}; }
+  BBITS_INLINE static i32 acc_sum(const Acc& a) { return vpaddq_s32(a.lo, a.hi); }
+  template <bool W>
+  BBITS_INLINE static int8x16_t prep(u8 x) {
+    return s8(x);
+  }
+  template <bool W>
+  BBITS_INLINE static void dot(Acc& acc, int8x16_t x, u8 w) {
+    const int8x16_t ws = s8(w);
+    acc.lo = vpadalq_s16(acc.lo, vmull_s8(vget_low_s8(x), vget_low_s8(ws)));
+    acc.hi = vpadalq_s16(acc.hi, vmull_high_s8(x, ws));
+  }
+};
+
+template <>
+struct Ops<NeonDot> : OpsNeon {
+  using Acc = i32;
+  template <bool W>
+  using XP = int8x16_t;
+  BBITS_INLINE static Acc acc_zero() { return vdupq_n_s32(0); }
+  BBITS_INLINE static i32 acc_sum(const Acc& a) { return a; }
+  template <bool W>
+  BBITS_INLINE static int8x16_t prep(u8 x) {
+    return s8(x);
+  }
+  template <bool W>
+  BBITS_INLINE static void dot(Acc& acc, int8x16_t x, u8 w) {
+    acc = vdotq_s32(acc, x, s8(w));
+  }
+};
+
+}  // namespace bbits::kernels::simd
