@@ -516,7 +516,7 @@ void register_all() {
       const bk::OpDesc d = make_desc(L, wb);
       const bool dw = !L.fc && L.conv.groups > 1;
       const std::string kn =
-          dw ? std::string("dwconv2d_w8a8_u8s8_") + isa_tag(isa) + (has_vnni ? "_c64" : "_c8")
+          dw ? std::string("dwconv2d_w8a8_u8s8_") + isa_tag(isa) + (has_vnni ? "_c64" : "_c32")
              : std::string(L.fc ? "fc" : "conv2d") + "_w" + std::to_string(wb) + "a8_u8s" + std::to_string(wb) + "_" +
                    isa_tag(isa) + (has_vnni ? "_4x64" : "_2x32");
       const bk::KernelInfo* info = bk::find_kernel(kn);

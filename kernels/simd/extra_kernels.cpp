@@ -27,80 +27,6 @@ bool small_requant(const Requant& r) {
 
 namespace {
 
-bool dw_supports(const ConvDesc& c) {
-  if (!c.is_depthwise()) return false;
-  if (c.wbits != 2 && c.wbits != 4 && c.wbits != 8) return false;
-  if (!int8_grid(c.in)) return false;
-  if (!(int8_grid(c.out) || c.out.bits == 16 || c.out.bits == 32)) return false;
-  return c.KH * c.KW <= 256;
-}
-
-class DwConv final : public Kernel {
- public:
-  DwConv(std::string name, Isa isa, const ConvDesc& d, const Weights& w) : name_(std::move(name)), isa_(isa), d_(d) {
-    check_desc(d_);
-    if (!dw_supports(d_)) throw std::invalid_argument(name_ + ": cannot run " + describe(d_));
-    if (!cpu_has(isa_)) throw std::invalid_argument(name_ + ": this CPU lacks " + std::string(isa_name(isa_)));
-    const int64_t C = d_.C, T = d_.KH * d_.KW;
-    const size_t row = packed_row_bytes(T, d_.wbits);
-    set_dw_shape(g_, d_, w, name_);
-    g_.is_signed = d_.in.is_signed;
-    P_.taps = T;
-    P_.tgroups = (T + 3) / 4;
-    auto wv = [&](int64_t c, int64_t t) { return unpack_value(w.data + static_cast<size_t>(c) * row, t, d_.wbits); };
-    int64_t OCp;
-    if (isa_ == Isa::AVX512_VNNI) {
-      P_.cblocks = (C + 63) / 64;
-      OCp = P_.cblocks * 64;
-      P_.w8 = make_aligned<int8_t>(static_cast<size_t>(P_.cblocks * P_.tgroups * 256));
-      for (int64_t cb = 0; cb < P_.cblocks; ++cb)
-        for (int64_t tg = 0; tg < P_.tgroups; ++tg)
-          for (int j = 0; j < 4; ++j)
-            for (int lane = 0; lane < 16; ++lane) {
-              const int64_t L = lane / 4, i = lane % 4;
-              const int64_t c = cb * 64 + 16 * L + 4 * j + i;
-              for (int tp = 0; tp < 4; ++tp) {
-                const int64_t t = tg * 4 + tp;
-                const int32_t v = (c < C && t < T) ? wv(c, t) : 0;
-                P_.w8[static_cast<size_t>(((cb * P_.tgroups + tg) * 4 + j) * 64 + lane * 4 + tp)] =
-                    static_cast<int8_t>(v);
-              }
-            }
-    } else {
-      P_.cblocks = (C + 7) / 8;
-      OCp = P_.cblocks * 8;
-      P_.w32 = make_aligned<int32_t>(static_cast<size_t>(P_.cblocks * T * 8));
-      for (int64_t c = 0; c < C; ++c)
-        for (int64_t t = 0; t < T; ++t) P_.w32[static_cast<size_t>(((c / 8) * T + t) * 8 + c % 8)] = wv(c, t);
-    }
-    std::vector<int32_t> wsum(static_cast<size_t>(OCp), 0);
-    for (int64_t c = 0; c < C; ++c) {
-      int32_t s = 0;
-      for (int64_t t = 0; t < T; ++t) s += wv(c, t);
-      wsum[static_cast<size_t>(c)] = s;
-    }
-    E_ = make_epilogue(C, OCp, T, d_.wbits, w, d_.in, d_.out, d_.activation, wsum, d_.in.is_signed ? 128 : 0,
-                       vec_layout(isa_), name_);
-  }
-  std::string_view name() const override { return name_; }
-  void run(const KernelArgs& args, ThreadPool* pool) const override {
-    check_io(args, 1, name_);
-    const auto* in = static_cast<const uint8_t*>(args.inputs[0]);
-    parallel_for(pool, g_.N * g_.OH, [&](int64_t b, int64_t e, int) {
-      if (isa_ == Isa::AVX512_VNNI) dwconv_rows_avx512vnni(g_, P_, E_, in, args.output, b, e);
-      else dwconv_rows_avx2(g_, P_, E_, in, args.output, b, e);
-    });
-  }
-
- private:
-  std::string name_;
-  Isa isa_;
-  ConvDesc d_;
-  DwGeom g_;
-  DwPacked P_;
-  Epilogue E_;
-};
-
 // ---- add -----------------------------------------------------------------------------
 bool add_supports(const AddDesc& d) {
   if (!int8_grid(d.a) || !int8_grid(d.b) || !int8_grid(d.out)) return false;
@@ -490,38 +416,6 @@ void add_ops2(std::vector<KernelInfo>& t, Isa isa) {
       "8-bit softmax: one exp per distinct input value, vector max and division; bit-identical"));
 }
 
-void add_dw(std::vector<KernelInfo>& t, Isa isa) {
-  KernelInfo k;
-  k.name = std::string("dwconv2d_w8a8_u8s8_") + isa_tag(isa) + (isa == Isa::AVX512_VNNI ? "_c64" : "_c8");
-  k.op = OpKind::Conv2D;
-  k.weight_bits = 8;
-  k.act_bits = 8;
-  k.isa = isa;
-  // Cost: ns per (output pixel, 64-channel block) and per output pixel,
-  // measured on MobileNetV2's depthwise layers (Zen 4, one thread).
-  set_default_rate(k.name, isa == Isa::AVX512_VNNI ? 35.0 : 120.0);
-  k.supports = [isa](const OpDesc& d) {
-    const auto* c = std::get_if<ConvDesc>(&d);
-    return cpu_has(isa) && c && dw_supports(*c);
-  };
-  k.cost_ns = [name = k.name, isa](const OpDesc& d) {
-    const auto& c = std::get<ConvDesc>(d);
-    const double px = static_cast<double>(c.N * c.out_h() * c.out_w());
-    const double blocks = std::ceil(static_cast<double>(c.C) / (isa == Isa::AVX512_VNNI ? 64.0 : 8.0));
-    const double taps = static_cast<double>(c.KH * c.KW) / 9.0;
-    const double per_block = kernel_rate(name);  // ns per pixel-block at 3x3 (calibratable)
-    return px * (blocks * per_block * taps + 35.0) + 500.0;
-  };
-  k.create = [name = k.name, isa](const OpDesc& d, const Weights& w) -> std::unique_ptr<Kernel> {
-    const auto* c = std::get_if<ConvDesc>(&d);
-    if (!c) throw std::invalid_argument(name + ": not a conv2d: " + describe(d));
-    return std::make_unique<DwConv>(name, isa, *c, w);
-  };
-  k.note = isa == Isa::AVX512_VNNI ? "depthwise: 4 taps x 64 channels per vpdpbusd step; 2/4-bit weights widened"
-                                   : "depthwise: AVX2 int32 multiply-add over 8 channels";
-  t.push_back(std::move(k));
-}
-
 void add_eltwise(std::vector<KernelInfo>& t, Isa isa) {
   const bool z = isa == Isa::AVX512;
   t.push_back(op_kernel<AddDesc, AddKernel>(
@@ -541,8 +435,6 @@ void add_eltwise(std::vector<KernelInfo>& t, Isa isa) {
 }  // namespace
 
 void register_extra_kernels(std::vector<KernelInfo>& table) {
-  add_dw(table, Isa::AVX512_VNNI);
-  add_dw(table, Isa::AVX2);
   add_eltwise(table, Isa::AVX512);
   add_eltwise(table, Isa::AVX2);
   add_ops2(table, Isa::AVX512);

@@ -25,6 +25,8 @@
 //                               the requantization's 64-bit steps (requant.h)
 //   load_bytes(p, n), store_bytes_n(p, v, n), byte_sums(v), sum_i64(v)
 //   store_u8<NB>(o, r0, r1, r2, r3, n, sgn, lo, hi), store_u16(o, r, n)
+//   unpack{lo,hi}{8,16}(a, b)  byte / word interleave within 128-bit lanes
+//   to_channel_order(a, out)    depthwise accumulators back to channel order
 //                               narrowing stores of requantized int32 lanes
 #pragma once
 

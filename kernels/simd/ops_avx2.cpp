@@ -43,44 +43,6 @@ inline void store8(uint8_t* o, __m256i v, int64_t left, bool sgn) {
 
 }  // namespace
 
-void dwconv_rows_avx2(const DwGeom& g, const DwPacked& P, const Epilogue& E, const uint8_t* in, void* out,
-                      int64_t r0, int64_t r1) {
-  const size_t esz = out_elem_bytes(E.kind);
-  const __m256i c128 = _mm256_set1_epi32(128);
-  alignas(32) int32_t tmp[8];
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t n = r / g.OH, oh = r % g.OH;
-    for (int64_t ow = 0; ow < g.OW; ++ow) {
-      uint8_t* orow = static_cast<uint8_t*>(out) + ((n * g.OH + oh) * g.OW + ow) * g.C * static_cast<int64_t>(esz);
-      for (int64_t cb = 0; cb < (g.C + 7) / 8; ++cb) {
-        const int64_t c0 = cb * 8, nc = std::min<int64_t>(8, g.C - c0);
-        __m256i acc = _mm256_setzero_si256();
-        const int32_t* w = P.w32.get() + cb * P.taps * 8;
-        for (int64_t t = 0; t < P.taps; ++t) {
-          const int64_t kh = t / g.KW, kw = t % g.KW;
-          const int64_t ih = oh * g.sh - g.pt + kh * g.dh, iw = ow * g.sw - g.pl + kw * g.dw;
-          if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) continue;  // padding: value 0
-          __m256i x = load8_epi32(in + ((n * g.H + ih) * g.W + iw) * g.C + c0, nc, g.is_signed);
-          if (g.is_signed) x = _mm256_add_epi32(x, c128);  // the +128 domain of the epilogue
-          acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(x, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + t * 8))));
-        }
-        if (g.is_signed) {
-          // Padded taps hold 0 (signed) = 128 in the +128 domain the epilogue corrects for.
-          for (int64_t t = 0; t < P.taps; ++t) {
-            const int64_t kh = t / g.KW, kw = t % g.KW;
-            const int64_t ih = oh * g.sh - g.pt + kh * g.dh, iw = ow * g.sw - g.pl + kw * g.dw;
-            if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W)
-              acc = _mm256_add_epi32(
-                  acc, _mm256_mullo_epi32(c128, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + t * 8))));
-          }
-        }
-        _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), acc);
-        epilogue_row_avx2(tmp, c0, nc, 0, E, orow);
-      }
-    }
-  }
-}
-
 void add_u8_avx2(const AddParams& p, const uint8_t* a, const uint8_t* b, uint8_t* out, int64_t n) {
   const __m256i ma = _mm256_set1_epi64x(p.ma), mb = _mm256_set1_epi64x(p.mb), rnd = _mm256_set1_epi64x(p.round);
   const __m128i da = _mm_cvtsi64_si128(p.da), db = _mm_cvtsi64_si128(p.db), sh = _mm_cvtsi64_si128(p.shift);

@@ -103,6 +103,20 @@ struct Ops<Avx2> {
     return sgn ? _mm256_cvtepi8_epi32(x) : _mm256_cvtepu8_epi32(x);
   }
 
+  // Interleave within each 128-bit lane (vpunpck{l,h}{bw,wd}).
+  BBITS_INLINE static u8 unpacklo8(u8 a, u8 b) { return _mm256_unpacklo_epi8(a, b); }
+  BBITS_INLINE static u8 unpackhi8(u8 a, u8 b) { return _mm256_unpackhi_epi8(a, b); }
+  BBITS_INLINE static u8 unpacklo16(u8 a, u8 b) { return _mm256_unpacklo_epi16(a, b); }
+  BBITS_INLINE static u8 unpackhi16(u8 a, u8 b) { return _mm256_unpackhi_epi16(a, b); }
+  // a_j holds, in 128-bit lane q, channels 16 q + 4 j .. + 3: out[0..4) the
+  // 32 channels in order.
+  BBITS_INLINE static void to_channel_order(const i32 (&a)[4], i32 (&out)[4]) {
+    out[0] = _mm256_permute2x128_si256(a[0], a[1], 0x20);
+    out[1] = _mm256_permute2x128_si256(a[2], a[3], 0x20);
+    out[2] = _mm256_permute2x128_si256(a[0], a[1], 0x31);
+    out[3] = _mm256_permute2x128_si256(a[2], a[3], 0x31);
+  }
+
   // NB vectors of requantized int32 lanes (channels b * 8 + l) as n <= 8 NB
   // bytes: saturating packs, a byte clamp to [lo, hi], one store.
   template <int NB>

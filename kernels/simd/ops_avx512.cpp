@@ -10,10 +10,6 @@
 namespace bbits::kernels::simd {
 namespace {
 
-inline __m512i dp(__m512i acc, __m512i a, __m512i b) {
-  asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
-  return acc;
-}
 
 inline __mmask64 mask64(int64_t n) { return n >= 64 ? ~__mmask64{0} : ((__mmask64{1} << n) - 1); }
 
@@ -27,67 +23,6 @@ inline __m512i requant16(__m512i v, __m512i m, __m512i round, __m128i shift) {
 }
 
 }  // namespace
-
-void dwconv_rows_avx512vnni(const DwGeom& g, const DwPacked& P, const Epilogue& E, const uint8_t* in, void* out,
-                            int64_t r0, int64_t r1) {
-  const size_t esz = out_elem_bytes(E.kind);
-  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
-  const __m512i padv = g.is_signed ? flip : _mm512_setzero_si512();
-  alignas(64) int32_t tmp[64];
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t n = r / g.OH, oh = r % g.OH;
-    for (int64_t ow = 0; ow < g.OW; ++ow) {
-      uint8_t* orow = static_cast<uint8_t*>(out) + ((n * g.OH + oh) * g.OW + ow) * g.C * static_cast<int64_t>(esz);
-      // Input offsets of the taps (-1: padding), padded to whole groups of 4.
-      int64_t toff[256];
-      int64_t t = 0;
-      for (int64_t kh = 0; kh < g.KH; ++kh) {
-        const int64_t ih = oh * g.sh - g.pt + kh * g.dh;
-        const bool hin = ih >= 0 && ih < g.H;
-        const int64_t rowoff = (n * g.H + ih) * g.W;
-        int64_t iw = ow * g.sw - g.pl;
-        for (int64_t kw = 0; kw < g.KW; ++kw, iw += g.dw) toff[t++] = (hin && iw >= 0 && iw < g.W) ? (rowoff + iw) * g.C : -1;
-      }
-      for (; t < P.tgroups * 4; ++t) toff[t] = -2;  // past the last tap: weight 0
-      for (int64_t cb = 0; cb < P.cblocks; ++cb) {
-        const int64_t c0 = cb * 64;
-        const int64_t nc = std::min<int64_t>(64, g.C - c0);
-        const __mmask64 km = mask64(nc);
-        __m512i acc0 = _mm512_setzero_si512(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-        const int8_t* wb = P.w8.get() + cb * P.tgroups * 256;
-        for (int64_t tg = 0; tg < P.tgroups; ++tg) {
-          __m512i x[4];
-          for (int i = 0; i < 4; ++i) {
-            const int64_t o = toff[tg * 4 + i];
-            if (o < 0) {
-              x[i] = o == -1 ? padv : _mm512_setzero_si512();
-            } else {
-              x[i] = _mm512_maskz_loadu_epi8(km, in + o + c0);
-              if (g.is_signed) x[i] = _mm512_xor_si512(x[i], flip);
-            }
-          }
-          const __m512i a01l = _mm512_unpacklo_epi8(x[0], x[1]), a01h = _mm512_unpackhi_epi8(x[0], x[1]);
-          const __m512i a23l = _mm512_unpacklo_epi8(x[2], x[3]), a23h = _mm512_unpackhi_epi8(x[2], x[3]);
-          const int8_t* w = wb + tg * 256;
-          acc0 = dp(acc0, _mm512_unpacklo_epi16(a01l, a23l), _mm512_load_si512(w));
-          acc1 = dp(acc1, _mm512_unpackhi_epi16(a01l, a23l), _mm512_load_si512(w + 64));
-          acc2 = dp(acc2, _mm512_unpacklo_epi16(a01h, a23h), _mm512_load_si512(w + 128));
-          acc3 = dp(acc3, _mm512_unpackhi_epi16(a01h, a23h), _mm512_load_si512(w + 192));
-        }
-        // acc_j lane 4L+i holds channel 16L+4j+i: transpose the 128-bit blocks.
-        const __m512i t0 = _mm512_shuffle_i32x4(acc0, acc1, _MM_SHUFFLE(1, 0, 1, 0));
-        const __m512i t1 = _mm512_shuffle_i32x4(acc2, acc3, _MM_SHUFFLE(1, 0, 1, 0));
-        const __m512i t2 = _mm512_shuffle_i32x4(acc0, acc1, _MM_SHUFFLE(3, 2, 3, 2));
-        const __m512i t3 = _mm512_shuffle_i32x4(acc2, acc3, _MM_SHUFFLE(3, 2, 3, 2));
-        _mm512_store_si512(tmp, _mm512_shuffle_i32x4(t0, t1, _MM_SHUFFLE(2, 0, 2, 0)));
-        _mm512_store_si512(tmp + 16, _mm512_shuffle_i32x4(t0, t1, _MM_SHUFFLE(3, 1, 3, 1)));
-        _mm512_store_si512(tmp + 32, _mm512_shuffle_i32x4(t2, t3, _MM_SHUFFLE(2, 0, 2, 0)));
-        _mm512_store_si512(tmp + 48, _mm512_shuffle_i32x4(t2, t3, _MM_SHUFFLE(3, 1, 3, 1)));
-        epilogue_row_avx512(tmp, c0, nc, 0, E, orow);
-      }
-    }
-  }
-}
 
 void add_u8_avx512(const AddParams& p, const uint8_t* a, const uint8_t* b, uint8_t* out, int64_t n) {
   const __m512i ma = _mm512_set1_epi64(p.ma), mb = _mm512_set1_epi64(p.mb), rnd = _mm512_set1_epi64(p.round);

@@ -54,6 +54,24 @@ struct OpsAvx512 {
     return sgn ? _mm512_cvtepi8_epi32(b) : _mm512_cvtepu8_epi32(b);
   }
 
+  // Interleave within each 128-bit lane (vpunpck{l,h}{bw,wd}).
+  BBITS_INLINE static u8 unpacklo8(u8 a, u8 b) { return _mm512_unpacklo_epi8(a, b); }
+  BBITS_INLINE static u8 unpackhi8(u8 a, u8 b) { return _mm512_unpackhi_epi8(a, b); }
+  BBITS_INLINE static u8 unpacklo16(u8 a, u8 b) { return _mm512_unpacklo_epi16(a, b); }
+  BBITS_INLINE static u8 unpackhi16(u8 a, u8 b) { return _mm512_unpackhi_epi16(a, b); }
+  // a_j holds, in 128-bit lane q, channels 16 q + 4 j .. + 3: out[0..4) the
+  // 64 channels in order.
+  BBITS_INLINE static void to_channel_order(const i32 (&a)[4], i32 (&out)[4]) {
+    const __m512i t0 = _mm512_shuffle_i32x4(a[0], a[1], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512i t1 = _mm512_shuffle_i32x4(a[2], a[3], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512i t2 = _mm512_shuffle_i32x4(a[0], a[1], _MM_SHUFFLE(3, 2, 3, 2));
+    const __m512i t3 = _mm512_shuffle_i32x4(a[2], a[3], _MM_SHUFFLE(3, 2, 3, 2));
+    out[0] = _mm512_shuffle_i32x4(t0, t1, _MM_SHUFFLE(2, 0, 2, 0));
+    out[1] = _mm512_shuffle_i32x4(t0, t1, _MM_SHUFFLE(3, 1, 3, 1));
+    out[2] = _mm512_shuffle_i32x4(t2, t3, _MM_SHUFFLE(2, 0, 2, 0));
+    out[3] = _mm512_shuffle_i32x4(t2, t3, _MM_SHUFFLE(3, 1, 3, 1));
+  }
+
   // NB vectors r0.. of requantized int32 lanes (channels b * 16 + l; the
   // arguments past NB are ignored) as n <= 16 NB
   // bytes: saturating packs (a clamp to the 8-bit type), then a clamp to

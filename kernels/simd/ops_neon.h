@@ -68,6 +68,20 @@ struct OpsNeon {
     return vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(vmovl_u8(b))));
   }
 
+  // Interleave (zip) of bytes / 16-bit words: x86's in-lane unpacks.
+  BBITS_INLINE static u8 unpacklo8(u8 a, u8 b) { return vzip1q_u8(a, b); }
+  BBITS_INLINE static u8 unpackhi8(u8 a, u8 b) { return vzip2q_u8(a, b); }
+  BBITS_INLINE static u8 unpacklo16(u8 a, u8 b) {
+    return vreinterpretq_u8_u16(vzip1q_u16(vreinterpretq_u16_u8(a), vreinterpretq_u16_u8(b)));
+  }
+  BBITS_INLINE static u8 unpackhi16(u8 a, u8 b) {
+    return vreinterpretq_u8_u16(vzip2q_u16(vreinterpretq_u16_u8(a), vreinterpretq_u16_u8(b)));
+  }
+  // a_j holds channels 4 j .. + 3 (one 128-bit lane): already in order.
+  BBITS_INLINE static void to_channel_order(const i32 (&a)[4], i32 (&out)[4]) {
+    for (int j = 0; j < 4; ++j) out[j] = a[j];
+  }
+
   // NB vectors of requantized int32 lanes (channels b * 4 + l) as n <= 4 NB
   // bytes: saturating narrowing, a byte clamp to [lo, hi], one store.
   template <int NB>

@@ -31,24 +31,6 @@ void register_gemm16_kernels(std::vector<KernelInfo>& table);
 // fc with packed 2/4/8-bit weights on float32 activations (fc_f32.cpp).
 void register_fc_f32_kernels(std::vector<KernelInfo>& table);
 
-// ---- depthwise conv -------------------------------------------------------------
-// Weights prepacked per block of 64 channels (VNNI: 4 taps interleaved per
-// 32-bit lane in the order the activation unpack produces) or 8 channels
-// (AVX2: int32 per tap).
-struct DwGeom : DwShape {
-  bool is_signed = false;
-};
-struct DwPacked {
-  int64_t taps = 0, tgroups = 0, cblocks = 0;
-  AlignedArray<int8_t> w8;    // VNNI: [cblock][tgroup][4][64]
-  AlignedArray<int32_t> w32;  // AVX2: [cblock8][tap][8]
-};
-// Output rows [r0, r1) of N*OH.
-void dwconv_rows_avx512vnni(const DwGeom& g, const DwPacked& P, const Epilogue& E, const uint8_t* in, void* out,
-                            int64_t r0, int64_t r1);
-void dwconv_rows_avx2(const DwGeom& g, const DwPacked& P, const Epilogue& E, const uint8_t* in, void* out,
-                      int64_t r0, int64_t r1);
-
 // ---- elementwise on 8-bit data --------------------------------------------------
 // out[i] = clamp(rq(a[i], Ra) + rq(b[i], Rb), lo, hi), 8-bit in / out.
 // out = clamp((a*ma << da) + (b*mb << db) + round) >> shift): the sum of both
