@@ -25,6 +25,8 @@
 //                               the requantization's 64-bit steps (requant.h)
 //   load_bytes(p, n), store_bytes_n(p, v, n), byte_sums(v), sum_i64(v)
 //   store_u8<NB>(o, r0, r1, r2, r3, n, sgn, lo, hi), store_u16(o, r, n)
+//   widen_bytes, widen_words, to_f64, from_f64, f32_to_f64, f64_to_f32, store_f32
+//                               widening and conversions, halves in lane order
 //   unpack{lo,hi}{8,16}(a, b)  byte / word interleave within 128-bit lanes
 //   to_channel_order(a, out)    depthwise accumulators back to channel order
 //                               narrowing stores of requantized int32 lanes

@@ -98,9 +98,49 @@ struct Ops<Avx2> {
   // Bytes [0, n) as int32 lanes (n <= 8), sign- or zero-extended.
   BBITS_INLINE static i32 load_widen(const uint8_t* p, int64_t n, bool sgn) {
     int64_t v = 0;
-    std::memcpy(&v, p, static_cast<size_t>(std::min<int64_t>(8, n)));
+    if (n >= 8) std::memcpy(&v, p, 8);
+    else std::memcpy(&v, p, static_cast<size_t>(n));
     const __m128i x = _mm_cvtsi64_si128(v);
     return sgn ? _mm256_cvtepi8_epi32(x) : _mm256_cvtepu8_epi32(x);
+  }
+
+  // ---- widening / conversions (in lane order: lo = the first half) ---------------
+  using i16 = xsimd::batch<int16_t, arch>;
+  using f32 = xsimd::batch<float, arch>;
+  using f64 = xsimd::batch<double, arch>;
+  BBITS_INLINE static void widen_bytes(u8 v, bool sgn, i16& lo, i16& hi) {
+    const __m128i a = _mm256_castsi256_si128(v), b = _mm256_extracti128_si256(v, 1);
+    lo = sgn ? _mm256_cvtepi8_epi16(a) : _mm256_cvtepu8_epi16(a);
+    hi = sgn ? _mm256_cvtepi8_epi16(b) : _mm256_cvtepu8_epi16(b);
+  }
+  BBITS_INLINE static void widen_words(i16 v, bool sgn, i32& lo, i32& hi) {
+    const __m128i a = _mm256_castsi256_si128(v), b = _mm256_extracti128_si256(v, 1);
+    lo = sgn ? _mm256_cvtepi16_epi32(a) : _mm256_cvtepu16_epi32(a);
+    hi = sgn ? _mm256_cvtepi16_epi32(b) : _mm256_cvtepu16_epi32(b);
+  }
+  BBITS_INLINE static void to_f64(i32 v, f64& lo, f64& hi) {
+    lo = _mm256_cvtepi32_pd(_mm256_castsi256_si128(v));
+    hi = _mm256_cvtepi32_pd(_mm256_extracti128_si256(v, 1));
+  }
+  // Truncating conversion back (values within int32).
+  BBITS_INLINE static i32 from_f64(f64 lo, f64 hi) {
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm256_cvttpd_epi32(lo)), _mm256_cvttpd_epi32(hi), 1);
+  }
+  BBITS_INLINE static void f32_to_f64(f32 v, f64& lo, f64& hi) {
+    lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+    hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+  }
+  BBITS_INLINE static f32 f64_to_f32(f64 lo, f64 hi) {
+    return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm256_cvtpd_ps(lo)), _mm256_cvtpd_ps(hi), 1);
+  }
+  BBITS_INLINE static void store_f32(float* o, f32 v, int64_t n) {
+    if (n >= 8) {
+      _mm256_storeu_ps(o, v);
+      return;
+    }
+    alignas(32) float t[8];
+    _mm256_store_ps(t, v);
+    std::memcpy(o, t, static_cast<size_t>(n) * 4);
   }
 
   // Interleave within each 128-bit lane (vpunpck{l,h}{bw,wd}).

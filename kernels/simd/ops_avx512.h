@@ -54,6 +54,37 @@ struct OpsAvx512 {
     return sgn ? _mm512_cvtepi8_epi32(b) : _mm512_cvtepu8_epi32(b);
   }
 
+  // ---- widening / conversions (in lane order: lo = the first half) ---------------
+  using i16 = xsimd::batch<int16_t, arch>;
+  using f32 = xsimd::batch<float, arch>;
+  using f64 = xsimd::batch<double, arch>;
+  BBITS_INLINE static void widen_bytes(u8 v, bool sgn, i16& lo, i16& hi) {
+    const __m256i a = _mm512_castsi512_si256(v), b = _mm512_extracti64x4_epi64(v, 1);
+    lo = sgn ? _mm512_cvtepi8_epi16(a) : _mm512_cvtepu8_epi16(a);
+    hi = sgn ? _mm512_cvtepi8_epi16(b) : _mm512_cvtepu8_epi16(b);
+  }
+  BBITS_INLINE static void widen_words(i16 v, bool sgn, i32& lo, i32& hi) {
+    const __m256i a = _mm512_castsi512_si256(v), b = _mm512_extracti64x4_epi64(v, 1);
+    lo = sgn ? _mm512_cvtepi16_epi32(a) : _mm512_cvtepu16_epi32(a);
+    hi = sgn ? _mm512_cvtepi16_epi32(b) : _mm512_cvtepu16_epi32(b);
+  }
+  BBITS_INLINE static void to_f64(i32 v, f64& lo, f64& hi) {
+    lo = _mm512_cvtepi32_pd(_mm512_castsi512_si256(v));
+    hi = _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(v, 1));
+  }
+  // Truncating conversion back (values within int32).
+  BBITS_INLINE static i32 from_f64(f64 lo, f64 hi) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvttpd_epi32(lo)), _mm512_cvttpd_epi32(hi), 1);
+  }
+  BBITS_INLINE static void f32_to_f64(f32 v, f64& lo, f64& hi) {
+    lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+    hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+  }
+  BBITS_INLINE static f32 f64_to_f32(f64 lo, f64 hi) {
+    return _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(lo)), _mm512_cvtpd_ps(hi), 1);
+  }
+  BBITS_INLINE static void store_f32(float* o, f32 v, int64_t n) { _mm512_mask_storeu_ps(o, mask_lanes(n), v); }
+
   // Interleave within each 128-bit lane (vpunpck{l,h}{bw,wd}).
   BBITS_INLINE static u8 unpacklo8(u8 a, u8 b) { return _mm512_unpacklo_epi8(a, b); }
   BBITS_INLINE static u8 unpackhi8(u8 a, u8 b) { return _mm512_unpackhi_epi8(a, b); }

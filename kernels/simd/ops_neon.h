@@ -62,10 +62,57 @@ struct OpsNeon {
   // Bytes [0, n) as int32 lanes (n <= 4), sign- or zero-extended.
   BBITS_INLINE static i32 load_widen(const uint8_t* p, int64_t n, bool sgn) {
     uint8_t t[8] = {};
-    std::memcpy(t, p, static_cast<size_t>(std::min<int64_t>(4, n)));
+    if (n >= 4) std::memcpy(t, p, 4);
+    else std::memcpy(t, p, static_cast<size_t>(n));
     const uint8x8_t b = vld1_u8(t);
     if (sgn) return vmovl_s16(vget_low_s16(vmovl_s8(vreinterpret_s8_u8(b))));
     return vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(vmovl_u8(b))));
+  }
+
+  // ---- widening / conversions (in lane order: lo = the first half) ---------------
+  using i16 = xsimd::batch<int16_t, arch>;
+  using f32 = xsimd::batch<float, arch>;
+  using f64 = xsimd::batch<double, arch>;
+  BBITS_INLINE static void widen_bytes(u8 v, bool sgn, i16& lo, i16& hi) {
+    if (sgn) {
+      lo = vmovl_s8(vget_low_s8(s8(v)));
+      hi = vmovl_high_s8(s8(v));
+    } else {
+      lo = vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(v)));
+      hi = vreinterpretq_s16_u16(vmovl_high_u8(v));
+    }
+  }
+  BBITS_INLINE static void widen_words(i16 v, bool sgn, i32& lo, i32& hi) {
+    if (sgn) {
+      lo = vmovl_s16(vget_low_s16(v));
+      hi = vmovl_high_s16(v);
+    } else {
+      const uint16x8_t u = vreinterpretq_u16_s16(v);
+      lo = vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(u)));
+      hi = vreinterpretq_s32_u32(vmovl_high_u16(u));
+    }
+  }
+  BBITS_INLINE static void to_f64(i32 v, f64& lo, f64& hi) {
+    lo = vcvtq_f64_s64(vmovl_s32(vget_low_s32(v)));
+    hi = vcvtq_f64_s64(vmovl_high_s32(v));
+  }
+  // Truncating conversion back (values within int32).
+  BBITS_INLINE static i32 from_f64(f64 lo, f64 hi) {
+    return vcombine_s32(vmovn_s64(vcvtq_s64_f64(lo)), vmovn_s64(vcvtq_s64_f64(hi)));
+  }
+  BBITS_INLINE static void f32_to_f64(f32 v, f64& lo, f64& hi) {
+    lo = vcvt_f64_f32(vget_low_f32(v));
+    hi = vcvt_high_f64_f32(v);
+  }
+  BBITS_INLINE static f32 f64_to_f32(f64 lo, f64 hi) { return vcvt_high_f32_f64(vcvt_f32_f64(lo), hi); }
+  BBITS_INLINE static void store_f32(float* o, f32 v, int64_t n) {
+    if (n >= 4) {
+      vst1q_f32(o, v);
+      return;
+    }
+    float t[4];
+    vst1q_f32(t, v);
+    std::memcpy(o, t, static_cast<size_t>(n) * 4);
   }
 
   // Interleave (zip) of bytes / 16-bit words: x86's in-lane unpacks.

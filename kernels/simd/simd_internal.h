@@ -23,37 +23,12 @@ void epilogue_row_avx512(const int32_t* acc, int64_t oc0, int64_t n, int32_t row
 void epilogue_row_avx2(const int32_t* acc, int64_t oc0, int64_t n, int32_t rowcorr, const Epilogue& E,
                        void* out_row);
 
-// Depthwise conv, pooling, add, concat (extra_kernels.cpp) and oneDNN (onednn.cpp).
-void register_extra_kernels(std::vector<KernelInfo>& table);
+// oneDNN (onednn.cpp).
 void register_onednn_kernels(std::vector<KernelInfo>& table);
 // 16-bit conv / fc (gemm16.cpp): w16a16 and the mixed pairs with one 16-bit side.
 void register_gemm16_kernels(std::vector<KernelInfo>& table);
 // fc with packed 2/4/8-bit weights on float32 activations (fc_f32.cpp).
 void register_fc_f32_kernels(std::vector<KernelInfo>& table);
-
-// ---- elementwise on 8-bit data --------------------------------------------------
-// out[i] = clamp(rq(a[i], Ra) + rq(b[i], Rb), lo, hi), 8-bit in / out.
-// out = clamp((a*ma << da) + (b*mb << db) + round) >> shift): the sum of both
-// sides rounded once (apply_requant_sum), 64-bit exact when da, db <= 15.
-struct AddParams {
-  bool a_signed = false, b_signed = false, out_signed = false;
-  int64_t ma = 0, da = 0, mb = 0, db = 0, round = 0, shift = 0;
-  int32_t lo = 0, hi = 0;
-};
-void add_u8_avx512(const AddParams& p, const uint8_t* a, const uint8_t* b, uint8_t* out, int64_t n);
-void add_u8_avx2(const AddParams& p, const uint8_t* a, const uint8_t* b, uint8_t* out, int64_t n);
-
-// Max pool over 8-bit NHWC: output rows [r0, r1) of N*OH; requant (identity
-// when `identity`) and clamp to [lo, hi].
-struct MaxPoolParams {
-  int64_t N = 1, H = 0, W = 0, C = 0, OH = 0, OW = 0;
-  int KH = 1, KW = 1, sh = 1, sw = 1, pt = 0, pl = 0;
-  bool in_signed = false, out_signed = false, identity = true;
-  int64_t m = 0, round = 0, shift = 0;
-  int32_t lo = 0, hi = 0;
-};
-void maxpool_rows_avx512(const MaxPoolParams& p, const uint8_t* in, uint8_t* out, int64_t r0, int64_t r1);
-void maxpool_rows_avx2(const MaxPoolParams& p, const uint8_t* in, uint8_t* out, int64_t r0, int64_t r1);
 
 // ---- 16-bit GEMM conv / fc (gemm16.cpp, gemm16_avx512.cpp, gemm16_avx2.cpp) ------
 // Layers with 16-bit weights and / or 16-bit activations (the other side at
@@ -122,54 +97,5 @@ void dwconv16_rows_avx512(const Dw16Geom& g, const int32_t* w, const int32_t* wo
                           const Epilogue& E, const void* in, void* out, int64_t* acc, int64_t r0, int64_t r1);
 void dwconv16_rows_avx2(const Dw16Geom& g, const int32_t* w, const Packed16& B, const Epilogue& E, const void* in,
                         void* out, int64_t* acc, int64_t r0, int64_t r1);
-
-// ---- average pool, concat, softmax on 8-bit data (ops2_avx512.cpp, ops2_avx2.cpp) --
-// Average / global average pool over 8-bit NHWC (global: KH = H, KW = W,
-// stride 1, no padding): output rows [r0, r1) of N*OH. Window sums in int32,
-// then the exact avg_pool_divide of kernels.h, q = sign(sum) *
-// floor(N / (count 2^(s+1))) with N = 2 |sum| m + count 2^s, computed in
-// double as floor(fl(N / count) * 2^-(s+1)). Exact whenever N < 2^53: N and
-// count 2^s are then exact doubles, and a quotient x = N / D that is not an
-// integer lies at least 1/D below the next integer k, while rounding moves it
-// by at most x 2^-53 < 1/D, so fl(x) < k and floor(fl(x)) = floor(x). The
-// kernel's supports() checks N < 2^53 for the largest sum and count.
-struct AvgPoolParams {
-  int64_t N = 1, H = 0, W = 0, C = 0, OH = 0, OW = 0;
-  int KH = 1, KW = 1, sh = 1, sw = 1, pt = 0, pl = 0;
-  bool count_include_pad = false;
-  bool in_signed = false, out_signed = false;
-  Requant r{};
-  int32_t lo = 0, hi = 0;
-  // Float output (the reference's float path): out = float(sum / count),
-  // sum the double sum of float(q) * in_scale. Every term is a float multiple
-  // of ulp(float(1 * in_scale)) below 2^9 times that value's binade, so for
-  // windows of <= 2^20 positions the double sum is exact in any order.
-  bool out_float = false;
-  float in_scale = 1.0f;
-};
-void avgpool_rows_avx512(const AvgPoolParams& p, const uint8_t* in, uint8_t* out, int64_t r0, int64_t r1);
-void avgpool_rows_avx2(const AvgPoolParams& p, const uint8_t* in, uint8_t* out, int64_t r0, int64_t r1);
-void avgpool_rows_f32_avx512(const AvgPoolParams& p, const uint8_t* in, float* out, int64_t r0, int64_t r1);
-void avgpool_rows_f32_avx2(const AvgPoolParams& p, const uint8_t* in, float* out, int64_t r0, int64_t r1);
-
-// Copy with requantization of n 8-bit values (concat): identity -> clamped
-// copy (memcpy when nothing can clamp); else clamp(apply_requant(x, {m, s})),
-// round = 2^(s-1) (0 when s == 0), in 64-bit lanes.
-struct Convert8Params {
-  bool in_signed = false, out_signed = false, identity = true;
-  int64_t m = 0, round = 0, shift = 0;
-  int32_t lo = 0, hi = 0;
-};
-void convert8_avx512(const Convert8Params& p, const uint8_t* in, uint8_t* out, int64_t n);
-void convert8_avx2(const Convert8Params& p, const uint8_t* in, uint8_t* out, int64_t n);
-
-// Softmax of one contiguous row of n 8-bit values into n floats. Bit-identical
-// to the reference: e(q) = exp(double(float(q) * scale) - mx) with std::exp,
-// computed once per value q in the row's [min, max] when that range is no
-// longer than the row (else once per element); the double sum is taken in the
-// reference's order; out = float(e / sum) (vector division is IEEE exact).
-// `table`: 256 doubles of scratch.
-void softmax_row_u8_avx512(const uint8_t* in, bool in_signed, float scale, int64_t n, float* out, double* table);
-void softmax_row_u8_avx2(const uint8_t* in, bool in_signed, float scale, int64_t n, float* out, double* table);
 
 }  // namespace bbits::kernels::simd
