@@ -27,6 +27,9 @@
 //   store_u8<NB>(o, r0, r1, r2, r3, n, sgn, lo, hi), store_u16(o, r, n)
 //   widen_bytes, widen_words, to_f64, from_f64, f32_to_f64, f64_to_f32, store_f32
 //                               widening and conversions, halves in lane order
+//   dot16(acc, x, w)            int16 pair dot products (vpdpwssd, vpmaddwd, smull)
+//   widen_i32, narrow64, mul_s32, mul_u32, srl64, clamp64, fits_i32,
+//   halves_to_order, load_widen16   64-bit lanes of the 16-bit family
 //   unpack{lo,hi}{8,16}(a, b)  byte / word interleave within 128-bit lanes
 //   to_channel_order(a, out)    depthwise accumulators back to channel order
 //                               narrowing stores of requantized int32 lanes

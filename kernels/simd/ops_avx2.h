@@ -7,11 +7,12 @@
 #include <algorithm>
 
 #include "ops.h"
+#include "ops_x86.h"
 
 namespace bbits::kernels::simd {
 
 template <>
-struct Ops<Avx2> {
+struct Ops<Avx2> : OpsX86 {
   using arch = xsimd::avx2;
   using i32 = xsimd::batch<int32_t, arch>;
   using i64 = xsimd::batch<int64_t, arch>;
@@ -142,6 +143,84 @@ struct Ops<Avx2> {
     _mm256_store_ps(t, v);
     std::memcpy(o, t, static_cast<size_t>(n) * 4);
   }
+
+  // ---- 16-bit pairs and 64-bit lanes (the 16-bit family) --------------------------
+  // acc[l] += x[2l] w[2l] + x[2l+1] w[2l+1] (int16 pairs, vpmaddwd, wrapping int32).
+  BBITS_INLINE static void dot16(i32& acc, i32 x, i32 w) { acc = _mm256_add_epi32(acc, _mm256_madd_epi16(x, w)); }
+  BBITS_INLINE static void widen_i32(i32 v, i64& lo, i64& hi) {
+    lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(v));
+    hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(v, 1));
+  }
+  BBITS_INLINE static i32 narrow64(i64 lo, i64 hi) {
+    const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    const __m256i a = _mm256_permutevar8x32_epi32(lo, pick), b = _mm256_permutevar8x32_epi32(hi, pick);
+    return _mm256_permute2x128_si256(a, b, 0x20);
+  }
+  BBITS_INLINE static i64 mul_s32(i64 a, i64 b) { return _mm256_mul_epi32(a, b); }
+  BBITS_INLINE static i64 mul_u32(i64 a, i64 b) { return _mm256_mul_epu32(a, b); }
+  BBITS_INLINE static i64 srl64(i64 v, int n) { return _mm256_srli_epi64(v, n); }
+  BBITS_INLINE static i64 clamp64(i64 v, i64 lo, i64 hi) {
+    v = _mm256_blendv_epi8(v, hi, _mm256_cmpgt_epi64(v, hi));
+    return _mm256_blendv_epi8(v, lo, _mm256_cmpgt_epi64(lo, v));
+  }
+  BBITS_INLINE static bool fits_i32(i64 a) {
+    const __m256i big = _mm256_or_si256(_mm256_cmpgt_epi64(a, _mm256_set1_epi64x(INT32_MAX)),
+                                        _mm256_cmpgt_epi64(_mm256_set1_epi64x(INT32_MIN), a));
+    return _mm256_testz_si256(big, big) != 0;
+  }
+  BBITS_INLINE static void halves_to_order(i64 e, i64 o, i64& c0, i64& c1) {
+    const __m256i a = _mm256_unpacklo_epi64(e, o), b = _mm256_unpackhi_epi64(e, o);  // (0 1 4 5) (2 3 6 7)
+    c0 = _mm256_permute2x128_si256(a, b, 0x20);
+    c1 = _mm256_permute2x128_si256(a, b, 0x31);
+  }
+  BBITS_INLINE static i32 load_widen16(const void* p, int64_t n, bool sgn) {
+    __m128i b;
+    if (n >= 8) {
+      b = _mm_loadu_si128(static_cast<const __m128i*>(p));
+    } else {
+      alignas(16) int16_t t[8] = {};
+      std::memcpy(t, p, static_cast<size_t>(n) * 2);
+      b = _mm_load_si128(reinterpret_cast<const __m128i*>(t));
+    }
+    return sgn ? _mm256_cvtepi16_epi32(b) : _mm256_cvtepu16_epi32(b);
+  }
+
+  // ---- packed weights to floats (the float fc family) -----------------------------
+  // Field j (< 8) of a chunk of 8 fields: byte j (8 bits), bits 4j of a dword
+  // (4 bits), bits 2j of a word (2 bits).
+  static constexpr int field_pos(int bits, int j) { return bits * j; }
+  struct Fields {
+    __m256i shift;  // 4 bits: left shifts bringing lane l's nibble to the top; 2 bits: right shifts 2l
+    __m256 table;   // 2 bits: the values of the low 2 bits, repeated (vpermps reads 3 index bits)
+  };
+  BBITS_INLINE static Fields fields(int bits) {
+    alignas(32) int32_t s[8];
+    for (int l = 0; l < 8; ++l) s[l] = bits == 4 ? 28 - 4 * l : (bits == 2 ? 2 * l : 0);
+    return {_mm256_load_si256(reinterpret_cast<const __m256i*>(s)),
+            _mm256_setr_ps(0.0f, 1.0f, -2.0f, -1.0f, 0.0f, 1.0f, -2.0f, -1.0f)};
+  }
+  template <int BITS>
+  BBITS_INLINE static f32 unpack_f32(const uint8_t* p, const Fields& u) {
+    if constexpr (BITS == 8) {
+      (void)u;
+      return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+    } else if constexpr (BITS == 4) {
+      uint32_t v;
+      std::memcpy(&v, p, 4);
+      const __m256i t = _mm256_sllv_epi32(_mm256_set1_epi32(static_cast<int>(v)), u.shift);
+      return _mm256_cvtepi32_ps(_mm256_srai_epi32(t, 28));
+    } else {
+      short v;
+      std::memcpy(&v, p, 2);
+      return _mm256_permutevar8x32_ps(u.table, _mm256_srlv_epi32(_mm256_set1_epi16(v), u.shift));
+    }
+  }
+  BBITS_INLINE static f32 load_f32(const float* p, int64_t n) {
+    alignas(32) int32_t m[8];
+    for (int l = 0; l < 8; ++l) m[l] = l < n ? -1 : 0;
+    return _mm256_maskload_ps(p, _mm256_load_si256(reinterpret_cast<const __m256i*>(m)));
+  }
+  BBITS_INLINE static void hsum4(f32 a, f32 b, f32 c, f32 d, float* out) { hsum4_256(a, b, c, d, out); }
 
   // Interleave within each 128-bit lane (vpunpck{l,h}{bw,wd}).
   BBITS_INLINE static u8 unpacklo8(u8 a, u8 b) { return _mm256_unpacklo_epi8(a, b); }

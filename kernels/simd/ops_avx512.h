@@ -5,10 +5,11 @@
 #include <immintrin.h>
 
 #include "ops.h"
+#include "ops_x86.h"
 
 namespace bbits::kernels::simd {
 
-struct OpsAvx512 {
+struct OpsAvx512 : OpsX86 {
   using arch = xsimd::avx512bw;
   using i32 = xsimd::batch<int32_t, arch>;
   using i64 = xsimd::batch<int64_t, arch>;
@@ -84,6 +85,80 @@ struct OpsAvx512 {
     return _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(lo)), _mm512_cvtpd_ps(hi), 1);
   }
   BBITS_INLINE static void store_f32(float* o, f32 v, int64_t n) { _mm512_mask_storeu_ps(o, mask_lanes(n), v); }
+
+  // ---- 64-bit lanes (the 16-bit family's int64 sums) ------------------------------
+  // int32 lanes sign-extended to int64, in order.
+  BBITS_INLINE static void widen_i32(i32 v, i64& lo, i64& hi) {
+    lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(v));
+    hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(v, 1));
+  }
+  // Two vectors of int64 within int32, narrowed in order.
+  BBITS_INLINE static i32 narrow64(i64 lo, i64 hi) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(lo)), _mm512_cvtepi64_epi32(hi), 1);
+  }
+  // Low 32 bits of each 64-bit lane of a and b multiplied as int32 / uint32.
+  BBITS_INLINE static i64 mul_s32(i64 a, i64 b) { return _mm512_mul_epi32(a, b); }
+  BBITS_INLINE static i64 mul_u32(i64 a, i64 b) { return _mm512_mul_epu32(a, b); }
+  BBITS_INLINE static i64 srl64(i64 v, int n) { return _mm512_srli_epi64(v, static_cast<unsigned>(n)); }
+  BBITS_INLINE static i64 clamp64(i64 v, i64 lo, i64 hi) { return _mm512_min_epi64(_mm512_max_epi64(v, lo), hi); }
+  // Every lane of a within [-2^31, 2^31).
+  BBITS_INLINE static bool fits_i32(i64 a) {
+    return (_mm512_cmpge_epi64_mask(a, _mm512_set1_epi64(int64_t{1} << 31)) |
+            _mm512_cmplt_epi64_mask(a, _mm512_set1_epi64(-(int64_t{1} << 31)))) == 0;
+  }
+  // mul()'s two halves (even / odd lanes) back to channel order.
+  BBITS_INLINE static void halves_to_order(i64 e, i64 o, i64& c0, i64& c1) {
+    c0 = _mm512_permutex2var_epi64(e, _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11), o);
+    c1 = _mm512_permutex2var_epi64(e, _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15), o);
+  }
+  // n <= 16 int16 at p as int32 lanes, sign- or zero-extended.
+  BBITS_INLINE static i32 load_widen16(const void* p, int64_t n, bool sgn) {
+    const __m256i b = _mm256_maskz_loadu_epi16(mask_lanes(n), p);
+    return sgn ? _mm512_cvtepi16_epi32(b) : _mm512_cvtepu16_epi32(b);
+  }
+
+  // ---- packed weights to floats (the float fc family) -----------------------------
+  // Field j (< 16) of a chunk of 16 fields: 8 bits: byte j; 2 bits: bits 2j of
+  // a dword; 4 bits: bits 32 (j & 1) + 4 (j >> 1) of a qword (even lanes read
+  // its low dword, odd lanes its high one).
+  static constexpr int field_pos(int bits, int j) { return bits == 4 ? 32 * (j & 1) + 4 * (j >> 1) : bits * j; }
+  struct Fields {
+    __m512i shr;   // per-lane right shifts bringing each lane's field to bits 0..
+    __m512 table;  // vpermps table (low 4 index bits): the field's value
+  };
+  BBITS_INLINE static Fields fields(int bits) {
+    alignas(64) int32_t s[16];
+    alignas(64) float t[16];
+    for (int l = 0; l < 16; ++l) {
+      s[l] = bits == 4 ? 4 * (l >> 1) : (bits == 2 ? 2 * l : 0);
+      // 4 bits: i -> i (0..7) or i - 16; 2 bits: the low 2 bits i & 3 -> 0, 1, -2, -1
+      // (the bits above the field, the next field's, index repeats of the table).
+      const int f = bits == 2 ? (l & 3) : l;
+      const int half = bits == 2 ? 2 : 8;
+      t[l] = static_cast<float>(f < half ? f : f - 2 * half);
+    }
+    return {_mm512_load_si512(s), _mm512_load_ps(t)};
+  }
+  template <int BITS>
+  BBITS_INLINE static f32 unpack_f32(const uint8_t* p, const Fields& u) {
+    if constexpr (BITS == 8) {
+      (void)u;
+      return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+    } else if constexpr (BITS == 4) {
+      long long v;
+      std::memcpy(&v, p, 8);
+      return _mm512_permutexvar_ps(_mm512_srlv_epi32(_mm512_set1_epi64(v), u.shr), u.table);
+    } else {
+      int v;
+      std::memcpy(&v, p, 4);
+      return _mm512_permutexvar_ps(_mm512_srlv_epi32(_mm512_set1_epi32(v), u.shr), u.table);
+    }
+  }
+  BBITS_INLINE static f32 load_f32(const float* p, int64_t n) { return _mm512_maskz_loadu_ps(mask_lanes(n), p); }
+  BBITS_INLINE static void hsum4(f32 a, f32 b, f32 c, f32 d, float* out) {
+    auto half = [](__m512 v) { return _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)); };
+    hsum4_256(half(a), half(b), half(c), half(d), out);
+  }
 
   // Interleave within each 128-bit lane (vpunpck{l,h}{bw,wd}).
   BBITS_INLINE static u8 unpacklo8(u8 a, u8 b) { return _mm512_unpacklo_epi8(a, b); }
@@ -166,9 +241,12 @@ struct Ops<Avx512Vbmi> : OpsAvx512 {
   BBITS_INLINE static u8 words_hi_byte(u8 v) { return _mm512_mulhi_epu16(v, _mm512_set1_epi16(1 << 8)); }
 };
 
-// + VNNI: vpdpbusd (u8 x s8, four products per 32-bit lane, no saturation).
+// + VNNI: vpdpbusd (u8 x s8, four products per 32-bit lane, no saturation),
+// vpdpwssd (int16 pairs).
 template <>
 struct Ops<Avx512Vnni> : OpsAvx512 {
+  // acc[l] += x[2l] w[2l] + x[2l+1] w[2l+1] (int16 pairs, wrapping int32).
+  BBITS_INLINE static void dot16(i32& acc, i32 x, i32 w) { acc = _mm512_dpwssd_epi32(acc, x, w); }
   using Acc = i32;
   template <bool W>
   using XP = u8;

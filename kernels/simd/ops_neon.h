@@ -115,6 +115,102 @@ struct OpsNeon {
     std::memcpy(o, t, static_cast<size_t>(n) * 4);
   }
 
+  // ---- 16-bit pairs and 64-bit lanes (the 16-bit family) --------------------------
+  // acc[l] += x[2l] w[2l] + x[2l+1] w[2l+1] (int16 pairs: smull, pairwise add; wrapping int32).
+  BBITS_INLINE static void dot16(i32& acc, i32 x, i32 w) {
+    const int16x8_t a = vreinterpretq_s16_s32(x), b = vreinterpretq_s16_s32(w);
+    acc = vaddq_s32(acc, vpaddq_s32(vmull_s16(vget_low_s16(a), vget_low_s16(b)), vmull_high_s16(a, b)));
+  }
+  BBITS_INLINE static void widen_i32(i32 v, i64& lo, i64& hi) {
+    lo = vmovl_s32(vget_low_s32(v));
+    hi = vmovl_high_s32(v);
+  }
+  BBITS_INLINE static i32 narrow64(i64 lo, i64 hi) { return vcombine_s32(vmovn_s64(lo), vmovn_s64(hi)); }
+  BBITS_INLINE static i64 mul_s32(i64 a, i64 b) { return vmull_s32(vmovn_s64(a), vmovn_s64(b)); }
+  BBITS_INLINE static i64 mul_u32(i64 a, i64 b) {
+    return vreinterpretq_s64_u64(vmull_u32(vmovn_u64(vreinterpretq_u64_s64(a)), vmovn_u64(vreinterpretq_u64_s64(b))));
+  }
+  BBITS_INLINE static i64 srl64(i64 v, int n) {
+    return vreinterpretq_s64_u64(vshlq_u64(vreinterpretq_u64_s64(v), vdupq_n_s64(-n)));
+  }
+  BBITS_INLINE static i64 clamp64(i64 v, i64 lo, i64 hi) {
+    v = vbslq_s64(vcgtq_s64(v, hi), hi, v);
+    return vbslq_s64(vcgtq_s64(lo, v), lo, v);
+  }
+  BBITS_INLINE static bool fits_i32(i64 a) {
+    const uint64x2_t big = vorrq_u64(vcgtq_s64(a, vdupq_n_s64(INT32_MAX)), vcltq_s64(a, vdupq_n_s64(INT32_MIN)));
+    return vmaxvq_u32(vreinterpretq_u32_u64(big)) == 0;
+  }
+  BBITS_INLINE static void halves_to_order(i64 e, i64 o, i64& c0, i64& c1) {
+    c0 = e;  // low / high halves are already channels 0, 1 and 2, 3
+    c1 = o;
+  }
+  BBITS_INLINE static i32 load_widen16(const void* p, int64_t n, bool sgn) {
+    int16_t t[4] = {};
+    if (n >= 4) std::memcpy(t, p, 8);
+    else std::memcpy(t, p, static_cast<size_t>(n) * 2);
+    const int16x4_t b = vld1_s16(t);
+    if (sgn) return vmovl_s16(b);
+    return vreinterpretq_s32_u32(vmovl_u16(vreinterpret_u16_s16(b)));
+  }
+
+  // ---- packed weights to floats (the float fc family) -----------------------------
+  // Field j (< 4) of a chunk of 4 fields: byte j, or bits bits * j of the
+  // chunk's 16 (4 bits) or 8 (2 bits) bits.
+  static constexpr int field_pos(int bits, int j) { return bits * j; }
+  struct Fields {
+    int32x4_t shl;  // left shifts bringing lane l's field to the top (then an arithmetic shift down)
+  };
+  BBITS_INLINE static Fields fields(int bits) {
+    int32_t s[4];
+    for (int l = 0; l < 4; ++l) s[l] = bits < 8 ? 32 - bits - bits * l : 0;
+    return {vld1q_s32(s)};
+  }
+  template <int BITS>
+  BBITS_INLINE static f32 unpack_f32(const uint8_t* p, const Fields& u) {
+    if constexpr (BITS == 8) {
+      (void)u;
+      int32_t v;
+      std::memcpy(&v, p, 4);
+      const int8x8_t b = vreinterpret_s8_s32(vdup_n_s32(v));
+      return vcvtq_f32_s32(vmovl_s16(vget_low_s16(vmovl_s8(b))));
+    } else {
+      uint32_t v = 0;
+      std::memcpy(&v, p, BITS == 4 ? 2 : 1);
+      const int32x4_t t = vshlq_s32(vdupq_n_s32(static_cast<int32_t>(v)), u.shl);
+      return vcvtq_f32_s32(vshrq_n_s32(t, 32 - BITS));
+    }
+  }
+  BBITS_INLINE static f32 load_f32(const float* p, int64_t n) {
+    float t[4] = {};
+    std::memcpy(t, p, static_cast<size_t>(n) * 4);
+    return vld1q_f32(t);
+  }
+  BBITS_INLINE static void hsum4(f32 a, f32 b, f32 c, f32 d, float* out) {
+    vst1q_f32(out, vpaddq_f32(vpaddq_f32(a, b), vpaddq_f32(c, d)));
+  }
+  // out[i] = act(float(double(s[i]) * scale[i] + bias[i])), i < 4 (as OpsX86).
+  BBITS_INLINE static void affine4(const float* s, const double* scale, const double* bias, int act, float* out) {
+    const float32x4_t f = vld1q_f32(s);
+    const float64x2_t lo = vaddq_f64(vmulq_f64(vcvt_f64_f32(vget_low_f32(f)), vld1q_f64(scale)), vld1q_f64(bias));
+    const float64x2_t hi = vaddq_f64(vmulq_f64(vcvt_high_f64_f32(f), vld1q_f64(scale + 2)), vld1q_f64(bias + 2));
+    float32x4_t v = vcvt_high_f32_f64(vcvt_f32_f64(lo), hi);
+    if (act != 0) {
+      // !(v > 0) -> 0 (NaN and -0 included), as the reference.
+      v = vbslq_f32(vcgtq_f32(v, vdupq_n_f32(0.0f)), v, vdupq_n_f32(0.0f));
+      if (act == 2) v = vminq_f32(v, vdupq_n_f32(6.0f));
+    }
+    vst1q_f32(out, v);
+  }
+  // q[i] = quantize_to_grid(f[i], step, lo, hi) (as OpsX86).
+  BBITS_INLINE static void quantize4(const float* f, float step, float lo, float hi, int32_t* q) {
+    float32x4_t v = vld1q_f32(f);
+    v = vbslq_f32(vceqq_f32(v, v), v, vdupq_n_f32(0.0f));  // NaN -> 0
+    float32x4_t r = vrndnq_f32(vdivq_f32(v, vdupq_n_f32(step)));
+    r = vminq_f32(vmaxq_f32(r, vdupq_n_f32(lo)), vdupq_n_f32(hi));  // -inf -> lo, +inf -> hi
+    vst1q_s32(q, vcvtq_s32_f32(r));
+  }
+
   // Interleave (zip) of bytes / 16-bit words: x86's in-lane unpacks.
   BBITS_INLINE static u8 unpacklo8(u8 a, u8 b) { return vzip1q_u8(a, b); }
   BBITS_INLINE static u8 unpackhi8(u8 a, u8 b) { return vzip2q_u8(a, b); }

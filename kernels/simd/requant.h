@@ -68,6 +68,28 @@ BBITS_INLINE typename Ops<Tag>::i32 requant(typename Ops<Tag>::i32 a, const Requ
   }
 }
 
+// apply_requant of int64 sums (the 16-bit family), channel order, m, round,
+// shift in 64-bit lanes:
+//   ge32 (every shift >= 32), any |a| < 2^62: a = ah 2^32 + al (al unsigned
+//     32 bits), a m + round = (ah m) 2^32 + L with L = al m + round in
+//     [0, 2^64) (round = 2^(s-1) + bias fraction >= 0 for s >= 32), so
+//     (a m + round) >> s = (ah m + (L >> 32)) >> (s - 32): exact;
+//   else, |a| < 2^31 (the caller checks fits_i32): a m + round stays below
+//     2^63 (m < 2^31, round <= 2^61 + 2^31).
+template <class Tag>
+BBITS_INLINE typename Ops<Tag>::i64 requant64(typename Ops<Tag>::i64 a, typename Ops<Tag>::i64 m,
+                                              typename Ops<Tag>::i64 round, typename Ops<Tag>::i64 shift,
+                                              bool ge32) {
+  using O = Ops<Tag>;
+  using i64 = typename O::i64;
+  if (ge32) {
+    const i64 ph = O::mul_s32(O::srl64(a, 32), m);  // the high dword read as int32
+    const i64 L = O::mul_u32(a, m) + round;
+    return O::sra(ph + O::srl64(L, 32), shift - i64(int64_t{32}));
+  }
+  return O::sra(O::mul_s32(a, m) + round, shift);
+}
+
 // Requantization, clamp and store of one row segment: n channels from oc0 (a
 // multiple of kLanes), acc[0..n) their int32 sums. a = acc + colterm -
 // rowcorr (wrapping int32, as the reference's int32 sum), then requant, clamp

@@ -32,7 +32,8 @@ std::vector<const KernelInfo*> fc_f32_kernels() {
   const Isa machine = max_supported_isa(cpu_features());
   for (const auto& k : kernel_table())
     if (k.op == OpKind::FullyConnected && k.act_bits == 32 && k.isa != Isa::Reference &&
-        isa_at_most(k.isa, machine) && k.name.rfind("fc_w", 0) == 0 && k.name.find("a32_f32_avx") != std::string::npos)
+        isa_at_most(k.isa, machine) && k.name.rfind("fc_w", 0) == 0 && k.name.find("a32_f32_") != std::string::npos &&
+        k.name.find("onednn") == std::string::npos)
       out.push_back(&k);
   return out;
 }
@@ -77,8 +78,8 @@ FcDesc fc_desc(int64_t N, int64_t K, int64_t OC, int wbits) {
 
 TEST(SimdFcF32, KernelsRegistered) {
   const auto ks = fc_f32_kernels();
-  if (max_supported_isa(cpu_features()) == Isa::Reference) GTEST_SKIP() << "no AVX2 on this CPU";
-  // Every width at AVX2, and at AVX-512 when the CPU has it.
+  if (max_supported_isa(cpu_features()) == Isa::Reference) GTEST_SKIP() << "no SIMD level on this CPU";
+  // Every width at AVX2 (or NEON), and at AVX-512 too when the CPU has it.
   const size_t want = isa_at_most(Isa::AVX512, max_supported_isa(cpu_features())) ? 6 : 3;
   EXPECT_EQ(ks.size(), want);
   for (const auto* k : ks) {

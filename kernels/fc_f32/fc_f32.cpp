@@ -1,7 +1,6 @@
-// bbits SIMD kernels — fully connected layers with packed 2/4/8-bit weights
-// and float32 input activations: validation, prepacking, cost model and
-// registration (portable code; the ISA work is in fc_f32_avx512.cpp /
-// fc_f32_avx2.cpp, the layout in fc_f32.h).
+// bbits kernels — the float fc family, portable part: validation, prepacking,
+// cost model and table entries (layout in fc_f32.h, ISA code in
+// fc_f32_isa.cpp).
 //
 // These replace fc_w32a32_f32_onednn on the classifiers behind a float global
 // average pool: that kernel dequantizes the weights to float32 at load and
@@ -15,27 +14,23 @@
 
 #include "bbits/kernels/thread_pool.h"
 #include "fc_f32.h"
-#include "simd_internal.h"
 
 namespace bbits::kernels::simd {
 namespace {
 
-int lanes_of(Isa isa) { return isa == Isa::AVX512 ? 16 : 8; }
-int rows_per_pass(Isa isa) { return isa == Isa::AVX512 ? 4 : 2; }  // input rows sharing one unpack
-
-std::string kernel_name(int bits, Isa isa) {
-  return "fc_w" + std::to_string(bits) + "a32_f32_" + (isa == Isa::AVX512 ? "avx512" : "avx2");
+template <class F>
+void with_fc_f32_isa(Isa isa, F&& f) {
+  with_isa<Isa::AVX512, Isa::AVX2, Isa::NEON>(isa, f);
 }
+
+int lanes_of(Isa isa) { return vec_layout(isa).lanes; }
+int rows_per_pass(Isa isa) { return lanes_of(isa) == 16 ? 4 : 2; }  // input rows sharing one unpack
+
+std::string kernel_name(int bits, Isa isa) { return "fc_w" + std::to_string(bits) + "a32_f32_" + isa_tag(isa); }
 
 bool out_ok(const QuantInfo& q) { return q.bits == 32 || q.bits == 16 || q.bits == 8 || q.bits == 4 || q.bits == 2; }
 
 bool fc_f32_supports(const FcDesc& f, int bits) { return f.wbits == bits && f.in.bits == 32 && out_ok(f.out); }
-
-// Bit position of weight j (0 <= j < lanes) within its chunk (fc_f32.h).
-int bit_pos(int bits, int lanes, int j) {
-  if (bits == 4 && lanes == 16) return 32 * (j & 1) + 4 * (j >> 1);
-  return bits * j;
-}
 
 class FcF32 final : public Kernel {
  public:
@@ -43,7 +38,7 @@ class FcF32 final : public Kernel {
       : name_(std::move(name)), isa_(isa), d_(d) {
     check_desc(d_);
     if (!fc_f32_supports(d_, bits)) throw std::invalid_argument(name_ + ": cannot run " + describe(d_));
-    if (!cpu_has(isa_)) throw std::invalid_argument(name_ + ": this CPU lacks " + std::string(isa_name(isa_)));
+    check_cpu(isa_, name_);
     const int64_t K = d_.K, OC = d_.OC;
     const auto uOC = static_cast<size_t>(OC);
     const size_t row = packed_row_bytes(K, bits);
@@ -87,14 +82,18 @@ class FcF32 final : public Kernel {
     // Prepack: blocks of 4 rows, chunks of `lanes` values (fc_f32.h).
     packed_ = make_aligned<uint8_t>(static_cast<size_t>(nblocks_ * block_bytes));
     const uint32_t mask = bits == 8 ? 0xffu : (1u << bits) - 1u;
+    std::vector<int> pos(static_cast<size_t>(lanes));  // bit position of field j in a chunk (Ops::field_pos)
+    with_fc_f32_isa(isa_, [&]<class Tag>() {
+      for (int j = 0; j < lanes; ++j) pos[static_cast<size_t>(j)] = fc_f32_field_pos<Tag>(bits, j);
+    });
     for (int64_t o = 0; o < OC; ++o) {
       const uint8_t* src = w.data + static_cast<size_t>(o) * row;
       uint8_t* blk = packed_.get() + (o / kFcF32Rows) * block_bytes + (o % kFcF32Rows) * cb;
       for (int64_t k = 0; k < K; ++k) {
         const auto v = static_cast<uint32_t>(unpack_value(src, k, bits)) & mask;
         uint8_t* chunk = blk + (k / lanes) * kFcF32Rows * cb;
-        const int pos = bit_pos(bits, lanes, static_cast<int>(k % lanes));
-        chunk[pos / 8] = static_cast<uint8_t>(chunk[pos / 8] | (v << (pos % 8)));
+        const int at = pos[static_cast<size_t>(k % lanes)];
+        chunk[at / 8] = static_cast<uint8_t>(chunk[at / 8] | (v << (at % 8)));
       }
     }
 
@@ -129,13 +128,9 @@ class FcF32 final : public Kernel {
     FcF32Call c = call_;
     c.x = static_cast<const float*>(args.inputs[0]);
     c.y = args.output;
-    parallel_for(
-        pool, nblocks_,
-        [&](int64_t b, int64_t e, int) {
-          if (isa_ == Isa::AVX512) fc_f32_rows_avx512(c, b, e);
-          else fc_f32_rows_avx2(c, b, e);
-        },
-        grain_);
+    with_fc_f32_isa(isa_, [&]<class Tag>() {
+      parallel_for(pool, nblocks_, [&](int64_t b, int64_t e, int) { fc_f32_rows<Tag>(c, b, e); }, grain_);
+    });
   }
 
  private:
@@ -168,10 +163,12 @@ double fc_f32_cost(const FcDesc& f, int bits, Isa isa, const std::string& name) 
 // Weights per ns of one pass (batch 1, one thread, weights in L2), measured
 // on Zen 4 with bench/kernels (fc_f32/...).
 // (512x1000 and 1280x1000: ~29-31 at every width with AVX-512; AVX2 ~23 at
-// 8 bits, ~17 at 4 bits (shift / shift / convert), ~25 at 2 bits (vpermps).)
+// 8 bits, ~17 at 4 bits (shift / shift / convert), ~25 at 2 bits (vpermps).
+// NEON: estimates, 4 lanes.)
 double default_rate(int bits, Isa isa) {
   if (isa == Isa::AVX512) return 29.0;
-  return bits == 8 ? 23.0 : (bits == 4 ? 17.0 : 25.0);
+  if (isa == Isa::AVX2) return bits == 8 ? 23.0 : (bits == 4 ? 17.0 : 25.0);
+  return 8.0;
 }
 
 void add(std::vector<KernelInfo>& t, int bits, Isa isa) {
@@ -202,8 +199,9 @@ void add(std::vector<KernelInfo>& t, int bits, Isa isa) {
 }  // namespace
 
 void register_fc_f32_kernels(std::vector<KernelInfo>& table) {
-  for (Isa isa : {Isa::AVX512, Isa::AVX2})
-    for (int bits : {8, 4, 2}) add(table, bits, isa);
+  for (Isa isa : {Isa::AVX512, Isa::AVX2, Isa::NEON})
+    if (isa_built(isa))
+      for (int bits : {8, 4, 2}) add(table, bits, isa);
 }
 
 }  // namespace bbits::kernels::simd

@@ -1,7 +1,6 @@
-// bbits SIMD kernels — 16-bit conv / fc: weight packing, im2col to int16,
-// threading, validation, cost model and registration. Portable code: the
-// dot products are in gemm16_avx512.cpp (vpdpwssd) and gemm16_avx2.cpp
-// (vpmaddwd). Scheme and exactness argument: simd_internal.h (Packed16).
+// bbits kernels — the 16-bit family, portable part: weight packing, im2col to
+// int16, threading, validation, cost model and table entries. The ISA code
+// is gemm16_isa.cpp; scheme and exactness argument: gemm16.h (Packed16).
 //
 // Layers run here: integer weights and activations with at least one side at
 // 16 bits (w16a16, w16a2/4/8, w2/4/8a16), groups == 1 (GEMM) or depthwise
@@ -14,7 +13,7 @@
 #include <string>
 
 #include "bbits/kernels/thread_pool.h"
-#include "simd_internal.h"
+#include "gemm16.h"
 
 namespace bbits::kernels::simd {
 
@@ -81,7 +80,7 @@ class Gemm16Conv final : public Kernel {
       : name_(std::move(name)), isa_(isa), d_(d) {
     check_desc(d_);
     if (!gemm16_supports(d_)) throw std::invalid_argument(name_ + ": cannot run " + describe(d_));
-    if (!cpu_has(isa_)) throw std::invalid_argument(name_ + ": this CPU lacks " + std::string(isa_name(isa_)));
+    check_cpu(isa_, name_);
     OH_ = d_.out_h();
     OW_ = d_.out_w();
     M_ = d_.N * OH_ * OW_;
@@ -171,8 +170,7 @@ class Gemm16Conv final : public Kernel {
         c.b0 = std::min(B_.nblocks, g * npanels / ng * 4);
         c.b1 = std::min(B_.nblocks, (g + 1) * npanels / ng * 4);
         if (c.b0 >= c.b1) continue;
-        if (isa_ == Isa::AVX512_VNNI) gemm16_avx512vnni(c);
-        else gemm16_avx2(c);
+        with_isa<Isa::AVX512_VNNI, Isa::AVX2, Isa::NEON>(isa_, [&]<class Tag>() { gemm16_run<Tag>(c); });
       }
     });
   }
@@ -256,7 +254,8 @@ class Gemm16Conv final : public Kernel {
 // costs, modelled separately below.
 double default_rate16(Isa isa, bool split) {
   if (isa == Isa::AVX512_VNNI) return split ? 40.0 : 80.0;
-  return split ? 25.0 : 45.0;
+  if (isa == Isa::AVX2) return split ? 25.0 : 45.0;
+  return split ? 8.0 : 15.0;  // NEON: an estimate (not measured here)
 }
 
 double gemm16_cost(const std::string& name, const ConvDesc& c) {
@@ -279,7 +278,8 @@ void add_gemm16(std::vector<KernelInfo>& t, OpKind op, int wb, int ab, Isa isa) 
   KernelInfo k;
   const char* opn = op == OpKind::Conv2D ? "conv2d" : "fc";
   const bool split = wb == 16 && ab == 16;
-  const std::string tile = isa == Isa::AVX512_VNNI ? (split ? "2x64" : "4x64") : (split ? "1x32" : "2x32");
+  const Gemm16Tile tl = gemm16_tile(isa);
+  const std::string tile = std::to_string(split ? tl.mr_split : tl.mr) + "x" + std::to_string(16 * tl.blocks);
   k.name = std::string(opn) + "_w" + std::to_string(wb) + "a" + std::to_string(ab) + "_s16s16_" + isa_tag(isa) + "_" +
            tile;
   k.op = op;
@@ -323,7 +323,7 @@ void add_gemm16(std::vector<KernelInfo>& t, OpKind op, int wb, int ab, Isa isa) 
     if (!fits(c)) throw std::invalid_argument(name + ": cannot run " + describe(d));
     return std::make_unique<Gemm16Conv>(name, isa, c, w);
   };
-  const std::string isa_txt = isa == Isa::AVX512_VNNI ? "vpdpwssd" : "AVX2 vpmaddwd";
+  const std::string isa_txt = isa == Isa::AVX512_VNNI ? "vpdpwssd" : isa == Isa::AVX2 ? "AVX2 vpmaddwd" : "NEON smull";
   if (split)
     k.note = isa_txt + " int16 GEMM, activations split in bytes (two planes), int32 blocks flushed to int64: exact";
   else if (wb == 16)
@@ -334,9 +334,8 @@ void add_gemm16(std::vector<KernelInfo>& t, OpKind op, int wb, int ab, Isa isa) 
 }
 
 // ---- depthwise with a 16-bit side ---------------------------------------------------
-bool dw16_supports(const ConvDesc& c, Isa isa) {
+bool dw16_supports(const ConvDesc& c) {
   if (!c.is_depthwise()) return false;
-  if (isa == Isa::AVX512 && c.KH * c.KW > 64) return false;  // the tap list of dwconv16_rows_avx512
   if (!(c.wbits == 2 || c.wbits == 4 || c.wbits == 8 || c.wbits == 16)) return false;
   if (!int_grid(c.in) || (c.wbits != 16 && c.in.bits != 16)) return false;
   if (!(int_grid(c.out) || c.out.bits == 32)) return false;
@@ -347,23 +346,22 @@ class Dw16Conv final : public Kernel {
  public:
   Dw16Conv(std::string name, Isa isa, const ConvDesc& d, const Weights& w) : name_(std::move(name)), isa_(isa), d_(d) {
     check_desc(d_);
-    if (!dw16_supports(d_, isa_)) throw std::invalid_argument(name_ + ": cannot run " + describe(d_));
-    if (!cpu_has(isa_)) throw std::invalid_argument(name_ + ": this CPU lacks " + std::string(isa_name(isa_)));
+    if (!dw16_supports(d_)) throw std::invalid_argument(name_ + ": cannot run " + describe(d_));
+    check_cpu(isa_, name_);
     const int64_t C = d_.C, T = d_.KH * d_.KW;
     const size_t row = packed_row_bytes(T, d_.wbits);
     set_dw_shape(g_, d_, w, name_);
     g_.in_kind = d_.in.bits == 16 ? (d_.in.is_signed ? 3 : 2) : (d_.in.is_signed ? 1 : 0);
-    g_.cblocks = (C + 15) / 16;
-    w32_ = make_aligned<int32_t>(static_cast<size_t>(g_.cblocks * T * 16));
-    w32o_ = make_aligned<int32_t>(static_cast<size_t>(g_.cblocks * T * 16));
+    const int64_t L = vec_layout(isa_).lanes;
+    g_.lanes = L;
+    g_.cblocks = (C + L - 1) / L;
+    w32_ = make_aligned<int32_t>(static_cast<size_t>(g_.cblocks * T * L));
     for (int64_t c = 0; c < C; ++c)
-      for (int64_t t = 0; t < T; ++t) {
-        const int32_t v = unpack_value(w.data + static_cast<size_t>(c) * row, t, d_.wbits);
-        w32_[static_cast<size_t>(((c / 16) * T + t) * 16 + c % 16)] = v;
-        if (c % 2 == 1) w32o_[static_cast<size_t>(((c / 16) * T + t) * 16 + c % 16 - 1)] = v;
-      }
+      for (int64_t t = 0; t < T; ++t)
+        w32_[static_cast<size_t>(((c / L) * T + t) * L + c % L)] =
+            unpack_value(w.data + static_cast<size_t>(c) * row, t, d_.wbits);
     B_.OC = C;
-    B_.OCp = g_.cblocks * 16;
+    B_.OCp = g_.cblocks * L;
     B_.corr.assign(static_cast<size_t>(B_.OCp), 0);
     const std::vector<int32_t> no_wsum(static_cast<size_t>(B_.OCp), 0);
     E_ = make_epilogue(C, B_.OCp, T, d_.wbits, w, d_.in, d_.out, d_.activation, no_wsum, 0, vec_layout(isa_), name_);
@@ -381,49 +379,51 @@ class Dw16Conv final : public Kernel {
     check_scratch(args, scratch_bytes(pool ? std::max(1, pool->num_threads()) : 1), name_);
     parallel_for(pool, g_.N * g_.OH, [&](int64_t b, int64_t e, int t) {
       auto* acc = reinterpret_cast<int64_t*>(static_cast<uint8_t*>(args.scratch) + static_cast<size_t>(t) * thread_bytes());
-      if (isa_ == Isa::AVX512)
-        dwconv16_rows_avx512(g_, w32_.get(), w32o_.get(), B_, E_, args.inputs[0], args.output, acc, b, e);
-      else dwconv16_rows_avx2(g_, w32_.get(), B_, E_, args.inputs[0], args.output, acc, b, e);
+      with_isa<Isa::AVX512, Isa::AVX2, Isa::NEON>(isa_, [&]<class Tag>() {
+        dwconv16_rows<Tag>(g_, w32_.get(), B_, E_, args.inputs[0], args.output, acc, b, e);
+      });
     });
   }
 
  private:
-  size_t thread_bytes() const { return round64(static_cast<size_t>(g_.cblocks * 16) * sizeof(int64_t)); }
+  size_t thread_bytes() const { return round64(static_cast<size_t>(g_.cblocks * g_.lanes) * sizeof(int64_t)); }
 
   std::string name_;
   Isa isa_;
   ConvDesc d_;
   Dw16Geom g_;
-  AlignedArray<int32_t> w32_, w32o_;  // w32o_: odd channels moved to the even lanes (AVX-512)
+  AlignedArray<int32_t> w32_;  // [cblock][tap][lanes]
   Packed16 B_;  // only corr (zero) and shift_ge32, for the epilogue
   Epilogue E_;
 };
 
 void add_dw16(std::vector<KernelInfo>& t, int wb, int ab, Isa isa) {
   KernelInfo k;
-  const bool z = isa == Isa::AVX512;
+  const int L = vec_layout(isa).lanes;
   // "conv2d_dw_...": the 8-bit depthwise testers select "dwconv2d_*" kernels.
-  k.name = "conv2d_dw_w" + std::to_string(wb) + "a" + std::to_string(ab) + "_s16s16_" + (z ? "avx512_c16" : "avx2_c8");
+  k.name = "conv2d_dw_w" + std::to_string(wb) + "a" + std::to_string(ab) + "_s16s16_" + isa_tag(isa) + "_c" +
+           std::to_string(L);
   k.op = OpKind::Conv2D;
   k.weight_bits = wb;
   k.act_bits = ab;
   k.isa = isa;
-  auto fits = [wb, ab, isa](const ConvDesc& c) {
-    if (!dw16_supports(c, isa)) return false;
+  auto fits = [wb, ab](const ConvDesc& c) {
+    if (!dw16_supports(c)) return false;
     return (c.wbits == 16 ? 16 : 8) == wb && (c.in.bits == 16 ? 16 : 8) == ab;
   };
   k.supports = [isa, fits](const OpDesc& d) {
     const auto* c = std::get_if<ConvDesc>(&d);
     return cpu_has(isa) && c && fits(*c);
   };
-  k.cost_ns = [z](const OpDesc& d) {
+  // ns per (pixel, channel block, tap): measured on MobileNetV2's depthwise
+  // shapes (bbits-bench-kernels wide/mobilenetv2/dw_*) for AVX-512 and AVX2,
+  // an estimate for NEON; plus per output.
+  const double per_tap = isa == Isa::AVX512 ? 2.0 : isa == Isa::AVX2 ? 1.3 : 1.5;
+  k.cost_ns = [L, per_tap](const OpDesc& d) {
     const auto& c = std::get<ConvDesc>(d);
     const double px = static_cast<double>(c.N * c.out_h() * c.out_w());
-    const double blocks = std::ceil(static_cast<double>(c.C) / (z ? 16.0 : 8.0));
-    // ns per (pixel, channel block, tap) and per output, measured on
-    // MobileNetV2's depthwise shapes (bbits-bench-kernels wide/mobilenetv2/dw_*).
-    return px * blocks * static_cast<double>(c.KH * c.KW) * (z ? 2.0 : 1.3) +
-           px * static_cast<double>(c.C) * 1.0 + 400.0;
+    const double blocks = std::ceil(static_cast<double>(c.C) / L);
+    return px * blocks * static_cast<double>(c.KH * c.KW) * per_tap + px * static_cast<double>(c.C) * 1.0 + 400.0;
   };
   k.create = [name = k.name, isa, fits](const OpDesc& d, const Weights& w) -> std::unique_ptr<Kernel> {
     const auto* c = std::get_if<ConvDesc>(&d);
@@ -432,21 +432,24 @@ void add_dw16(std::vector<KernelInfo>& t, int wb, int ab, Isa isa) {
     if (!fits(*c)) throw std::invalid_argument(name + ": cannot run " + describe(d));
     return std::make_unique<Dw16Conv>(name, isa, *c, w);
   };
-  k.note = std::string("depthwise, 16-bit side: exact 64-bit tap products (vpmuldq) over ") + (z ? "16" : "8") +
-           " channels, int64 sums";
+  k.note = "depthwise, 16-bit side: exact 64-bit tap products over " + std::to_string(L) + " channels, int64 sums";
   t.push_back(std::move(k));
 }
 
 }  // namespace
 
 void register_gemm16_kernels(std::vector<KernelInfo>& table) {
-  for (Isa isa : {Isa::AVX512_VNNI, Isa::AVX2})
+  for (Isa isa : {Isa::AVX512_VNNI, Isa::AVX2, Isa::NEON}) {
+    if (!isa_built(isa)) continue;
     for (auto [wb, ab] : {std::pair{16, 16}, std::pair{16, 8}, std::pair{8, 16}}) {
       add_gemm16(table, OpKind::FullyConnected, wb, ab, isa);
       add_gemm16(table, OpKind::Conv2D, wb, ab, isa);
     }
-  for (Isa isa : {Isa::AVX512, Isa::AVX2})
+  }
+  for (Isa isa : {Isa::AVX512, Isa::AVX2, Isa::NEON}) {
+    if (!isa_built(isa)) continue;
     for (auto [wb, ab] : {std::pair{16, 16}, std::pair{16, 8}, std::pair{8, 16}}) add_dw16(table, wb, ab, isa);
+  }
 }
 
 }  // namespace bbits::kernels::simd
