@@ -89,16 +89,19 @@ __attribute__((always_inline)) inline void finish(typename Types<Tag>::i32 (&r)[
   } else {
     requant_tile<Tag, MR, NBk, SUB, false>(r, E, s.rowcorr, s.oc0);
   }
+  // Locals: the byte stores could alias E otherwise (reloads per row).
   const bool sgn = E.kind == OutKind::S8 || E.kind == OutKind::S16;
+  const auto lo32 = static_cast<int32_t>(E.lo), hi32 = static_cast<int32_t>(E.hi);
+  uint8_t* const out = s.out + s.oc0;
+  const int64_t n = s.n, ldo = s.ldo;
   if (E.kind == OutKind::U8 || E.kind == OutKind::S8) {
 #pragma GCC unroll 4
     for (int m = 0; m < MR; ++m)
-      Y::O::template store_u8<NBk>(s.out + m * s.ldo + s.oc0, r[m][0], r[m][std::min(1, NBk - 1)],
-                                   r[m][std::min(2, NBk - 1)], r[m][NBk - 1], s.n, sgn, static_cast<int32_t>(E.lo),
-                                   static_cast<int32_t>(E.hi));
+      Y::O::template store_u8<NBk>(out + m * ldo, r[m][0], r[m][std::min(1, NBk - 1)], r[m][std::min(2, NBk - 1)],
+                                   r[m][NBk - 1], n, sgn, lo32, hi32);
     return;
   }
-  const i32 lo(static_cast<int32_t>(E.lo)), hi(static_cast<int32_t>(E.hi));
+  const i32 lo(lo32), hi(hi32);
 #pragma GCC unroll 4
   for (int m = 0; m < MR; ++m)
 #pragma GCC unroll 4

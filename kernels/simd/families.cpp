@@ -9,7 +9,7 @@
 #include "gemm8/gemm8.h"
 #include "pool/pool.h"
 #include "lut/lut.h"
-#include "simd_internal.h"
+#include "onednn/onednn.h"
 
 namespace bbits::kernels {
 
@@ -21,10 +21,8 @@ void register_simd_kernels(std::vector<KernelInfo>& table) {
   simd::register_pool_kernels(table);    // max, average and global average pool on 8-bit data
   simd::register_gemm16_kernels(table);  // 16-bit GEMM and depthwise
   simd::register_fc_f32_kernels(table);  // fc with packed weights on float32 activations
-#if defined(BBITS_SIMD_X86)
 #if defined(BBITS_WITH_ONEDNN)
   simd::register_onednn_kernels(table);  // oneDNN int8 / float32 wrappers
-#endif
 #endif
 }
 

@@ -238,7 +238,7 @@ struct Ops<Avx2> : OpsX86 {
 
   // NB vectors of requantized int32 lanes (channels b * 8 + l) as n <= 8 NB
   // bytes: saturating packs, a byte clamp to [lo, hi], one store.
-  template <int NB>
+  template <int NB, bool CLAMP = true>
   BBITS_INLINE static void store_u8(uint8_t* o, i32 r0, i32 r1, i32 r2, i32 r3, int64_t n, bool sgn, int32_t lo,
                                     int32_t hi) {
     const __m256i z = _mm256_setzero_si256();
@@ -249,12 +249,14 @@ struct Ops<Avx2> : OpsX86 {
     __m256i v;
     if (sgn) {
       v = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p01, p23), ord);
-      v = _mm256_min_epi8(_mm256_max_epi8(v, _mm256_set1_epi8(static_cast<char>(lo))),
-                          _mm256_set1_epi8(static_cast<char>(hi)));
+      if constexpr (CLAMP)
+        v = _mm256_min_epi8(_mm256_max_epi8(v, _mm256_set1_epi8(static_cast<char>(lo))),
+                            _mm256_set1_epi8(static_cast<char>(hi)));
     } else {
       v = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(p01, p23), ord);
-      v = _mm256_min_epu8(_mm256_max_epu8(v, _mm256_set1_epi8(static_cast<char>(lo))),
-                          _mm256_set1_epi8(static_cast<char>(hi)));
+      if constexpr (CLAMP)
+        v = _mm256_min_epu8(_mm256_max_epu8(v, _mm256_set1_epi8(static_cast<char>(lo))),
+                            _mm256_set1_epi8(static_cast<char>(hi)));
     }
     if (n >= 32) _mm256_storeu_si256(reinterpret_cast<__m256i*>(o), v);
     else if (n == 16) _mm_storeu_si128(reinterpret_cast<__m128i*>(o), _mm256_castsi256_si128(v));

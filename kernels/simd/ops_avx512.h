@@ -181,9 +181,9 @@ struct OpsAvx512 : OpsX86 {
   // NB vectors r0.. of requantized int32 lanes (channels b * 16 + l; the
   // arguments past NB are ignored) as n <= 16 NB
   // bytes: saturating packs (a clamp to the 8-bit type), then a clamp to
-  // [lo, hi] on bytes, one store per row (whole stores for 16 / 32 / 48 / 64
+  // [lo, hi] on bytes (CLAMP false: [lo, hi] is the whole type), one store per row (whole stores for 16 / 32 / 48 / 64
   // bytes: masked byte stores are slow on Zen 4).
-  template <int NB>
+  template <int NB, bool CLAMP = true>
   BBITS_INLINE static void store_u8(uint8_t* o, i32 r0, i32 r1, i32 r2, i32 r3, int64_t n, bool sgn, int32_t lo,
                                     int32_t hi) {
     const __m512i perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
@@ -194,10 +194,10 @@ struct OpsAvx512 : OpsX86 {
       __m512i v;
       if (sgn) {
         v = _mm512_permutexvar_epi32(perm, _mm512_packs_epi16(p01, p23));
-        v = _mm512_min_epi8(_mm512_max_epi8(v, _mm512_set1_epi8(lo8)), _mm512_set1_epi8(hi8));
+        if constexpr (CLAMP) v = _mm512_min_epi8(_mm512_max_epi8(v, _mm512_set1_epi8(lo8)), _mm512_set1_epi8(hi8));
       } else {
         v = _mm512_permutexvar_epi32(perm, _mm512_packus_epi16(p01, p23));
-        v = _mm512_min_epu8(_mm512_max_epu8(v, _mm512_set1_epi8(lo8)), _mm512_set1_epi8(hi8));
+        if constexpr (CLAMP) v = _mm512_min_epu8(_mm512_max_epu8(v, _mm512_set1_epi8(lo8)), _mm512_set1_epi8(hi8));
       }
       if (n == 64) {
         _mm512_storeu_si512(o, v);
@@ -212,10 +212,10 @@ struct OpsAvx512 : OpsX86 {
       __m256i v;
       if (sgn) {
         v = _mm512_castsi512_si256(_mm512_permutexvar_epi32(perm, _mm512_packs_epi16(p, p)));
-        v = _mm256_min_epi8(_mm256_max_epi8(v, _mm256_set1_epi8(lo8)), _mm256_set1_epi8(hi8));
+        if constexpr (CLAMP) v = _mm256_min_epi8(_mm256_max_epi8(v, _mm256_set1_epi8(lo8)), _mm256_set1_epi8(hi8));
       } else {
         v = _mm512_castsi512_si256(_mm512_permutexvar_epi32(perm, _mm512_packus_epi16(p, p)));
-        v = _mm256_min_epu8(_mm256_max_epu8(v, _mm256_set1_epi8(lo8)), _mm256_set1_epi8(hi8));
+        if constexpr (CLAMP) v = _mm256_min_epu8(_mm256_max_epu8(v, _mm256_set1_epi8(lo8)), _mm256_set1_epi8(hi8));
       }
       if (n == 32) _mm256_storeu_si256(reinterpret_cast<__m256i*>(o), v);
       else if (n == 16) _mm_storeu_si128(reinterpret_cast<__m128i*>(o), _mm256_castsi256_si128(v));

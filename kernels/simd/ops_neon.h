@@ -227,7 +227,7 @@ struct OpsNeon {
 
   // NB vectors of requantized int32 lanes (channels b * 4 + l) as n <= 4 NB
   // bytes: saturating narrowing, a byte clamp to [lo, hi], one store.
-  template <int NB>
+  template <int NB, bool CLAMP = true>
   BBITS_INLINE static void store_u8(uint8_t* o, i32 r0, i32 r1, i32 r2, i32 r3, int64_t n, bool sgn, int32_t lo,
                                     int32_t hi) {
     const int16x4_t z = vdup_n_s16(0);
@@ -237,11 +237,13 @@ struct OpsNeon {
     uint8x16_t v;
     if (sgn) {
       int8x16_t b = vcombine_s8(vqmovn_s16(h01), vqmovn_s16(h23));
-      b = vminq_s8(vmaxq_s8(b, vdupq_n_s8(static_cast<int8_t>(lo))), vdupq_n_s8(static_cast<int8_t>(hi)));
+      if constexpr (CLAMP)
+        b = vminq_s8(vmaxq_s8(b, vdupq_n_s8(static_cast<int8_t>(lo))), vdupq_n_s8(static_cast<int8_t>(hi)));
       v = vreinterpretq_u8_s8(b);
     } else {
       v = vcombine_u8(vqmovun_s16(h01), vqmovun_s16(h23));
-      v = vminq_u8(vmaxq_u8(v, vdupq_n_u8(static_cast<uint8_t>(lo))), vdupq_n_u8(static_cast<uint8_t>(hi)));
+      if constexpr (CLAMP)
+        v = vminq_u8(vmaxq_u8(v, vdupq_n_u8(static_cast<uint8_t>(lo))), vdupq_n_u8(static_cast<uint8_t>(hi)));
     }
     store_bytes_n(o, v, n);
   }

@@ -105,7 +105,9 @@ void epilogue_row(const int32_t* acc, int64_t oc0, int64_t n, int32_t rowcorr, c
     epilogue_row_scalar(acc, oc0, n, rowcorr, E, out_row);
     return;
   }
-  const i32 rc(rowcorr), lo(static_cast<int32_t>(E.lo)), hi(static_cast<int32_t>(E.hi));
+  // Locals: the byte stores could alias E otherwise (reloads in the loop).
+  const auto lo32 = static_cast<int32_t>(E.lo), hi32 = static_cast<int32_t>(E.hi);
+  const i32 rc(rowcorr), lo(lo32), hi(hi32);
   const bool sgn = E.kind == OutKind::S8 || E.kind == OutKind::S16;
   const bool bytes = E.kind == OutKind::U8 || E.kind == OutKind::S8;
   alignas(64) int32_t tmp[L] = {};
@@ -131,7 +133,7 @@ void epilogue_row(const int32_t* acc, int64_t oc0, int64_t n, int32_t rowcorr, c
     }
     if (bytes)
       O::template store_u8<4>(static_cast<uint8_t*>(out_row) + oc0 + c, r[0], r[1], r[2], r[3],
-                              std::min<int64_t>(4 * L, n - c), sgn, static_cast<int32_t>(E.lo), static_cast<int32_t>(E.hi));
+                              std::min<int64_t>(4 * L, n - c), sgn, lo32, hi32);
   }
 }
 

@@ -1,4 +1,5 @@
-// bbits SIMD kernels — layers run by oneDNN:
+// bbits kernels — the oneDNN family, layers run by oneDNN (built with
+// BBITS_WITH_ONEDNN):
 //   int8: u8/s8 activations x s8 weights -> s32 (exact with VNNI), then our
 //         epilogue (bias, requantization, clamp). 2/4-bit weights are widened
 //         to int8 at create time, so a sub-byte layer can always run as int8.
@@ -7,7 +8,8 @@
 //         quantized with quantize_to_grid.
 // oneDNN's int8 kernels are bit-exact only on VNNI (without it they scale the
 // weights to avoid vpmaddubsw saturation), so the int8 entries need
-// Isa::AVX512_VNNI. Threads: every oneDNN primitive is created and run with
+// Isa::AVX512_VNNI (x86-64 only); the float32 entries run at the first SIMD
+// level of either architecture (AVX2, NEON). Threads: every oneDNN primitive is created and run with
 // one OpenMP thread (OmpOne), so oneDNN never opens an OpenMP region. With
 // several threads, a layer runs as row slabs in parallel on the session's
 // ThreadPool, each thread executing the slab primitives with its own memory
@@ -28,13 +30,11 @@
 #include <unordered_map>
 #include <vector>
 
-#include <immintrin.h>
-
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include "bbits/kernels/cpu.h"
 #include "bbits/kernels/thread_pool.h"
-#include "simd_internal.h"
+#include "onednn.h"
 
 extern "C" void omp_set_num_threads(int);
 extern "C" int omp_get_max_threads();
@@ -202,36 +202,19 @@ struct Runner {
 
 // ---- requantization of the s32 result --------------------------------------------
 // The layer's int32 results are a flat array of M * OC values (channel =
-// index mod OC). The flat epilogue walks it with per-lane parameters from a
-// table that repeats every P = lcm(64, OC) values, so that any OC (6, 24,
-// 144, ...) runs on whole vectors: two 16-lane parameter sets at a time kept
-// in registers (loading them per vector made the loop load-bound), every
-// period's 32 values packed to bytes and stored at once (the masked byte
-// stores of the row epilogue are slow on Zen 4). Same
-// arithmetic as the GEMM epilogue (see Epilogue): r = ((acc + colterm) * m +
-// round) >> s, computed as (acc * m + (colterm * m + round)) >> s in 64 bits
-// (equal: without `wide` acc + colterm never leaves int32), clamp, 8-bit store.
-// Used for 8-bit outputs without a 64-bit bias (the common case); the others
-// keep the row epilogue. Multipliers above 1 (2-bit weights often have them)
-// clamp acc in 32 bits first to the range outside of which the output clamps
-// anyway (Epilogue::pre_lo / pre_hi less colterm: alo / ahi), so the results
-// fit int32.
-struct FlatRequant {
-  int64_t period = 0;  // P lanes; 0: not usable
-  bool odd_shift32 = false;  // every shift >= 32: odd lanes shift by s - 32, no re-shift left
-  bool preclamp = false;     // a multiplier above 1: acc clamped to [alo, ahi] first
-  bool is_signed = false;
-  bool clamp = false;  // [lo, hi] narrower than the 8-bit type (the packs saturate to the type)
-  int8_t lo = 0, hi = 0;
-  // Per 16-lane vector v of the period: me[16] (m, even lanes used), mo[16]
-  // (m of the odd lanes moved to the even ones), re[8], ro[8] (colterm * m +
-  // round of the even / odd lanes), se[8], so[8] (shifts).
-  AlignedArray<int32_t> me, mo;
-  AlignedArray<int64_t> re, ro, se, so;
-  // preclamp: per lane of the period, the int32 range acc is clamped to.
-  AlignedArray<int32_t> alo, ahi;
-};
-
+// index mod OC). The flat epilogue (onednn_isa.cpp) walks it with a
+// requantization table that repeats every P = lcm(64, OC) values, so that any
+// OC (6, 24, 144, ...) runs on whole vectors: two parameter vectors at a time
+// kept in registers (loading them per vector made the loop load-bound), every
+// 32 values packed to bytes and stored at once (the masked byte stores of the
+// row epilogue are slow on Zen 4). Same arithmetic as the GEMM epilogue (see
+// Epilogue): r = ((acc + colterm) * m + round) >> s, computed as (acc * m +
+// (colterm * m + round)) >> s in 64 bits (equal: without `wide` acc + colterm
+// never leaves int32), clamp, 8-bit store. Used for 8-bit outputs without a
+// 64-bit bias (the common case); the others keep the row epilogue.
+// Multipliers above 1 (2-bit weights often have them) clamp acc in 32 bits
+// first to the range outside of which the output clamps anyway (the
+// epilogue's pre-clamp bounds less colterm), so the results fit int32.
 int64_t gcd64(int64_t a, int64_t b) {
   while (b != 0) {
     const int64_t t = a % b;
@@ -251,139 +234,47 @@ FlatRequant make_flat(const Epilogue& E) {
   if (P > 4096) return F;
   F.period = P;
   F.is_signed = E.kind == OutKind::S8;
-  F.lo = static_cast<int8_t>(E.lo);
-  F.hi = static_cast<int8_t>(E.hi);
+  F.lo = static_cast<int32_t>(E.lo);
+  F.hi = static_cast<int32_t>(E.hi);
   F.clamp = F.is_signed ? (E.lo != -128 || E.hi != 127) : (E.lo != 0 || E.hi != 255);
+  RequantTable& t = F.rq;
+  t.layout = E.rq.layout;
+  t.n = P;
   const auto n = static_cast<size_t>(P);
-  F.me = make_aligned<int32_t>(n);
-  F.mo = make_aligned<int32_t>(n);
-  F.re = make_aligned<int64_t>(n / 2);
-  F.ro = make_aligned<int64_t>(n / 2);
-  F.se = make_aligned<int64_t>(n / 2);
-  F.so = make_aligned<int64_t>(n / 2);
-  F.preclamp = !E.small_mult;
-  if (F.preclamp) {
-    F.alo = make_aligned<int32_t>(n);
-    F.ahi = make_aligned<int32_t>(n);
+  t.mult = make_aligned<int32_t>(n);
+  t.round = make_aligned<int64_t>(n);
+  t.shift = make_aligned<int64_t>(n);
+  t.pre = E.rq.pre;
+  if (t.pre) {
+    t.pre_lo = make_aligned<int32_t>(n);
+    t.pre_hi = make_aligned<int32_t>(n);
   }
-  F.odd_shift32 = true;  // implies multipliers below 1/2
-  for (int64_t oc = 0; oc < OC; ++oc) F.odd_shift32 = F.odd_shift32 && E.shift[oc] >= 32;
+  bool ge32 = !t.pre;  // every shift >= 32: the folded table's reduced shifts
+  for (int64_t oc = 0; oc < OC; ++oc) ge32 = ge32 && E.shift[oc] >= 32;
+  if (ge32) {
+    t.cround = make_aligned<int64_t>(n);
+    t.shift32 = make_aligned<int64_t>(n);
+    t.folded = true;
+  }
+  const int64_t L = t.layout.lanes;
   for (int64_t i = 0; i < P; ++i) {
-    const int64_t oc = i % OC, v = i / 16, l = i % 16;
-    F.me[i] = static_cast<int32_t>(E.mult[oc]);
-    if (F.preclamp) {
+    const int64_t oc = i % OC, pos = t.pair_pos(i);
+    const int64_t folded = int64_t{E.colterm[oc]} * E.mult[oc] + E.round[oc];
+    t.mult[i] = static_cast<int32_t>(E.mult[oc]);
+    t.round[pos] = folded;
+    t.shift[pos] = E.shift[oc];
+    if (ge32) {
+      t.cround[pos] = folded;
+      t.shift32[pos] = t.layout.even_odd && (i % L) % 2 == 1 ? E.shift[oc] - 32 : E.shift[oc];
+    }
+    if (t.pre) {
       // acc = a - colterm (no row correction here), clipped to int32: a bound
       // past the int32 range is never reached, so clipping it keeps results.
-      F.alo[i] = clip32(int64_t{E.rq.pre_lo[oc]} - E.colterm[oc]);
-      F.ahi[i] = clip32(int64_t{E.rq.pre_hi[oc]} - E.colterm[oc]);
-    }
-    if (l % 2 == 0) {
-      F.re[v * 8 + l / 2] = int64_t{E.colterm[oc]} * E.mult[oc] + E.round[oc];
-      F.se[v * 8 + l / 2] = E.shift[oc];
-    } else {
-      F.mo[i - 1] = static_cast<int32_t>(E.mult[oc]);
-      F.ro[v * 8 + l / 2] = int64_t{E.colterm[oc]} * E.mult[oc] + E.round[oc];
-      F.so[v * 8 + l / 2] = F.odd_shift32 ? E.shift[oc] - 32 : E.shift[oc];
+      t.pre_lo[i] = clip32(int64_t{E.rq.pre_lo[oc]} - E.colterm[oc]);
+      t.pre_hi[i] = clip32(int64_t{E.rq.pre_hi[oc]} - E.colterm[oc]);
     }
   }
   return F;
-}
-
-#define BBITS_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
-
-// kMode: kPlain, kOdd32 (every shift >= 32, see FlatRequant) or kPreClamp
-// (multipliers above 1: acc clamped to [alo, ahi] first).
-enum FlatMode { kPlain = 0, kOdd32 = 1, kPreClamp = 2 };
-
-// The parameters of one 16-lane vector of the period, held in registers.
-struct Lane16 {
-  __m512i me, mo, re, ro, se, so, alo, ahi;
-};
-template <int kMode>
-BBITS_AVX512 inline Lane16 lane16(const FlatRequant& F, int64_t v) {
-  Lane16 L;
-  if constexpr (kMode == kPreClamp) {
-    L.alo = _mm512_load_si512(F.alo.get() + v * 16);
-    L.ahi = _mm512_load_si512(F.ahi.get() + v * 16);
-  } else {
-    L.alo = L.ahi = _mm512_setzero_si512();
-  }
-  L.me = _mm512_load_si512(F.me.get() + v * 16);
-  L.mo = _mm512_load_si512(F.mo.get() + v * 16);
-  L.re = _mm512_load_si512(F.re.get() + v * 8);
-  L.ro = _mm512_load_si512(F.ro.get() + v * 8);
-  L.se = _mm512_load_si512(F.se.get() + v * 8);
-  L.so = _mm512_load_si512(F.so.get() + v * 8);
-  return L;
-}
-
-template <int kMode>
-BBITS_AVX512 inline __m512i requant16(__m512i a, const Lane16& L) {
-  if constexpr (kMode == kPreClamp) a = _mm512_min_epi32(_mm512_max_epi32(a, L.alo), L.ahi);
-  const __m512i ao = _mm512_shuffle_epi32(a, _MM_PERM_DDBB);  // odd lanes to the even positions
-  __m512i pe = _mm512_mul_epi32(a, L.me);
-  __m512i po = _mm512_mul_epi32(ao, L.mo);
-  pe = _mm512_srav_epi64(_mm512_add_epi64(pe, L.re), L.se);
-  po = _mm512_srav_epi64(_mm512_add_epi64(po, L.ro), L.so);
-  if constexpr (kMode != kOdd32) po = _mm512_slli_epi64(po, 32);
-  return _mm512_mask_blend_epi32(static_cast<__mmask16>(0xAAAA), pe, po);
-}
-
-// Blocks [b0, b1) of P values of the flat array of `total` values. Column
-// order: for each pair of parameter vectors (32 channels' worth of lanes,
-// parameters kept in registers), every block; 32 outputs stored at once.
-template <int kMode, bool kSigned, bool kClamp>
-BBITS_AVX512 void flat_requant(const int32_t* acc, int64_t b0, int64_t b1, int64_t total, const FlatRequant& F,
-                               uint8_t* out) {
-  const __m512i perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-  const __m256i lo = _mm256_set1_epi8(F.lo), hi = _mm256_set1_epi8(F.hi);
-  const int64_t P = F.period;
-  for (int64_t vp = 0; vp < P / 16; vp += 2) {
-    const Lane16 L0 = lane16<kMode>(F, vp), L1 = lane16<kMode>(F, vp + 1);
-    for (int64_t blk = b0; blk < b1; ++blk) {
-      const int64_t i = blk * P + vp * 16;
-      if (i >= total) break;
-      __m512i r0, r1;
-      const bool full = i + 32 <= total;
-      if (full) {
-        r0 = requant16<kMode>(_mm512_loadu_si512(acc + i), L0);
-        r1 = requant16<kMode>(_mm512_loadu_si512(acc + i + 16), L1);
-      } else {
-        const int64_t left = total - i;
-        const auto k0 = static_cast<__mmask16>(left >= 16 ? 0xffffu : (1u << left) - 1u);
-        const auto k1 = static_cast<__mmask16>(left >= 32 ? 0xffffu : left <= 16 ? 0u : (1u << (left - 16)) - 1u);
-        r0 = requant16<kMode>(_mm512_maskz_loadu_epi32(k0, acc + i), L0);
-        r1 = requant16<kMode>(_mm512_maskz_loadu_epi32(k1, acc + i + 16), L1);
-      }
-      const __m512i p = _mm512_packs_epi32(r0, r1);
-      __m256i bytes;
-      if constexpr (kSigned) {
-        bytes = _mm512_castsi512_si256(_mm512_permutexvar_epi32(perm, _mm512_packs_epi16(p, p)));
-        if constexpr (kClamp) bytes = _mm256_min_epi8(_mm256_max_epi8(bytes, lo), hi);
-      } else {
-        bytes = _mm512_castsi512_si256(_mm512_permutexvar_epi32(perm, _mm512_packus_epi16(p, p)));
-        if constexpr (kClamp) bytes = _mm256_min_epu8(_mm256_max_epu8(bytes, lo), hi);
-      }
-      if (full) _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), bytes);
-      else _mm256_mask_storeu_epi8(out + i, (__mmask32{1} << (total - i)) - 1, bytes);
-    }
-  }
-}
-
-template <int kMode, bool kSigned>
-void flat_dispatch2(const int32_t* acc, int64_t b, int64_t e, int64_t total, const FlatRequant& F, uint8_t* o) {
-  if (F.clamp) flat_requant<kMode, kSigned, true>(acc, b, e, total, F, o);
-  else flat_requant<kMode, kSigned, false>(acc, b, e, total, F, o);
-}
-template <int kMode>
-void flat_dispatch1(const int32_t* acc, int64_t b, int64_t e, int64_t total, const FlatRequant& F, uint8_t* o) {
-  if (F.is_signed) flat_dispatch2<kMode, true>(acc, b, e, total, F, o);
-  else flat_dispatch2<kMode, false>(acc, b, e, total, F, o);
-}
-void flat_dispatch(const int32_t* acc, int64_t b, int64_t e, int64_t total, const FlatRequant& F, uint8_t* o) {
-  if (F.odd_shift32) flat_dispatch1<kOdd32>(acc, b, e, total, F, o);
-  else if (F.preclamp) flat_dispatch1<kPreClamp>(acc, b, e, total, F, o);
-  else flat_dispatch1<kPlain>(acc, b, e, total, F, o);
 }
 
 // Requantizes `rows` rows of OC int32 results into 8-bit outputs, flat,
@@ -396,9 +287,20 @@ void flat_epilogue(const int32_t* acc, int64_t rows, const FlatRequant& F, int64
   parallel_for(
       pool, nblk,
       [&](int64_t b, int64_t e, int) {
-        flat_dispatch(acc, b, e, total, F, o);
+        with_isa<Isa::AVX512>(Isa::AVX512, [&]<class Tag>() { flat_requant<Tag>(acc, b, e, total, F, o); });
       },
       std::max<int64_t>(1, 16384 / F.period));
+}
+
+// Epilogue of M full rows of OC int32 accumulators (row stride OC), rows split
+// over the pool. No row corrections.
+void epilogue_rows(const int32_t* acc, int64_t M, const Epilogue& E, void* out, ThreadPool* pool) {
+  parallel_for(
+      pool, M,
+      [&](int64_t b, int64_t e, int) {
+        with_isa<Isa::AVX512>(Isa::AVX512, [&]<class Tag>() { onednn_epilogue_rows<Tag>(acc, b, e, E, out); });
+      },
+      16);
 }
 
 // ---- int8 -----------------------------------------------------------------------
@@ -443,7 +345,7 @@ class OnednnInt8 final : public Kernel {
     // oneDNN returns the exact sum (its own s8-source compensation), so no
     // -128 * wsum term: pass zero sums.
     E_ = make_epilogue(d_.OC, OCp, K, d_.wbits, w, d_.in, d_.out, d_.activation,
-                       std::vector<int32_t>(static_cast<size_t>(OCp), 0), 0, vec_layout(Isa::AVX512_VNNI), name_);
+                       std::vector<int32_t>(static_cast<size_t>(OCp), 0), 0, vec_layout(Isa::AVX512), name_);
     F_ = make_flat(E_);
     fc_ = is_fc(d_);
     OmpOne omp;
@@ -549,7 +451,7 @@ class OnednnInt8 final : public Kernel {
   size_t per_thread_bytes(const SlabSet& s) const { return acc_bytes(s) + round64(s.dnnl_scratch) + 64; }
   void epilogue(const int32_t* acc, int64_t rows, void* out, ThreadPool* pool) const {
     if (F_.period > 0) flat_epilogue(acc, rows, F_, d_.OC, out, pool);
-    else epilogue_rows_avx512(acc, rows, E_, out, pool);
+    else epilogue_rows(acc, rows, E_, out, pool);
   }
 
   // The slabs a run on `threads` threads splits over the pool, or null (one
@@ -767,7 +669,8 @@ void add(std::vector<KernelInfo>& t, OpKind op, bool int8) {
   k.op = op;
   k.weight_bits = int8 ? 8 : 32;
   k.act_bits = int8 ? 8 : 32;
-  k.isa = int8 ? Isa::AVX512_VNNI : Isa::AVX2;
+  // float32: the first SIMD level of this architecture.
+  k.isa = int8 ? Isa::AVX512_VNNI : (isa_built(Isa::AVX2) ? Isa::AVX2 : Isa::NEON);
   set_default_rate(k.name, int8 ? (op == OpKind::Conv2D ? 217.0 : 60.0) : 4.0);
   auto as_conv = [op](const OpDesc& d) -> std::optional<ConvDesc> {
     if (op == OpKind::Conv2D) {
@@ -803,7 +706,7 @@ void add(std::vector<KernelInfo>& t, OpKind op, bool int8) {
 
 void register_onednn_kernels(std::vector<KernelInfo>& table) {
   for (OpKind op : {OpKind::Conv2D, OpKind::FullyConnected}) {
-    add(table, op, true);
+    if (isa_built(Isa::AVX512_VNNI)) add(table, op, true);  // exact int8: x86-64 with VNNI
     add(table, op, false);
   }
 }
