@@ -170,9 +170,7 @@ class SoftmaxKernel final : public Kernel {
   void run(const KernelArgs& args, ThreadPool* pool) const override {
     check_io(args, 1, name_);
     const int threads = pool ? std::max(1, pool->num_threads()) : 1;
-    if (args.scratch == nullptr || args.scratch_size < scratch_bytes(threads))
-      throw std::invalid_argument(name_ + ": scratch of " + std::to_string(args.scratch_size) + " bytes, " +
-                                  std::to_string(scratch_bytes(threads)) + " needed");
+    check_scratch(args, scratch_bytes(threads), name_);
     const auto* in = static_cast<const uint8_t*>(args.inputs[0]);
     const int64_t A = d_.axis_size, I = d_.inner;
     const bool direct = I == 1 && d_.out.is_float();

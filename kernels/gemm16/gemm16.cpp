@@ -21,33 +21,7 @@ void epilogue16_row_scalar(const int64_t* acc, int64_t oc0, int64_t n, const Pac
                            void* out_row) {
   for (int64_t c = 0; c < n; ++c) {
     const int64_t oc = oc0 + c;
-    const auto i = static_cast<size_t>(oc);
-    const int64_t a = acc[c] + B.corr[i];
-    if (E.kind == OutKind::F32) {
-      float v = static_cast<float>(static_cast<double>(a) * E.mul[i] + static_cast<double>(E.bias_f[i]));
-      if (E.act != Activation::None) {
-        if (!(v > 0.0f)) v = 0.0f;
-        if (E.act == Activation::Relu6 && v > 6.0f) v = 6.0f;
-      }
-      static_cast<float*>(out_row)[oc] = v;
-      continue;
-    }
-    const int64_t v = clamp_i64(
-        apply_requant(a + E.bias64[i], Requant{static_cast<int32_t>(E.mult[oc]), static_cast<int32_t>(E.shift[oc])},
-                      E.bfrac[i]),
-        E.lo, E.hi);
-    switch (E.kind) {
-      case OutKind::U8:
-      case OutKind::S8:
-        static_cast<uint8_t*>(out_row)[oc] = static_cast<uint8_t>(v);
-        break;
-      case OutKind::U16:
-      case OutKind::S16:
-        static_cast<uint16_t*>(out_row)[oc] = static_cast<uint16_t>(v);
-        break;
-      case OutKind::F32:
-        break;
-    }
+    epilogue_value(E, oc, acc[c] + B.corr[static_cast<size_t>(oc)], E.bias64[static_cast<size_t>(oc)], out_row);
   }
 }
 

@@ -264,38 +264,31 @@ void fold_colterm(Epilogue& E) {
   t.folded = true;
 }
 
+void epilogue_value(const Epilogue& E, int64_t oc, int64_t a, int64_t bias, void* out_row) {
+  const auto i = static_cast<size_t>(oc);
+  if (E.kind == OutKind::F32) {
+    float v = static_cast<float>(static_cast<double>(a) * E.mul[i] + static_cast<double>(E.bias_f[i]));
+    if (E.act != Activation::None) {
+      if (!(v > 0.0f)) v = 0.0f;
+      if (E.act == Activation::Relu6 && v > 6.0f) v = 6.0f;
+    }
+    static_cast<float*>(out_row)[oc] = v;
+    return;
+  }
+  const int64_t v = clamp_i64(
+      apply_requant(a + bias, Requant{static_cast<int32_t>(E.mult[oc]), static_cast<int32_t>(E.shift[oc])}, E.bfrac[i]),
+      E.lo, E.hi);
+  if (E.kind == OutKind::U8 || E.kind == OutKind::S8) static_cast<uint8_t*>(out_row)[oc] = static_cast<uint8_t>(v);
+  else static_cast<uint16_t*>(out_row)[oc] = static_cast<uint16_t>(v);
+}
+
 void epilogue_row_scalar(const int32_t* acc, int64_t oc0, int64_t n, int32_t rowcorr, const Epilogue& E,
                          void* out_row) {
   for (int64_t c = 0; c < n; ++c) {
     const int64_t oc = oc0 + c;
-    const auto i = static_cast<size_t>(oc);
     const int32_t a = static_cast<int32_t>(static_cast<uint32_t>(acc[c]) + static_cast<uint32_t>(E.colterm[oc]) -
                                            static_cast<uint32_t>(rowcorr));
-    if (E.kind == OutKind::F32) {
-      float v = static_cast<float>(static_cast<double>(a) * E.mul[i] + static_cast<double>(E.bias_f[i]));
-      if (E.act != Activation::None) {
-        if (!(v > 0.0f)) v = 0.0f;
-        if (E.act == Activation::Relu6 && v > 6.0f) v = 6.0f;
-      }
-      static_cast<float*>(out_row)[oc] = v;
-      continue;
-    }
-    const int64_t a64 = E.wide ? static_cast<int64_t>(a) + E.bias64[i] : static_cast<int64_t>(a);
-    const int64_t v = clamp_i64(
-        apply_requant(a64, Requant{static_cast<int32_t>(E.mult[oc]), static_cast<int32_t>(E.shift[oc])}, E.bfrac[i]),
-        E.lo, E.hi);
-    switch (E.kind) {
-      case OutKind::U8:
-      case OutKind::S8:
-        static_cast<uint8_t*>(out_row)[oc] = static_cast<uint8_t>(v);
-        break;
-      case OutKind::U16:
-      case OutKind::S16:
-        static_cast<uint16_t*>(out_row)[oc] = static_cast<uint16_t>(v);
-        break;
-      case OutKind::F32:
-        break;
-    }
+    epilogue_value(E, oc, a, E.wide && E.kind != OutKind::F32 ? E.bias64[static_cast<size_t>(oc)] : 0, out_row);
   }
 }
 

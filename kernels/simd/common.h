@@ -166,6 +166,11 @@ Epilogue make_epilogue(int64_t OC, int64_t OCp, int64_t K, int wbits, const Weig
 // sums, 8-bit outputs, every shift >= 32.
 void fold_colterm(Epilogue& E);
 
+// The epilogue of channel oc's exact sum a (plus `bias`, integer outputs
+// only), stored at out_row[oc]: act(float(double(a) * mul + bias_f)), or
+// clamp(apply_requant(a + bias, m, s, bias fraction), lo, hi).
+void epilogue_value(const Epilogue& E, int64_t oc, int64_t a, int64_t bias, void* out_row);
+
 // The scalar epilogue of one row segment (float outputs, wide sums, tails):
 // n channels from oc0, acc[0..n) their sums.
 void epilogue_row_scalar(const int32_t* acc, int64_t oc0, int64_t n, int32_t rowcorr, const Epilogue& E,
