@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bbits/converter/arch.h"
+#include "bbits/converter/pth.h"
 #include "bbits/converter/safetensors.h"
 #include "bbits/converter/synthetic.h"
 #include "bbits/format/model_file.h"
@@ -163,18 +164,25 @@ TEST_F(Cli, PreprocessingOverridesForAReferencePth) {
 }
 
 TEST_F(Cli, PreprocessingOverridesForABbitsCheckpointAreSavedWithIt) {
-  save_checkpoint(make_synthetic("vgg7", parse_bit_config("w8a8"), 2, false), p("ck.safetensors"));
-  const CliRun r = run(p("ck.safetensors") + " --mean 0.4914,0.4822,0.4465 --std 0.2023,0.1994,0.2010 --save-checkpoint " +
-                       p("saved.safetensors") + " -q -o " + p("m.bbm"));
+  // a 3-channel bbits checkpoint: the reference VGG7 fixture saved as one
+  const Checkpoint ck =
+      import_reference(read_pth(test::read_fixture("vgg7_reference.pth.gz")), "vgg7", nullptr, "vgg7_reference.pth");
+  save_checkpoint(ck, p("ck.safetensors"));
+  CliRun r = run(p("ck.safetensors") + " --json -o " + p("same.bbm"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_FLOAT_EQ(nlohmann::json::parse(r.out)["input"]["x_max"].get<float>(), ck.get("input.aq.x_max").scalar());
+  EXPECT_EQ(nlohmann::json::parse(r.out)["input"]["bits"], 8);  // a bbits checkpoint: the trainer's 8-bit input
+  r = run(p("ck.safetensors") + " --mean 0.5,0.25,0.5 --std 0.25,0.25,0.5 --save-checkpoint " + p("saved.safetensors") +
+          " -q -o " + p("m.bbm"));
   ASSERT_EQ(r.code, 0) << r.out;
   const ModelFile m = read_model(p("m.bbm"));
   ASSERT_EQ(m.pre()->std()->size(), 3u);
-  EXPECT_FLOAT_EQ(m.pre()->std()->Get(2), 0.2010f);
-  EXPECT_FLOAT_EQ(m.pre()->mean()->Get(1), 0.4822f);
-  EXPECT_FLOAT_EQ(m.input()->quant()->x_max()->Get(0), (1.0f - 0.4465f) / 0.2010f);
+  EXPECT_FLOAT_EQ(m.pre()->std()->Get(2), 0.5f);
+  EXPECT_FLOAT_EQ(m.pre()->mean()->Get(1), 0.25f);
+  EXPECT_FLOAT_EQ(m.input()->quant()->x_max()->Get(0), 3.0f);  // channel 1: (1 - 0.25) / 0.25
   const Checkpoint saved = load_checkpoint(p("saved.safetensors"));
-  EXPECT_EQ(saved.graph.input.std, (std::vector<float>{0.2023f, 0.1994f, 0.2010f}));
-  EXPECT_FLOAT_EQ(saved.get("input.aq.x_max").scalar(), (1.0f - 0.4465f) / 0.2010f);
+  EXPECT_EQ(saved.graph.input.std, (std::vector<float>{0.25f, 0.25f, 0.5f}));
+  EXPECT_FLOAT_EQ(saved.get("input.aq.x_max").scalar(), 3.0f);
 }
 
 TEST_F(Cli, LayoutAndInputBits) {

@@ -213,6 +213,9 @@ TEST(ReferenceVgg7, InputGridsOfEightSixteenAndThirtyTwoBits) {
     const Result r = evaluate(ck, o, kFixtureImages);
     report(("--input-bits " + std::to_string(bits)).c_str(), r);
     EXPECT_EQ(r.first_act_bits, bits);
+    // the kernel the table gave the first layer takes that input width
+    // (names say it: conv2d_w8a16_..., conv2d_ref_w8a32, conv2d_w32a32_f32_onednn)
+    EXPECT_NE(r.first_kernel.find("a" + std::to_string(bits)), std::string::npos) << r.first_kernel;
     EXPECT_EQ(r.clipped, 0);
     if (bits == 32) EXPECT_GE(r.agree * 1000, r.n * 998);  // 2000/2000 measured (10,000/10,000 on the whole test set)
     if (bits == 16) EXPECT_GE(r.agree * 1000, r.n * 995);
