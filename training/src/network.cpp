@@ -32,6 +32,7 @@ QuantizerConfig act_config(const QuantSetup& q, bool is_signed) {
   c.fixed_bits = q.act_bits;
   c.learn_range = q.learn_ranges;
   c.gate_init = q.gate_init;
+  c.gate_init_prune = q.gate_init_prune;
   c.enabled = q.enabled;
   return c;
 }
@@ -94,6 +95,7 @@ QLayer::QLayer(const Node& n, const QuantSetup& q) : node(n) {
     c.learn_prune_gates = q.learn_prune_gates;
     c.learn_range = q.learn_ranges;
     c.gate_init = q.gate_init;
+    c.gate_init_prune = q.gate_init_prune;
     c.enabled = q.enabled;
     wq = register_module("wq", std::make_shared<BBQuantizer>(c));
   }
@@ -172,12 +174,14 @@ Net::Net(Graph graph, const QuantSetup& q) : graph_(std::move(graph)) {
       auto& w = *layers_[i]->wq;
       w.mac_count = static_cast<double>(lm.at(name));
       w.max_macs = max_macs;
+      w.const_cost = q.reg_const;
       w.regularized = q.enabled && (w.bit_gates_learned() || w.prune_gates_learned());
     }
     if (a) {
       a->max_macs = max_macs;
       a->mac_count = qm.count(name) ? static_cast<double>(qm.at(name)) : 0.0;
-      a->regularized = q.enabled && a->bit_gates_learned() && a->mac_count > 0;
+      a->const_cost = q.reg_const;
+      a->regularized = q.enabled && a->bit_gates_learned() && (a->mac_count > 0 || q.reg_const);
     }
   }
 }
@@ -379,6 +383,47 @@ void Net::import_weights(const Checkpoint& ck) {
       }
     }
   }
+}
+
+Graph without_batch_norm(Graph g) {
+  for (auto& n : g.nodes)
+    if (n.bn) {
+      n.bn = false;
+      n.bias = true;
+    }
+  return g;
+}
+
+int Net::fold_batch_norm() {
+  int folded = 0;
+  at::NoGradGuard ng;
+  for (size_t i = 0; i < graph_.nodes.size(); ++i) {
+    const auto& l = layers_[i];
+    if (!l || !l->node.bn) continue;
+    // The eval-mode fold of QLayer::folded, stored: the folded network's
+    // eval-mode output is the unfolded one's, to the bit.
+    const bool was_training = l->is_training();
+    l->eval();
+    auto [w, b] = l->folded(at::Tensor());
+    w = w.detach().clone();
+    b = b.detach().clone();
+    l->train(was_training);
+    const bool trainable = l->weight.requires_grad();
+    l->weight.copy_(w);
+    if (l->bias.defined()) {
+      l->bias.copy_(b);
+    } else {
+      l->bias = l->register_parameter("bias", b, trainable);
+    }
+    for (auto* t : {&l->bn_weight, &l->bn_bias}) t->set_requires_grad(false);
+    l->bn_weight = l->bn_bias = l->running_mean = l->running_var = at::Tensor();
+    l->node.bn = false;
+    l->node.bias = true;
+    graph_.nodes[i].bn = false;
+    graph_.nodes[i].bias = true;
+    ++folded;
+  }
+  return folded;
 }
 
 void Net::calibrate(const at::Tensor& x) {
