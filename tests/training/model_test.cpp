@@ -473,3 +473,27 @@ TEST(Trainer, BatchNormFoldedForFineTuningAndResumable) {
   }
   std::filesystem::remove_all(out);
 }
+
+// --prune-only-bits takes one width for both (8, 16, 32) or wXaY: the
+// reference's --fixed-48bit (4-bit weights, 8-bit activations) is w4a8.
+TEST(Trainer, PruneOnlyBitsTakeWeightAndActivationWidths) {
+  const auto out = std::filesystem::temp_directory_path() / ("bbits_po_" + std::to_string(::getpid()));
+  TrainConfig c = tiny_run(out, 64, 20, 19);
+  c.mode = Mode::PruneOnly;
+  c.epochs = 0;
+  c.calib_images = 32;
+  c.prune_only_bits = "w4a8";
+  std::ostringstream log;
+  run_training(c, log);
+  const Checkpoint ck = read_safetensors((out / "final.safetensors").string());
+  for (const char* n : {"features.0.wq", "classifier.1.wq"}) {
+    EXPECT_EQ(ck.at(std::string(n) + ".log_alpha_4").data[0], 20.0f) << n;
+    EXPECT_EQ(ck.at(std::string(n) + ".log_alpha_8").data[0], -20.0f) << n;
+  }
+  EXPECT_EQ(ck.at("features.0.aq.log_alpha_8").data[0], 20.0f);
+  EXPECT_EQ(ck.at("features.0.aq.log_alpha_16").data[0], -20.0f);
+  EXPECT_EQ(nlohmann::json::parse(ck.metadata.at("bbits.training"))["prune_only_bits"], "w4a8");
+  c.prune_only_bits = "4";
+  EXPECT_THROW(run_training(c, log), std::invalid_argument);
+  std::filesystem::remove_all(out);
+}

@@ -177,6 +177,14 @@ std::pair<int, int> parse_fixed_bits(const std::string& s) {
   return {w, a};
 }
 
+// --prune-only-bits: 8, 16 or 32 (= float) for weights and activations alike,
+// or wXaY (the reference's --fixed-48bit is w4a8).
+std::pair<int, int> parse_prune_only_bits(const std::string& s) {
+  if (s == "8" || s == "16" || s == "32") return {std::stoi(s), std::stoi(s)};
+  if (!s.empty() && s[0] == 'w') return parse_fixed_bits(s);
+  throw std::invalid_argument("--prune-only-bits must be 8, 16, 32 or wXaY (e.g. w4a8), not '" + s + "'");
+}
+
 ModeSetup mode_setup(const TrainConfig& c, const std::vector<int64_t>& input_shape) {
   ModeSetup m;
   m.model.input_shape = input_shape;
@@ -195,12 +203,13 @@ ModeSetup mode_setup(const TrainConfig& c, const std::vector<int64_t>& input_sha
     case Mode::QuantOnly:
       m.model.prune = false;
       break;
-    case Mode::PruneOnly:
-      if (c.prune_only_bits != 8 && c.prune_only_bits != 16 && c.prune_only_bits != 32)
-        throw std::invalid_argument("--prune-only-bits must be 8, 16 or 32");
+    case Mode::PruneOnly: {
+      const auto [w, a] = parse_prune_only_bits(c.prune_only_bits);
       m.quant.learn_bit_gates = false;
-      m.quant.weight_bits = m.quant.act_bits = c.prune_only_bits;
+      m.quant.weight_bits = w;
+      m.quant.act_bits = a;
       break;
+    }
     case Mode::Fixed: {
       auto [w, a] = parse_fixed_bits(c.fixed_bits);
       m.model.prune = false;
@@ -310,7 +319,12 @@ std::string training_json(const TrainConfig& c, int epoch, double acc, double re
             {"ft_schedule", LrSchedule::parse(c.ft_schedule).to_string()},
             {"bn_folded", bn_folded}};
   if (c.mode == Mode::Fixed) j["bits"] = c.fixed_bits;
-  if (c.mode == Mode::PruneOnly) j["prune_only_bits"] = c.prune_only_bits;
+  if (c.mode == Mode::PruneOnly) {
+    if (c.prune_only_bits == "8" || c.prune_only_bits == "16" || c.prune_only_bits == "32")
+      j["prune_only_bits"] = std::stoi(c.prune_only_bits);
+    else
+      j["prune_only_bits"] = c.prune_only_bits;
+  }
   return j.dump();
 }
 

@@ -65,7 +65,7 @@ int main(int argc, char** argv) {
                  "to ETA, ranges to 0), constant, linear-tail, multistep:S1:S2... (milestones in steps)")
       ->capture_default_str();
   app.add_option("--bits", c.fixed_bits, "With --mode fixed: wXaY, e.g. w8a8, w4a8, w2a8")->capture_default_str();
-  app.add_option("--prune-only-bits", c.prune_only_bits, "With --mode prune-only: the fixed bit width (8, 16, or 32 = float)")->capture_default_str();
+  app.add_option("--prune-only-bits", c.prune_only_bits, "With --mode prune-only: the fixed bit width of weights and activations (8, 16, or 32 = float), or wXaY (e.g. w4a8, the reference's --fixed-48bit)")->capture_default_str();
   app.add_option("--init", c.init, "With --mode post-training: the float checkpoint whose weights are frozen");
   bool freeze_ranges = false;
   app.add_flag("--freeze-ranges", freeze_ranges, "With --mode post-training: learn the gates only, keep the calibrated ranges");

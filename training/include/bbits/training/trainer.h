@@ -50,7 +50,7 @@ struct TrainConfig {
   double ft_lr_ranges = 1e-4;
   std::string ft_schedule = "cosine:0";      // per optimiser step over all fine-tuning steps
   std::string fixed_bits = "w8a8";  // --mode fixed: w8a8 | w4a8 | w2a8 (any wXaY of legal widths)
-  int prune_only_bits = 8;          // --mode prune-only: 8, 16 or 32 (float)
+  std::string prune_only_bits = "8";  // --mode prune-only: 8, 16 or 32 (float) for both, or wXaY
   std::string init;                 // --mode post-training: float checkpoint to start from
   bool learn_ranges = true;         // post-training: false = gates only
   std::string resume;
