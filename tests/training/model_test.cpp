@@ -160,6 +160,88 @@ TEST(Training, ModesConfigureTheQuantizers) {
   EXPECT_EQ(f.weight_bits().at("classifier.1"), 32);
 }
 
+// One conv with batch norm, ReLU and an activation quantizer: input 2x6x6.
+Graph bn_conv_graph() {
+  Graph g;
+  g.model = "bnconv";
+  g.input.shape = {2, 6, 6};
+  Node n;
+  n.name = "conv";
+  n.op = Op::Conv2d;
+  n.inputs = {"input"};
+  n.in_channels = 2;
+  n.out_channels = 3;
+  n.kernel = {3, 3};
+  n.bias = false;
+  n.bn = true;
+  n.activation = "relu";
+  n.weight_quant = n.act_quant = true;
+  g.nodes.push_back(n);
+  g.outputs = {"conv"};
+  return g;
+}
+
+// Batch norm in training follows the reference's BatchNormQScheme: the weight
+// is folded with the running statistics (what the quantizer sees), the output
+// corrected to the batch statistics with the gradient through them, the
+// running averages updated afterwards. Without quantization that is exactly
+// batch norm in training mode (value, gradients and running statistics).
+TEST(Training, BatchNormTrainsAsTheReference) {
+  at::manual_seed(5);
+  QuantSetup fl;
+  fl.enabled = false;
+  fl.learn_bit_gates = false;
+  fl.weight_bits = fl.act_bits = 32;
+  Net net(bn_conv_graph(), fl);
+  auto l = net.layer("conv");
+  {
+    at::NoGradGuard ng;
+    l->bn_weight.uniform_(0.5, 1.5);
+    l->bn_bias.uniform_(-0.5, 0.5);
+    l->running_mean.uniform_(-0.2, 0.2);
+    l->running_var.uniform_(0.5, 2.0);
+  }
+  auto x = at::randint(0, 256, {4, 2, 6, 6}).to(at::kFloat) / 255.0;
+  x[0][0][0][0] = 1.0;  // the network input is quantized at 8 bits: every k / 255 is on its grid
+  net.calibrate(x);
+  at::Tensor rm = l->running_mean.clone(), rv = l->running_var.clone();  // after calibration
+  auto w = l->weight.detach().clone().requires_grad_(true);
+  auto g = l->bn_weight.detach().clone().requires_grad_(true);
+  auto b = l->bn_bias.detach().clone().requires_grad_(true);
+  auto ref = at::relu(at::batch_norm(at::conv2d(x, w), g, b, rm, rv, /*training=*/true, 0.1, 1e-5, false));
+  net.train();
+  auto y = net.forward(x);
+  EXPECT_TRUE(at::allclose(y, ref, 1e-4, 1e-5));
+  EXPECT_TRUE(at::allclose(l->running_mean, rm, 1e-5, 1e-6));
+  EXPECT_TRUE(at::allclose(l->running_var, rv, 1e-5, 1e-6));
+  const auto up = at::rand_like(ref);
+  (y * up).sum().backward();
+  (ref * up).sum().backward();
+  EXPECT_TRUE(at::allclose(l->weight.grad(), w.grad(), 1e-3, 1e-5));
+  EXPECT_TRUE(at::allclose(l->bn_weight.grad(), g.grad(), 1e-3, 1e-5));
+  EXPECT_TRUE(at::allclose(l->bn_bias.grad(), b.grad(), 1e-3, 1e-5));
+}
+
+// Ranges are calibrated on what training sees: batch-norm layers normalise
+// with the batch's statistics in the calibration pass (the reference takes
+// its ranges from a first forward pass in training mode), not with the
+// untrained running statistics.
+TEST(Training, CalibrationSeesBatchNormalisedActivations) {
+  at::manual_seed(6);
+  Net net(bn_conv_graph(), QuantSetup{});  // gates at 6: 32-bit weights and activations in eval
+  auto x = at::randint(0, 256, {8, 2, 6, 6}).to(at::kFloat) / 255.0;
+  x[0][0][0][0] = 1.0;  // input range exactly 1: the 8-bit input grid holds every k / 255
+  net.calibrate(x);
+  auto l = net.layer("conv");
+  at::NoGradGuard ng;
+  const auto rm = at::zeros({3}), rv = at::ones({3});
+  const auto normalised = at::relu(at::batch_norm(at::conv2d(x, l->weight), {}, {}, rm, rv, true, 0.1, 1e-5, false));
+  EXPECT_NEAR(l->aq->range(), normalised.max().item<float>(), 1e-4 * normalised.max().item<float>());
+  const float raw = at::relu(at::conv2d(x, l->weight)).max().item<float>();
+  EXPECT_GT(std::abs(l->aq->range() - raw), 0.1f * raw);  // the untrained statistics would give another range
+  EXPECT_GT(l->running_var.sub(1.0).abs().max().item<float>(), 0.0f);  // one update, as the reference's first pass
+}
+
 // Every tensor of two checkpoints bit-identical.
 void expect_same_tensors(const std::filesystem::path& a, const std::filesystem::path& b) {
   const auto ca = bbits::train::read_safetensors(a.string()), cb = bbits::train::read_safetensors(b.string());

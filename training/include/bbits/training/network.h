@@ -37,8 +37,11 @@ class QLayer : public torch::nn::Module {
  public:
   QLayer(const Node& node, const QuantSetup& q);
   at::Tensor forward(const at::Tensor& x);
-  // Weight and bias with BN folded (running statistics in eval, batch statistics in training).
-  std::pair<at::Tensor, at::Tensor> folded(const at::Tensor& x);
+  // Weight and bias with BN folded with the running statistics: the weight the
+  // quantizer sees (training and eval), and the eval-mode bias. In training a
+  // BN layer then corrects its output to the batch statistics
+  // (batch_norm_train), as the reference's BatchNormQScheme does.
+  std::pair<at::Tensor, at::Tensor> folded() const;
 
   Node node;
   at::Tensor weight, bias;
@@ -48,6 +51,7 @@ class QLayer : public torch::nn::Module {
 
  private:
   at::Tensor run(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const;
+  at::Tensor batch_norm_train(const at::Tensor& x, const at::Tensor& y);
 };
 
 class Net : public torch::nn::Module {
@@ -86,7 +90,8 @@ class Net : public torch::nn::Module {
   int fold_batch_norm();
 
   // Calibrate ranges: reset every quantizer and run one eval forward on `x`,
-  // each quantizer taking its range from the data it sees.
+  // each quantizer taking its range from the data it sees; batch-norm layers
+  // use the batch's statistics in this pass (and update their running ones).
   void calibrate(const at::Tensor& x);
 
   // Test-time decisions for the cost report.
