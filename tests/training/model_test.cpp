@@ -413,12 +413,25 @@ TEST(Trainer, FineTuningPlanIsTheReferences) {
   EXPECT_DOUBLE_EQ(g.ranges.weight_decay, 0.0);
   EXPECT_EQ(g.schedule.milestones, (std::vector<int64_t>{10, 20}));
   EXPECT_FALSE(g.per_step);
-  // Options are checked by name.
+  // Bad options are errors naming the option.
+  auto error_of = [](const TrainConfig& cfg, bool ft) {
+    try {
+      phase_plan(cfg, ft);
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
   c.ft_optimizer = "lbfgs";
-  EXPECT_THROW(phase_plan(c, true), std::invalid_argument);
+  EXPECT_NE(error_of(c, true).find("--ft-optimizer: unknown optimizer 'lbfgs'"), std::string::npos) << error_of(c, true);
   c.ft_optimizer = "sgd";
   c.ft_schedule = "cosine:zero";
-  EXPECT_THROW(phase_plan(c, true), std::invalid_argument);
+  EXPECT_NE(error_of(c, true).find("--ft-schedule"), std::string::npos) << error_of(c, true);
+  c.optimizer_gates = "Nadam";
+  EXPECT_NE(error_of(c, false).find("--optimizer-gates"), std::string::npos) << error_of(c, false);
+  c.optimizer_gates = "adam";
+  c.lr_gates = -1;
+  EXPECT_NE(error_of(c, false).find("--lr-gates"), std::string::npos) << error_of(c, false);
 }
 
 // A tiny run: 1 gated epoch, 2 fine-tuning epochs of 4 steps each. The

@@ -111,27 +111,39 @@ double TrainConfig::gate_init_for(int bits) const {
 }
 
 PhasePlan phase_plan(const TrainConfig& c, bool finetune) {
-  auto checked_lr = [](double lr, const char* flag) {
-    if (!(lr >= 0) || !std::isfinite(lr)) throw std::invalid_argument(std::string(flag) + " must be >= 0 and finite");
-    return lr;
+  auto group = [](const std::string& opt, const char* opt_flag, double lr, const char* lr_flag, double wd) {
+    if (!(lr >= 0) || !std::isfinite(lr)) throw std::invalid_argument(std::string(lr_flag) + " must be >= 0 and finite");
+    if (!(wd >= 0) || !std::isfinite(wd)) throw std::invalid_argument("--weight-decay must be >= 0 and finite");
+    try {
+      return OptimizerPlan{optimizer_from_name(opt), lr, wd};
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(std::string(opt_flag) + ": " + e.what());
+    }
+  };
+  auto schedule = [](const std::string& s, const char* flag) {
+    try {
+      return LrSchedule::parse(s);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(std::string(flag) + ": " + e.what());
+    }
   };
   PhasePlan p;
   if (!finetune) {
-    p.weights = {optimizer_from_name(c.optimizer), checked_lr(c.lr, "--lr"), c.weight_decay};
-    p.gates = {optimizer_from_name(c.optimizer_gates), checked_lr(c.lr_gates, "--lr-gates"), 0.0};
-    p.ranges = {optimizer_from_name(c.optimizer_ranges), checked_lr(c.lr_ranges, "--lr-ranges"), 0.0};
+    p.weights = group(c.optimizer, "--optimizer", c.lr, "--lr", c.weight_decay);
+    p.gates = group(c.optimizer_gates, "--optimizer-gates", c.lr_gates, "--lr-gates", 0.0);
+    p.ranges = group(c.optimizer_ranges, "--optimizer-ranges", c.lr_ranges, "--lr-ranges", 0.0);
     p.gates_learned = true;
-    p.schedule = LrSchedule::parse(c.lr_schedule);
+    p.schedule = schedule(c.lr_schedule, "--lr-schedule");
     p.per_step = false;
   } else {
     // gated_mixed_precision.py, after the gated epochs: get_finetune_optimizers
     // (weights and biases in one group, x_max in the other, no weight decay)
     // and get_finetune_schedulers(..., "cosine:0", epochs, train_loader):
     // CosineAnnealingLR over epochs * len(train_loader) steps.
-    p.weights = {optimizer_from_name(c.ft_optimizer), checked_lr(c.ft_lr, "--ft-lr"), 0.0};
-    p.ranges = {optimizer_from_name(c.ft_optimizer_ranges), checked_lr(c.ft_lr_ranges, "--ft-lr-ranges"), 0.0};
+    p.weights = group(c.ft_optimizer, "--ft-optimizer", c.ft_lr, "--ft-lr", 0.0);
+    p.ranges = group(c.ft_optimizer_ranges, "--ft-optimizer-ranges", c.ft_lr_ranges, "--ft-lr-ranges", 0.0);
     p.gates_learned = false;
-    p.schedule = LrSchedule::parse(c.ft_schedule);
+    p.schedule = schedule(c.ft_schedule, "--ft-schedule");
     p.per_step = true;
   }
   return p;
@@ -191,6 +203,10 @@ ModeSetup mode_setup(const TrainConfig& c, const std::vector<int64_t>& input_sha
   m.model.width = c.width;
   m.quant.gate_init = {c.gate_init_for(4), c.gate_init_for(8), c.gate_init_for(16), c.gate_init_for(32)};
   m.quant.gate_init_prune = c.gate_init_for(2);
+  for (int b : {2, 4, 8, 16, 32})
+    if (!std::isfinite(c.gate_init_for(b)))
+      throw std::invalid_argument(b == 2 ? std::string("--gate-init-prune must be finite")
+                                         : fmt::format("--gate-init-{} must be finite", b));
   if (c.reg_type != "bop" && c.reg_type != "const")
     throw std::invalid_argument("--reg-type must be bop or const, not '" + c.reg_type + "'");
   m.quant.reg_const = c.reg_type == "const";
