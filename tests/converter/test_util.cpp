@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <stdexcept>
@@ -176,6 +177,11 @@ std::vector<float> read_npy_f32(const std::vector<uint8_t>& b, std::vector<int64
   std::vector<float> v(static_cast<size_t>(n));
   std::memcpy(v.data(), b.data() + hoff + hlen, v.size() * 4);
   return v;
+}
+
+int64_t images_to_evaluate(int64_t native, int64_t emulated) {
+  const char* e = std::getenv("BBITS_TEST_EMULATED");
+  return e != nullptr && std::string(e) == "1" ? emulated : native;
 }
 
 bool load_fashion_mnist_test(int64_t limit, FTensor& images, std::vector<int>& labels) {

@@ -44,4 +44,9 @@ std::vector<float> read_npy_f32(const std::vector<uint8_t>& bytes, std::vector<i
 // data set is installed (/usr/share/datasets/fashion-mnist); empty otherwise.
 bool load_fashion_mnist_test(int64_t limit, FTensor& images, std::vector<int>& labels);
 
+// How many images a whole-network evaluation runs: `native`, or `emulated`
+// when BBITS_TEST_EMULATED=1 (scripts/test-arm64.sh under qemu, 30 to 90 times
+// slower). The kernel sweeps are never shortened.
+int64_t images_to_evaluate(int64_t native, int64_t emulated);
+
 }  // namespace bbits::converter::test

@@ -338,10 +338,8 @@ TEST(Simd16, RequantShiftRegimesExact) {
 // 16-bit layers computes exactly what the reference does, and above the
 // reference cap it is a SIMD kernel.
 TEST(Simd16, ChosenUnderEachCapExact) {
-  const Isa machine = max_supported_isa(cpu_features());
   uint64_t seed = 3000;
-  for (Isa cap : {Isa::Reference, Isa::AVX2, Isa::AVX512, Isa::AVX512_VNNI}) {
-    if (!isa_at_most(cap, machine)) continue;
+  for (Isa cap : testing::isa_caps()) {
     for (const Pair& p : {Pair{16, 16}, Pair{16, 8}, Pair{8, 16}, Pair{4, 16}}) {
       ConvDesc c;
       c.H = 9;
@@ -580,10 +578,8 @@ TEST(SimdOps2, SoftmaxExact) {
 }
 
 TEST(SimdOps2, ChosenUnderEachCapExact) {
-  const Isa machine = max_supported_isa(cpu_features());
   uint64_t seed = 9000;
-  for (Isa cap : {Isa::Reference, Isa::AVX2, Isa::AVX512, Isa::AVX512_VNNI}) {
-    if (!isa_at_most(cap, machine)) continue;
+  for (Isa cap : testing::isa_caps()) {
     PoolDesc ap;
     ap.kind = PoolKind::Avg;
     ap.H = ap.W = 14;
