@@ -90,6 +90,10 @@ ModelInfo describe_model(const format::ModelView& view);
 // QuantInfo of an activation tensor of the file.
 kernels::QuantInfo act_quant(const fb::Tensor& t);
 
+// Applies the calibration named by BBITS_CALIBRATION once per process; throws
+// bbits::Error (on this and every later call) if that file is bad.
+void apply_env_calibration_once();
+
 }  // namespace bbits::detail
 
 namespace bbits {

@@ -11,8 +11,7 @@
 #include <new>
 
 #include "bbits/format/cost.h"
-#include "bbits/runtime_plan.h"
-#include "calibration.h"
+#include "bbits/runtime/plan.h"
 #include "internal.h"
 
 namespace bbits {

@@ -6,8 +6,9 @@
 // kernel descriptors; tools take the descriptors from here instead of reading
 // the file a second time.
 //
-// Unlike bbits/runtime.h this header depends on the kernel API (and through
-// it on bbits/format/quant.h), so it is not part of the installed API.
+// Internal (runtime/internal, target bbits::runtime_internal): unlike
+// bbits/runtime.h this header depends on the kernel API (and through it on
+// bbits/format/quant.h), so it is not installed.
 //
 //   auto model = bbits::Model::load("resnet18.bbm");
 //   for (const bbits::PlanStep& s : bbits::plan_steps(*model))
