@@ -544,6 +544,8 @@ ConvertReport build_model(const Checkpoint& ck, bbits::format::ModelWriter& writ
         op->keep_mask.resize(L.keep.size());
         for (size_t c = 0; c < L.keep.size(); ++c) op->keep_mask[c] = s.removed[c] ? 0 : 1;
         op->channels_removed = true;
+        for (size_t r = 0; r < rows.size(); ++r)
+          if (!L.keep[static_cast<size_t>(rows[r])]) op->pruned_rows.push_back(static_cast<int32_t>(r));
       } else if (any_pruned) {
         op->keep_mask.assign(L.keep.begin(), L.keep.end());
         op->channels_removed = false;

@@ -39,6 +39,28 @@ nlohmann::json tensor_json(const TensorInfo& t) {
   return j;
 }
 
+// One line on stderr per layer whose stored costs differ from the ones the
+// runtime computes from its shapes (a file written by a faulty or hostile
+// writer); the report shows the computed figures.
+void warn_stored_costs(const ModelInfo& info) {
+  for (size_t i = 0; i < info.layers.size(); ++i) {
+    const LayerInfo& L = info.layers[i];
+    if (L.stored_costs_agree()) continue;
+    std::string what;
+    auto add = [&](const char* name, int64_t stored, int64_t computed) {
+      if (stored == computed) return;
+      what += fmt::format("{}{} {} (computed {})", what.empty() ? "" : ", ", name, grouped(stored), grouped(computed));
+    };
+    add("MACs", L.stored_macs, L.macs);
+    add("unpruned MACs", L.stored_macs_unpruned, L.macs_unpruned);
+    add("weight bytes", L.stored_weight_bytes, L.weight_bytes);
+    add("BOPs", L.stored_bops, L.bops);
+    std::fflush(stdout);
+    fmt::print(stderr, "bbits: warning: layer {} '{}': the file states {}; shown: the computed figures\n", i, L.name,
+               what);
+  }
+}
+
 int print_json(const InspectOptions& o, const Model& model) {
   const ModelInfo& info = model.info();
   nlohmann::json j;
@@ -187,6 +209,7 @@ BBITS_COMMAND("inspect", "Show a model's layers, bit widths, pruning and costs",
   sub.add_flag("--kernels", o->kernels, "Also list the kernel chosen for each layer on this CPU and why");
   return [o]() -> int {
     const auto model = Model::load(o->model);
+    warn_stored_costs(model->info());
     return o->json ? print_json(*o, *model) : print_text(*o, *model);
   };
 });
