@@ -93,6 +93,15 @@ struct Builder {
   }
 };
 
+// The preprocessing each template records is what the reference
+// implementation's data loader does for that network's data set (the table
+// in docs/CONVERTER.md lists the same with file and line).
+//
+// ImageNet (resnet18, mobilenetv2): benchmarks/image_net/mixed_precision_dataloader.py,
+// val_transforms (lines 76-83): Resize(size + 24), CenterCrop(size), ToTensor
+// (pixel / 255), normalize (lines 63-65): mean [0.485, 0.456, 0.406], std
+// [0.229, 0.224, 0.225]; size 224 (benchmarks/image_net/gated_mixed_precision.py
+// line 539). The resize and crop happen before the model and are not recorded.
 void imagenet_input(Graph& g) {
   g.input.shape = {3, 224, 224};
   g.input.pixel_scale = 1.0 / 255.0;
@@ -112,6 +121,8 @@ Graph make_arch_graph(const std::string& arch) {
   b.g.model = arch;
   b.last = "input";
   if (arch == "lenet5") {
+    // benchmarks/mnist/mnist_data_loader.py lines 11-13 and 18-20:
+    // transforms.ToTensor() only, i.e. pixel / 255 without normalisation.
     b.g.input.shape = {1, 28, 28};
     b.g.input.pixel_scale = 1.0 / 255.0;
     b.g.input.mean = {0.0f};
@@ -124,10 +135,16 @@ Graph make_arch_graph(const std::string& arch) {
     b.linear("classifier.0", "flatten", 1024, 512, true, false, Act::Relu);
     b.logits(b.linear("classifier.1", "classifier.0", 512, 10, true, false, Act::None));
   } else if (arch == "vgg7") {
+    // benchmarks/cifar/cifar10_data_loader.py, transform_test (lines 25-32):
+    // ToTensor (pixel / 255), Normalize((0.4914, 0.4822, 0.4465),
+    // (0.2023, 0.1994, 0.2010)); the training transform (lines 15-24)
+    // normalises the same way. Not the CIFAR-10 std usually quoted with
+    // torchvision (0.2470, 0.2435, 0.2616): inputs normalised by the
+    // reference reach -2.43 and 2.75, beyond that range's +/-2.13.
     b.g.input.shape = {3, 32, 32};
     b.g.input.pixel_scale = 1.0 / 255.0;
     b.g.input.mean = {0.4914f, 0.4822f, 0.4465f};
-    b.g.input.std = {0.2470f, 0.2435f, 0.2616f};
+    b.g.input.std = {0.2023f, 0.1994f, 0.2010f};
     const int64_t widths[] = {128, 128, 0, 256, 256, 0, 512, 512, 0};
     int64_t cin = 3;
     for (int i = 0; i < 9; ++i) {

@@ -520,7 +520,7 @@ int weight_bits_of(const Checkpoint& ck, const Node& n) {
 }
 
 int act_bits_of(const Checkpoint& ck, const std::string& node) {
-  if (node == ck.graph.input.name) return 8;
+  if (node == ck.graph.input.name) return input_bits_of(ck);
   const Node& n = ck.graph.node(node);
   if (!n.act_quant) return 32;
   const std::string p = node + ".aq.log_alpha_";
@@ -537,10 +537,32 @@ std::vector<uint8_t> keep_mask_of(const Checkpoint& ck, const Node& n) {
   return keep;
 }
 
-bool input_signed(const Graph& g) {
-  for (size_t c = 0; c < g.input.mean.size(); ++c)
-    if (-g.input.mean[c] / g.input.std[c] < 0.0f) return true;
+namespace {
+bool input_signed_spec(const InputSpec& in) {
+  for (size_t c = 0; c < in.mean.size(); ++c)
+    if (-in.mean[c] / in.std[c] < 0.0f) return true;
   return false;
+}
+}  // namespace
+
+bool input_signed(const Graph& g) { return input_signed_spec(g.input); }
+
+bool pixels_exact_on_grid(const InputSpec& in, float x_max, int bits) {
+  const bool sg = input_signed_spec(in);
+  const float step = grid_scale(x_max, bits, sg);
+  const float ps = static_cast<float>(in.pixel_scale);
+  for (size_t c = 0; c < in.mean.size(); ++c)
+    for (int p = 0; p < 256; ++p) {
+      const float v = (static_cast<float>(p) * ps - in.mean[c]) / in.std[c];
+      const float q = static_cast<float>(quantize_value(v, x_max, bits, sg)) * step;
+      if (!(std::fabs(q - v) <= 1e-3f * step)) return false;
+    }
+  return true;
+}
+
+int input_bits_of(const Checkpoint& ck) {
+  if (ck.input_bits != kInputBitsFromPixels) return ck.input_bits;
+  return pixels_exact_on_grid(ck.graph.input, ck.get(ck.graph.input.name + ".aq.x_max").scalar(), 8) ? 8 : 16;
 }
 
 FoldedLayer fold_layer(const Checkpoint& ck, const Node& n) {

@@ -7,6 +7,7 @@
 #include <set>
 #include <sstream>
 
+#include "bbits/converter/input.h"
 #include "bbits/converter/simulate.h"
 #include "bbits/format/cost.h"
 #include "bbits/format/quant.h"
@@ -132,13 +133,17 @@ ConvertReport build_model(const Checkpoint& ck, bbits::format::ModelWriter& writ
   for (const auto& o : g.outputs) is_output[slot_index(o)] = 1;
 
   // ---- grids and per-layer decisions ---------------------------------------------
+  const int in_bits = check_input_bits(opts.input_bits ? opts.input_bits : input_bits_of(ck));
+  const std::string layout = opts.layout.empty() ? std::string("NCHW") : check_input_layout(opts.layout);
   Slot& in = slots[0];
   in.shape = g.input.shape;
-  in.grid.quant = true;
-  in.grid.bits = 8;
   in.grid.is_signed = input_signed(g);
   in.grid.x_max = ck.get(g.input.name + ".aq.x_max").scalar();
-  in.grid.scale = grid_scale(in.grid.x_max, 8, in.grid.is_signed);
+  if (in_bits != 32) {  // 32: float32 input, the first layer runs on it as it is
+    in.grid.quant = true;
+    in.grid.bits = in_bits;
+    in.grid.scale = grid_scale(in.grid.x_max, in_bits, in.grid.is_signed);
+  }
 
   std::vector<Layer> layers(nn);
   for (size_t i = 0; i < nn; ++i) {
@@ -431,6 +436,8 @@ ConvertReport build_model(const Checkpoint& ck, bbits::format::ModelWriter& writ
 
   ConvertReport rep;
   rep.model = g.model;
+  rep.input = {g.input.shape, layout,        g.input.pixel_scale, g.input.mean,
+               g.input.std,   in_bits,       in.grid.is_signed,   in.grid.x_max};
   for (size_t i = 0; i < nn; ++i) {
     const Node& n = g.nodes[i];
     Slot& s = slots[i + 1];
@@ -659,7 +666,7 @@ ConvertReport build_model(const Checkpoint& ck, bbits::format::ModelWriter& writ
 
   // ---- preprocessing and metadata ---------------------------------------------------
   m.preprocess = std::make_unique<fb::PreprocessT>();
-  m.preprocess->layout = fb::Layout::NCHW;
+  m.preprocess->layout = layout == "NHWC" ? fb::Layout::NHWC : fb::Layout::NCHW;
   m.preprocess->channels = static_cast<int32_t>(g.input.shape[0]);
   m.preprocess->height = static_cast<int32_t>(g.input.shape[1]);
   m.preprocess->width = static_cast<int32_t>(g.input.shape[2]);
@@ -698,8 +705,34 @@ ConvertReport convert_to_file(const Checkpoint& ck, const std::string& path, con
   return r;
 }
 
+std::string describe_input(const InputReport& in) {
+  std::ostringstream os;
+  auto list = [](const std::vector<float>& v) {
+    std::string t;
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (i) t += ',';
+      t += num(v[i], 4);
+    }
+    return t;
+  };
+  std::string shp;
+  for (size_t d = 0; d < in.shape.size(); ++d) {
+    if (d) shp += 'x';
+    shp += std::to_string(in.shape[d]);
+  }
+  os << "input: " << shp << " " << in.layout << ", (pixel * " << num(in.pixel_scale, 8) << " - mean) / std, mean "
+     << list(in.mean) << ", std " << list(in.std) << "; ";
+  if (in.bits == 32)
+    os << "float32 (not quantized)";
+  else
+    os << in.bits << "-bit " << (in.is_signed ? "signed" : "unsigned") << " grid over [" << num(in.is_signed ? -in.x_max : 0.0, 4)
+       << ", " << num(in.x_max, 4) << "]";
+  return os.str();
+}
+
 std::string format_report(const ConvertReport& r) {
   std::ostringstream os;
+  os << describe_input(r.input) << "\n";
   auto pad = [](std::string s, size_t w, bool left = true) {
     if (s.size() >= w) return s + " ";
     return left ? s + std::string(w - s.size(), ' ') : std::string(w - s.size(), ' ') + s;
@@ -750,7 +783,11 @@ json report_json(const ConvertReport& r) {
     }
     layers.push_back(j);
   }
+  const json input = {{"shape", r.input.shape},         {"layout", r.input.layout}, {"pixel_scale", r.input.pixel_scale},
+                      {"mean", r.input.mean},           {"std", r.input.std},       {"bits", r.input.bits},
+                      {"signed", r.input.is_signed},    {"x_max", r.input.x_max}};
   return {{"model", r.model},
+          {"input", input},
           {"output", r.output},
           {"file_bytes", r.file_bytes},
           {"macs", r.macs},

@@ -271,11 +271,44 @@ TensorMap read_pth_file(const std::string& path) {
   }
 }
 
+namespace {
+
+// The reference builds its networks with a width multiplier (VGGQuantized's
+// k, MobileNetV2's width_mult) and a class count: the template takes its
+// layers' channel counts from the checkpoint's weights, keeping kernels,
+// strides and the structure. A depthwise layer stays depthwise. The shapes
+// are then checked along the graph (infer_shapes) and tensor by tensor.
+void adopt_widths(Graph& g, const TensorMap& state) {
+  for (Node& n : g.nodes) {
+    if (!n.is_layer()) continue;
+    auto it = state.find(n.name + ".weight");
+    if (it == state.end()) continue;  // reported as missing later
+    const std::vector<int64_t>& s = it->second.shape;
+    if (n.op == OpKind::Conv2d && s.size() == 4) {
+      if (n.is_depthwise()) {
+        if (s[1] != 1) continue;  // not depthwise: the shape check reports it
+        n.in_channels = n.out_channels = s[0];
+        n.groups = static_cast<int>(s[0]);
+      } else {
+        n.out_channels = s[0];
+        n.in_channels = s[1] * n.groups;
+      }
+    } else if (n.op == OpKind::Linear && s.size() == 2) {
+      n.out_features = s[0];
+      n.in_features = s[1];
+    }
+  }
+}
+
+}  // namespace
+
 Checkpoint import_reference(const TensorMap& state, const std::string& arch, const TensorMap* gates,
                             const std::string& source) {
   Checkpoint ck;
   ck.graph = make_arch_graph(arch);
   ck.source = source;
+  ck.input_bits = kInputBitsFromPixels;  // the reference runs its first layer on the float input
+  adopt_widths(ck.graph, state);
   std::set<std::string> used;
   auto has = [&](const std::string& k) { return state.count(k) != 0; };
   auto scalarize = [](FTensor t) {

@@ -135,11 +135,12 @@ std::vector<FTensor> simulate(const Checkpoint& ck, const FTensor& input, const 
   in.n = input.shape[0];
   in.shape = g.input.shape;
   in.data.assign(input.data.begin(), input.data.end());
-  if (opts.quantize) {
+  const int in_bits = opts.input_bits ? opts.input_bits : input_bits_of(ck);
+  if (opts.quantize && in_bits != 32) {
     const float xm = ck.get(g.input.name + ".aq.x_max").scalar();
     const bool sg = input_signed(g);
-    for (double& v : in.data) v = fake_quant(static_cast<float>(v), xm, 8, sg);
-    in_step = grid_scale(xm, 8, sg);
+    for (double& v : in.data) v = fake_quant(static_cast<float>(v), xm, in_bits, sg);
+    in_step = grid_scale(xm, in_bits, sg);
   }
   auto step_of = [&](const std::string& name) {
     const int i = g.index_of(name);

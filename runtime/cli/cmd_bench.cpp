@@ -6,11 +6,14 @@
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <memory>
 
 #include "bbits/bench/calibration.h"
 #include "bbits/bench/model_bench.h"
 #include "bbits/bench/report.h"
+#include "calibration_options.h"
 #include "command.h"
 
 namespace bbits::cli {
@@ -35,6 +38,8 @@ int run_bench(const BenchOptions& o) {
   if (o.repeats < 1) throw std::invalid_argument("--repeats must be at least 1");
   if (o.warmup < 0) throw std::invalid_argument("--warmup must not be negative");
   if (o.passes < 1 || o.passes > 100) throw std::invalid_argument("--passes must be 1..100");
+  for (int t : o.threads)
+    if (t < 1 || t > 256) throw std::invalid_argument(fmt::format("--threads: {} is out of range 1..256", t));
   bb::ModelBenchOptions mo;
   mo.threads = o.threads;
   mo.timing.repeats = o.repeats;
@@ -42,6 +47,21 @@ int run_bench(const BenchOptions& o) {
   mo.passes = o.passes;
   mo.baselines = !o.no_baselines;
   mo.calibration_path = o.calibration.empty() ? bb::default_calibration_path() : o.calibration;
+  const char* env = std::getenv("BBITS_CALIBRATION");
+  const bool cache = o.calibration.empty() && !(env && *env);  // the default place, not a file the user named
+  if (cache && !std::filesystem::exists(mo.calibration_path)) {
+    // First use: the roofline needs this machine's bandwidths and kernel
+    // peaks. A quick calibration now (saved atomically and reused), rather
+    // than a run without the roofline columns.
+    fmt::print(stderr,
+               "bbits bench: no calibration at {}: running a quick one first (about 20 s, once; it is saved there "
+               "and reused; `bbits calibrate` measures a full one in 3 to 11 minutes and replaces it)\n",
+               mo.calibration_path);
+    const bb::Calibration c = bb::calibrate_machine(
+        quick_calibration_options(o.threads), [](const std::string& s) { fmt::print(stderr, "bbits calibrate: {}\n", s); });
+    c.save(mo.calibration_path);
+    fmt::print(stderr, "bbits bench: quick calibration saved to {}\n", mo.calibration_path);
+  }
   mo.calibration = bb::Calibration::load(mo.calibration_path);
   // Progress goes to stderr so that --json output stays clean.
   const bb::ModelBenchResult r =
@@ -78,7 +98,7 @@ BBITS_COMMAND("bench", "Measure per-layer and whole-model time against BOP and r
                                "Passes over all measurements; each keeps its fastest pass (default 3)");
                 sub.add_option("--calibration", o->calibration,
                                "Calibration JSON from `bbits calibrate` (default: $BBITS_CALIBRATION or "
-                               "~/.cache/bbits/calibration.json)");
+                               "~/.cache/bbits/calibration.json; made by a quick calibration on first use)");
                 sub.add_flag("--no-baselines", o->no_baselines, "Skip the oneDNN float32 and int8 baselines");
                 sub.add_flag("--all-columns", o->all_columns, "Print every column in the terminal table");
                 return [o]() -> int { return run_bench(*o); };

@@ -11,6 +11,7 @@
 #include "bbits/bench/peaks.h"
 #include "bbits/bench/stats.h"
 #include "bbits/kernels/cpu.h"
+#include "calibration_options.h"
 #include "command.h"
 
 namespace bbits::cli {
@@ -32,20 +33,15 @@ int run_calibrate(const CalibrateOptions& o) {
   if (o.repeats < 1) throw std::invalid_argument("--repeats must be at least 1");
   const std::string path = o.out.empty() ? bb::default_calibration_path() : o.out;
   bb::MachineCalibrationOptions mo;
-  mo.bandwidth.threads = o.threads;
-  mo.peaks.threads = o.threads;
+  if (o.quick) {
+    mo = quick_calibration_options(o.threads);
+  } else {
+    mo.bandwidth.threads = o.threads;
+    mo.peaks.threads = o.threads;
+    mo.peaks.timing.repeats = o.repeats;
+  }
   mo.peaks.onednn = !o.no_onednn;
   mo.peaks.filter = o.filter;
-  mo.peaks.timing.repeats = o.repeats;
-  if (o.quick) {
-    mo.bandwidth.timing.repeats = 3;
-    mo.bandwidth.fills = {0.25};
-    mo.bandwidth.dram_factor = 1.0;
-    mo.bandwidth.dram_min_bytes = 8ll << 20;
-    mo.peaks.timing = {.warmup = 1, .repeats = 2, .min_sample_ns = 0};
-    mo.peaks.passes = 1;
-    mo.peaks.coarse = true;
-  }
   const bb::Calibration c = bb::calibrate_machine(mo, [](const std::string& s) { fmt::print("{}\n", s); });
   c.save(path);
   fmt::print("calibration written to {} ({} bandwidth levels, {} kernel peaks)\n", path, c.bandwidth.size(),

@@ -83,15 +83,15 @@ Data load_dataset(const EvalOptions& o, const Model& model) {
 Data load_arrays(const EvalOptions& o, const Model& model) {
   if (o.labels.empty()) throw Error("--inputs needs --labels");
   const io::Array x = io::read_any(o.inputs);
-  const io::Array y = io::read_any(o.labels);
   const TensorInfo& in = model.input(0);
   const int64_t batch = in.shape.empty() ? 1 : std::max<int64_t>(in.shape[0], 1);
   Data d;
   d.sample_elems = in.elements() / batch;
-  if (x.elements() % d.sample_elems != 0)
-    throw Error(fmt::format("{}: {} values are not a whole number of samples of {} values (model input {})", o.inputs,
-                            x.elements(), d.sample_elems, shape_str(in.shape)));
-  d.count = x.elements() / d.sample_elems;
+  d.count = check_input_array(x, model, o.inputs);
+  const io::Array y = io::read_any(o.labels);
+  if (y.dtype == io::DType::F32 || y.dtype == io::DType::F64)
+    throw Error(fmt::format("{}: labels are {} values; --labels takes integer class indices (int64, int32 or uint8)",
+                            o.labels, io::dtype_name(y.dtype)));
   d.labels = y.as_int();
   if (static_cast<int64_t>(d.labels.size()) != d.count)
     throw Error(fmt::format("{} has {} labels for {} samples in {}", o.labels, d.labels.size(), d.count, o.inputs));
@@ -116,6 +116,7 @@ int run(const EvalOptions& o) {
 
   std::atomic<int64_t> next{0}, correct{0}, bad_label{0};
   std::vector<std::exception_ptr> errors(static_cast<size_t>(threads));
+  std::vector<ClipTally> clips(static_cast<size_t>(threads));
   const auto t0 = std::chrono::steady_clock::now();
   auto worker = [&](int tid) {
     try {
@@ -136,6 +137,8 @@ int run(const EvalOptions& o) {
                         t.data.begin() + b * d.sample_elems);
         }
         const std::vector<Tensor> outs = session.run({t});
+        // the zero padding of a short last batch is not the user's data
+        if (count == batch) clips[static_cast<size_t>(tid)].add(session);
         const int64_t per = outs[0].elements() / batch;
         for (int64_t b = 0; b < count; ++b) {
           const int64_t label = d.labels[static_cast<size_t>(first + b)];
@@ -156,6 +159,9 @@ int run(const EvalOptions& o) {
     if (e) std::rethrow_exception(e);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (n == 0) throw Error("no samples to evaluate");
+  ClipTally clip;
+  for (const ClipTally& c : clips) clip.merge(c);
+  if (const std::string w = clip.warning(*model); !w.empty()) fmt::print(stderr, "bbits: {}\n", w);
   if (!o.quiet) {
     fmt::print("model: {}\n", o.model);
     fmt::print("data: {}\n", d.description);

@@ -65,6 +65,7 @@ int run(const RunOptions& o) {
     bytes.resize(a.values.size());
     for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(a.values[i]);
   }
+  ClipTally clip;
   for (int64_t first = 0; first < n; first += batch) {
     Tensor t;
     t.shape = in.shape;
@@ -79,6 +80,7 @@ int run(const RunOptions& o) {
       }
     }
     const std::vector<Tensor> outs = session.run({t});
+    if (count == batch) clip.add(session);  // a short last batch is padded with zeros
     for (int64_t b = 0; b < count; ++b) {
       fmt::print("sample {}\n", first + b);
       for (size_t oi = 0; oi < outs.size(); ++oi) {
@@ -98,6 +100,8 @@ int run(const RunOptions& o) {
       }
     }
   }
+  std::fflush(stdout);
+  if (const std::string w = clip.warning(*model); !w.empty()) fmt::print(stderr, "bbits: {}\n", w);
   if (o.profile) {
     const ModelInfo& info = model->info();
     double total = 0;

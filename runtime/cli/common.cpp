@@ -3,6 +3,7 @@
 #include "command.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <numeric>
@@ -89,6 +90,68 @@ void Preprocessor::apply(const uint8_t* pixels, int64_t slot, float* dst) const 
         out[c * hw + i] = v;  // N,C,H,W and N,F (C,H,W order)
     }
   }
+}
+
+void ClipTally::add(const Session& session) {
+  const RunStats& st = session.last_run_stats();
+  if (st.inputs.empty() || !st.inputs[0].quantized) return;
+  values += st.inputs[0].values;
+  clipped += st.inputs[0].clipped;
+  lo = st.inputs[0].lo;
+  hi = st.inputs[0].hi;
+}
+
+void ClipTally::merge(const ClipTally& o) {
+  if (o.values == 0) return;
+  values += o.values;
+  clipped += o.clipped;
+  lo = o.lo;
+  hi = o.hi;
+}
+
+std::string ClipTally::warning(const Model& model) const {
+  if (clipped == 0) return {};
+  const PreprocessInfo& p = model.info().preprocess;
+  std::string pre;
+  if (p.present)
+    pre = fmt::format(" ((pixel * {:.6g} - mean) / std with mean {:.4g}, std {:.4g})", p.pixel_scale,
+                      fmt::join(p.mean, ","), fmt::join(p.std, ","));
+  const double pct = 100.0 * static_cast<double>(clipped) / static_cast<double>(values);
+  return fmt::format(
+      "warning: {} of {} input values ({:.3g}%) were outside the model's input range [{:.4g}, {:.4g}] and were "
+      "clipped to it: the inputs are not normalised the way the model's preprocessing says{}. If your data is "
+      "normalised differently, convert the model again with bbits-convert --mean A,B,C --std A,B,C (and "
+      "--pixel-scale S) set to your normalisation.",
+      grouped(clipped), grouped(values), pct, lo, hi, pre);
+}
+
+int64_t check_input_array(const io::Array& a, const Model& model, const std::string& path) {
+  const TensorInfo& in = model.input(0);
+  const std::vector<int64_t> sample(in.shape.begin() + (in.shape.empty() ? 0 : 1), in.shape.end());
+  int64_t per = 1;
+  for (int64_t d : sample) per *= d;
+  const std::string want = fmt::format("N x {} float32 (model input '{}' {}{})", shape_str(sample), in.name,
+                                       shape_str(in.shape),
+                                       model.info().preprocess.present ? ", layout " + model.info().preprocess.layout : "");
+  if (a.dtype != io::DType::F32 && a.dtype != io::DType::F64)
+    throw Error(fmt::format("{}: {} array {}; --inputs takes the model's input tensors as they are: {}, already "
+                            "preprocessed{}",
+                            path, io::dtype_name(a.dtype), shape_str(a.shape), want,
+                            a.dtype == io::DType::U8 ? " (uint8 values look like raw pixels: `bbits run` takes those "
+                                                       "and applies the model's preprocessing)"
+                                                     : ""));
+  if (!a.has_shape) {
+    if (per <= 0 || a.elements() % per != 0)
+      throw Error(fmt::format("{}: raw float32 file of {} values is not a whole number of samples of {} values ({})",
+                              path, a.elements(), per, want));
+    return a.elements() / per;
+  }
+  if (a.shape == sample) return 1;
+  const bool ok = a.shape.size() == sample.size() + 1 && std::equal(sample.begin(), sample.end(), a.shape.begin() + 1);
+  if (!ok)
+    throw Error(fmt::format("{}: array of shape {} does not match the model's input: expected {}", path,
+                            shape_str(a.shape), want));
+  return a.shape[0];
 }
 
 int64_t argmax(const float* v, int64_t n) {

@@ -33,6 +33,26 @@ struct Preprocessor {
   std::vector<float> mean_, std_;
 };
 
+// Input values clipped onto the model's input grid, summed over runs (input 0
+// of Session::last_run_stats), and the one warning the CLI prints about them.
+struct ClipTally {
+  int64_t values = 0, clipped = 0;
+  float lo = 0.0f, hi = 0.0f;
+  void add(const Session& session);
+  void merge(const ClipTally& other);
+  // Empty when nothing was clipped; else "warning: N of M input values (F%)
+  // were outside the model's input range [lo, hi] ..." naming the model's
+  // preprocessing and bbits-convert's --mean/--std.
+  std::string warning(const Model& model) const;
+};
+
+// Checks an array given as the model's input tensors (`bbits eval --inputs`):
+// float32 or float64, and N x the input's shape without its batch dimension
+// (or one sample without N). A raw float32 file has no shape: it must hold a
+// whole number of samples. Returns N. Throws bbits::Error naming the file,
+// what it holds and what the model expects.
+int64_t check_input_array(const io::Array& a, const Model& model, const std::string& path);
+
 // Index of the largest of n values (first on ties).
 int64_t argmax(const float* v, int64_t n);
 

@@ -213,4 +213,24 @@ int bbits_session_get_output(bbits_session* session, size_t index, const float**
   return 0;
 }
 
+int bbits_session_input_stats(const bbits_session* session, size_t index, bbits_input_stats* out) {
+  if (!session) return set_error("bbits_session_input_stats: null session"), -1;
+  if (!out) return set_error("bbits_session_input_stats: null out"), -1;
+  const bbits::RunStats& st = session->session->last_run_stats();
+  if (st.inputs.empty()) return set_error("no input statistics: call bbits_session_run first"), -1;
+  if (index >= st.inputs.size()) {
+    set_error(("input index " + std::to_string(index) + " out of range (model has " + std::to_string(st.inputs.size()) +
+               ")")
+                  .c_str());
+    return -1;
+  }
+  const bbits::InputRunStats& s = st.inputs[index];
+  out->values = s.values;
+  out->clipped = s.clipped;
+  out->quantized = s.quantized ? 1 : 0;
+  out->lo = s.lo;
+  out->hi = s.hi;
+  return 0;
+}
+
 }  // extern "C"

@@ -327,6 +327,7 @@ Array read_raw_f32(const std::string& path) {
     fail(path, "raw float32 file size " + std::to_string(b.size()) + " is not a multiple of 4");
   Array a;
   a.dtype = DType::F32;
+  a.has_shape = false;
   a.shape = {static_cast<int64_t>(b.size() / 4)};
   decode(b.data(), static_cast<int64_t>(b.size() / 4), DType::F32, false, a.values);
   return a;
@@ -351,6 +352,7 @@ Array read_any(const std::string& path) {
     fail(path, "not .npy or IDX, and the size " + std::to_string(b.size()) + " is not a multiple of 4 (raw float32)");
   Array a;
   a.dtype = DType::F32;
+  a.has_shape = false;
   a.shape = {static_cast<int64_t>(b.size() / 4)};
   decode(b.data(), static_cast<int64_t>(b.size() / 4), DType::F32, false, a.values);
   return a;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <thread>
 
 #include "bbits/kernels/thread_pool.h"
@@ -96,6 +97,7 @@ struct Session::Impl {
   int threads = 1;
   std::vector<const void*> in_ptrs;
   std::vector<double> layer_ns;
+  RunStats stats;
 
   const Model::Impl& mi() const { return model->impl(); }
   uint8_t* slot_ptr(int slot) const {
@@ -158,6 +160,7 @@ Session& Session::operator=(Session&&) noexcept = default;
 
 const Model& Session::model() const { return *impl_->model; }
 const std::vector<double>& Session::layer_ns() const { return impl_->layer_ns; }
+const RunStats& Session::last_run_stats() const { return impl_->stats; }
 
 std::vector<Tensor> Session::run(const std::vector<Tensor>& inputs) {
   Impl& I = *impl_;
@@ -166,6 +169,7 @@ std::vector<Tensor> Session::run(const std::vector<Tensor>& inputs) {
   if (inputs.size() != plan.input_slots.size())
     throw Error("run: " + std::to_string(inputs.size()) + " inputs given, model has " +
                 std::to_string(plan.input_slots.size()));
+  I.stats.inputs.assign(inputs.size(), InputRunStats{});
   for (size_t i = 0; i < inputs.size(); ++i) {
     I.check_input_shape(i, inputs[i].shape);
     const detail::ActSlot& s = plan.slots[static_cast<size_t>(plan.input_slots[i])];
@@ -176,9 +180,13 @@ std::vector<Tensor> Session::run(const std::vector<Tensor>& inputs) {
     const IndexMap map = index_map(s, M.io_nhwc);
     void* dst = I.slot_ptr(plan.input_slots[i]);
     const float* src = inputs[i].data.data();
+    InputRunStats& st = I.stats.inputs[i];
+    st.values = s.elements;
     if (s.q.is_float()) {
       float* d = static_cast<float*>(dst);
       for (int64_t k = 0; k < s.elements; ++k) d[map(k)] = src[k];
+      st.lo = -std::numeric_limits<float>::infinity();
+      st.hi = std::numeric_limits<float>::infinity();
       continue;
     }
     // Quantize as the training library's eval mode does when x_max is known
@@ -187,11 +195,24 @@ std::vector<Tensor> Session::run(const std::vector<Tensor>& inputs) {
     const int64_t lo = bbits::qmin(s.q.bits, s.q.is_signed), hi = bbits::qmax(s.q.bits, s.q.is_signed);
     const bool use_xmax = ti.x_max.size() == 1 && ti.x_max[0] > 0.0f &&
                           bbits::grid_scale(ti.x_max[0], s.q.bits, s.q.is_signed) == s.q.scale;
+    // The grid's range, and the values clamping (not rounding) decides: those
+    // more than half a step beyond the grid's ends (for a signed grid that is
+    // exactly beyond +/-x_max).
+    const float step = s.q.scale;
+    st.quantized = true;
+    st.hi = use_xmax ? ti.x_max[0] : static_cast<float>(hi) * step;
+    st.lo = use_xmax ? (s.q.is_signed ? -ti.x_max[0] : 0.0f) : static_cast<float>(lo) * step;
+    const float c_lo = std::min(st.lo, (static_cast<float>(lo) - 0.5f) * step);
+    const float c_hi = std::max(st.hi, (static_cast<float>(hi) + 0.5f) * step);
+    int64_t clipped = 0;
     for (int64_t k = 0; k < s.elements; ++k) {
-      const int64_t q = use_xmax ? bbits::quantize_value(src[k], ti.x_max[0], s.q.bits, s.q.is_signed)
-                                 : kernels::quantize_to_grid(src[k], s.q.scale, lo, hi);
+      const float v = src[k];
+      clipped += (v >= c_lo && v <= c_hi) ? 0 : 1;  // NaN too
+      const int64_t q = use_xmax ? bbits::quantize_value(v, ti.x_max[0], s.q.bits, s.q.is_signed)
+                                 : kernels::quantize_to_grid(v, s.q.scale, lo, hi);
       store_q(dst, map(k), s.q, q);
     }
+    st.clipped = clipped;
   }
   I.execute();
   std::vector<Tensor> out;
@@ -222,6 +243,7 @@ std::vector<QuantizedTensor> Session::run_quantized(const std::vector<QuantizedT
   if (inputs.size() != plan.input_slots.size())
     throw Error("run_quantized: " + std::to_string(inputs.size()) + " inputs given, model has " +
                 std::to_string(plan.input_slots.size()));
+  I.stats.inputs.clear();
   for (size_t i = 0; i < inputs.size(); ++i) {
     const QuantizedTensor& x = inputs[i];
     const std::string who = "input " + std::to_string(i) + " '" + M.io_inputs[i].name + "'";

@@ -260,3 +260,49 @@ TEST(BbitsCli, BenchAndCalibrateSmoke) {
   EXPECT_NE(std::system(bad.c_str()), 0);
   EXPECT_NE(bb::read_text(dir.file("bad.log")).find("missing.bbm"), std::string::npos);
 }
+
+// First use: no calibration in the cache. `bbits bench` says so, runs a
+// quick calibration, saves it where `bbits calibrate` would (atomically: no
+// temporary left behind) and measures with the roofline columns; the next
+// run reuses it. HOME and XDG_CACHE_HOME point into a temporary directory,
+// so the test never touches the real cache.
+TEST(BbitsCli, BenchCalibratesOnFirstUseAndReusesIt) {
+  const std::string bin = std::string(BBITS_BINARY_DIR) + "/bin/bbits";
+  if (!fs::exists(bin)) GTEST_SKIP() << "bbits CLI not built: " << bin;
+  TempDir dir;
+  const std::string model = dir.file("tiny.bbm");
+  bbits::format::write_file_atomic(model, bb::tiny_test_model());
+  const std::string cache = dir.file("cache"), home = dir.file("home");
+  const std::string cal = cache + "/bbits/calibration.json";
+  const std::string env = "env -u BBITS_CALIBRATION HOME=" + home + " XDG_CACHE_HOME=" + cache + " ";
+  const std::string bench = env + bin + " bench " + model + " --repeats 1 --warmup 0 --passes 1 --threads 1 --no-baselines --csv ";
+  ASSERT_EQ(std::system((bench + dir.file("a.csv") + " > " + dir.file("a.log") + " 2>&1").c_str()), 0)
+      << bb::read_text(dir.file("a.log"));
+  const std::string first = bb::read_text(dir.file("a.log"));
+  EXPECT_NE(first.find("bbits bench: no calibration at " + cal + ": running a quick one first"), std::string::npos)
+      << first;
+  EXPECT_NE(first.find("bbits bench: quick calibration saved to " + cal), std::string::npos) << first;
+  const bb::Calibration c = bb::Calibration::load(cal);
+  EXPECT_FALSE(c.bandwidth.empty());
+  EXPECT_FALSE(c.peaks.empty());
+  size_t files = 0;
+  for (const auto& e : fs::directory_iterator(cache + "/bbits")) files += (void(e), 1);
+  EXPECT_EQ(files, 1u);  // the calibration, no temporary
+  EXPECT_FALSE(fs::exists(home + "/.cache"));
+  // The roofline columns are there: every layer of the tiny model has a prediction.
+  const bb::CsvDocument doc = bb::parse_csv(bb::read_text(dir.file("a.csv")));
+  ASSERT_EQ(doc.rows.size(), 10u);
+  for (const auto& row : doc.rows) EXPECT_FALSE(row[doc.index("roof_us")].empty()) << row[doc.index("layer")];
+  // Second run: the cached calibration, no new one.
+  const auto stamp = fs::last_write_time(cal);
+  ASSERT_EQ(std::system((bench + dir.file("b.csv") + " > " + dir.file("b.log") + " 2>&1").c_str()), 0)
+      << bb::read_text(dir.file("b.log"));
+  EXPECT_EQ(bb::read_text(dir.file("b.log")).find("running a quick one"), std::string::npos);
+  EXPECT_EQ(fs::last_write_time(cal), stamp);
+  // A file the user names is never made up: a missing one stays an error.
+  const std::string named = env + bin + " bench " + model + " --repeats 1 --threads 1 --calibration " +
+                            dir.file("missing.json") + " > " + dir.file("c.log") + " 2>&1";
+  EXPECT_NE(std::system(named.c_str()), 0);
+  EXPECT_NE(bb::read_text(dir.file("c.log")).find("missing.json"), std::string::npos);
+  EXPECT_FALSE(fs::exists(dir.file("missing.json")));
+}

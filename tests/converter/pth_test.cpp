@@ -2,11 +2,13 @@
 // unpickler (nothing executes), the reference's names, --gates-from.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <random>
 
 #include "bbits/converter/arch.h"
 #include "bbits/converter/convert.h"
+#include "bbits/converter/input.h"
 #include "bbits/converter/pth.h"
 #include "test_util.h"
 
@@ -219,6 +221,102 @@ TEST(Pth, EveryArchitectureTemplateImportsReferenceNames) {
     }
     EXPECT_EQ(ck.tensors.size(), expected_tensors(g).size()) << arch;
   }
+}
+
+}  // namespace
+}  // namespace bbits::converter
+
+namespace bbits::converter {
+namespace {
+
+// Each --arch template records what the reference's data loader does
+// (arch.cpp and docs/CONVERTER.md cite file and line): MNIST ToTensor only
+// (mnist_data_loader.py), CIFAR-10 Normalize((0.4914, 0.4822, 0.4465),
+// (0.2023, 0.1994, 0.2010)) (cifar10_data_loader.py), ImageNet
+// Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]) at 224x224
+// (mixed_precision_dataloader.py). Its input grid: 8 bits when every pixel
+// level lands on it (x / 255), 16 for the normalised ones.
+TEST(Arch, TemplatesRecordTheReferenceLoadersPreprocessing) {
+  struct Case {
+    const char* arch;
+    std::vector<int64_t> shape;
+    std::vector<float> mean, std;
+    int input_bits;
+  };
+  const std::vector<float> in_mean = {0.485f, 0.456f, 0.406f}, in_std = {0.229f, 0.224f, 0.225f};
+  for (const Case& c : {Case{"lenet5", {1, 28, 28}, {0.0f}, {1.0f}, 8},
+                        Case{"vgg7", {3, 32, 32}, {0.4914f, 0.4822f, 0.4465f}, {0.2023f, 0.1994f, 0.2010f}, 16},
+                        Case{"resnet18", {3, 224, 224}, in_mean, in_std, 16},
+                        Case{"mobilenetv2", {3, 224, 224}, in_mean, in_std, 16}}) {
+    const Graph g = make_arch_graph(c.arch);
+    EXPECT_EQ(g.input.shape, c.shape) << c.arch;
+    EXPECT_EQ(g.input.mean, c.mean) << c.arch;
+    EXPECT_EQ(g.input.std, c.std) << c.arch;
+    EXPECT_DOUBLE_EQ(g.input.pixel_scale, 1.0 / 255.0) << c.arch;
+    EXPECT_EQ(g.input.layout, "NCHW") << c.arch;
+    Checkpoint ck;
+    ck.graph = g;
+    ck.input_bits = kInputBitsFromPixels;
+    ck.tensors["input.aq.x_max"] = FTensor{{1}, {default_input_x_max(g.input)}};
+    EXPECT_EQ(input_bits_of(ck), c.input_bits) << c.arch;
+  }
+}
+
+}  // namespace
+}  // namespace bbits::converter
+
+namespace bbits::converter {
+namespace {
+
+void expect_override_error(Checkpoint ck, const InputOverrides& o, const std::string& needle) {
+  try {
+    apply_input_overrides(ck, o);
+    ADD_FAILURE() << "accepted; expected an error containing '" << needle << "'";
+  } catch (const ConvertError& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+TEST(InputOverrides, ReplaceThePreprocessingAndRederiveTheRange) {
+  Checkpoint ck;
+  ck.graph = make_arch_graph("vgg7");
+  ck.tensors["input.aq.x_max"] = FTensor{{1}, {default_input_x_max(ck.graph.input)}};
+  const Checkpoint before = ck;
+  apply_input_overrides(ck, {});  // nothing given: nothing changes
+  EXPECT_EQ(ck.graph.input.std, before.graph.input.std);
+  EXPECT_EQ(ck.get("input.aq.x_max").data, before.get("input.aq.x_max").data);
+
+  InputOverrides o;
+  o.mean = parse_value_list("0.5, 0.5,0.5", "--mean");
+  o.std = parse_value_list("0.5,0.25,0.5", "--std");
+  apply_input_overrides(ck, o);
+  EXPECT_EQ(ck.graph.input.mean, (std::vector<float>{0.5f, 0.5f, 0.5f}));
+  EXPECT_EQ(ck.graph.input.std, (std::vector<float>{0.5f, 0.25f, 0.5f}));
+  EXPECT_FLOAT_EQ(ck.get("input.aq.x_max").scalar(), 2.0f);  // channel 1: (1 - 0.5) / 0.25
+  InputOverrides ps;
+  ps.pixel_scale = 2.0 / 255.0;  // pixels to [0, 2]: channel 1 reaches (2 - 0.5) / 0.25
+  apply_input_overrides(ck, ps);
+  EXPECT_FLOAT_EQ(ck.get("input.aq.x_max").scalar(), 6.0f);
+
+  InputOverrides one;
+  one.mean = std::vector<float>{0.5f};
+  expect_override_error(ck, one, "--mean: 1 value(s) given (0.5), the model's input has 3 channel(s)");
+  InputOverrides zero;
+  zero.std = std::vector<float>{0.2f, 0.0f, 0.2f};
+  expect_override_error(ck, zero, "--std: value 1 (0.000000) must be positive");
+  InputOverrides nan;
+  nan.mean = std::vector<float>{0.2f, std::nanf(""), 0.2f};
+  expect_override_error(ck, nan, "--mean: value 1 is not a finite number");
+  InputOverrides neg;
+  neg.pixel_scale = -1.0;
+  expect_override_error(ck, neg, "--pixel-scale: -1.000000 must be a positive finite number");
+  InputOverrides huge;
+  huge.std = std::vector<float>{1e-39f, 1e-39f, 1e-39f};  // positive, but (2 - 0.5) / 1e-39 overflows
+  expect_override_error(ck, huge, "beyond the float range");
+  EXPECT_THROW(parse_value_list("", "--std"), ConvertError);
+  EXPECT_THROW(parse_value_list("0.1;0.2", "--std"), ConvertError);
+  EXPECT_EQ(check_input_layout("nhwc"), "NHWC");
+  EXPECT_THROW(check_input_bits(4), ConvertError);
 }
 
 }  // namespace

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <fstream>
+#include <stdexcept>
 #include <zlib.h>
 
 #include "bbits/converter/simulate.h"
@@ -142,6 +144,39 @@ FTensor random_inputs(const Graph& g, int64_t n, uint64_t seed) {
 }
 
 static std::vector<uint8_t> gunzip_path(const std::string& p) { return gunzip_file(p); }
+
+std::vector<float> read_npy_f32(const std::vector<uint8_t>& b, std::vector<int64_t>& shape) {
+  if (b.size() < 10 || std::memcmp(b.data(), "\x93NUMPY", 6) != 0) throw std::runtime_error("not a .npy file");
+  const int major = b[6];
+  size_t hlen, hoff;
+  if (major == 1) {
+    hlen = b[8] | (b[9] << 8);
+    hoff = 10;
+  } else {
+    hlen = b[8] | (b[9] << 8) | (static_cast<size_t>(b[10]) << 16) | (static_cast<size_t>(b[11]) << 24);
+    hoff = 12;
+  }
+  const std::string h(reinterpret_cast<const char*>(b.data() + hoff), hlen);
+  if (h.find("'descr': '<f4'") == std::string::npos || h.find("'fortran_order': False") == std::string::npos)
+    throw std::runtime_error(".npy is not little-endian float32 in C order: " + h);
+  const size_t s0 = h.find('(', h.find("'shape'")), s1 = h.find(')', s0);
+  shape.clear();
+  std::string dims = h.substr(s0 + 1, s1 - s0 - 1);
+  size_t p = 0;
+  while (p < dims.size()) {
+    const size_t q = dims.find(',', p);
+    const std::string d = dims.substr(p, q == std::string::npos ? std::string::npos : q - p);
+    if (d.find_first_not_of(' ') != std::string::npos) shape.push_back(std::stoll(d));
+    if (q == std::string::npos) break;
+    p = q + 1;
+  }
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  if (b.size() < hoff + hlen + static_cast<size_t>(n) * 4) throw std::runtime_error(".npy truncated");
+  std::vector<float> v(static_cast<size_t>(n));
+  std::memcpy(v.data(), b.data() + hoff + hlen, v.size() * 4);
+  return v;
+}
 
 bool load_fashion_mnist_test(int64_t limit, FTensor& images, std::vector<int>& labels) {
   const std::string dir = "/usr/share/datasets/fashion-mnist/";

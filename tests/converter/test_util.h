@@ -37,6 +37,9 @@ Checkpoint make_small_checkpoint(const SmallNet& net);
 // graph's preprocessing.
 FTensor random_inputs(const Graph& g, int64_t n, uint64_t seed);
 
+// Minimal .npy reader for little-endian float32 C-order arrays (fixtures).
+std::vector<float> read_npy_f32(const std::vector<uint8_t>& bytes, std::vector<int64_t>& shape);
+
 // Fashion-MNIST test images (N x 1 x 28 x 28, pixels / 255) and labels when the
 // data set is installed (/usr/share/datasets/fashion-mnist); empty otherwise.
 bool load_fashion_mnist_test(int64_t limit, FTensor& images, std::vector<int>& labels);

@@ -22,7 +22,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
 
 #include "bbits/converter/convert.h"
@@ -33,40 +32,6 @@
 
 namespace bbits::converter {
 namespace {
-
-// Minimal .npy reader for little-endian float32 C-order arrays.
-std::vector<float> read_npy_f32(const std::vector<uint8_t>& b, std::vector<int64_t>& shape) {
-  if (b.size() < 10 || std::memcmp(b.data(), "\x93NUMPY", 6) != 0) throw std::runtime_error("not a .npy file");
-  const int major = b[6];
-  size_t hlen, hoff;
-  if (major == 1) {
-    hlen = b[8] | (b[9] << 8);
-    hoff = 10;
-  } else {
-    hlen = b[8] | (b[9] << 8) | (static_cast<size_t>(b[10]) << 16) | (static_cast<size_t>(b[11]) << 24);
-    hoff = 12;
-  }
-  const std::string h(reinterpret_cast<const char*>(b.data() + hoff), hlen);
-  if (h.find("'descr': '<f4'") == std::string::npos || h.find("'fortran_order': False") == std::string::npos)
-    throw std::runtime_error(".npy is not little-endian float32 in C order: " + h);
-  const size_t s0 = h.find('(', h.find("'shape'")), s1 = h.find(')', s0);
-  shape.clear();
-  std::string dims = h.substr(s0 + 1, s1 - s0 - 1);
-  size_t p = 0;
-  while (p < dims.size()) {
-    const size_t q = dims.find(',', p);
-    const std::string d = dims.substr(p, q == std::string::npos ? std::string::npos : q - p);
-    if (d.find_first_not_of(' ') != std::string::npos) shape.push_back(std::stoll(d));
-    if (q == std::string::npos) break;
-    p = q + 1;
-  }
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  if (b.size() < hoff + hlen + static_cast<size_t>(n) * 4) throw std::runtime_error(".npy truncated");
-  std::vector<float> v(static_cast<size_t>(n));
-  std::memcpy(v.data(), b.data() + hoff + hlen, v.size() * 4);
-  return v;
-}
 
 std::vector<uint8_t> read_maybe_gz(const std::string& path) {
   // fixtures are named relative to the fixture folder; anything else is a path
@@ -90,7 +55,7 @@ TEST(TrainingAgreement, TrainedLeNet5OnTheFashionMnistTestSet) {
 
   const Checkpoint ck = parse_checkpoint(read_maybe_gz(ck_name), ck_name);
   std::vector<int64_t> lshape;
-  const std::vector<float> train_logits = read_npy_f32(read_maybe_gz(lg_name), lshape);
+  const std::vector<float> train_logits = test::read_npy_f32(read_maybe_gz(lg_name), lshape);
   ASSERT_EQ(lshape, (std::vector<int64_t>{10000, 10}));
 
   bbits::format::ModelWriter w;

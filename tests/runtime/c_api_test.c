@@ -97,6 +97,23 @@ int main(int argc, char** argv) {
   CHECK(finite);
   CHECK(same); /* 1 and 2 threads agree exactly */
   CHECK(spread > 0.0f);
+  /* Input statistics: nothing outside the grid [0, 255/256] so far; then
+   * three values beyond it (NaN included) are counted. */
+  bbits_input_stats st;
+  CHECK(bbits_session_input_stats(s1, 0, &st) == 0);
+  CHECK(st.values == (int64_t)in_n && st.clipped == 0 && st.quantized == 1);
+  CHECK(st.lo == 0.0f && st.hi == 255.0f / 256.0f);
+  CHECK(bbits_session_input_stats(s1, 1, &st) == -1);
+  CHECK(strstr(bbits_last_error(), "out of range") != NULL);
+  CHECK(bbits_session_input_stats(NULL, 0, &st) == -1);
+  x[0] = 2.0f;
+  x[1] = -1.0f;
+  x[2] = NAN;
+  CHECK(bbits_session_set_input(s2, 0, x, in_n) == 0);
+  CHECK(bbits_session_run(s2) == 0);
+  CHECK(bbits_session_input_stats(s2, 0, &st) == 0);
+  CHECK(st.clipped == 3);
+
   printf("logits:");
   for (size_t i = 0; i < n1; ++i) printf(" %.4f", y1[i]);
   printf("\n");

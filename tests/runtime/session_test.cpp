@@ -223,6 +223,50 @@ TEST(Session, SessionOutlivesCallerModelReference) {
   expect_close(s.run({float_input(m, x)})[0].data, lenet_reference(m, x), 1e-5);
 }
 
+// The float path counts the input values it has to clip onto the grid:
+// those more than half a step beyond the grid's ends (rounding alone would
+// not bring them onto it), NaN included. run_quantized() records nothing.
+TEST(Session, CountsClippedInputValuesExactly) {
+  // x_max = 1 on the 8-bit unsigned grid (step 1/255): range [0, 1], values
+  // in [-1/510, 1 + 1/510] round onto it.
+  LenetSpec spec;
+  spec.pow2_scales = false;
+  const LenetModel m = build_lenet(spec);
+  bbits::Session session(load(m));
+  EXPECT_TRUE(session.last_run_stats().inputs.empty());
+  bbits::Tensor t = float_input(m, lenet_random_input(m, 5));
+  const float half = 0.5f / 255.0f;
+  const std::vector<float> outside = {1.5f, -0.25f, 1.0f + 2 * half, -2 * half, std::nanf(""), INFINITY, -INFINITY};
+  const std::vector<float> inside = {0.0f, 1.0f, 1.0f + 0.9f * half, -0.9f * half, 0.5f};
+  size_t k = 0;
+  for (float v : outside) t.data[k++ * 13] = v;
+  for (float v : inside) t.data[k++ * 13] = v;
+  session.run({t});
+  ASSERT_EQ(session.last_run_stats().inputs.size(), 1u);
+  const bbits::InputRunStats& st = session.last_run_stats().inputs[0];
+  EXPECT_TRUE(st.quantized);
+  EXPECT_EQ(st.values, 784);
+  EXPECT_EQ(st.clipped, static_cast<int64_t>(outside.size()));
+  EXPECT_EQ(st.lo, 0.0f);
+  EXPECT_EQ(st.hi, 1.0f);
+  // A clean input: nothing clipped (the stats are per run, not cumulative).
+  session.run({float_input(m, lenet_random_input(m, 6))});
+  EXPECT_EQ(session.last_run_stats().inputs[0].clipped, 0);
+  // The raw integer path takes integers as they are and counts nothing.
+  session.run_quantized({quant_input(m, lenet_random_input(m, 6))});
+  EXPECT_TRUE(session.last_run_stats().inputs.empty());
+
+  // Without a recorded x_max (power-of-two scales, step 2^-8): the grid
+  // [0, 255/256]; 1.0 lies more than half a step above its top.
+  bbits::Session s2(load(lenet()));
+  bbits::Tensor u = float_input(lenet(), lenet_random_input(lenet(), 7));
+  u.data[0] = 1.0f;
+  u.data[1] = 255.4f / 256.0f;
+  s2.run({u});
+  EXPECT_EQ(s2.last_run_stats().inputs[0].clipped, 1);
+  EXPECT_EQ(s2.last_run_stats().inputs[0].hi, 255.0f / 256.0f);
+}
+
 TEST(Session, RejectsBadInputs) {
   const LenetModel& m = lenet();
   auto model = load(m);

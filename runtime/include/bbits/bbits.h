@@ -84,6 +84,21 @@ BBITS_C_API int bbits_session_run(bbits_session* session);
 BBITS_C_API int bbits_session_get_output(bbits_session* session, size_t index, const float** data, size_t* count,
                                          const int64_t** shape, size_t* rank);
 
+/* What the last bbits_session_run did to input `index`: `values` float
+ * values given; when `quantized` (the model's input is an integer grid),
+ * `clipped` of them lay outside the grid's range [lo, hi] (beyond rounding:
+ * clipped, NaN included). A float32 input is taken as it is (quantized 0,
+ * clipped 0). Many clipped values mean the data is not normalised the way
+ * the model's preprocessing records. */
+typedef struct bbits_input_stats {
+  int64_t values;
+  int64_t clipped;
+  int quantized;
+  float lo;
+  float hi;
+} bbits_input_stats;
+BBITS_C_API int bbits_session_input_stats(const bbits_session* session, size_t index, bbits_input_stats* out);
+
 #ifdef __cplusplus
 }
 #endif

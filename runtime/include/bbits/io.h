@@ -20,6 +20,7 @@ struct BBITS_API Array {
   std::vector<int64_t> shape;
   DType dtype = DType::F32;
   std::vector<double> values;  // row-major, shape product elements
+  bool has_shape = true;       // false for raw float32: a flat array whose shape the file does not say
   int64_t elements() const;
   std::vector<float> as_float() const;
   // Integers (labels). Throws when a value is not integral.

@@ -174,6 +174,22 @@ class BBITS_API Model {
   std::unique_ptr<Impl> impl_;
 };
 
+// What happened to the float inputs of the last Session::run(): each input
+// quantized onto an integer grid is clipped to the grid's range, and the
+// values outside it are counted (a value beyond the range loses more than
+// rounding does; many of them mean the data is not normalised the way the
+// model's preprocessing says).
+struct InputRunStats {
+  int64_t values = 0;       // float values given
+  int64_t clipped = 0;      // of those, outside [lo, hi] (NaN counts as outside)
+  bool quantized = false;   // false: a float32 input, taken as it is (nothing clipped)
+  float lo = 0.0f, hi = 0.0f;  // the range: [-x_max, x_max] or [0, x_max] (x_max of the input grid)
+};
+
+struct RunStats {
+  std::vector<InputRunStats> inputs;  // one per model input; empty before the first run()
+};
+
 struct SessionOptions {
   int threads = 1;              // threads for this session's kernels (0 = all hardware threads)
   bool profile = false;         // time every layer of every run (Session::layer_ns)
@@ -200,6 +216,11 @@ class BBITS_API Session {
   // With SessionOptions::profile: wall time of each layer (index as in
   // ModelInfo::layers) in the last run, in nanoseconds; empty otherwise.
   const std::vector<double>& layer_ns() const;
+
+  // Input statistics of the last run() (counted while quantizing, no extra
+  // pass); run_quantized() takes integers as they are and records none
+  // (it resets them).
+  const RunStats& last_run_stats() const;
 
  private:
   struct Impl;

@@ -15,12 +15,16 @@ namespace bbits::converter {
 // mobilenetv2 (ImageNet 3x224x224, 1000 classes). Every conv/linear layer is
 // weight-quantized and prunable except the classifier's last layer (not
 // pruned, float output), every layer output and residual add is
-// activation-quantized. Throws ConvertError for an unknown name.
+// activation-quantized. The input records the preprocessing of the
+// reference implementation's data loader for that data set (arch.cpp cites
+// file and line). Throws ConvertError for an unknown name.
 Graph make_arch_graph(const std::string& arch);
 const std::vector<std::string>& arch_names();
 
 // Range of the preprocessed input for raw pixels 0..255: the x_max of the
-// 8-bit input quantizer when a checkpoint does not record one.
+// input grid when a checkpoint does not record one (reference imports) or
+// when the preprocessing is overridden.
 float default_input_x_max(const InputSpec& in);
+
 
 }  // namespace bbits::converter

@@ -107,12 +107,24 @@ Shapes infer_shapes(const Graph& g);                 // also validates the graph
 // The tensors a graph requires (name -> shape), as documented in CHECKPOINT.md.
 std::map<std::string, std::vector<int64_t>> expected_tensors(const Graph& g);
 
+// Checkpoint::input_bits of a reference import: 8 bits when the 8-bit grid
+// holds every pixel level of the recorded preprocessing exactly (x / 255,
+// LeNet-5's loader), 16 otherwise (docs/CONVERTER.md, "Input precision").
+inline constexpr int kInputBitsFromPixels = 0;
+
 struct Checkpoint {
   Graph graph;
   TensorMap tensors;
   nlohmann::json training = nlohmann::json::object();  // `bbits.training`
   std::string source;                                   // file it came from
   std::string format = "bbits-checkpoint/1";
+  // Grid of the network input the checkpoint is evaluated with: 8 for bbits
+  // checkpoints (the training library's input quantizer), 16 (the 16-bit
+  // grid over the same range) or 32 (float32); kInputBitsFromPixels for a
+  // reference import (the reference does not quantize its input): see
+  // input_bits_of. Not stored in the safetensors file; bbits-convert's
+  // --input-bits overrides it (ConvertOptions::input_bits).
+  int input_bits = 8;
 
   const FTensor& get(const std::string& name) const;
   bool has(const std::string& name) const { return tensors.count(name) != 0; }
@@ -125,9 +137,16 @@ void validate_checkpoint(const Checkpoint& ck);
 
 // Decisions by the test-time gate rule (format/quant.h).
 int weight_bits_of(const Checkpoint& ck, const Node& layer);     // 2..32 (32: float)
-int act_bits_of(const Checkpoint& ck, const std::string& node);  // 2..32, 8 for the input
+int act_bits_of(const Checkpoint& ck, const std::string& node);  // 2..32; input_bits_of(ck) for the input
 std::vector<uint8_t> keep_mask_of(const Checkpoint& ck, const Node& layer);  // all 1 when not pruned
 bool input_signed(const Graph& g);
+// True when quantizing every pixel level 0..255 of every channel, through
+// the preprocessing (pixel * pixel_scale - mean) / std in float32, onto the
+// `bits` grid over [-x_max or 0, x_max] is exact (within 1/1000 of a step).
+bool pixels_exact_on_grid(const InputSpec& in, float x_max, int bits);
+// The input grid's bits: ck.input_bits, with kInputBitsFromPixels resolved
+// to 8 or 16 by pixels_exact_on_grid at 8 bits over `input.aq.x_max`.
+int input_bits_of(const Checkpoint& ck);
 
 // BN-folded weight (PyTorch layout) and bias of a layer.
 struct FoldedLayer {

@@ -19,6 +19,25 @@ const char* converter_version();
 
 struct ConvertOptions {
   std::string description;  // free text stored in the metadata
+  // Grid of the network input: 8 or 16 (integer grid over the input's range,
+  // `input.aq.x_max`) or 32 (float32: the first layer runs on float input).
+  // 0: the checkpoint's own (Checkpoint::input_bits).
+  int input_bits = 0;
+  // Layout in which callers pass 4-D inputs, recorded in the preprocessing:
+  // "NCHW" (PyTorch's; the default when empty) or "NHWC".
+  std::string layout;
+};
+
+// The network input as converted: what the preprocessing record says and
+// the grid the first layer reads.
+struct InputReport {
+  std::vector<int64_t> shape;  // C, H, W
+  std::string layout = "NCHW";
+  double pixel_scale = 1.0;
+  std::vector<float> mean, std;
+  int bits = 8;                // 8, 16, or 32 (float32)
+  bool is_signed = false;
+  float x_max = 0.0f;          // integer grids: values beyond [-x_max or 0, x_max] are clipped
 };
 
 // One row of the per-layer table (every operator of the model).
@@ -38,6 +57,7 @@ struct LayerRow {
 
 struct ConvertReport {
   std::string model;  // arch
+  InputReport input;
   std::vector<LayerRow> rows;
   int64_t macs = 0, macs_unpruned = 0, weight_bytes = 0, bops = 0, bops_fp32 = 0;
   double relative_bops = 0.0;  // bops / bops_fp32
@@ -55,6 +75,8 @@ ConvertReport convert_to_file(const Checkpoint& ck, const std::string& path, con
 
 // The per-layer table as printed by `bbits-convert`, and the `--json` summary.
 std::string format_report(const ConvertReport& r);
+// One line: "input: 3x32x32 NCHW, (pixel * 0.00392157 - mean) / std, mean ..., std ...; 8-bit signed grid over [...]".
+std::string describe_input(const InputReport& in);
 nlohmann::json report_json(const ConvertReport& r);
 
 }  // namespace bbits::converter

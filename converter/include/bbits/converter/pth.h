@@ -32,8 +32,11 @@ TensorMap read_pth_file(const std::string& path);
 //   L.weight_quantizer.quantizer.{x_max, gamma_2..32} -> L.wq.{x_max, log_alpha_2..32}
 //   N.activation_quantizer.quantizer.{x_min, x_max, gamma_4..32} -> N.aq.*
 // A quantizer is used when its tensors are present; activation signedness is
-// x_min < 0; the network input (not quantized by the reference) gets 8 bits
-// over the range of the preprocessed pixels. `gates` (from --gates-from, the
+// x_min < 0; the network input (not quantized by the reference) gets a grid
+// over the range of the preprocessed pixels, 8 bits when that is exact for
+// every pixel level, else 16 (kInputBitsFromPixels). Layer
+// widths (channels, features, classes) come from the checkpoint's weights,
+// so networks built with the reference's width multiplier import too. `gates` (from --gates-from, the
 // checkpoint written before fixed-gate fine-tuning) supplies every gamma_* and
 // any quantizer range the main checkpoint lacks. Tensors the template does not
 // use are an error, as are missing or mis-shaped ones.

@@ -23,6 +23,9 @@ struct SimulateOptions {
   // the training library's eval mode (float biases); on: the integer network
   // the converter writes, evaluated in float.
   bool integer_bias = false;
+  // Grid of the network input: 8 or 16, or 32 (not quantized); 0: the
+  // checkpoint's own (Checkpoint::input_bits).
+  int input_bits = 0;
   // When set, receives min and max of every node's output (after its activation).
   std::map<std::string, std::pair<float, float>>* ranges = nullptr;
 };
