@@ -7,8 +7,9 @@
 #include <optional>
 #include <set>
 
-#include "bbits/converter/arch.h"
-#include "bbits/converter/safetensors.h"
+#include "bbits/contract/safetensors.h"
+#include "bbits/contract/zoo.h"
+#include "bbits/converter/input.h"
 #include "pickle.h"
 #include "zip.h"
 
@@ -263,7 +264,7 @@ TensorMap read_pth(std::span<const uint8_t> bytes) {
 }
 
 TensorMap read_pth_file(const std::string& path) {
-  const auto bytes = read_file_bytes(path);
+  const auto bytes = contract::read_file_bytes(path);
   try {
     return read_pth(bytes);
   } catch (const ConvertError& e) {
@@ -305,7 +306,7 @@ void adopt_widths(Graph& g, const TensorMap& state) {
 Checkpoint import_reference(const TensorMap& state, const std::string& arch, const TensorMap* gates,
                             const std::string& source) {
   Checkpoint ck;
-  ck.graph = make_arch_graph(arch);
+  ck.graph = contract::make_graph(arch);
   ck.source = source;
   ck.input_bits = kInputBitsFromPixels;  // the reference runs its first layer on the float input
   adopt_widths(ck.graph, state);

@@ -6,15 +6,16 @@
 
 #include <CLI/CLI.hpp>
 
-#include "bbits/converter/arch.h"
+#include "bbits/contract/safetensors.h"
+#include "bbits/contract/zoo.h"
 #include "bbits/converter/convert.h"
 #include "bbits/converter/input.h"
 #include "bbits/converter/pth.h"
-#include "bbits/converter/safetensors.h"
 #include "bbits/converter/synthetic.h"
 #include "bbits/format/model_file.h"
 
 using namespace bbits::converter;
+namespace contract = bbits::contract;
 
 int main(int argc, char** argv) {
   CLI::App app{"bbits-convert: turn a Bayesian Bits checkpoint into a bbits model (.bbm)"};
@@ -59,7 +60,7 @@ int main(int argc, char** argv) {
     } else {
       if (input.empty()) throw ConvertError("give a checkpoint, or --synthetic ARCH --bits CONFIG");
       if (!bits.empty()) throw ConvertError("--bits applies to --synthetic only");
-      const auto bytes = read_file_bytes(input);
+      const auto bytes = contract::read_file_bytes(input);
       const bool is_pth = (bytes.size() >= 2 && bytes[0] == 'P' && bytes[1] == 'K') || (!bytes.empty() && bytes[0] == 0x80);
       if (is_pth) {
         if (arch.empty()) throw ConvertError(input + ": a reference .pth checkpoint needs --arch (lenet5, vgg7, resnet18, mobilenetv2)");
@@ -77,7 +78,7 @@ int main(int argc, char** argv) {
                              " is a bbits checkpoint that carries its own graph");
         try {
           ck = parse_checkpoint(bytes, input);
-        } catch (const ConvertError& e) {
+        } catch (const contract::CheckpointError& e) {
           throw ConvertError(input + ": " + e.what());
         }
       }
@@ -96,7 +97,7 @@ int main(int argc, char** argv) {
     if (json_out) std::cout << report_json(rep).dump(2) << "\n";
     else if (!quiet) std::cout << format_report(rep);
     return 0;
-  } catch (const ConvertError& e) {
+  } catch (const contract::CheckpointError& e) {
     std::cerr << "bbits-convert: error: " << e.what() << "\n";
   } catch (const bbits::format::FormatError& e) {
     std::cerr << "bbits-convert: error: " << e.what() << "\n";

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <numeric>
 
-#include "bbits/converter/arch.h"
+#include "bbits/contract/zoo.h"
 #include "bbits/converter/convert.h"
 #include "bbits/converter/synthetic.h"
 #include "bbits/format/quant.h"
@@ -288,7 +288,7 @@ TEST(Synthetic, EveryArchitectureConvertsAndValidates) {
     EXPECT_EQ(shape_of(tensor(b, b.view.model->outputs()->Get(0))), (std::vector<int64_t>{1, c.outputs})) << c.arch;
     EXPECT_NEAR(b.report.relative_bops, 4.0 * 8 / 1024, 0.01) << c.arch;
   }
-  const Graph r18 = make_arch_graph("resnet18");
+  const Graph r18 = contract::make_graph("resnet18");
   int convs = 0, adds = 0;
   for (const Node& n : r18.nodes) {
     convs += n.op == OpKind::Conv2d;
@@ -296,7 +296,7 @@ TEST(Synthetic, EveryArchitectureConvertsAndValidates) {
   }
   EXPECT_EQ(convs, 20);  // 1 + 16 + 3 downsample
   EXPECT_EQ(adds, 8);
-  const Graph mb = make_arch_graph("mobilenetv2");
+  const Graph mb = contract::make_graph("mobilenetv2");
   int dws = 0;
   adds = 0;
   for (const Node& n : mb.nodes) {
@@ -328,7 +328,7 @@ TEST(Synthetic, BadConfigurationsAreNamed) {
     try {
       f();
       ADD_FAILURE() << "no error, expected '" << needle << "'";
-    } catch (const ConvertError& e) {
+    } catch (const contract::CheckpointError& e) {  // ConvertError, or the zoo's
       EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
     }
   };

@@ -6,7 +6,7 @@
 #include <filesystem>
 #include <random>
 
-#include "bbits/converter/arch.h"
+#include "bbits/contract/zoo.h"
 #include "bbits/converter/convert.h"
 #include "bbits/converter/input.h"
 #include "bbits/converter/pth.h"
@@ -163,9 +163,9 @@ TEST(Pth, TensorsOutsideTheTemplateAreAnError) {
   TensorMap sd2 = read_pth(test::read_fixture("lenet5_reference.pth.gz"));
   sd2["features.2.weight"].shape = {64, 32, 3, 3};
   sd2["features.2.weight"].data.resize(64 * 32 * 9);
-  EXPECT_THROW(import_reference(sd2, "lenet5", nullptr, "x"), ConvertError);
+  EXPECT_THROW(import_reference(sd2, "lenet5", nullptr, "x"), contract::CheckpointError);  // the contract's check
   EXPECT_THROW(import_reference(read_pth(test::read_fixture("lenet5_reference.pth.gz")), "vgg7", nullptr, "x"),
-               ConvertError);
+               contract::CheckpointError);
 }
 
 }  // namespace
@@ -194,7 +194,7 @@ std::string reference_name(const std::string& n) {
 
 TEST(Pth, EveryArchitectureTemplateImportsReferenceNames) {
   for (const std::string arch : {"lenet5", "vgg7", "resnet18", "mobilenetv2"}) {
-    const Graph g = make_arch_graph(arch);
+    const Graph g = contract::make_graph(arch);
     std::mt19937 rng(3);
     std::uniform_real_distribution<float> u(0.1f, 1.0f);
     TensorMap sd;
@@ -248,7 +248,7 @@ TEST(Arch, TemplatesRecordTheReferenceLoadersPreprocessing) {
                         Case{"vgg7", {3, 32, 32}, {0.4914f, 0.4822f, 0.4465f}, {0.2023f, 0.1994f, 0.2010f}, 16},
                         Case{"resnet18", {3, 224, 224}, in_mean, in_std, 16},
                         Case{"mobilenetv2", {3, 224, 224}, in_mean, in_std, 16}}) {
-    const Graph g = make_arch_graph(c.arch);
+    const Graph g = contract::make_graph(c.arch);
     EXPECT_EQ(g.input.shape, c.shape) << c.arch;
     EXPECT_EQ(g.input.mean, c.mean) << c.arch;
     EXPECT_EQ(g.input.std, c.std) << c.arch;
@@ -279,7 +279,7 @@ void expect_override_error(Checkpoint ck, const InputOverrides& o, const std::st
 
 TEST(InputOverrides, ReplaceThePreprocessingAndRederiveTheRange) {
   Checkpoint ck;
-  ck.graph = make_arch_graph("vgg7");
+  ck.graph = contract::make_graph("vgg7");
   ck.tensors["input.aq.x_max"] = FTensor{{1}, {default_input_x_max(ck.graph.input)}};
   const Checkpoint before = ck;
   apply_input_overrides(ck, {});  // nothing given: nothing changes

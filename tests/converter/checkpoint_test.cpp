@@ -1,5 +1,6 @@
-// Strict safetensors reading and checkpoint validation: every lie in a file
-// gets an error naming the tensor or field, and nothing is written.
+// Checkpoints through the converter: every truncation and every lie in a file
+// gets an error naming the tensor or field, and nothing is written (the codec
+// itself: tests/contract).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -7,7 +8,7 @@
 #include <filesystem>
 
 #include "bbits/converter/convert.h"
-#include "bbits/converter/safetensors.h"
+#include "bbits/contract/safetensors.h"
 #include "bbits/converter/synthetic.h"
 #include "test_util.h"
 
@@ -16,76 +17,16 @@ namespace {
 
 using nlohmann::json;
 
-std::vector<uint8_t> raw_file(const std::string& header, size_t data_bytes) {
-  std::vector<uint8_t> out(8 + header.size() + data_bytes, 0);
-  const uint64_t n = header.size();
-  for (int i = 0; i < 8; ++i) out[static_cast<size_t>(i)] = static_cast<uint8_t>(n >> (8 * i));
-  std::memcpy(out.data() + 8, header.data(), header.size());
-  return out;
-}
-
-void expect_error(const std::vector<uint8_t>& bytes, const std::string& needle) {
-  try {
-    parse_safetensors(bytes);
-    FAIL() << "accepted a bad file; expected an error containing '" << needle << "'";
-  } catch (const ConvertError& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << "message: " << e.what();
-  }
-}
-
-TEST(Safetensors, RoundTripKeepsNamesShapesValuesAndMetadata) {
-  TensorMap t;
-  t["a.weight"] = FTensor{{2, 3}, {1, 2, 3, 4, 5, 6}};
-  t["b"] = FTensor{{1}, {-0.5f}};
-  t["empty"] = FTensor{{0, 4}, {}};
-  const auto bytes = serialize_safetensors(t, {{"k", "v"}});
-  const SafetensorsFile f = parse_safetensors(bytes);
-  ASSERT_EQ(f.tensors.size(), 3u);
-  EXPECT_EQ(f.tensors.at("a.weight").shape, (std::vector<int64_t>{2, 3}));
-  EXPECT_EQ(f.tensors.at("a.weight").data, (std::vector<float>{1, 2, 3, 4, 5, 6}));
-  EXPECT_EQ(f.tensors.at("b").data[0], -0.5f);
-  EXPECT_EQ(f.tensors.at("empty").data.size(), 0u);
-  EXPECT_EQ(f.metadata.at("k"), "v");
-}
-
-TEST(Safetensors, RejectsEveryLie) {
-  expect_error({1, 2, 3}, "truncated");
-  expect_error(std::vector<uint8_t>{100, 0, 0, 0, 0, 0, 0, 0, '{', '}'}, "runs past the end");
-  expect_error(raw_file("{\"a\": ", 0), "not valid JSON");
-  expect_error(raw_file("[1, 2]", 0), "JSON object");
-  expect_error(raw_file(R"({"w": {"dtype": "F16", "shape": [1], "data_offsets": [0, 2]}})", 2), "dtype 'F16'");
-  expect_error(raw_file(R"({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}})", 4), "past the data section");
-  expect_error(raw_file(R"({"w": {"dtype": "F32", "shape": [2], "data_offsets": [8, 0]}})", 8), "reversed");
-  expect_error(raw_file(R"({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}})", 8), "tensor 'w'");
-  expect_error(raw_file(R"({"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}})", 4), "non-negative");
-  expect_error(raw_file(R"({"w": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 4]}})", 4),
-               "overflows");
-  expect_error(raw_file(R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
-                            "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}})", 12),
-               "overlaps");
-  expect_error(raw_file(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}})", 8), "gap");
-  expect_error(raw_file(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})", 8), "trailing");
-  expect_error(raw_file(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4], "x": 1}})", 4),
-               "unknown field 'x'");
-  expect_error(raw_file(R"({"a": {"dtype": "F32", "shape": [1]}})", 4), "data_offsets");
-  expect_error(raw_file(R"({"__metadata__": {"k": 1}})", 0), "metadata 'k'");
-  for (float bad : {NAN, INFINITY, -INFINITY}) {
-    auto f = raw_file(R"({"nan_here": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}})", 8);
-    std::memcpy(f.data() + f.size() - 4, &bad, 4);
-    expect_error(f, "nan_here");
-  }
-}
-
-TEST(Safetensors, EveryTruncationOfAValidCheckpointIsAnError) {
+TEST(Checkpoint, EveryTruncationOfAValidCheckpointIsAnError) {
   const Checkpoint ck = make_synthetic("lenet5", parse_bit_config("w4a8"), 3);
   std::map<std::string, std::string> meta{{"bbits.format", ck.format},
                                           {"bbits.graph", graph_to_json(ck.graph).dump()},
                                           {"bbits.training", ck.training.dump()}};
-  const auto bytes = serialize_safetensors(ck.tensors, meta);
+  const auto bytes = contract::serialize_safetensors(ck.tensors, meta);
   EXPECT_NO_THROW(parse_checkpoint(bytes, "x"));
   for (size_t len = 0; len < bytes.size(); len += 1 + len / 3) {
     std::vector<uint8_t> cut(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(len));
-    EXPECT_THROW(parse_checkpoint(cut, "x"), ConvertError) << "length " << len;
+    EXPECT_THROW(parse_checkpoint(cut, "x"), contract::CheckpointError) << "length " << len;
   }
 }
 
@@ -96,7 +37,7 @@ class CheckpointValidation : public ::testing::Test {
     std::map<std::string, std::string> meta{{"bbits.format", c.format},
                                             {"bbits.graph", graph_override.empty() ? graph_to_json(c.graph).dump() : graph_override},
                                             {"bbits.training", c.training.dump()}};
-    return serialize_safetensors(c.tensors, meta);
+    return contract::serialize_safetensors(c.tensors, meta);
   }
   void expect_ck_error(const Checkpoint& c, const std::string& needle, const std::string& graph_override = "") {
     const auto dir = test::temp_dir("val");
@@ -107,7 +48,7 @@ class CheckpointValidation : public ::testing::Test {
       const Checkpoint loaded = load_checkpoint(ck_path);
       convert_to_file(loaded, out);
       ADD_FAILURE() << "accepted a bad checkpoint; expected '" << needle << "'";
-    } catch (const ConvertError& e) {
+    } catch (const contract::CheckpointError& e) {
       EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << "message: " << e.what();
     }
     EXPECT_FALSE(std::filesystem::exists(out)) << "a failed conversion left a file behind";

@@ -1,14 +1,17 @@
-#include "bbits/converter/safetensors.h"
+#include "bbits/contract/safetensors.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <limits>
 
-#include "bbits/format/model_file.h"
+#include <fcntl.h>
+#include <unistd.h>
 
-namespace bbits::converter {
+namespace bbits::contract {
 
 using nlohmann::json;
 
@@ -28,22 +31,22 @@ void put_u64_le(uint8_t* p, uint64_t v) {
 SafetensorsFile parse_safetensors(std::span<const uint8_t> bytes) {
   const std::string ctx = "safetensors";
   if (bytes.size() < 8)
-    throw ConvertError(ctx + ": file truncated: " + std::to_string(bytes.size()) +
+    throw CheckpointError(ctx + ": file truncated: " + std::to_string(bytes.size()) +
                        " bytes, the 8-byte header length is missing");
   const uint64_t n = read_u64_le(bytes.data());
-  if (n < 2) throw ConvertError(ctx + ": header length " + std::to_string(n) + " is too small");
-  if (n > kMaxHeader) throw ConvertError(ctx + ": header length " + std::to_string(n) + " exceeds 100 MB");
+  if (n < 2) throw CheckpointError(ctx + ": header length " + std::to_string(n) + " is too small");
+  if (n > kMaxHeader) throw CheckpointError(ctx + ": header length " + std::to_string(n) + " exceeds 100 MB");
   if (n > bytes.size() - 8)
-    throw ConvertError(ctx + ": header length " + std::to_string(n) + " runs past the end of the file (" +
+    throw CheckpointError(ctx + ": header length " + std::to_string(n) + " runs past the end of the file (" +
                        std::to_string(bytes.size()) + " bytes): truncated file or a header that lies");
   const char* hp = reinterpret_cast<const char*>(bytes.data() + 8);
   json header;
   try {
     header = json::parse(hp, hp + n);
   } catch (const json::exception& e) {
-    throw ConvertError(ctx + ": header is not valid JSON: " + std::string(e.what()));
+    throw CheckpointError(ctx + ": header is not valid JSON: " + std::string(e.what()));
   }
-  if (!header.is_object()) throw ConvertError(ctx + ": header must be a JSON object");
+  if (!header.is_object()) throw CheckpointError(ctx + ": header must be a JSON object");
   const uint8_t* data = bytes.data() + 8 + n;
   const uint64_t data_size = bytes.size() - 8 - n;
 
@@ -56,51 +59,51 @@ SafetensorsFile parse_safetensors(std::span<const uint8_t> bytes) {
   for (auto it = header.begin(); it != header.end(); ++it) {
     const std::string& name = it.key();
     if (name == "__metadata__") {
-      if (!it->is_object()) throw ConvertError(ctx + ": '__metadata__' must be an object of strings");
+      if (!it->is_object()) throw CheckpointError(ctx + ": '__metadata__' must be an object of strings");
       for (auto m = it->begin(); m != it->end(); ++m) {
-        if (!m->is_string()) throw ConvertError(ctx + ": metadata '" + m.key() + "' must be a string");
+        if (!m->is_string()) throw CheckpointError(ctx + ": metadata '" + m.key() + "' must be a string");
         f.metadata[m.key()] = m->get<std::string>();
       }
       continue;
     }
     const std::string tctx = ctx + ": tensor '" + name + "'";
     const json& t = *it;
-    if (!t.is_object()) throw ConvertError(tctx + ": entry must be an object");
+    if (!t.is_object()) throw CheckpointError(tctx + ": entry must be an object");
     for (auto k = t.begin(); k != t.end(); ++k)
       if (k.key() != "dtype" && k.key() != "shape" && k.key() != "data_offsets")
-        throw ConvertError(tctx + ": unknown field '" + k.key() + "'");
-    if (!t.contains("dtype") || !t["dtype"].is_string()) throw ConvertError(tctx + ": missing or non-string 'dtype'");
+        throw CheckpointError(tctx + ": unknown field '" + k.key() + "'");
+    if (!t.contains("dtype") || !t["dtype"].is_string()) throw CheckpointError(tctx + ": missing or non-string 'dtype'");
     const std::string dtype = t["dtype"].get<std::string>();
-    if (dtype != "F32") throw ConvertError(tctx + ": dtype '" + dtype + "' is not supported (checkpoints hold F32 only)");
-    if (!t.contains("shape") || !t["shape"].is_array()) throw ConvertError(tctx + ": missing or non-array 'shape'");
+    if (dtype != "F32") throw CheckpointError(tctx + ": dtype '" + dtype + "' is not supported (checkpoints hold F32 only)");
+    if (!t.contains("shape") || !t["shape"].is_array()) throw CheckpointError(tctx + ": missing or non-array 'shape'");
     FTensor ft;
     uint64_t numel = 1;
     for (const json& d : t["shape"]) {
-      if (!d.is_number_unsigned()) throw ConvertError(tctx + ": 'shape' must hold non-negative integers");
+      if (!d.is_number_unsigned()) throw CheckpointError(tctx + ": 'shape' must hold non-negative integers");
       const uint64_t v = d.get<uint64_t>();
       if (v > 0 && numel > (std::numeric_limits<uint64_t>::max() / 8) / v)
-        throw ConvertError(tctx + ": 'shape' " + t["shape"].dump() + " overflows");
+        throw CheckpointError(tctx + ": 'shape' " + t["shape"].dump() + " overflows");
       numel *= v;
       ft.shape.push_back(static_cast<int64_t>(v));
     }
-    if (t["shape"].size() > 8) throw ConvertError(tctx + ": more than 8 dimensions");
+    if (t["shape"].size() > 8) throw CheckpointError(tctx + ": more than 8 dimensions");
     if (!t.contains("data_offsets") || !t["data_offsets"].is_array() || t["data_offsets"].size() != 2 ||
         !t["data_offsets"][0].is_number_unsigned() || !t["data_offsets"][1].is_number_unsigned())
-      throw ConvertError(tctx + ": 'data_offsets' must be [begin, end] with non-negative integers");
+      throw CheckpointError(tctx + ": 'data_offsets' must be [begin, end] with non-negative integers");
     const uint64_t b = t["data_offsets"][0].get<uint64_t>();
     const uint64_t e = t["data_offsets"][1].get<uint64_t>();
-    if (b > e) throw ConvertError(tctx + ": data_offsets [" + std::to_string(b) + ", " + std::to_string(e) + "] are reversed");
+    if (b > e) throw CheckpointError(tctx + ": data_offsets [" + std::to_string(b) + ", " + std::to_string(e) + "] are reversed");
     if (e > data_size)
-      throw ConvertError(tctx + ": data_offsets end " + std::to_string(e) + " is past the data section (" +
+      throw CheckpointError(tctx + ": data_offsets end " + std::to_string(e) + " is past the data section (" +
                          std::to_string(data_size) + " bytes): truncated file or offsets that lie");
     if (e - b != numel * 4)
-      throw ConvertError(tctx + ": data_offsets cover " + std::to_string(e - b) + " bytes, shape " +
+      throw CheckpointError(tctx + ": data_offsets cover " + std::to_string(e - b) + " bytes, shape " +
                          shape_str(ft.shape) + " of F32 needs " + std::to_string(numel * 4));
     ft.data.resize(numel);
     if (numel) std::memcpy(ft.data.data(), data + b, numel * 4);
     for (uint64_t i = 0; i < numel; ++i)
       if (!std::isfinite(ft.data[i]))
-        throw ConvertError(tctx + ": non-finite value " + std::to_string(ft.data[i]) + " at element " + std::to_string(i));
+        throw CheckpointError(tctx + ": non-finite value " + std::to_string(ft.data[i]) + " at element " + std::to_string(i));
     ranges.push_back({b, e, name});
     f.tensors.emplace(name, std::move(ft));
   }
@@ -110,15 +113,15 @@ SafetensorsFile parse_safetensors(std::span<const uint8_t> bytes) {
   uint64_t pos = 0;
   for (const Range& r : ranges) {
     if (r.b < pos)
-      throw ConvertError(ctx + ": tensor '" + r.name + "' overlaps the data of another tensor (offset " +
+      throw CheckpointError(ctx + ": tensor '" + r.name + "' overlaps the data of another tensor (offset " +
                          std::to_string(r.b) + " < " + std::to_string(pos) + ")");
     if (r.b > pos)
-      throw ConvertError(ctx + ": gap in the data section before tensor '" + r.name + "' (bytes " + std::to_string(pos) +
+      throw CheckpointError(ctx + ": gap in the data section before tensor '" + r.name + "' (bytes " + std::to_string(pos) +
                          " to " + std::to_string(r.b) + " belong to no tensor)");
     pos = r.e;
   }
   if (pos != data_size)
-    throw ConvertError(ctx + ": data section holds " + std::to_string(data_size) + " bytes but the tensors cover " +
+    throw CheckpointError(ctx + ": data section holds " + std::to_string(data_size) + " bytes but the tensors cover " +
                        std::to_string(pos) + " (trailing bytes)");
   return f;
 }
@@ -132,6 +135,10 @@ std::vector<uint8_t> serialize_safetensors(const TensorMap& tensors, const std::
   }
   uint64_t off = 0;
   for (const auto& [name, t] : tensors) {
+    if (name.empty() || name == "__metadata__") throw CheckpointError("safetensors: invalid tensor name '" + name + "'");
+    if (static_cast<int64_t>(t.data.size()) != t.numel())
+      throw CheckpointError("safetensors: tensor '" + name + "' has " + std::to_string(t.data.size()) +
+                            " values for shape " + shape_str(t.shape));
     const uint64_t nbytes = t.data.size() * 4;
     header[name] = {{"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {off, off + nbytes}}};
     off += nbytes;
@@ -151,62 +158,42 @@ std::vector<uint8_t> serialize_safetensors(const TensorMap& tensors, const std::
 
 std::vector<uint8_t> read_file_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw ConvertError("cannot open '" + path + "': " + std::strerror(errno));
+  if (!in) throw CheckpointError("cannot open '" + path + "': " + std::strerror(errno));
   in.seekg(0, std::ios::end);
   const std::streamoff size = in.tellg();
-  if (size < 0) throw ConvertError("cannot read '" + path + "'");
+  if (size < 0) throw CheckpointError("cannot read '" + path + "'");
   in.seekg(0, std::ios::beg);
   std::vector<uint8_t> bytes(static_cast<size_t>(size));
   if (size > 0 && !in.read(reinterpret_cast<char*>(bytes.data()), size))
-    throw ConvertError("cannot read '" + path + "': short read");
+    throw CheckpointError("cannot read '" + path + "': short read");
   return bytes;
 }
 
-Checkpoint parse_checkpoint(std::span<const uint8_t> bytes, const std::string& source) {
-  SafetensorsFile f = parse_safetensors(bytes);
-  Checkpoint ck;
-  ck.source = source;
-  auto meta = [&](const char* key) -> const std::string& {
-    auto it = f.metadata.find(key);
-    if (it == f.metadata.end()) throw ConvertError("checkpoint: metadata '" + std::string(key) + "' is missing");
-    return it->second;
+void write_file_bytes(const std::string& path, std::span<const uint8_t> bytes) {
+  const std::string tmp = path + ".tmp";
+  auto fail = [&](const std::string& what, int err, int fd) {
+    if (fd >= 0) ::close(fd);
+    ::unlink(tmp.c_str());
+    throw CheckpointError("cannot " + what + " '" + tmp + "': " + std::strerror(err));
   };
-  ck.format = meta("bbits.format");
-  if (ck.format != "bbits-checkpoint/1")
-    throw ConvertError("checkpoint: metadata 'bbits.format' is '" + ck.format + "', expected 'bbits-checkpoint/1'");
-  json g;
-  try {
-    g = json::parse(meta("bbits.graph"));
-  } catch (const json::exception& e) {
-    throw ConvertError("checkpoint: metadata 'bbits.graph' is not valid JSON: " + std::string(e.what()));
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw CheckpointError("cannot create '" + tmp + "': " + std::strerror(errno));
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fail("write", errno, fd);
+    }
+    done += static_cast<size_t>(n);
   }
-  ck.graph = parse_graph(g);
-  try {
-    ck.training = json::parse(meta("bbits.training"));
-  } catch (const json::exception& e) {
-    throw ConvertError("checkpoint: metadata 'bbits.training' is not valid JSON: " + std::string(e.what()));
-  }
-  if (!ck.training.is_object()) throw ConvertError("checkpoint: metadata 'bbits.training' must be a JSON object");
-  ck.tensors = std::move(f.tensors);
-  validate_checkpoint(ck);
-  return ck;
-}
-
-Checkpoint load_checkpoint(const std::string& path) {
-  const auto bytes = read_file_bytes(path);
-  try {
-    return parse_checkpoint(bytes, path);
-  } catch (const ConvertError& e) {
-    throw ConvertError(path + ": " + e.what());
+  if (::fsync(fd) != 0) fail("flush", errno, fd);
+  if (::close(fd) != 0) fail("close", errno, -1);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    throw CheckpointError("cannot rename '" + tmp + "' to '" + path + "': " + std::strerror(err));
   }
 }
 
-void save_checkpoint(const Checkpoint& ck, const std::string& path) {
-  std::map<std::string, std::string> meta{{"bbits.format", ck.format},
-                                          {"bbits.graph", graph_to_json(ck.graph).dump()},
-                                          {"bbits.training", ck.training.dump()}};
-  const auto bytes = serialize_safetensors(ck.tensors, meta);
-  bbits::format::write_file_atomic(path, bytes);
-}
-
-}  // namespace bbits::converter
+}  // namespace bbits::contract
