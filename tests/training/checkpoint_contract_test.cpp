@@ -264,3 +264,55 @@ TEST(CheckpointContract, CorruptOrTruncatedCheckpointsAreRejected) {
   std::filesystem::remove(path);
   EXPECT_THROW(read_safetensors(path), CheckpointError);  // missing file
 }
+
+// Before fine-tuning the trainer folds batch norm into the weights (the
+// reference's static_fold_bn). The folded network computes the same eval-mode
+// output to the bit, and its checkpoint is a contract checkpoint like any
+// other: the nodes say bn false and bias true, every folded layer has its
+// bias, no BN tensors remain, and a fresh network built from the written
+// graph reproduces the output.
+TEST(CheckpointContract, BatchNormFoldedCheckpoint) {
+  at::manual_seed(4);
+  ModelOptions o;
+  o.width = 0.0625;
+  Net net(build_model("vgg7", o), QuantSetup{});
+  const auto x = at::rand({6, 1, 28, 28});
+  net.calibrate(x);
+  net.train();
+  {
+    at::NoGradGuard ng;
+    net.forward(x);  // running statistics away from their initial 0 / 1
+  }
+  net.eval();
+  at::Tensor before;
+  {
+    at::NoGradGuard ng;
+    before = net.forward(x);
+  }
+  int bn_layers = 0;
+  for (const auto& n : net.graph().nodes) bn_layers += n.bn;
+  ASSERT_GT(bn_layers, 0);
+  EXPECT_EQ(net.fold_batch_norm(), bn_layers);
+  EXPECT_EQ(net.fold_batch_norm(), 0);  // nothing left to fold
+  at::NoGradGuard ng;
+  EXPECT_TRUE(at::equal(net.forward(x), before));
+  EXPECT_EQ(net.graph().to_json(), without_batch_norm(build_model("vgg7", o)).to_json());
+
+  const std::string bytes = encode_safetensors(lenet_checkpoint(net, "bayesian-bits"));
+  const Checkpoint ck = decode_safetensors(bytes);
+  check_contract_metadata(ck);
+  const Graph g = Graph::from_json_string(ck.metadata.at("bbits.graph"));
+  for (const auto& n : g.nodes) {
+    EXPECT_FALSE(n.bn) << n.name;
+    if (has_weights(n.op)) {
+      EXPECT_TRUE(n.bias) << n.name;
+      ASSERT_NE(ck.find(n.name + ".bias"), nullptr) << n.name;
+      EXPECT_EQ(ck.at(n.name + ".bias").shape, (std::vector<int64_t>{n.out_channels}));
+    }
+  }
+  for (const auto& t : ck.tensors) EXPECT_EQ(t.name.find(".bn."), std::string::npos) << t.name;
+  Net fresh(g, QuantSetup{});
+  fresh.import_tensors(ck);
+  fresh.eval();
+  EXPECT_TRUE(at::equal(fresh.forward(x), before));
+}

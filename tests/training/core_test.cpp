@@ -1,9 +1,10 @@
 // Torch-free parts of the training library: graph JSON, model shapes, MAC
-// and BOP counts, the IDX reader.
+// and BOP counts, the IDX reader, learning-rate schedules.
 #include <gtest/gtest.h>
 #include <unistd.h>
 #include <zlib.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -11,6 +12,7 @@
 #include "bbits/training/cost.h"
 #include "bbits/training/dataset.h"
 #include "bbits/training/graph.h"
+#include "bbits/training/schedule.h"
 
 using namespace bbits::train;
 
@@ -165,4 +167,59 @@ TEST(Dataset, FashionMnistTestSplitWhenInstalled) {
   EXPECT_EQ(s.rows, 28);
   EXPECT_EQ(s.cols, 28);
   EXPECT_EQ(take(s, 10).labels.size(), 10u);
+}
+
+// The schedules against the reference's formulas, by hand.
+TEST(Schedule, LinearTailIsTheReferenceMakeLrScheduler) {
+  // make_lr_scheduler(1e-3, 15): ep_sched = int(2/3 * 15) = 10; LambdaLR at
+  // epoch e > 10 gives (e - 15) / (10 - 15). Only the weights move.
+  const LrSchedule s = LrSchedule::parse("linear-tail");
+  for (int64_t t : {0, 5, 10}) EXPECT_DOUBLE_EQ(s.lr(1e-3, t, 15, true), 1e-3) << t;
+  EXPECT_DOUBLE_EQ(s.lr(1e-3, 11, 15, true), 1e-3 * 4.0 / 5.0);
+  EXPECT_DOUBLE_EQ(s.lr(1e-3, 14, 15, true), 1e-3 * 1.0 / 5.0);
+  EXPECT_DOUBLE_EQ(s.lr(1e-2, 14, 15, false), 1e-2);  // gates, ranges: constant
+  // 3 epochs: ep_sched = 2 and t runs 0..2, so the rate never decays.
+  EXPECT_DOUBLE_EQ(s.lr(1e-3, 2, 3, true), 1e-3);
+  EXPECT_EQ(s.to_string(), "linear-tail");
+}
+
+TEST(Schedule, MultiStepAndCosine) {
+  // MultiStepLR(milestones [10, 20], gamma 0.1), stepped once per epoch: every group.
+  const LrSchedule m = LrSchedule::parse("multistep:10:20");
+  EXPECT_DOUBLE_EQ(m.lr(3e-3, 9, 30, true), 3e-3);
+  EXPECT_DOUBLE_EQ(m.lr(3e-3, 10, 30, true), 3e-4);
+  EXPECT_DOUBLE_EQ(m.lr(1e-3, 19, 30, false), 1e-4);
+  EXPECT_NEAR(m.lr(1e-3, 20, 30, false), 1e-5, 1e-20);
+  EXPECT_EQ(m.to_string(), "multistep:10:20");
+  // CosineAnnealingLR: eta + (base - eta) (1 + cos(pi t / T)) / 2; weights to
+  // eta_min, the other groups to 0.
+  const LrSchedule c = LrSchedule::parse("cosine:0");
+  EXPECT_DOUBLE_EQ(c.lr(1e-4, 0, 8, true), 1e-4);
+  EXPECT_NEAR(c.lr(1e-4, 2, 8, true), 1e-4 * (1 + std::sqrt(0.5)) / 2, 1e-18);  // cos(pi/4)
+  EXPECT_NEAR(c.lr(1e-4, 4, 8, false), 5e-5, 1e-18);
+  EXPECT_NEAR(c.lr(1e-4, 8, 8, true), 0.0, 1e-18);
+  const LrSchedule e = LrSchedule::parse("cosine:1e-5");
+  EXPECT_NEAR(e.lr(1e-4, 8, 8, true), 1e-5, 1e-18);
+  EXPECT_NEAR(e.lr(1e-4, 8, 8, false), 0.0, 1e-18);
+  EXPECT_NEAR(e.lr(1e-4, 4, 8, true), 1e-5 + 9e-5 / 2, 1e-18);
+  EXPECT_EQ(LrSchedule::parse("cosine").eta_min, 0.0);
+  EXPECT_DOUBLE_EQ(LrSchedule::parse("constant").lr(0.5, 99, 100, true), 0.5);
+}
+
+TEST(Schedule, BadSpecificationsNameTheProblem) {
+  for (const char* bad : {"", "cosin", "multistep", "multistep:20:10", "multistep:0", "multistep:a", "cosine:x",
+                          "cosine:-1", "constant:3", "cosine:0:1"}) {
+    try {
+      LrSchedule::parse(bad);
+      ADD_FAILURE() << "accepted '" << bad << "'";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find(std::string("'") + bad + "'"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(optimizer_from_name("SGD"), OptimizerKind::Sgd);
+  EXPECT_EQ(optimizer_from_name("Adam"), OptimizerKind::Adam);
+  EXPECT_THROW(optimizer_from_name("rmsprop"), std::invalid_argument);
+  OptimizerPlan sgd{OptimizerKind::Sgd, 1e-4, 0.0};
+  EXPECT_DOUBLE_EQ(sgd.momentum(), 0.9);
+  EXPECT_TRUE(sgd.nesterov());
 }

@@ -1,6 +1,7 @@
 // The Bayesian Bits quantizer: residual sum vs direct rounding, eval mode vs
 // the shared vocabulary (bit for bit), fused kernel vs the composite formula,
-// gate statistics, the test-time rule and cut-off, the regularizer.
+// gate statistics, the test-time rule and cut-off, the regularizer of one
+// quantizer and of a whole network against the reference's formula by hand.
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
@@ -9,6 +10,8 @@
 #include <cmath>
 
 #include "bbits/format/quant.h"
+#include "bbits/training/cost.h"
+#include "bbits/training/network.h"
 #include "bbits/training/quantizer.h"
 
 using namespace bbits::train;
@@ -254,4 +257,121 @@ TEST(Quantizer, RangeAndFreeze) {
   auto y = q->forward(x);
   EXPECT_EQ(y[1].abs().max().item<float>(), 0.0f);
   EXPECT_TRUE(at::equal(y.detach()[0], quantize_eval(x[0], q->range(), 8, false)));
+}
+
+// The whole network's regularizer against the reference, counted by hand on a
+// tiny graph. The reference (anonymized_compression_package/quantization/
+// straight_through.py, BayesianBitsQuantizer.regularizer and get_bops;
+// benchmarks/image_net/gated_mixed_precision.py, assign_macs and gate_loss):
+//   get_bops(b) = mac_count / max_macs * b          (reg_type "bop"; "const": 1)
+//   q = hc_prob_pos(gamma) = sigmoid(gamma - beta log(-gamma_hc / zeta)),
+//       beta 2/3, gamma_hc -0.1, zeta 1.1
+//   with pruning: [sum_c bops(2) q2_c + q2_c bops(4) q4 + q2_c q4 bops(8) q8
+//                  + q2_c q4 q8 bops(16) q16 + q2_c q4 q8 q16 bops(32) q32] / C
+//   without:      1 + bops(4) q4 + q4 bops(8) q8 + q4 q8 bops(16) q16 + q4 q8 q16 bops(32) q32
+//   gate_loss = the plain sum over quantizers; train_epoch adds lambda times it
+//   to the batch's mean cross-entropy.
+// A weight quantizer is charged its layer's MACs; an activation quantizer the
+// MACs of the layers in its group (the layers it feeds); max_macs is the
+// largest layer's MACs. The input is not a Bayesian Bits quantizer.
+//
+// Graph: input 1x5x5 -> a: conv 1->2 k3 (3x3 out) relu -> b: conv 2->3 k3
+// (1x1 out) relu -> flatten -> c: linear 3->4 (last layer: no z2, float output).
+// MACs: a 3*3*2*1*9 = 162, b 1*1*3*2*9 = 54, c 3*4 = 12; max 162.
+// Ratios r: a.wq 1, a.aq (feeds b) 54/162 = 1/3, b.wq 1/3, b.aq (feeds c)
+// 12/162 = 2/27, c.wq 2/27.
+// Log alphas are chosen so that q is 3/4, 1/2 or 1/4: la = off + ln 3, off,
+// off - ln 3 with off = beta log(-gamma_hc / zeta). Every quantizer: q4 3/4,
+// q8 1/2, q16 1/4, q32 1/4; z2 of a: 3/4, 1/4; z2 of b: 3/4, 1/2, 1/4.
+// Upper part U(r) = r (4 q4 + 8 q4 q8 + 16 q4 q8 q16 + 32 q4 q8 q16 q32)
+//                 = r (3 + 3 + 1.5 + 0.75) = 8.25 r.
+//   a.wq: mean(q2) (2 + 8.25) * 1      = 0.5 * 10.25     = 5.125
+//   a.aq: 1 + 8.25 / 3                                    = 3.75
+//   b.wq: mean(q2) (2 + 8.25) / 3      = 0.5 * 10.25 / 3 = 41/24
+//   b.aq: 1 + 8.25 * 2 / 27                               = 29/18
+//   c.wq: the same                                        = 29/18
+//   total = 497/36 = 13.80556
+// Gradients (dq/dla = q (1 - q)):
+//   d/d la4(a.aq)   = r (4 + 8 q8 + 16 q8 q16 + 32 q8 q16 q32) q4 (1 - q4) = (1/3) 11 (3/16) = 11/16
+//   d/d la8(a.wq)   = mean(q2) r (8 q4 + 16 q4 q16 + 32 q4 q16 q32) q8 (1 - q8) = 0.5 * 10.5 * 0.25 = 21/16
+//   d/d la2_0(b.wq) = (2 r + U(r)) q2 (1 - q2) / C = (10.25 / 3) (3/16) / 3 = 41/192
+//   d/d la32(c.wq)  = r 32 q4 q8 q16 q32 (1 - q32) = (2/27) 32 (3/32) (3/16) = 1/24
+// reg_type "const": every get_bops is 1, S = q4 + q4 q8 + q4 q8 q16 + q4 q8 q16 q32
+//   = 3/4 + 3/8 + 3/32 + 3/128 = 159/128;
+//   pruned: mean(q2) (1 + S) = 287/256 (a.wq, b.wq); others 1 + S = 287/128;
+//   total = 2 * 287/256 + 3 * 287/128 = 287/32 = 8.96875.
+namespace {
+Graph tiny_graph() {
+  Graph g;
+  g.model = "tiny";
+  g.input.shape = {1, 5, 5};
+  auto conv = [](const std::string& name, const std::string& in, int64_t ci, int64_t co) {
+    Node n;
+    n.name = name;
+    n.op = Op::Conv2d;
+    n.inputs = {in};
+    n.in_channels = ci;
+    n.out_channels = co;
+    n.kernel = {3, 3};
+    n.activation = "relu";
+    n.weight_quant = n.prune = n.act_quant = true;
+    return n;
+  };
+  g.nodes.push_back(conv("a", "input", 1, 2));
+  g.nodes.push_back(conv("b", "a", 2, 3));
+  Node f;
+  f.name = "f";
+  f.op = Op::Flatten;
+  f.inputs = {"b"};
+  g.nodes.push_back(f);
+  Node c;
+  c.name = "c";
+  c.op = Op::Linear;
+  c.inputs = {"f"};
+  c.in_channels = 3;
+  c.out_channels = 4;
+  c.weight_quant = true;
+  g.nodes.push_back(c);
+  g.outputs = {"c"};
+  return g;
+}
+}  // namespace
+
+TEST(Regularizer, NetworkSumMatchesTheReferenceByHand) {
+  const Graph g = tiny_graph();
+  EXPECT_EQ(layer_macs(g), (std::map<std::string, int64_t>{{"a", 162}, {"b", 54}, {"c", 12}}));
+  EXPECT_EQ(quantizer_macs(g), (std::map<std::string, int64_t>{{"input", 162}, {"a", 54}, {"b", 12}}));
+  const double off = (2.0 / 3.0) * std::log(0.1 / 1.1);  // beta log(-gamma / zeta)
+  const double hi = off + std::log(3.0), mid = off, lo = off - std::log(3.0);  // q = 3/4, 1/2, 1/4
+  for (bool const_type : {false, true}) {
+    QuantSetup qs;
+    qs.reg_const = const_type;
+    Net net(g, qs);
+    std::vector<std::string> regularized;
+    for (const auto& [name, q] : net.quantizers()) {
+      if (!q->regularized) continue;
+      regularized.push_back(name);
+      set_gates(*q, hi, mid, lo, lo);
+    }
+    EXPECT_EQ(regularized, (std::vector<std::string>{"a.wq", "a.aq", "b.wq", "b.aq", "c.wq"}));
+    {
+      at::NoGradGuard ng;
+      net.layer("a")->wq->log_alpha_2.copy_(at::tensor({float(hi), float(lo)}));
+      net.layer("b")->wq->log_alpha_2.copy_(at::tensor({float(hi), float(mid), float(lo)}));
+    }
+    const double mu = 0.1;
+    auto loss = mu * net.regularizer();
+    loss.backward();
+    if (!const_type) {
+      EXPECT_NEAR(loss.item<double>(), mu * 497.0 / 36.0, 2e-6);
+      EXPECT_NEAR(net.layer("a")->aq->log_alpha_4.grad().item<double>(), mu * 11.0 / 16.0, 1e-6);
+      EXPECT_NEAR(net.layer("a")->wq->log_alpha_8.grad().item<double>(), mu * 21.0 / 16.0, 1e-6);
+      EXPECT_NEAR(net.layer("b")->wq->log_alpha_2.grad()[0].item<double>(), mu * 41.0 / 192.0, 1e-6);
+      EXPECT_NEAR(net.layer("c")->wq->log_alpha_32.grad().item<double>(), mu * 1.0 / 24.0, 1e-6);
+    } else {
+      EXPECT_NEAR(loss.item<double>(), mu * 287.0 / 32.0, 2e-6);
+    }
+    // The network input is fixed at 8 bits and never regularized.
+    EXPECT_FALSE(net.input_quantizer()->log_alpha_4.grad().defined());
+  }
 }

@@ -32,6 +32,7 @@ QuantizerConfig act_config(const QuantSetup& q, bool is_signed) {
   c.fixed_bits = q.act_bits;
   c.learn_range = q.learn_ranges;
   c.gate_init = q.gate_init;
+  c.gate_init_prune = q.gate_init_prune;
   c.enabled = q.enabled;
   return c;
 }
@@ -94,6 +95,7 @@ QLayer::QLayer(const Node& n, const QuantSetup& q) : node(n) {
     c.learn_prune_gates = q.learn_prune_gates;
     c.learn_range = q.learn_ranges;
     c.gate_init = q.gate_init;
+    c.gate_init_prune = q.gate_init_prune;
     c.enabled = q.enabled;
     wq = register_module("wq", std::make_shared<BBQuantizer>(c));
   }
@@ -107,34 +109,44 @@ at::Tensor QLayer::run(const at::Tensor& x, const at::Tensor& w, const at::Tenso
   return at::linear(x, w, b);
 }
 
-std::pair<at::Tensor, at::Tensor> QLayer::folded(const at::Tensor& x) {
+std::pair<at::Tensor, at::Tensor> QLayer::folded() const {
   if (!node.bn) return {weight, bias};
-  at::Tensor mean, var;
-  if (is_training()) {
-    at::NoGradGuard ng;
-    const auto y0 = run(x, weight, at::Tensor());
-    std::vector<int64_t> dims = node.op == Op::Conv2d ? std::vector<int64_t>{0, 2, 3} : std::vector<int64_t>{0};
-    mean = y0.mean(dims);
-    var = y0.var(dims, /*unbiased=*/false);
-    const double count = static_cast<double>(y0.numel() / y0.size(1));
-    running_mean.mul_(1.0 - bn_momentum).add_(mean * bn_momentum);
-    running_var.mul_(1.0 - bn_momentum).add_(var * (bn_momentum * count / std::max(1.0, count - 1.0)));
-  } else {
-    mean = running_mean;
-    var = running_var;
-  }
-  const at::Tensor inv = bn_weight / at::sqrt(var + node.bn_eps);
+  const at::Tensor inv = bn_weight / at::sqrt(running_var + node.bn_eps);
   std::vector<int64_t> shape(weight.dim(), 1);
   shape[0] = -1;
   const at::Tensor w = weight * inv.view(shape);
-  const at::Tensor b0 = bias.defined() ? bias - mean : -mean;
+  const at::Tensor b0 = bias.defined() ? bias - running_mean : -running_mean;
   return {w, bn_bias + b0 * inv};
 }
 
+at::Tensor QLayer::batch_norm_train(const at::Tensor& x, const at::Tensor& y) {
+  // The reference's BatchNormQScheme.adjust_output: the batch statistics of
+  // the float convolution (gradient through them), the output rescaled from
+  // the running statistics the weight was folded with to the batch's, and the
+  // running averages updated afterwards (unbiased variance, momentum 0.1).
+  const at::Tensor y0 = run(x, weight, at::Tensor());
+  const std::vector<int64_t> dims = node.op == Op::Conv2d ? std::vector<int64_t>{0, 2, 3} : std::vector<int64_t>{0};
+  const at::Tensor mean = y0.mean(dims);
+  const at::Tensor var = y0.var(dims, /*unbiased=*/false);
+  const at::Tensor sigma = at::sqrt(running_var + node.bn_eps), sigma_b = at::sqrt(var + node.bn_eps);
+  std::vector<int64_t> shape(y.dim(), 1);
+  shape[1] = -1;
+  const at::Tensor b0 = bias.defined() ? bias - mean : -mean;
+  const at::Tensor out = y * (sigma / sigma_b).view(shape) + (bn_bias + b0 * bn_weight / sigma_b).view(shape);
+  {
+    at::NoGradGuard ng;
+    const double count = static_cast<double>(y0.numel() / y0.size(1));
+    running_mean.mul_(1.0 - bn_momentum).add_(mean.detach() * bn_momentum);
+    running_var.mul_(1.0 - bn_momentum).add_(var.detach() * (bn_momentum * count / std::max(1.0, count - 1.0)));
+  }
+  return out;
+}
+
 at::Tensor QLayer::forward(const at::Tensor& x) {
-  auto [w, b] = folded(x);
+  auto [w, b] = folded();
   if (wq) w = wq->forward(w);
-  at::Tensor y = apply_activation(run(x, w, b), node.activation);
+  at::Tensor y = (node.bn && is_training()) ? batch_norm_train(x, run(x, w, at::Tensor())) : run(x, w, b);
+  y = apply_activation(y, node.activation);
   if (aq) y = aq->forward(y);
   return y;
 }
@@ -172,12 +184,14 @@ Net::Net(Graph graph, const QuantSetup& q) : graph_(std::move(graph)) {
       auto& w = *layers_[i]->wq;
       w.mac_count = static_cast<double>(lm.at(name));
       w.max_macs = max_macs;
+      w.const_cost = q.reg_const;
       w.regularized = q.enabled && (w.bit_gates_learned() || w.prune_gates_learned());
     }
     if (a) {
       a->max_macs = max_macs;
       a->mac_count = qm.count(name) ? static_cast<double>(qm.at(name)) : 0.0;
-      a->regularized = q.enabled && a->bit_gates_learned() && a->mac_count > 0;
+      a->const_cost = q.reg_const;
+      a->regularized = q.enabled && a->bit_gates_learned() && (a->mac_count > 0 || q.reg_const);
     }
   }
 }
@@ -381,10 +395,59 @@ void Net::import_weights(const Checkpoint& ck) {
   }
 }
 
+Graph without_batch_norm(Graph g) {
+  for (auto& n : g.nodes)
+    if (n.bn) {
+      n.bn = false;
+      n.bias = true;
+    }
+  return g;
+}
+
+int Net::fold_batch_norm() {
+  int folded = 0;
+  at::NoGradGuard ng;
+  for (size_t i = 0; i < graph_.nodes.size(); ++i) {
+    const auto& l = layers_[i];
+    if (!l || !l->node.bn) continue;
+    // The eval-mode fold of QLayer::folded, stored: the folded network's
+    // eval-mode output is the unfolded one's, to the bit.
+    auto [w, b] = l->folded();
+    w = w.detach().clone();
+    b = b.detach().clone();
+    const bool trainable = l->weight.requires_grad();
+    l->weight.copy_(w);
+    if (l->bias.defined()) {
+      l->bias.copy_(b);
+    } else {
+      l->bias = l->register_parameter("bias", b, trainable);
+    }
+    for (auto* t : {&l->bn_weight, &l->bn_bias}) t->set_requires_grad(false);
+    l->bn_weight = l->bn_bias = l->running_mean = l->running_var = at::Tensor();
+    l->node.bn = false;
+    l->node.bias = true;
+    graph_.nodes[i].bn = false;
+    graph_.nodes[i].bias = true;
+    ++folded;
+  }
+  return folded;
+}
+
 void Net::calibrate(const at::Tensor& x) {
   for (auto& [name, q] : quantizers()) q->set_initialized(false);
   const bool was_training = is_training();
   eval();
+  // Batch-norm layers normalise with the batch's statistics (and update their
+  // running averages once), as in the reference, whose ranges come from a
+  // first forward pass in training mode: the activation ranges then fit the
+  // normalised activations training sees, not the output of the untrained
+  // running statistics (mean 0, variance 1). The quantizers stay in eval mode.
+  for (const auto& l : layers_)
+    if (l && l->node.bn) {
+      l->train(true);
+      if (l->wq) l->wq->eval();
+      if (l->aq) l->aq->eval();
+    }
   {
     at::NoGradGuard ng;
     forward(x);

@@ -44,12 +44,12 @@ at::Tensor quantize_eval(const at::Tensor& x, float x_max, int bits, bool is_sig
 BBQuantizer::BBQuantizer(const QuantizerConfig& cfg) : cfg_(cfg) {
   x_max = register_parameter("x_max", scalar_param(1.0), cfg.learn_range);
   if (cfg.prune_channels > 0)
-    log_alpha_2 = register_parameter("log_alpha_2", at::full({cfg.prune_channels}, cfg.gate_init, at::kFloat),
+    log_alpha_2 = register_parameter("log_alpha_2", at::full({cfg.prune_channels}, cfg.gate_init_prune, at::kFloat),
                                      cfg.learn_prune_gates);
-  log_alpha_4 = register_parameter("log_alpha_4", scalar_param(cfg.gate_init), cfg.learn_bit_gates);
-  log_alpha_8 = register_parameter("log_alpha_8", scalar_param(cfg.gate_init), cfg.learn_bit_gates);
-  log_alpha_16 = register_parameter("log_alpha_16", scalar_param(cfg.gate_init), cfg.learn_bit_gates);
-  log_alpha_32 = register_parameter("log_alpha_32", scalar_param(cfg.gate_init), cfg.learn_bit_gates);
+  log_alpha_4 = register_parameter("log_alpha_4", scalar_param(cfg.gate_init[0]), cfg.learn_bit_gates);
+  log_alpha_8 = register_parameter("log_alpha_8", scalar_param(cfg.gate_init[1]), cfg.learn_bit_gates);
+  log_alpha_16 = register_parameter("log_alpha_16", scalar_param(cfg.gate_init[2]), cfg.learn_bit_gates);
+  log_alpha_32 = register_parameter("log_alpha_32", scalar_param(cfg.gate_init[3]), cfg.learn_bit_gates);
   if (!cfg.learn_bit_gates) set_fixed_bits(cfg.fixed_bits);
   if (cfg.prune_channels > 0 && !cfg.learn_prune_gates) {
     at::NoGradGuard ng;
@@ -218,7 +218,7 @@ at::Tensor BBQuantizer::forward_train(const at::Tensor& x) { return quantize_tra
 
 at::Tensor BBQuantizer::regularizer() const {
   const double ratio = max_macs > 0 ? mac_count / max_macs : 1.0;
-  auto bops = [&](double b) { return ratio * b; };
+  auto bops = [&](double b) { return const_cost ? 1.0 : ratio * b; };
   const at::Tensor q4 = gate_prob_on(log_alpha_4), q8 = gate_prob_on(log_alpha_8), q16 = gate_prob_on(log_alpha_16),
                    q32 = gate_prob_on(log_alpha_32);
   if (has_prune()) {

@@ -28,6 +28,7 @@
 #include "bbits/training/cost.h"
 #include "bbits/training/dataset.h"
 #include "bbits/training/network.h"
+#include "bbits/training/optim.h"
 #include "bbits/format/quant.h"
 
 namespace bbits::train {
@@ -96,6 +97,82 @@ void write_npy(const std::string& path, const std::vector<float>& data, const st
   std::filesystem::rename(tmp, path);
 }
 
+double TrainConfig::gate_init_for(int bits) const {
+  const std::optional<double>* o = nullptr;
+  switch (bits) {
+    case 2: o = &gate_init_prune; break;
+    case 4: o = &gate_init_4; break;
+    case 8: o = &gate_init_8; break;
+    case 16: o = &gate_init_16; break;
+    case 32: o = &gate_init_32; break;
+    default: throw std::invalid_argument("gate_init_for: bits must be 2, 4, 8, 16 or 32");
+  }
+  return o->value_or(gate_init);
+}
+
+PhasePlan phase_plan(const TrainConfig& c, bool finetune) {
+  auto group = [](const std::string& opt, const char* opt_flag, double lr, const char* lr_flag, double wd) {
+    if (!(lr >= 0) || !std::isfinite(lr)) throw std::invalid_argument(std::string(lr_flag) + " must be >= 0 and finite");
+    if (!(wd >= 0) || !std::isfinite(wd)) throw std::invalid_argument("--weight-decay must be >= 0 and finite");
+    try {
+      return OptimizerPlan{optimizer_from_name(opt), lr, wd};
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(std::string(opt_flag) + ": " + e.what());
+    }
+  };
+  auto schedule = [](const std::string& s, const char* flag) {
+    try {
+      return LrSchedule::parse(s);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(std::string(flag) + ": " + e.what());
+    }
+  };
+  PhasePlan p;
+  if (!finetune) {
+    p.weights = group(c.optimizer, "--optimizer", c.lr, "--lr", c.weight_decay);
+    p.gates = group(c.optimizer_gates, "--optimizer-gates", c.lr_gates, "--lr-gates", 0.0);
+    p.ranges = group(c.optimizer_ranges, "--optimizer-ranges", c.lr_ranges, "--lr-ranges", 0.0);
+    p.gates_learned = true;
+    p.schedule = schedule(c.lr_schedule, "--lr-schedule");
+    p.per_step = false;
+  } else {
+    // gated_mixed_precision.py, after the gated epochs: get_finetune_optimizers
+    // (weights and biases in one group, x_max in the other, no weight decay)
+    // and get_finetune_schedulers(..., "cosine:0", epochs, train_loader):
+    // CosineAnnealingLR over epochs * len(train_loader) steps.
+    p.weights = group(c.ft_optimizer, "--ft-optimizer", c.ft_lr, "--ft-lr", 0.0);
+    p.ranges = group(c.ft_optimizer_ranges, "--ft-optimizer-ranges", c.ft_lr_ranges, "--ft-lr-ranges", 0.0);
+    p.gates_learned = false;
+    p.schedule = schedule(c.ft_schedule, "--ft-schedule");
+    p.per_step = true;
+  }
+  return p;
+}
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimizerPlan& plan, std::vector<at::Tensor> params) {
+  if (plan.kind == OptimizerKind::Sgd)
+    return std::make_unique<torch::optim::SGD>(std::move(params), torch::optim::SGDOptions(plan.lr)
+                                                                      .momentum(plan.momentum())
+                                                                      .nesterov(plan.nesterov())
+                                                                      .weight_decay(plan.weight_decay));
+  return std::make_unique<torch::optim::Adam>(std::move(params),
+                                              torch::optim::AdamOptions(plan.lr).weight_decay(plan.weight_decay));
+}
+
+void set_lr(torch::optim::Optimizer& opt, double lr) {
+  for (auto& g : opt.param_groups()) {
+    if (auto* a = dynamic_cast<torch::optim::AdamOptions*>(&g.options())) a->lr(lr);
+    else if (auto* s = dynamic_cast<torch::optim::SGDOptions*>(&g.options())) s->lr(lr);
+  }
+}
+
+double get_lr(const torch::optim::Optimizer& opt) {
+  const auto& g = opt.param_groups().at(0);
+  if (auto* a = dynamic_cast<const torch::optim::AdamOptions*>(&g.options())) return a->lr();
+  if (auto* s = dynamic_cast<const torch::optim::SGDOptions*>(&g.options())) return s->lr();
+  return 0.0;
+}
+
 namespace {
 
 struct ModeSetup {
@@ -112,11 +189,27 @@ std::pair<int, int> parse_fixed_bits(const std::string& s) {
   return {w, a};
 }
 
+// --prune-only-bits: 8, 16 or 32 (= float) for weights and activations alike,
+// or wXaY (the reference's --fixed-48bit is w4a8).
+std::pair<int, int> parse_prune_only_bits(const std::string& s) {
+  if (s == "8" || s == "16" || s == "32") return {std::stoi(s), std::stoi(s)};
+  if (!s.empty() && s[0] == 'w') return parse_fixed_bits(s);
+  throw std::invalid_argument("--prune-only-bits must be 8, 16, 32 or wXaY (e.g. w4a8), not '" + s + "'");
+}
+
 ModeSetup mode_setup(const TrainConfig& c, const std::vector<int64_t>& input_shape) {
   ModeSetup m;
   m.model.input_shape = input_shape;
   m.model.width = c.width;
-  m.quant.gate_init = c.gate_init;
+  m.quant.gate_init = {c.gate_init_for(4), c.gate_init_for(8), c.gate_init_for(16), c.gate_init_for(32)};
+  m.quant.gate_init_prune = c.gate_init_for(2);
+  for (int b : {2, 4, 8, 16, 32})
+    if (!std::isfinite(c.gate_init_for(b)))
+      throw std::invalid_argument(b == 2 ? std::string("--gate-init-prune must be finite")
+                                         : fmt::format("--gate-init-{} must be finite", b));
+  if (c.reg_type != "bop" && c.reg_type != "const")
+    throw std::invalid_argument("--reg-type must be bop or const, not '" + c.reg_type + "'");
+  m.quant.reg_const = c.reg_type == "const";
   switch (c.mode) {
     case Mode::BayesianBits:
       break;
@@ -126,12 +219,13 @@ ModeSetup mode_setup(const TrainConfig& c, const std::vector<int64_t>& input_sha
     case Mode::QuantOnly:
       m.model.prune = false;
       break;
-    case Mode::PruneOnly:
-      if (c.prune_only_bits != 8 && c.prune_only_bits != 16 && c.prune_only_bits != 32)
-        throw std::invalid_argument("--prune-only-bits must be 8, 16 or 32");
+    case Mode::PruneOnly: {
+      const auto [w, a] = parse_prune_only_bits(c.prune_only_bits);
       m.quant.learn_bit_gates = false;
-      m.quant.weight_bits = m.quant.act_bits = c.prune_only_bits;
+      m.quant.weight_bits = w;
+      m.quant.act_bits = a;
       break;
+    }
     case Mode::Fixed: {
       auto [w, a] = parse_fixed_bits(c.fixed_bits);
       m.model.prune = false;
@@ -209,7 +303,7 @@ double evaluate(Net& net, const ImageSet& s, int64_t batch, std::vector<float>* 
   return s.count ? static_cast<double>(correct) / static_cast<double>(s.count) : 0.0;
 }
 
-std::string training_json(const TrainConfig& c, int epoch, double acc, double rel) {
+std::string training_json(const TrainConfig& c, int epoch, double acc, double rel, bool bn_folded) {
   json j = {{"method", mode_name(c.mode)},
             {"mu", c.mu},
             {"epochs", c.epochs + c.finetune_epochs},
@@ -223,17 +317,39 @@ std::string training_json(const TrainConfig& c, int epoch, double acc, double re
             {"lr", c.lr},
             {"lr_gates", c.lr_gates},
             {"lr_ranges", c.lr_ranges},
-            {"gate_init", c.gate_init}};
+            {"gate_init", c.gate_init},
+            {"gate_init_4", c.gate_init_for(4)},
+            {"gate_init_8", c.gate_init_for(8)},
+            {"gate_init_16", c.gate_init_for(16)},
+            {"gate_init_32", c.gate_init_for(32)},
+            {"gate_init_prune", c.gate_init_for(2)},
+            {"reg_type", c.reg_type},
+            {"optimizer", optimizer_name(optimizer_from_name(c.optimizer))},
+            {"optimizer_gates", optimizer_name(optimizer_from_name(c.optimizer_gates))},
+            {"optimizer_ranges", optimizer_name(optimizer_from_name(c.optimizer_ranges))},
+            {"lr_schedule", LrSchedule::parse(c.lr_schedule).to_string()},
+            {"ft_optimizer", optimizer_name(optimizer_from_name(c.ft_optimizer))},
+            {"ft_lr", c.ft_lr},
+            {"ft_optimizer_ranges", optimizer_name(optimizer_from_name(c.ft_optimizer_ranges))},
+            {"ft_lr_ranges", c.ft_lr_ranges},
+            {"ft_schedule", LrSchedule::parse(c.ft_schedule).to_string()},
+            {"bn_folded", bn_folded}};
   if (c.mode == Mode::Fixed) j["bits"] = c.fixed_bits;
-  if (c.mode == Mode::PruneOnly) j["prune_only_bits"] = c.prune_only_bits;
+  if (c.mode == Mode::PruneOnly) {
+    if (c.prune_only_bits == "8" || c.prune_only_bits == "16" || c.prune_only_bits == "32")
+      j["prune_only_bits"] = std::stoi(c.prune_only_bits);
+    else
+      j["prune_only_bits"] = c.prune_only_bits;
+  }
   return j.dump();
 }
 
-void save(const Net& net, const TrainConfig& c, const std::string& path, int epoch, double acc, double rel) {
+void save(const Net& net, const TrainConfig& c, const std::string& path, int epoch, double acc, double rel,
+          bool bn_folded) {
   Checkpoint ck;
   ck.metadata["bbits.format"] = kCheckpointFormat;
   ck.metadata["bbits.graph"] = net.graph().to_json_string();
-  ck.metadata["bbits.training"] = training_json(c, epoch, acc, rel);
+  ck.metadata["bbits.training"] = training_json(c, epoch, acc, rel, bn_folded);
   ck.tensors = net.export_tensors();
   write_safetensors(path, ck);
 }
@@ -319,20 +435,6 @@ bool load_train_state(const std::string& checkpoint, torch::optim::Optimizer* w,
   return true;
 }
 
-void set_lr(torch::optim::Optimizer& opt, double lr) {
-  for (auto& g : opt.param_groups()) {
-    if (auto* a = dynamic_cast<torch::optim::AdamOptions*>(&g.options())) a->lr(lr);
-    else if (auto* s = dynamic_cast<torch::optim::SGDOptions*>(&g.options())) s->lr(lr);
-  }
-}
-
-// The reference's schedule: constant for the first 2/3 of the epochs, then linear to zero.
-double lr_factor(int epoch0, int epochs) {
-  const int sched = static_cast<int>((2.0 / 3.0) * epochs);
-  if (epoch0 <= sched || epochs <= sched) return 1.0;
-  return static_cast<double>(epochs - epoch0) / static_cast<double>(epochs - sched);
-}
-
 double cpu_seconds() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
@@ -346,6 +448,12 @@ std::string bar(double frac, int width) {
          std::string(static_cast<size_t>(width - std::clamp(n, 0, width)), '.');
 }
 
+std::string describe(const char* group, const OptimizerPlan& p) {
+  return fmt::format("{} {}{} lr {:g}{}", group, optimizer_name(p.kind),
+                     p.kind == OptimizerKind::Sgd ? " (Nesterov, momentum 0.9)" : "", p.lr,
+                     p.weight_decay > 0 ? fmt::format(" weight decay {:g}", p.weight_decay) : std::string());
+}
+
 }  // namespace
 
 TrainResult run_training(const TrainConfig& c, std::ostream& log) {
@@ -357,6 +465,7 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log) {
   if (c.mu < 0) throw std::invalid_argument("mu must be >= 0");
   if (c.mode == Mode::PostTraining && c.init.empty() && c.resume.empty())
     throw std::invalid_argument("--mode post-training needs --init FLOAT_CHECKPOINT");
+  const PhasePlan gated_plan = phase_plan(c, false), ft_plan = phase_plan(c, true);  // option errors first
 
   const ImageSet train = load_split(c.dataset, c.data_dir, "train", c.train_limit);
   const ImageSet test = load_split(c.dataset, c.data_dir, "test", c.test_limit);
@@ -365,20 +474,32 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log) {
   Graph graph = build_model(c.model, ms.model);
   Net net(graph, ms.quant);
 
-  int start_epoch = 0;  // completed epochs
+  int start_epoch = 0;      // completed epochs
+  bool bn_folded = false;   // batch norm folded into the weights (fine-tuning)
   if (!c.resume.empty()) {
     Checkpoint ck = read_safetensors(c.resume);
     check_contract_metadata(ck, "checkpoint '" + c.resume + "'");
     const Graph g2 = Graph::from_json_string(ck.metadata.at("bbits.graph"));
-    if (g2.to_json() != graph.to_json())
-      throw std::invalid_argument("--resume: checkpoint graph (model '" + g2.model + "') does not match --model " +
-                                  c.model + " in mode " + mode_name(c.mode));
     const json tj = json::parse(ck.metadata.at("bbits.training"));
+    start_epoch = tj.value("epoch", 0);
+    if (g2.to_json() != graph.to_json()) {
+      // A checkpoint written during fine-tuning holds the batch-norm-folded graph.
+      const Graph folded = without_batch_norm(graph);
+      if (folded.to_json() == graph.to_json() || g2.to_json() != folded.to_json())
+        throw std::invalid_argument("--resume: checkpoint graph (model '" + g2.model + "') does not match --model " +
+                                    c.model + " in mode " + mode_name(c.mode));
+      if (start_epoch < c.epochs)
+        throw std::invalid_argument(fmt::format(
+            "--resume: checkpoint '{}' has batch norm folded into its weights (written during fine-tuning, after "
+            "epoch {}); it can only continue fine-tuning, but --epochs {} leaves gated epochs to run",
+            c.resume, start_epoch, c.epochs));
+      net.fold_batch_norm();
+      bn_folded = true;
+    }
     if (tj.value("method", "") != mode_name(c.mode))
       throw std::invalid_argument("--resume: checkpoint was trained with mode '" + tj.value("method", "?") +
                                   "', not " + mode_name(c.mode));
     net.import_tensors(ck);
-    start_epoch = tj.value("epoch", 0);
     log << fmt::format("resumed from {} after epoch {}\n", c.resume, start_epoch);
   } else {
     if (c.mode == Mode::PostTraining) {
@@ -405,44 +526,65 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log) {
   }
 
   const int total_epochs = c.epochs + c.finetune_epochs;
+  const int64_t steps_per_epoch = (train.count + c.batch_size - 1) / c.batch_size;
   const bool tty = c.progress && isatty(fileno(stderr));
   TrainResult result;
   double secs_sum = 0;
   int secs_n = 0;
 
   std::unique_ptr<torch::optim::Optimizer> opt_w, opt_g, opt_r;
-  auto make_optimizers = [&](bool gates) {
+  PhasePlan plan;
+  auto make_optimizers = [&](const PhasePlan& p) {
+    plan = p;
     opt_w.reset();
     opt_g.reset();
     opt_r.reset();
     auto w = net.weight_parameters();
-    if (!w.empty()) {
-      if (c.optimizer == "adam")
-        opt_w = std::make_unique<torch::optim::Adam>(w, torch::optim::AdamOptions(c.lr).weight_decay(c.weight_decay));
-      else if (c.optimizer == "sgd")
-        opt_w = std::make_unique<torch::optim::SGD>(
-            w, torch::optim::SGDOptions(c.lr).momentum(0.9).nesterov(true).weight_decay(c.weight_decay));
-      else
-        throw std::invalid_argument("--optimizer must be adam or sgd");
-    }
+    if (!w.empty()) opt_w = make_optimizer(p.weights, w);
     auto g = net.gate_parameters();
-    if (gates && !g.empty()) opt_g = std::make_unique<torch::optim::Adam>(g, torch::optim::AdamOptions(c.lr_gates));
+    if (p.gates_learned && !g.empty()) opt_g = make_optimizer(p.gates, g);
     auto r = net.range_parameters();
-    if (!r.empty()) opt_r = std::make_unique<torch::optim::Adam>(r, torch::optim::AdamOptions(c.lr_ranges));
+    if (!r.empty()) opt_r = make_optimizer(p.ranges, r);
+  };
+  // The learning rate of every group at unit t of T (epochs, or steps in fine-tuning).
+  auto apply_lr = [&](int64_t t, int64_t T) {
+    if (opt_w) set_lr(*opt_w, plan.schedule.lr(plan.weights.lr, t, T, true));
+    if (opt_g) set_lr(*opt_g, plan.schedule.lr(plan.gates.lr, t, T, false));
+    if (opt_r) set_lr(*opt_r, plan.schedule.lr(plan.ranges.lr, t, T, false));
   };
 
   bool finetuning = false;
-  auto enter_finetune = [&] {
+  // The reference's switch (gated_mixed_precision.py, after the epoch loop):
+  // replace_bb_quantizers (every quantizer fixed at its test-time bits and
+  // keep mask), static_fold_bn_convs, then fresh fine-tuning optimisers.
+  auto enter_finetune = [&](bool at_switch) {
     for (auto& [name, q] : net.quantizers()) {
       q->freeze_gates();
       q->regularized = false;
     }
+    const int nfold = net.fold_batch_norm();
+    bn_folded = bn_folded || nfold > 0;
     finetuning = true;
-    make_optimizers(false);
-    log << "gates frozen at their test-time decisions; fine-tuning weights and ranges\n";
+    make_optimizers(ft_plan);
+    log << fmt::format(
+        "fine-tuning: gates fixed at their test-time decisions, {} batch-norm layer(s) folded into the weights; {}, {}, "
+        "schedule {} over {} steps\n",
+        nfold, describe("weights", ft_plan.weights), describe("ranges", ft_plan.ranges),
+        ft_plan.schedule.to_string(), c.finetune_epochs * steps_per_epoch);
+    if (at_switch) {
+      result.switch_accuracy = evaluate(net, test, 1000, nullptr);
+      log << fmt::format("after the switch, before fine-tuning: test_acc {:.4f}\n", result.switch_accuracy);
+    }
   };
-  if (start_epoch >= c.epochs && c.finetune_epochs > 0 && start_epoch < total_epochs) enter_finetune();
-  else make_optimizers(true);
+  if (start_epoch >= c.epochs && c.finetune_epochs > 0 && start_epoch < total_epochs) {
+    enter_finetune(start_epoch == c.epochs);
+  } else {
+    make_optimizers(gated_plan);
+    log << fmt::format("gated phase: {}, {}, {}; schedule {} over {} epochs; mu {:g}, reg {}\n",
+                       describe("weights", gated_plan.weights), describe("gates", gated_plan.gates),
+                       describe("ranges", gated_plan.ranges), gated_plan.schedule.to_string(), c.epochs, c.mu,
+                       c.reg_type);
+  }
   if (!c.resume.empty()) {
     if (load_train_state(c.resume, opt_w.get(), opt_g.get(), opt_r.get(), rng, finetuning))
       log << fmt::format("optimiser moments and RNG states restored from {}\n", train_state_path(c.resume));
@@ -455,10 +597,10 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log) {
   const double mu = (c.mode == Mode::Fixed || c.mode == Mode::Float) ? 0.0 : c.mu;
 
   for (int epoch = start_epoch; epoch < total_epochs; ++epoch) {
-    if (epoch == c.epochs && !finetuning) enter_finetune();
+    if (epoch == c.epochs && !finetuning) enter_finetune(true);
     const int phase_epoch = finetuning ? epoch - c.epochs : epoch;
-    const int phase_len = finetuning ? c.finetune_epochs : c.epochs;
-    if (opt_w) set_lr(*opt_w, c.lr * lr_factor(phase_epoch, phase_len));
+    if (!plan.per_step) apply_lr(phase_epoch, c.epochs);
+    const int64_t phase_steps = static_cast<int64_t>(c.finetune_epochs) * steps_per_epoch;
     // Each epoch's order is a fresh permutation drawn from rng alone (not a
     // shuffle of the previous one), so a resumed run draws the same orders.
     for (int64_t i = 0; i < train.count; ++i) order[static_cast<size_t>(i)] = i;
@@ -469,13 +611,25 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log) {
     auto last_print = t0;
     double sum_loss = 0, sum_ce = 0, sum_reg = 0;
     int64_t seen = 0, correct = 0, steps = 0;
+    EpochResult er;
     for (int64_t b = 0; b < train.count; b += c.batch_size) {
       const int64_t n = std::min(c.batch_size, train.count - b);
+      // Fine-tuning schedules step after every batch (get_finetune_schedulers).
+      if (plan.per_step) apply_lr(phase_epoch * steps_per_epoch + steps, phase_steps);
+      const double lr_w = opt_w ? get_lr(*opt_w) : 0.0, lr_r = opt_r ? get_lr(*opt_r) : 0.0;
+      if (steps == 0) {
+        er.lr_first = lr_w;
+        er.lr_ranges_first = lr_r;
+      }
+      er.lr_last = lr_w;
+      er.lr_ranges_last = lr_r;
       auto px = gather(train, order.data() + b, n, c.augment, rng);
       auto x = preprocess(px.data(), n, graph.input);
       auto y = labels_of(train, order.data() + b, n);
       auto logits = net.forward(x);
       auto ce = at::cross_entropy_loss(logits, y);
+      // gate_loss: the sum of the quantizers' regularizers, added once per batch
+      // to the mean cross-entropy (train_epoch: loss = ce_loss + lmb * c_loss).
       at::Tensor reg = (!finetuning && mu > 0) ? net.regularizer() : at::zeros({}, at::kFloat);
       auto loss = ce + mu * reg;
       if (opt_w) opt_w->zero_grad();
@@ -512,8 +666,8 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log) {
     if (tty && c.progress) std::cerr << "\n";
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     const double cpu = cpu_seconds() - cpu0;
-    EpochResult er;
     er.epoch = epoch + 1;
+    er.finetune = finetuning;
     er.loss = sum_loss / std::max<int64_t>(seen, 1);
     er.ce = sum_ce / std::max<int64_t>(seen, 1);
     er.reg = sum_reg / std::max<int64_t>(seen, 1);
@@ -527,9 +681,9 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log) {
     secs_sum += secs;
     result.cpu_seconds_per_epoch += cpu;
     ++secs_n;
-    log << fmt::format("epoch {}/{}{}: loss {:.4f} ce {:.4f} reg {:.4f} train_acc {:.4f} test_acc {:.4f} rel_bops {:.4f}% ({:.1f} s, {:.1f} CPU s)\n",
+    log << fmt::format("epoch {}/{}{}: loss {:.4f} ce {:.4f} reg {:.4f} train_acc {:.4f} test_acc {:.4f} rel_bops {:.4f}% lr {:.3g}..{:.3g} ({:.1f} s, {:.1f} CPU s)\n",
                        er.epoch, total_epochs, finetuning ? " (fine-tune)" : "", er.loss, er.ce, er.reg, er.train_acc,
-                       er.test_acc, 100 * er.rel_bops, secs, cpu)
+                       er.test_acc, 100 * er.rel_bops, er.lr_first, er.lr_last, secs, cpu)
         << std::flush;
     {
       std::ofstream f(log_csv, std::ios::app);
@@ -546,7 +700,7 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log) {
     }
     if (c.save_epochs) {
       const std::string ck = c.out + "/epoch-" + std::to_string(er.epoch) + ".safetensors";
-      save(net, c, ck, er.epoch, er.test_acc, er.rel_bops);
+      save(net, c, ck, er.epoch, er.test_acc, er.rel_bops, bn_folded);
       save_train_state(ck, opt_w.get(), opt_g.get(), opt_r.get(), rng, finetuning);
     }
     result.test_accuracy = er.test_acc;
@@ -560,7 +714,8 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log) {
   result.seconds_per_epoch = secs_n ? secs_sum / secs_n : 0.0;
   result.cpu_seconds_per_epoch = secs_n ? result.cpu_seconds_per_epoch / secs_n : 0.0;
   result.final_checkpoint = c.out + "/final.safetensors";
-  save(net, c, result.final_checkpoint, std::max(start_epoch, total_epochs), result.test_accuracy, result.relative_bops);
+  save(net, c, result.final_checkpoint, std::max(start_epoch, total_epochs), result.test_accuracy, result.relative_bops,
+       bn_folded);
   save_train_state(result.final_checkpoint, opt_w.get(), opt_g.get(), opt_r.get(), rng, finetuning);
   log << layer_table(compute_costs(graph, net.weight_bits(), net.act_bits(), net.keep_masks()));
   log << fmt::format("test accuracy {:.4f}, relative BOPs {:.4f}%, {:.1f} s ({:.1f} CPU s) per epoch\nwrote {}\n",

@@ -26,18 +26,46 @@ int main(int argc, char** argv) {
   app.add_option("--dataset", c.dataset, "Data set (fashion-mnist)")->capture_default_str();
   app.add_option("--data-dir", c.data_dir, "Folder of the IDX files (default /usr/share/datasets/fashion-mnist or $BBITS_FASHION_MNIST_DIR)");
   app.add_option("--out", c.out, "Output folder: log.csv, bits.csv, epoch-N.safetensors, final.safetensors")->capture_default_str();
-  app.add_option("--mu", c.mu, "Regularizer strength (loss = CE + mu * expected relative cost)")->capture_default_str();
-  app.add_option("--epochs", c.epochs, "Training epochs")->capture_default_str();
-  app.add_option("--finetune-epochs", c.finetune_epochs, "Epochs of fine-tuning after the gates are frozen at their test-time decisions")->capture_default_str();
+  app.add_option("--mu", c.mu,
+                 "Regularizer strength, the reference's --gating-lambda (loss = mean CE + mu * sum over quantizers of "
+                 "the expected BOP cost, per batch)")
+      ->capture_default_str();
+  app.add_option("--reg-type", c.reg_type, "Regularizer cost per bit width: bop ((MACs / largest layer MACs) x bits) or const (1), the reference's --reg-type")
+      ->capture_default_str();
+  app.add_option("--epochs", c.epochs, "Training epochs (gated phase)")->capture_default_str();
+  app.add_option("--finetune-epochs", c.finetune_epochs,
+                 "Epochs of fine-tuning after the gates are fixed at their test-time decisions and batch norm is folded "
+                 "(the reference's --fixed-gate-finetune-epochs)")
+      ->capture_default_str();
   app.add_option("--batch-size", c.batch_size, "Mini-batch size")->capture_default_str();
-  app.add_option("--optimizer", c.optimizer, "Optimizer for the weights: adam or sgd (Nesterov, momentum 0.9)")->capture_default_str();
-  app.add_option("--lr", c.lr, "Learning rate of the weights (constant for 2/3 of the epochs, then linear to zero)")->capture_default_str();
-  app.add_option("--lr-gates", c.lr_gates, "Learning rate (Adam) of the gates' log alpha")->capture_default_str();
-  app.add_option("--lr-ranges", c.lr_ranges, "Learning rate (Adam) of the quantizer ranges x_max")->capture_default_str();
-  app.add_option("--weight-decay", c.weight_decay, "Weight decay of the weights")->capture_default_str();
+  app.add_option("--optimizer", c.optimizer, "Optimizer of the weights in the gated phase: adam or sgd (Nesterov, momentum 0.9)")->capture_default_str();
+  app.add_option("--optimizer-gates", c.optimizer_gates, "Optimizer of the gates' log alpha: adam or sgd (the reference's --optimizer-q)")->capture_default_str();
+  app.add_option("--optimizer-ranges", c.optimizer_ranges, "Optimizer of the quantizer ranges x_max: adam or sgd (the reference's --optimizer-s)")->capture_default_str();
+  app.add_option("--lr", c.lr, "Learning rate of the weights in the gated phase")->capture_default_str();
+  app.add_option("--lr-gates", c.lr_gates, "Learning rate of the gates' log alpha (the reference's --learning-rate-q)")->capture_default_str();
+  app.add_option("--lr-ranges", c.lr_ranges, "Learning rate of the quantizer ranges x_max (the reference's --learning-rate-s)")->capture_default_str();
+  app.add_option("--lr-schedule", c.lr_schedule,
+                 "Per-epoch schedule of the gated phase: linear-tail (weights constant for 2/3 of the epochs, then "
+                 "linear to 0; the reference on MNIST/CIFAR10), constant, multistep:E1:E2... (every group x0.1 after "
+                 "each milestone epoch), cosine[:ETA] (weights to ETA, other groups to 0)")
+      ->capture_default_str();
+  app.add_option("--weight-decay", c.weight_decay, "Weight decay (L2) of the weights in the gated phase")->capture_default_str();
   app.add_option("--gate-init", c.gate_init, "Initial log alpha of every learned gate (6 in the reference: all gates open)")->capture_default_str();
+  app.add_option("--gate-init-4", c.gate_init_4, "Initial log alpha of the 4-bit gates z4 (default --gate-init; the reference's --gamma-4-init)");
+  app.add_option("--gate-init-8", c.gate_init_8, "Initial log alpha of the 8-bit gates z8 (the reference's --gamma-8-init)");
+  app.add_option("--gate-init-16", c.gate_init_16, "Initial log alpha of the 16-bit gates z16 (the reference's --gamma-16-init)");
+  app.add_option("--gate-init-32", c.gate_init_32, "Initial log alpha of the 32-bit gates z32 (the reference's --gamma-32-init)");
+  app.add_option("--gate-init-prune", c.gate_init_prune, "Initial log alpha of the pruning gates z2 (the reference: always 6)");
+  app.add_option("--ft-optimizer", c.ft_optimizer, "Fine-tuning optimizer of the weights: sgd (Nesterov, momentum 0.9) or adam")->capture_default_str();
+  app.add_option("--ft-lr", c.ft_lr, "Fine-tuning learning rate of the weights")->capture_default_str();
+  app.add_option("--ft-optimizer-ranges", c.ft_optimizer_ranges, "Fine-tuning optimizer of the ranges x_max: adam or sgd")->capture_default_str();
+  app.add_option("--ft-lr-ranges", c.ft_lr_ranges, "Fine-tuning learning rate of the ranges x_max")->capture_default_str();
+  app.add_option("--ft-schedule", c.ft_schedule,
+                 "Fine-tuning schedule, stepped after every batch over all fine-tuning steps: cosine[:ETA] (weights "
+                 "to ETA, ranges to 0), constant, linear-tail, multistep:S1:S2... (milestones in steps)")
+      ->capture_default_str();
   app.add_option("--bits", c.fixed_bits, "With --mode fixed: wXaY, e.g. w8a8, w4a8, w2a8")->capture_default_str();
-  app.add_option("--prune-only-bits", c.prune_only_bits, "With --mode prune-only: the fixed bit width (8, 16, or 32 = float)")->capture_default_str();
+  app.add_option("--prune-only-bits", c.prune_only_bits, "With --mode prune-only: the fixed bit width of weights and activations (8, 16, or 32 = float), or wXaY (e.g. w4a8, the reference's --fixed-48bit)")->capture_default_str();
   app.add_option("--init", c.init, "With --mode post-training: the float checkpoint whose weights are frozen");
   bool freeze_ranges = false;
   app.add_flag("--freeze-ranges", freeze_ranges, "With --mode post-training: learn the gates only, keep the calibrated ranges");

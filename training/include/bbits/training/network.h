@@ -24,15 +24,24 @@ struct QuantSetup {
   int weight_bits = 8, act_bits = 8;  // when !learn_bit_gates
   bool learn_prune_gates = true;  // z2 gates for nodes with prune
   bool learn_ranges = true;
-  double gate_init = 6.0;
+  std::array<double, 4> gate_init{6.0, 6.0, 6.0, 6.0};  // z4, z8, z16, z32
+  double gate_init_prune = 6.0;                         // z2
+  bool reg_const = false;                               // reg_type "const"
+  void set_gate_init(double v) {                        // every gate alike
+    gate_init = {v, v, v, v};
+    gate_init_prune = v;
+  }
 };
 
 class QLayer : public torch::nn::Module {
  public:
   QLayer(const Node& node, const QuantSetup& q);
   at::Tensor forward(const at::Tensor& x);
-  // Weight and bias with BN folded (running statistics in eval, batch statistics in training).
-  std::pair<at::Tensor, at::Tensor> folded(const at::Tensor& x);
+  // Weight and bias with BN folded with the running statistics: the weight the
+  // quantizer sees (training and eval), and the eval-mode bias. In training a
+  // BN layer then corrects its output to the batch statistics
+  // (batch_norm_train), as the reference's BatchNormQScheme does.
+  std::pair<at::Tensor, at::Tensor> folded() const;
 
   Node node;
   at::Tensor weight, bias;
@@ -42,6 +51,7 @@ class QLayer : public torch::nn::Module {
 
  private:
   at::Tensor run(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const;
+  at::Tensor batch_norm_train(const at::Tensor& x, const at::Tensor& y);
 };
 
 class Net : public torch::nn::Module {
@@ -49,7 +59,9 @@ class Net : public torch::nn::Module {
   Net(Graph graph, const QuantSetup& q);
 
   at::Tensor forward(const at::Tensor& x);  // x: preprocessed N,C,H,W float
-  at::Tensor regularizer() const;           // sum over regularized quantizers
+  // Sum of BBQuantizer::regularizer over the regularized quantizers: the
+  // reference's gate_loss (the loss adds mu times this, once per batch).
+  at::Tensor regularizer() const;
 
   const Graph& graph() const { return graph_; }
   // Every quantizer with its checkpoint prefix ("features.0.wq", "features.0.aq", "input.aq").
@@ -70,8 +82,16 @@ class Net : public torch::nn::Module {
   // Copies only weights/biases/BN (post-training from a float checkpoint).
   void import_weights(const Checkpoint& ck);
 
+  // Folds batch norm into the weights with the running statistics (the
+  // reference's static_fold_bn before fine-tuning): w' = w g / sqrt(v + eps),
+  // b' = beta + (b - m) g / sqrt(v + eps). Afterwards the graph's nodes have
+  // bn = false and bias = true, and the checkpoint holds the folded tensors.
+  // Returns the number of layers folded.
+  int fold_batch_norm();
+
   // Calibrate ranges: reset every quantizer and run one eval forward on `x`,
-  // each quantizer taking its range from the data it sees.
+  // each quantizer taking its range from the data it sees; batch-norm layers
+  // use the batch's statistics in this pass (and update their running ones).
   void calibrate(const at::Tensor& x);
 
   // Test-time decisions for the cost report.
@@ -85,6 +105,9 @@ class Net : public torch::nn::Module {
   std::vector<std::shared_ptr<BBQuantizer>> node_aq_;    // add/relu nodes with act_quant
   std::shared_ptr<BBQuantizer> input_q_;
 };
+
+// The graph after fold_batch_norm: every node with bn gets bn = false, bias = true.
+Graph without_batch_norm(Graph g);
 
 // Preprocess uint8 images (N x C x H x W) with the graph's input spec.
 at::Tensor preprocess(const uint8_t* pixels, int64_t n, const InputSpec& in);

@@ -10,6 +10,7 @@
 // to bbits::quantize_value. Include only where LibTorch is needed.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <vector>
 
@@ -24,7 +25,10 @@ struct QuantizerConfig {
   int fixed_bits = 8;             // 2, 4, 8, 16 or 32 (32 = float) when !learn_bit_gates
   bool learn_prune_gates = true;  // false: z2 deterministic (its eval decision)
   bool learn_range = true;        // x_max is a trained parameter
-  double gate_init = 6.0;         // initial log alpha of every learned gate
+  // Initial log alpha of the learned gates z4, z8, z16, z32 and of z2 (the
+  // reference: --gamma-{4,8,16,32}-init, and 6 for z2).
+  std::array<double, 4> gate_init{6.0, 6.0, 6.0, 6.0};
+  double gate_init_prune = 6.0;
   bool enabled = true;            // false: pass-through (float baseline); ranges still calibrated
 };
 
@@ -41,8 +45,12 @@ class BBQuantizer : public torch::nn::Module {
   explicit BBQuantizer(const QuantizerConfig& cfg);
 
   at::Tensor forward(const at::Tensor& x);
-  // The reference's BayesianBitsQuantizer.regularizer with reg_type "bops":
-  // get_bops(b) = (mac_count / max_macs) * b.
+  // The reference's BayesianBitsQuantizer.regularizer: with reg_type "bop"
+  // get_bops(b) = (mac_count / max_macs) * b, with "const" (const_cost) 1;
+  //   with z2:    sum over channels of [bops(2) q2 + q2 bops(4) q4 + q2 q4 bops(8) q8
+  //               + q2 q4 q8 bops(16) q16 + q2 q4 q8 q16 bops(32) q32] / channels
+  //   without z2: 1 + bops(4) q4 + q4 bops(8) q8 + q4 q8 bops(16) q16 + q4 q8 q16 bops(32) q32
+  // with q = P(gate on) = sigmoid(log alpha - beta log(-gamma / zeta)).
   at::Tensor regularizer() const;
 
   // Test-time decisions.
@@ -73,6 +81,7 @@ class BBQuantizer : public torch::nn::Module {
   std::vector<at::Tensor> range_parameters() const;  // x_max when learned
 
   double mac_count = 0.0, max_macs = 1.0;
+  bool const_cost = false;   // reg_type "const": every bit width costs 1
   bool regularized = false;  // takes part in the regularizer
 
   at::Tensor x_max;                        // [1]

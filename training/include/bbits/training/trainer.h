@@ -4,8 +4,11 @@
 
 #include <cstdint>
 #include <iosfwd>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "bbits/training/schedule.h"
 
 namespace bbits::train {
 
@@ -19,18 +22,35 @@ struct TrainConfig {
   std::string dataset = "fashion-mnist";
   std::string data_dir;  // empty: the Debian package's folder
   std::string out = "runs/lenet5";
-  double mu = 0.1;
+  double mu = 0.1;                 // the reference's gating lambda: loss = CE + mu * sum of regularizers
+  std::string reg_type = "bop";    // bop | const (the reference's --reg-type)
   int epochs = 30;
   int finetune_epochs = 0;
   int64_t batch_size = 128;
-  std::string optimizer = "adam";  // adam | sgd (weights)
+  // Gated phase: one optimiser per group (the reference's --optimizer,
+  // --optimizer-q, --optimizer-s and --learning-rate{,-q,-s}).
+  std::string optimizer = "adam";         // weights: adam | sgd (Nesterov, momentum 0.9)
+  std::string optimizer_gates = "adam";   // log alphas
+  std::string optimizer_ranges = "adam";  // x_max
   double lr = 1e-3;                // weights
-  double lr_gates = 1e-2;          // log alphas (Adam)
-  double lr_ranges = 1e-3;         // x_max (Adam)
+  double lr_gates = 1e-2;          // log alphas
+  double lr_ranges = 1e-3;         // x_max
+  std::string lr_schedule = "linear-tail";  // per epoch; see LrSchedule (schedule.h)
   double weight_decay = 0.0;
+  // Initial log alpha of the learned gates: gate_init for all, or per gate
+  // (the reference's --gamma-{4,8,16,32}-init; its pruning gates start at 6).
   double gate_init = 6.0;
+  std::optional<double> gate_init_4, gate_init_8, gate_init_16, gate_init_32, gate_init_prune;
+  // Fixed-gate fine-tuning (the reference's defaults: gated_mixed_precision.py
+  // calls get_finetune_optimizers(..., 1e-4, 1e-4, "SGD", "Adam") and
+  // get_finetune_schedulers(..., "cosine:0", ...), stepped after every batch).
+  std::string ft_optimizer = "sgd";          // weights
+  double ft_lr = 1e-4;
+  std::string ft_optimizer_ranges = "adam";  // x_max
+  double ft_lr_ranges = 1e-4;
+  std::string ft_schedule = "cosine:0";      // per optimiser step over all fine-tuning steps
   std::string fixed_bits = "w8a8";  // --mode fixed: w8a8 | w4a8 | w2a8 (any wXaY of legal widths)
-  int prune_only_bits = 8;          // --mode prune-only: 8, 16 or 32 (float)
+  std::string prune_only_bits = "8";  // --mode prune-only: 8, 16 or 32 (float) for both, or wXaY
   std::string init;                 // --mode post-training: float checkpoint to start from
   bool learn_ranges = true;         // post-training: false = gates only
   std::string resume;
@@ -42,15 +62,36 @@ struct TrainConfig {
   double width = 1.0;
   bool progress = true;
   bool save_epochs = true;  // OUT/epoch-N.safetensors
+
+  // The initial log alpha of the gate for `bits` (4, 8, 16, 32; 2 = the pruning gate z2).
+  double gate_init_for(int bits) const;
 };
+
+// What one phase trains with: the optimiser of each group and the schedule.
+struct PhasePlan {
+  OptimizerPlan weights, gates, ranges;
+  bool gates_learned = true;  // false in fine-tuning (gates fixed)
+  LrSchedule schedule;
+  bool per_step = false;      // schedule units: optimiser steps (fine-tuning) or epochs (gated phase)
+};
+// The plan of the gated phase (finetune = false) or of fine-tuning; throws
+// std::invalid_argument naming a bad optimizer or schedule.
+PhasePlan phase_plan(const TrainConfig& c, bool finetune);
 
 struct EpochResult {
   int epoch = 0;
   double loss = 0, ce = 0, reg = 0, train_acc = 0, test_acc = 0, rel_bops = 0, seconds = 0, cpu_seconds = 0;
+  bool finetune = false;
+  // Learning rates of the weight and range groups at the epoch's first and
+  // last optimiser step.
+  double lr_first = 0, lr_last = 0, lr_ranges_first = 0, lr_ranges_last = 0;
 };
 
 struct TrainResult {
   std::vector<EpochResult> epochs;
+  // Eval-mode test accuracy right after the switch to fine-tuning (gates fixed,
+  // batch norm folded), before any fine-tuning step; -1 when there was no switch.
+  double switch_accuracy = -1;
   double test_accuracy = 0, relative_bops = 0;
   double seconds_per_epoch = 0, cpu_seconds_per_epoch = 0;  // wall clock and process CPU time
   std::string final_checkpoint;
