@@ -14,7 +14,7 @@
 #include "bbits/bench/report.h"
 #include "bbits/bench/stats.h"
 #include "bbits/bench/sysinfo.h"
-#include "bbits/training/graph.h"
+#include "bbits/contract/zoo.h"
 #include "bbits/training/network.h"
 
 namespace bb = bbits::bench;
@@ -35,28 +35,23 @@ int main(int argc, char** argv) {
     bb::Table t({{"model"}, {"threads"}, {"t_us", 1}, {"t_iqr_us", 1}, {"input"}});
     torch::NoGradGuard no_grad;
     for (const std::string& name : models) {
-      bbits::train::ModelOptions mo;
-      if (name == "lenet5") {
-        mo.input_shape = {1, 28, 28};
-        mo.num_classes = 10;
-      } else {
-        mo.input_shape = {3, 224, 224};
-        mo.num_classes = 1000;
-      }
+      bbits::contract::ZooOptions mo;  // the architecture's input (lenet5 1x28x28, ImageNet 3x224x224) and classes
       mo.quantize = false;
       mo.prune = false;
       bbits::train::QuantSetup qs;
       qs.enabled = false;
-      auto net = std::make_shared<bbits::train::Net>(bbits::train::build_model(name, mo), qs);
+      const bbits::contract::Graph graph = bbits::contract::make_graph(name, mo);
+      auto net = std::make_shared<bbits::train::Net>(graph, qs);
       net->eval();
+      const std::vector<int64_t>& in = graph.input.shape;
       std::vector<int64_t> shape = {1};
-      shape.insert(shape.end(), mo.input_shape.begin(), mo.input_shape.end());
+      shape.insert(shape.end(), in.begin(), in.end());
       const at::Tensor x = torch::rand(shape);
       for (int th : threads) {
         at::set_num_threads(th);
         const bb::Summary s = bb::time_ns([&] { (void)net->forward(x); }, {.warmup = 2, .repeats = repeats});
         t.add_row({name, int64_t{th}, s.median * 1e-3, s.iqr() * 1e-3,
-                   fmt::format("1x{}x{}x{}", mo.input_shape[0], mo.input_shape[1], mo.input_shape[2])});
+                   fmt::format("1x{}x{}x{}", in[0], in[1], in[2])});
         fmt::print(stderr, "bench_libtorch: {} {} threads: {:.1f} us\n", name, th, s.median * 1e-3);
       }
     }
