@@ -360,11 +360,7 @@ json training_json(const TrainConfig& c, int epoch, double acc, double rel, bool
 
 void save(const Net& net, const TrainConfig& c, const std::string& path, int epoch, double acc, double rel,
           bool bn_folded) {
-  Checkpoint ck;
-  ck.graph = net.graph();
-  ck.training = training_json(c, epoch, acc, rel, bn_folded);
-  ck.tensors = net.export_tensors();
-  contract::save_checkpoint(ck, path);
+  contract::save_checkpoint(net.checkpoint(training_json(c, epoch, acc, rel, bn_folded)), path);
 }
 
 // ---- training state next to a checkpoint (for an exact --resume) -------------
