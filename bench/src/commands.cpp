@@ -1,40 +1,36 @@
-// bbits bench MODEL [--json] [--csv FILE] [--json-out FILE] [--threads 1,2]
-//                   [--repeats N] [--passes N] [--calibration FILE] [--no-baselines]
-// Per layer and for the whole model: measured time (median, IQR), oneDNN
-// float32 and int8 baselines, BOP- and roofline-predicted speedups, measured
-// speedups and the error of each prediction. Columns: docs/BENCH.md.
+// What `bbits bench` and `bbits calibrate` do (bbits/bench/commands.h).
+#include "bbits/bench/commands.h"
+
 #include <fmt/format.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <memory>
+#include <stdexcept>
 
 #include "bbits/bench/calibration.h"
 #include "bbits/bench/model_bench.h"
 #include "bbits/bench/report.h"
-#include "calibration_options.h"
-#include "command.h"
 
-namespace bbits::cli {
-namespace {
+namespace bbits::bench::commands {
 
-struct BenchOptions {
-  std::string model;
-  bool json = false;
-  std::string csv;
-  std::string json_out;
-  std::vector<int> threads = {1, 2};
-  int repeats = 15;
-  int warmup = 2;
-  int passes = 3;
-  std::string calibration;
-  bool no_baselines = false;
-  bool all_columns = false;
-};
+namespace bb = bbits::bench;
 
-int run_bench(const BenchOptions& o) {
-  namespace bb = bbits::bench;
+MachineCalibrationOptions quick_calibration_options(const std::vector<int>& threads) {
+  MachineCalibrationOptions mo;
+  mo.bandwidth.threads = threads;
+  mo.peaks.threads = threads;
+  mo.bandwidth.timing.repeats = 3;
+  mo.bandwidth.fills = {0.25};
+  mo.bandwidth.dram_factor = 1.0;
+  mo.bandwidth.dram_min_bytes = 8ll << 20;
+  mo.peaks.timing = {.warmup = 1, .repeats = 2, .min_sample_ns = 0};
+  mo.peaks.passes = 1;
+  mo.peaks.coarse = true;
+  return mo;
+}
+
+int bench(const BenchOptions& o) {
   if (o.repeats < 1) throw std::invalid_argument("--repeats must be at least 1");
   if (o.warmup < 0) throw std::invalid_argument("--warmup must not be negative");
   if (o.passes < 1 || o.passes > 100) throw std::invalid_argument("--passes must be 1..100");
@@ -82,26 +78,26 @@ int run_bench(const BenchOptions& o) {
   return 0;
 }
 
-}  // namespace
+int calibrate(const CalibrateOptions& o) {
+  for (int t : o.threads)
+    if (t < 1 || t > 256) throw std::invalid_argument(fmt::format("--threads: {} is out of range 1..256", t));
+  if (o.repeats < 1) throw std::invalid_argument("--repeats must be at least 1");
+  const std::string path = o.out.empty() ? bb::default_calibration_path() : o.out;
+  bb::MachineCalibrationOptions mo;
+  if (o.quick) {
+    mo = quick_calibration_options(o.threads);
+  } else {
+    mo.bandwidth.threads = o.threads;
+    mo.peaks.threads = o.threads;
+    mo.peaks.timing.repeats = o.repeats;
+  }
+  mo.peaks.onednn = !o.no_onednn;
+  mo.peaks.filter = o.filter;
+  const bb::Calibration c = bb::calibrate_machine(mo, [](const std::string& s) { fmt::print("{}\n", s); });
+  c.save(path);
+  fmt::print("calibration written to {} ({} bandwidth levels, {} kernel peaks)\n", path, c.bandwidth.size(),
+             c.peaks.size());
+  return 0;
+}
 
-BBITS_COMMAND("bench", "Measure per-layer and whole-model time against BOP and roofline predictions",
-              [](CLI::App& sub) {
-                auto o = std::make_shared<BenchOptions>();
-                sub.add_option("model", o->model, "Model file (.bbm)")->required();
-                sub.add_flag("--json", o->json, "Print the results as JSON instead of a table");
-                sub.add_option("--csv", o->csv, "Also write the results as CSV to FILE");
-                sub.add_option("--json-out", o->json_out, "Also write the results as JSON to FILE");
-                sub.add_option("--threads", o->threads, "Thread counts, e.g. 1,2")->delimiter(',');
-                sub.add_option("--repeats", o->repeats, "Timed samples per measurement (median and IQR)");
-                sub.add_option("--warmup", o->warmup, "Untimed runs before sampling");
-                sub.add_option("--passes", o->passes,
-                               "Passes over all measurements; each keeps its fastest pass (default 3)");
-                sub.add_option("--calibration", o->calibration,
-                               "Calibration JSON from `bbits calibrate` (default: $BBITS_CALIBRATION or "
-                               "~/.cache/bbits/calibration.json; made by a quick calibration on first use)");
-                sub.add_flag("--no-baselines", o->no_baselines, "Skip the oneDNN float32 and int8 baselines");
-                sub.add_flag("--all-columns", o->all_columns, "Print every column in the terminal table");
-                return [o]() -> int { return run_bench(*o); };
-              });
-
-}  // namespace bbits::cli
+}  // namespace bbits::bench::commands

@@ -1,5 +1,5 @@
-// bbits: the runtime's command line. Subcommands register themselves
-// (command.h); this file only wires them into CLI11.
+// bbits: the command line of the runtime and the bench. Subcommands register
+// themselves (command.h); this file only wires them into CLI11.
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
@@ -8,9 +8,15 @@
 #include <exception>
 #include <functional>
 #include <map>
+#include <vector>
 
 #include "bbits/runtime.h"
 #include "command.h"
+
+std::vector<bbits::cli::Command>& bbits::cli::registry() {
+  static std::vector<Command> r;
+  return r;
+}
 
 int main(int argc, char** argv) {
   CLI::App app{"bbits: run mixed-precision integer models (Bayesian Bits)"};

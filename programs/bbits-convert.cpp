@@ -6,16 +6,12 @@
 
 #include <CLI/CLI.hpp>
 
-#include "bbits/contract/safetensors.h"
-#include "bbits/contract/zoo.h"
 #include "bbits/converter/convert.h"
 #include "bbits/converter/input.h"
 #include "bbits/converter/pth.h"
 #include "bbits/converter/synthetic.h"
-#include "bbits/format/model_file.h"
 
 using namespace bbits::converter;
-namespace contract = bbits::contract;
 
 int main(int argc, char** argv) {
   CLI::App app{"bbits-convert: turn a Bayesian Bits checkpoint into a bbits model (.bbm)"};
@@ -60,28 +56,7 @@ int main(int argc, char** argv) {
     } else {
       if (input.empty()) throw ConvertError("give a checkpoint, or --synthetic ARCH --bits CONFIG");
       if (!bits.empty()) throw ConvertError("--bits applies to --synthetic only");
-      const auto bytes = contract::read_file_bytes(input);
-      const bool is_pth = (bytes.size() >= 2 && bytes[0] == 'P' && bytes[1] == 'K') || (!bytes.empty() && bytes[0] == 0x80);
-      if (is_pth) {
-        if (arch.empty()) throw ConvertError(input + ": a reference .pth checkpoint needs --arch (lenet5, vgg7, resnet18, mobilenetv2)");
-        TensorMap state, gates;
-        try {
-          state = read_pth(bytes);
-        } catch (const ConvertError& e) {
-          throw ConvertError(input + ": " + e.what());
-        }
-        if (!gates_from.empty()) gates = read_pth_file(gates_from);
-        ck = import_reference(state, arch, gates_from.empty() ? nullptr : &gates, input);
-      } else {
-        if (!arch.empty() || !gates_from.empty())
-          throw ConvertError("--arch and --gates-from apply to reference .pth checkpoints; " + input +
-                             " is a bbits checkpoint that carries its own graph");
-        try {
-          ck = parse_checkpoint(bytes, input);
-        } catch (const contract::CheckpointError& e) {
-          throw ConvertError(input + ": " + e.what());
-        }
-      }
+      ck = read_checkpoint_file(input, arch, gates_from);
     }
     InputOverrides ov;
     if (o_mean->count()) ov.mean = parse_value_list(mean_s, "--mean");
@@ -97,10 +72,6 @@ int main(int argc, char** argv) {
     if (json_out) std::cout << report_json(rep).dump(2) << "\n";
     else if (!quiet) std::cout << format_report(rep);
     return 0;
-  } catch (const contract::CheckpointError& e) {
-    std::cerr << "bbits-convert: error: " << e.what() << "\n";
-  } catch (const bbits::format::FormatError& e) {
-    std::cerr << "bbits-convert: error: " << e.what() << "\n";
   } catch (const std::exception& e) {
     std::cerr << "bbits-convert: error: " << e.what() << "\n";
   }

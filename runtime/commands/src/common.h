@@ -1,4 +1,4 @@
-// Helpers shared by the `bbits` subcommands.
+// Helpers shared by the runtime's commands (inspect, run, eval).
 #pragma once
 
 #include <cstdint>
@@ -9,7 +9,7 @@
 #include "bbits/io.h"
 #include "bbits/runtime.h"
 
-namespace bbits::cli {
+namespace bbits::commands {
 
 std::string shape_str(const std::vector<int64_t>& s);          // "1x1x28x28"
 std::string bits_str(int bits, bool is_signed);                // "8u", "4s", "f32"
@@ -59,4 +59,4 @@ int64_t argmax(const float* v, int64_t n);
 // Top-k (index, value) pairs, largest first.
 std::vector<std::pair<int64_t, float>> top_k(const float* v, int64_t n, int64_t k);
 
-}  // namespace bbits::cli
+}  // namespace bbits::commands

@@ -1,8 +1,8 @@
-// The `bbits` CLI's command registry. Each subcommand lives in its own
-// cmd_NAME.cpp and registers itself with BBITS_COMMAND; main.cpp adds every
-// registered command to the CLI11 app. New commands (cmd_bench.cpp,
-// cmd_calibrate.cpp, ...) need no change anywhere else: runtime/cli/CMakeLists.txt
-// picks up every cmd_*.cpp.
+// The `bbits` program's command registry. Each subcommand is one file
+// cmd_NAME.cpp that declares its options and calls the library that does the
+// work (bbits/runtime/commands.h, bbits/bench/commands.h); it registers
+// itself with BBITS_COMMAND, and main.cpp adds every registered command to
+// the CLI11 app. CMakeLists.txt picks up every cmd_*.cpp.
 #pragma once
 
 #include <CLI/CLI.hpp>

@@ -1,6 +1,6 @@
-// bbits run MODEL --input FILE [--top-k K] [--limit N] [--threads T]
+// bbits run: a model on the samples of a file, outputs printed.
 //
-// FILE is .npy, IDX (optionally .gz) or raw little-endian float32. Float data
+// The file is .npy, IDX (optionally .gz) or raw little-endian float32. Float data
 // is taken as the model's input tensor(s) as they are (already preprocessed,
 // in the declared layout); 8-bit unsigned data (an IDX or .npy of uint8
 // pixels) goes through the preprocessing the model records. A file holding
@@ -10,20 +10,10 @@
 
 #include <algorithm>
 
-#include "command.h"
+#include "bbits/runtime/commands.h"
 #include "common.h"
 
-namespace bbits::cli {
-namespace {
-
-struct RunOptions {
-  std::string model, input;
-  int64_t top_k = 5;
-  int64_t limit = 10;
-  int threads = 1;
-  bool all_values = false;
-  bool profile = false;
-};
+namespace bbits::commands {
 
 int run(const RunOptions& o) {
   const auto model = Model::load(o.model);
@@ -115,17 +105,4 @@ int run(const RunOptions& o) {
   return 0;
 }
 
-BBITS_COMMAND("run", "Run a model on inputs from a file (.npy, IDX, raw float32) and print the outputs", [](CLI::App& sub) {
-  auto o = std::make_shared<RunOptions>();
-  sub.add_option("model", o->model, "Model file (.bbm)")->required();
-  sub.add_option("-i,--input", o->input, "Input file: .npy, IDX (.gz ok) or raw float32")->required();
-  sub.add_option("-k,--top-k", o->top_k, "How many top classes to print (0: none)")->capture_default_str();
-  sub.add_option("-n,--limit", o->limit, "Run at most N samples of the file (0: all)")->capture_default_str();
-  sub.add_option("-t,--threads", o->threads, "Threads (0: all hardware threads)")->capture_default_str();
-  sub.add_flag("--all", o->all_values, "Print every output value (default: the first 16)");
-  sub.add_flag("--profile", o->profile, "Print the time of every layer in the last run and its kernel");
-  return [o]() -> int { return run(*o); };
-});
-
-}  // namespace
-}  // namespace bbits::cli
+}  // namespace bbits::commands

@@ -1,23 +1,19 @@
 #include "common.h"
 
-#include "command.h"
-
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
 #include <algorithm>
 #include <numeric>
 
-namespace bbits::cli {
-
-std::vector<Command>& registry() {
-  static std::vector<Command> r;
-  return r;
-}
+namespace bbits::commands {
 
 std::string shape_str(const std::vector<int64_t>& s) {
   std::string r;
-  for (size_t i = 0; i < s.size(); ++i) r += (i ? "x" : "") + std::to_string(s[i]);
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (i) r += 'x';
+    r += std::to_string(s[i]);
+  }
   return r.empty() ? "-" : r;
 }
 
@@ -173,4 +169,4 @@ std::vector<std::pair<int64_t, float>> top_k(const float* v, int64_t n, int64_t 
   return out;
 }
 
-}  // namespace bbits::cli
+}  // namespace bbits::commands

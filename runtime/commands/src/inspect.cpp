@@ -1,21 +1,15 @@
-// bbits inspect MODEL [--json] [--kernels]: one row per layer and the totals.
-// The text layout and the JSON keys are documented in docs/RUNTIME.md and kept
+// bbits inspect: one row per layer and the totals, as a table or JSON. The
+// text layout and the JSON keys are documented in docs/RUNTIME.md and kept
 // stable for scripts.
 #include <fmt/format.h>
 
 #include <nlohmann/json.hpp>
 
-#include "command.h"
+#include "bbits/runtime/commands.h"
 #include "common.h"
 
-namespace bbits::cli {
+namespace bbits::commands {
 namespace {
-
-struct InspectOptions {
-  std::string model;
-  bool json = false;
-  bool kernels = false;
-};
 
 std::string quant_str(const TensorInfo& t) {
   if (t.bits == 32) return "float32";
@@ -202,17 +196,12 @@ int print_text(const InspectOptions& o, const Model& model) {
   return 0;
 }
 
-BBITS_COMMAND("inspect", "Show a model's layers, bit widths, pruning and costs", [](CLI::App& sub) {
-  auto o = std::make_shared<InspectOptions>();
-  sub.add_option("model", o->model, "Model file (.bbm)")->required();
-  sub.add_flag("--json", o->json, "Print JSON for scripts");
-  sub.add_flag("--kernels", o->kernels, "Also list the kernel chosen for each layer on this CPU and why");
-  return [o]() -> int {
-    const auto model = Model::load(o->model);
-    warn_stored_costs(model->info());
-    return o->json ? print_json(*o, *model) : print_text(*o, *model);
-  };
-});
-
 }  // namespace
-}  // namespace bbits::cli
+
+int inspect(const InspectOptions& o) {
+  const auto model = Model::load(o.model);
+  warn_stored_costs(model->info());
+  return o.json ? print_json(o, *model) : print_text(o, *model);
+}
+
+}  // namespace bbits::commands

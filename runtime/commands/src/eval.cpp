@@ -1,10 +1,6 @@
-// bbits eval MODEL --dataset fashion-mnist [--data-dir DIR] [--split test|train] [--limit N] [--threads T]
-// bbits eval MODEL --inputs X.npy --labels Y.npy [--limit N] [--threads T]
-//
-// Prints top-1 accuracy as the line `accuracy: 0.xxxx` (format documented in
-// docs/RUNTIME.md). --dataset reads the raw pixels (gzipped IDX, Debian package
-// dataset-fashion-mnist) and applies the preprocessing the model records;
-// --inputs are the network's input tensors as they are (N x input shape).
+// bbits eval: top-1 accuracy of a model on a data set (raw pixels through the
+// model's preprocessing) or on arrays of input tensors, with parallel
+// sessions. Prints `accuracy: 0.xxxx` (docs/RUNTIME.md).
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -13,19 +9,11 @@
 #include <filesystem>
 #include <thread>
 
-#include "command.h"
+#include "bbits/runtime/commands.h"
 #include "common.h"
 
-namespace bbits::cli {
+namespace bbits::commands {
 namespace {
-
-struct EvalOptions {
-  std::string model, dataset, data_dir = "/usr/share/datasets/fashion-mnist", split = "test";
-  std::string inputs, labels;
-  int64_t limit = 0;
-  int threads = 0;
-  bool quiet = false;
-};
 
 // Samples to evaluate: either raw pixels + preprocessing, or float tensors.
 struct Data {
@@ -100,7 +88,9 @@ Data load_arrays(const EvalOptions& o, const Model& model) {
   return d;
 }
 
-int run(const EvalOptions& o) {
+}  // namespace
+
+int eval(const EvalOptions& o) {
   if (o.dataset.empty() == o.inputs.empty()) throw Error("give exactly one of --dataset or --inputs/--labels");
   const auto model = Model::load(o.model);
   if (model->num_inputs() != 1) throw Error(fmt::format("bbits eval needs a model with one input, this one has {}", model->num_inputs()));
@@ -176,19 +166,4 @@ int run(const EvalOptions& o) {
   return 0;
 }
 
-BBITS_COMMAND("eval", "Top-1 accuracy on a data set; prints `accuracy: 0.xxxx`", [](CLI::App& sub) {
-  auto o = std::make_shared<EvalOptions>();
-  sub.add_option("model", o->model, "Model file (.bbm)")->required();
-  sub.add_option("--dataset", o->dataset, "Data set read from raw pixels: fashion-mnist");
-  sub.add_option("--data-dir", o->data_dir, "Directory of the IDX files")->capture_default_str();
-  sub.add_option("--split", o->split, "test (10,000 images) or train")->capture_default_str();
-  sub.add_option("--inputs", o->inputs, "Preprocessed inputs (.npy/IDX/raw float32), N x input shape");
-  sub.add_option("--labels", o->labels, "Labels (.npy int64/int32/uint8 or IDX), N values");
-  sub.add_option("-n,--limit", o->limit, "Evaluate only the first N samples (0: all)")->capture_default_str();
-  sub.add_option("-t,--threads", o->threads, "Parallel sessions (0: all hardware threads)")->capture_default_str();
-  sub.add_flag("-q,--quiet", o->quiet, "Print only the accuracy line");
-  return [o]() -> int { return run(*o); };
-});
-
-}  // namespace
-}  // namespace bbits::cli
+}  // namespace bbits::commands
