@@ -19,30 +19,16 @@ using namespace passes;
 
 json conv(const std::string& name, const std::string& in, int cin, int cout, int k, int pad, const std::string& act,
           bool bn = false) {
-  return {{"name", name},       {"op", "conv2d"},    {"inputs", {in}},       {"in_channels", cin},
-          {"out_channels", cout}, {"kernel", {k, k}}, {"stride", {1, 1}},     {"padding", {pad, pad}},
-          {"dilation", {1, 1}}, {"groups", 1},       {"bias", true},         {"bn", bn},
-          {"activation", act},  {"weight_quant", true}, {"prune", true},     {"act_quant", true},
-          {"act_signed", act == "none"}};
+  json n = test::conv_node(name, in, cin, cout, k, pad, 1, act);
+  n["bn"] = bn;
+  return n;
 }
 json node(const std::string& name, const std::string& op, std::vector<std::string> inputs) {
   return {{"name", name}, {"op", op}, {"inputs", inputs}};
 }
-json fc(const std::string& in, int fin) {
-  return {{"name", "fc"}, {"op", "linear"}, {"inputs", {in}}, {"in_features", fin}, {"out_features", 5},
-          {"bias", true}, {"activation", "none"}, {"weight_quant", true}, {"prune", false}, {"act_quant", false}};
-}
-json graph(const json& nodes, int c, int h) {
-  return {{"model", "test"},
-          {"input", {{"shape", {c, h, h}}, {"pixel_scale", 1.0 / 255}, {"mean", {0.0}}, {"std", {1.0}}}},
-          {"nodes", nodes},
-          {"outputs", {"fc"}}};
-}
-std::vector<int> mask(int n, std::initializer_list<int> pruned) {
-  std::vector<int> m(static_cast<size_t>(n), 1);
-  for (int p : pruned) m[static_cast<size_t>(p)] = 0;
-  return m;
-}
+json fc(const std::string& in, int fin) { return test::head_node(in, fin); }
+json graph(const json& nodes, int c, int h) { return test::graph_json(nodes, c, h); }
+using test::mask;
 size_t index_of(const Conversion& c, const std::string& name) { return static_cast<size_t>(c.graph().index_of(name)); }
 
 // conv a (3 -> 8, relu) -> maxpool -> flatten -> fc, channels 1 and 5 of a pruned.
