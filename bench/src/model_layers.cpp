@@ -7,7 +7,7 @@
 
 #include "bbits/bench/peaks.h"
 #include "bbits/format/cost.h"
-#include "bbits/runtime_plan.h"
+#include "bbits/runtime/plan.h"
 
 namespace bbits::bench {
 namespace {

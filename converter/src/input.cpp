@@ -7,8 +7,6 @@
 #include <cstdlib>
 #include <sstream>
 
-#include "bbits/converter/arch.h"
-
 namespace bbits::converter {
 
 namespace {
@@ -94,6 +92,16 @@ std::string check_input_layout(const std::string& layout) {
   if (u != "NCHW" && u != "NHWC")
     throw ConvertError("--layout: '" + layout + "' is not NCHW or NHWC (the layout in which callers pass the input)");
   return u;
+}
+
+float default_input_x_max(const InputSpec& in) {
+  float m = 0.0f;
+  for (size_t c = 0; c < in.mean.size(); ++c) {
+    const float lo = (0.0f - in.mean[c]) / in.std[c];
+    const float hi = (255.0f * static_cast<float>(in.pixel_scale) - in.mean[c]) / in.std[c];
+    m = std::max({m, std::fabs(lo), std::fabs(hi)});
+  }
+  return m > 0.0f ? m : 1.0f;
 }
 
 }  // namespace bbits::converter

@@ -7,8 +7,9 @@
 #include <optional>
 #include <set>
 
-#include "bbits/converter/arch.h"
-#include "bbits/converter/safetensors.h"
+#include "bbits/contract/safetensors.h"
+#include "bbits/contract/zoo.h"
+#include "bbits/converter/input.h"
 #include "pickle.h"
 #include "zip.h"
 
@@ -263,7 +264,7 @@ TensorMap read_pth(std::span<const uint8_t> bytes) {
 }
 
 TensorMap read_pth_file(const std::string& path) {
-  const auto bytes = read_file_bytes(path);
+  const auto bytes = contract::read_file_bytes(path);
   try {
     return read_pth(bytes);
   } catch (const ConvertError& e) {
@@ -305,7 +306,7 @@ void adopt_widths(Graph& g, const TensorMap& state) {
 Checkpoint import_reference(const TensorMap& state, const std::string& arch, const TensorMap* gates,
                             const std::string& source) {
   Checkpoint ck;
-  ck.graph = make_arch_graph(arch);
+  ck.graph = contract::make_graph(arch);
   ck.source = source;
   ck.input_bits = kInputBitsFromPixels;  // the reference runs its first layer on the float input
   adopt_widths(ck.graph, state);
@@ -410,6 +411,31 @@ Checkpoint import_reference(const TensorMap& state, const std::string& arch, con
     throw ConvertError(std::string("reference checkpoint (") + arch + "): " + e.what());
   }
   return ck;
+}
+
+Checkpoint read_checkpoint_file(const std::string& path, const std::string& arch, const std::string& gates_from) {
+  const auto bytes = contract::read_file_bytes(path);
+  const bool is_pth = (bytes.size() >= 2 && bytes[0] == 'P' && bytes[1] == 'K') || (!bytes.empty() && bytes[0] == 0x80);
+  if (is_pth) {
+    if (arch.empty())
+      throw ConvertError(path + ": a reference .pth checkpoint needs --arch (lenet5, vgg7, resnet18, mobilenetv2)");
+    TensorMap state, gates;
+    try {
+      state = read_pth(bytes);
+    } catch (const ConvertError& e) {
+      throw ConvertError(path + ": " + e.what());
+    }
+    if (!gates_from.empty()) gates = read_pth_file(gates_from);
+    return import_reference(state, arch, gates_from.empty() ? nullptr : &gates, path);
+  }
+  if (!arch.empty() || !gates_from.empty())
+    throw ConvertError("--arch and --gates-from apply to reference .pth checkpoints; " + path +
+                       " is a bbits checkpoint that carries its own graph");
+  try {
+    return parse_checkpoint(bytes, path);
+  } catch (const contract::CheckpointError& e) {
+    throw ConvertError(path + ": " + e.what());
+  }
 }
 
 }  // namespace bbits::converter

@@ -7,8 +7,9 @@
 #include <random>
 #include <regex>
 
-#include "bbits/converter/arch.h"
-#include "bbits/converter/safetensors.h"
+#include "bbits/contract/safetensors.h"
+#include "bbits/contract/zoo.h"
+#include "bbits/converter/input.h"
 #include "bbits/converter/simulate.h"
 #include "bbits/format/quant.h"
 
@@ -80,7 +81,7 @@ BitConfig parse_bit_config(const std::string& spec) {
     if (!is_legal_act_bits(cfg.base.act_bits)) throw ConvertError("--bits " + spec + ": activation bits must be 2, 4, 8, 16 or 32");
     return cfg;
   }
-  const auto bytes = read_file_bytes(spec);
+  const auto bytes = contract::read_file_bytes(spec);
   json j;
   try {
     j = json::parse(bytes.begin(), bytes.end());
@@ -96,14 +97,14 @@ BitConfig parse_bit_config(const std::string& spec) {
 
 Checkpoint make_synthetic(const std::string& arch, const BitConfig& cfg, uint64_t seed, bool calibrate) {
   Checkpoint ck;
-  ck.graph = make_arch_graph(arch);
+  ck.graph = contract::make_graph(arch);
   const Graph& g = ck.graph;
   for (const auto& entry : cfg.layers) {
     const std::string& name = entry.first;
     int i = -1;
     try {
       i = g.index_of(name);
-    } catch (const ConvertError&) {
+    } catch (const contract::CheckpointError&) {
       throw ConvertError("bit config: '" + name + "' is not a node of " + arch);
     }
     if (i < 0) throw ConvertError("bit config: '" + name + "' is the input (always 8 bits)");

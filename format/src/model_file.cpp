@@ -26,7 +26,7 @@ uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 // The FlatBuffers verifier checks only the 4-byte alignment of a vector's
 // length prefix: in a corrupt table a vector of 8-byte elements (tensor shapes,
 // buffers, reshape shapes) can be misaligned, and reading it would be
-// undefined behaviour (found by fuzz_model_load under UBSan).
+// undefined behaviour.
 template <typename V>
 void check_aligned8(const V* v, const std::string& what) {
   if (v && v->size() > 0 && reinterpret_cast<uintptr_t>(v->Data()) % 8 != 0)

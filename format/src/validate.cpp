@@ -124,6 +124,20 @@ void check_keep_mask(const Ctx& c, const fb::Operator* o, const std::string& who
   (void)c;
 }
 
+void check_pruned_rows(const fb::Operator* o, const std::string& who, int64_t rows) {
+  const auto* pr = o->pruned_rows();
+  if (!pr || pr->size() == 0) return;
+  if (!o->channels_removed() || !o->keep_mask() || o->keep_mask()->size() == 0)
+    fail(who + ": pruned_rows needs channels_removed and a keep_mask");
+  int64_t last = -1;
+  for (int32_t r : *pr) {
+    if (r <= last || r >= rows)
+      fail(who + ": pruned_rows must be ascending weight rows below " + std::to_string(rows) + ", has " +
+           std::to_string(r));
+    last = r;
+  }
+}
+
 void check_weight_bias(const Ctx& c, const std::string& who, int w, int b, int64_t rows) {
   if (!c.is_const[static_cast<size_t>(w)]) fail(who + ": weight " + c.tname(w) + " has no data buffer");
   const auto wdt = c.tensor(w)->dtype();
@@ -219,6 +233,7 @@ void check_operator(Ctx& c, size_t oi, std::vector<int>& producer) {
       if (ws[0] % g != 0) fail(who + ": output channels " + std::to_string(ws[0]) + " not divisible by groups");
       check_weight_bias(c, who, w, b, ws[0]);
       check_keep_mask(c, o, who, ws[0]);
+      check_pruned_rows(o, who, ws[0]);
       const int64_t oh = out_dim(is[2], ws[1], op->stride_h(), op->pad_top(), op->pad_bottom(), op->dilation_h());
       const int64_t ow = out_dim(is[3], ws[2], op->stride_w(), op->pad_left(), op->pad_right(), op->dilation_w());
       if (oh < 1 || ow < 1) fail(who + ": kernel larger than the padded input");
@@ -238,6 +253,7 @@ void check_operator(Ctx& c, size_t oi, std::vector<int>& producer) {
         fail(who + ": weight reads " + std::to_string(ws[1]) + " inputs, input has " + std::to_string(is[1]));
       check_weight_bias(c, who, w, b, ws[0]);
       check_keep_mask(c, o, who, ws[0]);
+      check_pruned_rows(o, who, ws[0]);
       expect_shape(c, who, out[0], {is[0], ws[0]});
       break;
     }
@@ -464,6 +480,25 @@ void check_constant_values(const fb::Model& m, const uint8_t* data, size_t data_
         fail("tensor '" + name + "': float32 value " + std::to_string(k) + " is not a finite number (" +
              (std::isnan(v) ? "NaN" : "infinity") + ")");
       }
+    }
+  }
+  // A row listed in pruned_rows holds zeros.
+  if (m.operators() == nullptr) return;
+  for (flatbuffers::uoffset_t oi = 0; oi < m.operators()->size(); ++oi) {
+    const fb::Operator* o = m.operators()->Get(oi);
+    if (!o->pruned_rows() || o->pruned_rows()->size() == 0 || o->inputs()->size() < 2) continue;
+    const auto* w = m.tensors()->Get(static_cast<flatbuffers::uoffset_t>(o->inputs()->Get(1)));
+    const auto* b = m.buffers()->Get(static_cast<flatbuffers::uoffset_t>(w->buffer()));
+    const int64_t rows = w->shape()->Get(0);
+    if (rows <= 0) continue;
+    const size_t row_bytes = static_cast<size_t>(b->size() / static_cast<uint64_t>(rows));
+    for (int32_t r : *o->pruned_rows()) {
+      const uint8_t* p = data + b->offset() + static_cast<size_t>(r) * row_bytes;
+      for (size_t k = 0; k < row_bytes; ++k)
+        if (p[k] != 0) {
+          const std::string name = o->name() ? o->name()->str() : std::to_string(oi);
+          fail("operator '" + name + "': weight row " + std::to_string(r) + " is listed in pruned_rows but is not zero");
+        }
     }
   }
 }

@@ -87,8 +87,24 @@ size_t assign_offsets(std::vector<ActSlot>& slots);
 // Describes a verified model for tools.
 ModelInfo describe_model(const format::ModelView& view);
 
+// Costs of one operator at batch 1 (costs.cpp); zero for operators without weights.
+struct OpCosts {
+  int64_t macs = 0;             // live channels only
+  int64_t macs_unpruned = 0;    // the trained layer, nothing pruned
+  int64_t weight_bytes = 0;     // packed weights as stored
+  int64_t bops = 0;             // macs x weight bits x input bits
+  int64_t float32_weights = 0;  // weights of the trained layer (its float32 size / 4)
+};
+// Recomputes every operator's costs from the model's shapes, keep masks and
+// weights (never from the figures the file stores), in operator order.
+std::vector<OpCosts> operator_costs(const format::ModelView& view);
+
 // QuantInfo of an activation tensor of the file.
 kernels::QuantInfo act_quant(const fb::Tensor& t);
+
+// Applies the calibration named by BBITS_CALIBRATION once per process; throws
+// bbits::Error (on this and every later call) if that file is bad.
+void apply_env_calibration_once();
 
 }  // namespace bbits::detail
 

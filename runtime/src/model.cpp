@@ -11,8 +11,7 @@
 #include <new>
 
 #include "bbits/format/cost.h"
-#include "bbits/runtime_plan.h"
-#include "calibration.h"
+#include "bbits/runtime/plan.h"
 #include "internal.h"
 
 namespace bbits {
@@ -98,16 +97,10 @@ const char* act_name(fb::Activation a) {
   }
 }
 
-// The per-operator costs come from the file unchecked (any int64): sums and
-// products saturate instead of overflowing.
+// Totals saturate instead of overflowing (absurd shapes give absurd costs).
 int64_t sat_add(int64_t a, int64_t b) {
   int64_t r;
   if (__builtin_add_overflow(a, b, &r)) return a > 0 ? INT64_MAX : INT64_MIN;
-  return r;
-}
-int64_t sat_mul(int64_t a, int64_t b) {
-  int64_t r;
-  if (__builtin_mul_overflow(a, b, &r)) return (a > 0) == (b > 0) ? INT64_MAX : INT64_MIN;
   return r;
 }
 
@@ -142,6 +135,7 @@ ModelInfo describe_model(const format::ModelView& view) {
     ti.is_constant = t->buffer() >= 0;
     info.tensors.push_back(std::move(ti));
   }
+  const std::vector<OpCosts> costs = operator_costs(view);
   auto tensor_at = [&](int i) -> const fb::Tensor* {
     return i >= 0 && static_cast<size_t>(i) < tensors.size() ? tensors.Get(static_cast<flatbuffers::uoffset_t>(i))
                                                             : nullptr;
@@ -172,8 +166,6 @@ ModelInfo describe_model(const format::ModelView& view) {
       L.weight_bits = tensor_bits(w);
       const std::vector<int64_t> ws = shape_of(w);
       const int64_t rows = ws.empty() ? 0 : ws[0];
-      int64_t k = 1;
-      for (size_t i = 1; i < ws.size(); ++i) k *= ws[i];
       if (op->keep_mask() && op->keep_mask()->size() > 0) {
         L.keep_mask.assign(op->keep_mask()->begin(), op->keep_mask()->end());
         L.channels_total = static_cast<int64_t>(L.keep_mask.size());
@@ -182,28 +174,25 @@ ModelInfo describe_model(const format::ModelView& view) {
         L.channels_total = L.channels_kept = rows;
       }
       if (L.weight_bits == 0) L.channels_kept = 0;
-      // Bytes of the same layer in float32 with nothing pruned: weights from
-      // the unpruned MACs (batch 1) when recorded, plus the biases.
-      int64_t fp32_weights = rows * k;
-      if (op->macs_unpruned() > 0) {
-        int64_t spatial = 1;
-        if (op->type() == fb::OpType::Conv2D && L.output_shape.size() == 4)
-          spatial = L.output_shape[2] * L.output_shape[3];
-        if (spatial > 0) fp32_weights = op->macs_unpruned() / spatial;
-        if (fp32_weights < 0) fp32_weights = rows * k;
-      }
-      info.float32_bytes = sat_add(info.float32_bytes, sat_add(sat_mul(fp32_weights, 4), sat_mul(L.channels_total, 4)));
+      // Bytes of the same layer in float32 with nothing pruned: its weights and biases.
+      const int64_t fp32 = sat_add(costs[info.layers.size()].float32_weights, L.channels_total);
+      info.float32_bytes = sat_add(info.float32_bytes, cost::mul(fp32, 4));
       if (L.inputs.size() >= 3 && L.inputs[2] >= 0) {
         const fb::Tensor* b = tensor_at(L.inputs[2]);
         if (b && b->buffer() >= 0)
           info.bias_bytes = sat_add(info.bias_bytes, static_cast<int64_t>(view.tensor_data(L.inputs[2]).size()));
       }
     }
-    L.macs = op->macs();
-    L.macs_unpruned = op->macs_unpruned();
-    L.weight_bytes = op->weight_bytes();
-    L.bops = op->bops();
-    L.bops_fp32 = sat_mul(op->macs_unpruned(), 32 * 32);  // cost::bops_fp32, saturating
+    const OpCosts& c = costs[info.layers.size()];
+    L.macs = c.macs;
+    L.macs_unpruned = c.macs_unpruned;
+    L.weight_bytes = c.weight_bytes;
+    L.bops = c.bops;
+    L.bops_fp32 = cost::bops_fp32(c.macs_unpruned);
+    L.stored_macs = op->macs();
+    L.stored_macs_unpruned = op->macs_unpruned();
+    L.stored_weight_bytes = op->weight_bytes();
+    L.stored_bops = op->bops();
     info.macs = sat_add(info.macs, L.macs);
     info.macs_unpruned = sat_add(info.macs_unpruned, L.macs_unpruned);
     info.bops = sat_add(info.bops, L.bops);

@@ -18,7 +18,7 @@
 #include "bbits/bench/synthetic.h"
 #include "bbits/format/cost.h"
 #include "bbits/format/model_file.h"
-#include "bbits/runtime_plan.h"
+#include "bbits/runtime/plan.h"
 
 namespace bb = bbits::bench;
 namespace fs = std::filesystem;
@@ -81,7 +81,7 @@ TEST(ModelLayers, DecodesTheTinyModel) {
   EXPECT_EQ(m->layers()[4].cost().input_bytes, 2 * 8 * 8 * 8);  // add reads two tensors
 }
 
-// The runtime's plan as kernel descriptors (bbits/runtime_plan.h): one step
+// The runtime's plan as kernel descriptors (bbits/runtime/plan.h): one step
 // per operator, agreeing with the runtime's own layer description.
 TEST(RuntimePlan, StepsDescribeEveryOperator) {
   const auto bytes = bb::tiny_test_model();

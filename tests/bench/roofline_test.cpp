@@ -106,8 +106,8 @@ TEST(Roofline, DispatchCostIsAddedOnSeveralThreads) {
 // Inside a session with the calibration's reuse bandwidths: the weights come
 // back at the reuse bandwidth for the run's distance (interpolated), added to
 // the max of compute and activations; on 2 threads half the input crosses
-// from the other core through the shared L3. Without reuse entries the older
-// model (weights from the level holding the run) applies.
+// from the other core through the shared L3. Without reuse entries the weights
+// come from the level holding the run.
 TEST(Roofline, InsideASessionWeightsComeBackAtTheReuseBandwidth) {
   auto c = machine();
   c.reuse = {{1, 0, 80e9}, {1, 16 << 20, 40e9}, {1, 32 << 20, 20e9}, {2, 0, 160e9}, {2, 32 << 20, 40e9}};
@@ -129,7 +129,7 @@ TEST(Roofline, InsideASessionWeightsComeBackAtTheReuseBandwidth) {
   EXPECT_DOUBLE_EQ(q.cold_ns, 600'000 / 100e9 * 1e9);           // 6 us
   EXPECT_DOUBLE_EQ(q.cross_ns, 100'000 * 0.5 / 50e9 * 1e9);    // half the input at the 2-thread L3 rate: 1 us
   EXPECT_NEAR(q.time_ns, 100e6 / 190e9 * 1e9 + 6'000 + 1'000, 1e-6);
-  // A layer run alone (no reuse distance) and an older calibration: unchanged.
+  // A layer run alone (no reuse distance), and a calibration without reuse entries: unchanged.
   EXPECT_DOUBLE_EQ(bb::roofline(l, 100e9, c, 1).time_ns, 1e6);
   c.reuse.clear();
   EXPECT_FALSE(c.reuse_bytes_per_s(1, 1).has_value());
@@ -231,7 +231,7 @@ TEST(Roofline, PerCallCostAndScratchRoundTrip) {
   EXPECT_DOUBLE_EQ(bb::call_overhead_ns(c, "conv_w4a8", "conv2d", 1, "pool"), 500);
   // Two threads: at least the one-thread cost plus waking the worker.
   EXPECT_DOUBLE_EQ(bb::call_overhead_ns(c, "conv_w4a8", "conv2d", 2, "pool"), 500 + 9000);
-  // Not measured for the kernel: the dispatch cost alone (older calibrations).
+  // Not measured for the kernel: the dispatch cost alone.
   EXPECT_DOUBLE_EQ(bb::call_overhead_ns(c, "fc_w8a8", "fully_connected", 2, "openmp"), 8000);
   EXPECT_DOUBLE_EQ(bb::call_overhead_ns(c, "fc_w8a8", "fully_connected", 1, "pool"), 0);
 
@@ -342,13 +342,13 @@ TEST(Calibration, JsonRoundTripAndValidation) {
   j["dispatch"][0]["ns"] = -5.0;
   EXPECT_THROW(bb::Calibration::from_json(j), bb::CalibrationError);
   j = c.to_json();
-  j.erase("dispatch");  // optional: older files
+  j.erase("dispatch");  // optional
   EXPECT_TRUE(bb::Calibration::from_json(j).dispatch.empty());
   j = c.to_json();
   j["overheads"][0]["ns"] = -1.0;
   EXPECT_THROW(bb::Calibration::from_json(j), bb::CalibrationError);
   j = c.to_json();
-  j.erase("overheads");  // optional: older files
+  j.erase("overheads");  // optional
   EXPECT_TRUE(bb::Calibration::from_json(j).overheads.empty());
   // Thread scaling: round trip, lookup, validation, optional.
   {
@@ -366,7 +366,7 @@ TEST(Calibration, JsonRoundTripAndValidation) {
     j["scaling"][1]["threads"] = 1;
     EXPECT_THROW(bb::Calibration::from_json(j), bb::CalibrationError);
     j = s.to_json();
-    j.erase("scaling");  // optional: older files
+    j.erase("scaling");  // optional
     EXPECT_TRUE(bb::Calibration::from_json(j).scaling.empty());
     s.probe_ns = 512000;
     EXPECT_DOUBLE_EQ(bb::Calibration::from_json(nlohmann::json::parse(s.to_json().dump())).probe_ns, 512000);
@@ -394,7 +394,7 @@ TEST(Calibration, JsonRoundTripAndValidation) {
     j["reuse"][1]["distance"] = 0;  // the same point twice
     EXPECT_THROW(bb::Calibration::from_json(j), bb::CalibrationError);
     j = r.to_json();
-    j.erase("reuse");  // optional: older files
+    j.erase("reuse");  // optional
     EXPECT_TRUE(bb::Calibration::from_json(j).reuse.empty());
   }
   j = c.to_json();

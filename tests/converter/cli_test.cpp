@@ -8,9 +8,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "bbits/converter/arch.h"
+#include "bbits/contract/zoo.h"
 #include "bbits/converter/pth.h"
-#include "bbits/converter/safetensors.h"
+#include "bbits/contract/safetensors.h"
 #include "bbits/converter/synthetic.h"
 #include "bbits/format/model_file.h"
 #include "bbits/format/quant.h"
@@ -106,7 +106,7 @@ struct ModelFile {
 };
 ModelFile read_model(const std::string& path) {
   ModelFile m;
-  m.bytes = read_file_bytes(path);
+  m.bytes = contract::read_file_bytes(path);
   m.view = bbits::format::verify_model(m.bytes.data(), m.bytes.size());
   return m;
 }

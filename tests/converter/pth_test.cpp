@@ -4,9 +4,11 @@
 
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <random>
 
-#include "bbits/converter/arch.h"
+#include "bbits/contract/safetensors.h"
+#include "bbits/contract/zoo.h"
 #include "bbits/converter/convert.h"
 #include "bbits/converter/input.h"
 #include "bbits/converter/pth.h"
@@ -156,6 +158,54 @@ TEST(Pth, FineTunedCheckpointNeedsGatesFrom) {
   for (const auto& [k, v] : b.tensors) EXPECT_EQ(a.get(k).data, v.data) << k;
 }
 
+// bbits-convert's reader tells a reference .pth from a bbits checkpoint by
+// its first bytes; --arch and --gates-from belong to the .pth only.
+TEST(Pth, CheckpointFilesAreToldApartByTheirBytes) {
+  const auto dir = test::temp_dir("read_checkpoint_file");
+  auto write = [&](const std::string& name, const std::vector<uint8_t>& bytes) {
+    const std::string p = (dir / name).string();
+    contract::write_file_bytes(p, bytes);
+    return p;
+  };
+  const std::string pth = write("ref.pth", test::read_fixture("lenet5_reference.pth.gz"));
+  const std::string fine = write("fine.pth", test::read_fixture("lenet5_finetuned.pth.gz"));
+  const std::string st = write("trained.safetensors", test::read_fixture("lenet5_trained.safetensors.gz"));
+
+  const Checkpoint a = read_checkpoint_file(pth, "lenet5", "");
+  const Checkpoint want = import_reference(read_pth_file(pth), "lenet5", nullptr, pth);
+  EXPECT_EQ(a.graph, want.graph);
+  EXPECT_EQ(a.tensors, want.tensors);
+  EXPECT_EQ(a.source, pth);
+  const TensorMap gates = read_pth_file(pth);
+  EXPECT_EQ(read_checkpoint_file(fine, "lenet5", pth).tensors,
+            import_reference(read_pth_file(fine), "lenet5", &gates, fine).tensors);
+
+  const Checkpoint b = read_checkpoint_file(st, "", "");
+  EXPECT_EQ(b.tensors, load_checkpoint(st).tensors);
+  EXPECT_EQ(b.input_bits, 8);
+
+  auto expect_error = [](const std::function<void()>& f, const std::string& needle) {
+    try {
+      f();
+      ADD_FAILURE() << "accepted; expected an error containing '" << needle << "'";
+    } catch (const contract::CheckpointError& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  expect_error([&] { read_checkpoint_file(pth, "", ""); }, "needs --arch");
+  expect_error([&] { read_checkpoint_file(st, "lenet5", ""); }, "carries its own graph");
+  expect_error([&] { read_checkpoint_file(st, "", pth); }, "carries its own graph");
+  std::vector<uint8_t> cut = test::read_fixture("lenet5_trained.safetensors.gz");
+  cut.resize(cut.size() / 2);
+  const std::string bad = write("cut.safetensors", cut);
+  expect_error([&] { read_checkpoint_file(bad, "", ""); }, bad + ": ");
+  std::vector<uint8_t> zip = test::read_fixture("lenet5_reference.pth.gz");
+  zip.resize(zip.size() / 2);
+  const std::string badpth = write("cut.pth", zip);
+  expect_error([&] { read_checkpoint_file(badpth, "lenet5", ""); }, badpth + ": ");
+  std::filesystem::remove_all(dir);
+}
+
 TEST(Pth, TensorsOutsideTheTemplateAreAnError) {
   TensorMap sd = read_pth(test::read_fixture("lenet5_reference.pth.gz"));
   sd["features.4.weight"] = FTensor{{1}, {0}};
@@ -163,9 +213,9 @@ TEST(Pth, TensorsOutsideTheTemplateAreAnError) {
   TensorMap sd2 = read_pth(test::read_fixture("lenet5_reference.pth.gz"));
   sd2["features.2.weight"].shape = {64, 32, 3, 3};
   sd2["features.2.weight"].data.resize(64 * 32 * 9);
-  EXPECT_THROW(import_reference(sd2, "lenet5", nullptr, "x"), ConvertError);
+  EXPECT_THROW(import_reference(sd2, "lenet5", nullptr, "x"), contract::CheckpointError);  // the contract's check
   EXPECT_THROW(import_reference(read_pth(test::read_fixture("lenet5_reference.pth.gz")), "vgg7", nullptr, "x"),
-               ConvertError);
+               contract::CheckpointError);
 }
 
 }  // namespace
@@ -194,7 +244,7 @@ std::string reference_name(const std::string& n) {
 
 TEST(Pth, EveryArchitectureTemplateImportsReferenceNames) {
   for (const std::string arch : {"lenet5", "vgg7", "resnet18", "mobilenetv2"}) {
-    const Graph g = make_arch_graph(arch);
+    const Graph g = contract::make_graph(arch);
     std::mt19937 rng(3);
     std::uniform_real_distribution<float> u(0.1f, 1.0f);
     TensorMap sd;
@@ -248,7 +298,7 @@ TEST(Arch, TemplatesRecordTheReferenceLoadersPreprocessing) {
                         Case{"vgg7", {3, 32, 32}, {0.4914f, 0.4822f, 0.4465f}, {0.2023f, 0.1994f, 0.2010f}, 16},
                         Case{"resnet18", {3, 224, 224}, in_mean, in_std, 16},
                         Case{"mobilenetv2", {3, 224, 224}, in_mean, in_std, 16}}) {
-    const Graph g = make_arch_graph(c.arch);
+    const Graph g = contract::make_graph(c.arch);
     EXPECT_EQ(g.input.shape, c.shape) << c.arch;
     EXPECT_EQ(g.input.mean, c.mean) << c.arch;
     EXPECT_EQ(g.input.std, c.std) << c.arch;
@@ -279,7 +329,7 @@ void expect_override_error(Checkpoint ck, const InputOverrides& o, const std::st
 
 TEST(InputOverrides, ReplaceThePreprocessingAndRederiveTheRange) {
   Checkpoint ck;
-  ck.graph = make_arch_graph("vgg7");
+  ck.graph = contract::make_graph("vgg7");
   ck.tensors["input.aq.x_max"] = FTensor{{1}, {default_input_x_max(ck.graph.input)}};
   const Checkpoint before = ck;
   apply_input_overrides(ck, {});  // nothing given: nothing changes

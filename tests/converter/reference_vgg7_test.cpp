@@ -19,7 +19,7 @@
 #include <cmath>
 #include <cstdio>
 
-#include "bbits/converter/arch.h"
+#include "bbits/contract/zoo.h"
 #include "bbits/converter/convert.h"
 #include "bbits/converter/input.h"
 #include "bbits/converter/pth.h"
@@ -136,7 +136,7 @@ void report(const char* what, const Result& r) {
   GTEST_SKIP() << "Fashion-MNIST test set not installed (/usr/share/datasets/fashion-mnist)"
 
 TEST(ReferenceVgg7, TheTemplateRecordsTheReferenceLoadersNormalisation) {
-  const Graph g = make_arch_graph("vgg7");
+  const Graph g = contract::make_graph("vgg7");
   EXPECT_EQ(g.input.shape, (std::vector<int64_t>{3, 32, 32}));
   EXPECT_EQ(g.input.mean, kLoaderMean);
   EXPECT_EQ(g.input.std, kLoaderStd);

@@ -2,7 +2,9 @@
 // of the same quantized network predicts (simulate(): the checkpoint in
 // PyTorch layout, fake quantization, no channel removal) — for a reference
 // .pth LeNet-5 and for small networks whose pruned channels are removed
-// across pooling, flatten and depthwise layers or kept behind a residual add.
+// across pooling, flatten and depthwise layers or kept behind a residual add;
+// and the costs the converter stores are the ones the runtime computes from
+// the model's shapes for every one of them.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -36,6 +38,10 @@ Agreement compare(const Checkpoint& ck, const FTensor& x, bool integer_bias = fa
   build_model(ck, w);
   const auto bytes = w.serialize();
   auto model = bbits::Model::from_memory(bytes.data(), bytes.size());
+  for (const auto& L : model->info().layers)
+    EXPECT_TRUE(L.stored_costs_agree()) << ck.graph.model << " " << L.name << ": stored MACs " << L.stored_macs
+                                        << " computed " << L.macs << ", stored unpruned " << L.stored_macs_unpruned
+                                        << " computed " << L.macs_unpruned;
   bbits::Session session(model);
   SimulateOptions so;
   so.integer_bias = integer_bias;
@@ -261,12 +267,52 @@ TEST(RuntimeAgreement, PartialRemovalKeepsOnlyTheChannelsPaddingNeeds) {
   EXPECT_EQ(std::vector<uint8_t>(a->keep_mask()->begin(), a->keep_mask()->end()),
             (std::vector<uint8_t>{1, 1, 1, 1, 1, 0, 1, 0}));
   EXPECT_EQ(view.model->tensors()->Get(a->inputs()->Get(1))->shape()->Get(0), 6);
+  ASSERT_TRUE(a->pruned_rows());  // stored channels 0, 1, 2, 3, 4, 6: channel 2 is row 2
+  EXPECT_EQ(std::vector<int32_t>(a->pruned_rows()->begin(), a->pruned_rows()->end()), std::vector<int32_t>{2});
   EXPECT_EQ(r.rows[0].zero_rows, 1);
   EXPECT_EQ(r.rows[0].kept, 5);
   const Agreement g = compare(ck, test::random_inputs(ck.graph, 50, 4));
   report("partial removal", g);
   EXPECT_EQ(g.same, g.n);
   EXPECT_LT(g.max_diff, 1e-4 * std::max(1.0, g.max_logit));
+}
+
+// A zero-padded depthwise layer reading constant channels: a zero constant
+// goes with its depthwise channel, a non-zero one stays (the padding makes the
+// depthwise output position-dependent) and is counted as work by both sides.
+TEST(RuntimeAgreement, DepthwiseReadsConstantChannels) {
+  SmallNet net;
+  json nodes = json::array();
+  nodes.push_back(conv("pw", "input", 3, 12, 1, 1, 0, 1, "relu6", false));
+  nodes.push_back(conv("dw", "pw", 12, 12, 3, 1, 1, 12, "relu6"));
+  nodes.push_back(conv("pl", "dw", 12, 8, 1, 1, 0, 1, "none"));
+  nodes.push_back({{"name", "gap"}, {"op", "global_avgpool"}, {"inputs", {"pl"}}});
+  nodes.push_back({{"name", "flatten"}, {"op", "flatten"}, {"inputs", {"gap"}}});
+  nodes.push_back({{"name", "fc"}, {"op", "linear"}, {"inputs", {"flatten"}}, {"in_features", 8}, {"out_features", 10},
+                   {"bias", true}, {"activation", "none"}, {"weight_quant", true}, {"prune", false}, {"act_quant", false}});
+  net.graph = {{"model", "dw-constants"},
+               {"input", {{"shape", {3, 12, 12}}, {"pixel_scale", 1.0 / 255}, {"mean", {0.0}}, {"std", {1.0}}}},
+               {"nodes", nodes},
+               {"outputs", {"fc"}}};
+  net.keep["pw"] = {1, 0, 1, 1, 0, 1, 0, 1, 1, 1, 0, 1};
+  Checkpoint ck = test::make_small_checkpoint(net);
+  ck.tensors["pw.bias"].data[1] = -4.0f;  // ReLU6(-4) = 0: removed with dw's channel 1
+  ck.tensors["pw.bias"].data[4] = 0.75f;  // non-zero constants: stay, as do dw's channels 4 and 10
+  ck.tensors["pw.bias"].data[6] = -1.0f;
+  ck.tensors["pw.bias"].data[10] = 2.5f;
+  bbits::format::ModelWriter w;
+  const ConvertReport r = build_model(ck, w);
+  const auto bytes = w.serialize();
+  const auto view = bbits::format::verify_model(bytes.data(), bytes.size());
+  const auto* pw = view.model->operators()->Get(0);
+  ASSERT_TRUE(pw->pruned_rows());
+  // stored pw channels 0, 2, 3, 4, 5, 7, 8, 9, 10, 11: channels 4 and 10 are rows 3 and 8
+  EXPECT_EQ(std::vector<int32_t>(pw->pruned_rows()->begin(), pw->pruned_rows()->end()), (std::vector<int32_t>{3, 8}));
+  EXPECT_EQ(r.rows[1].out_shape[1], 10);
+  const Agreement a = compare(ck, test::random_inputs(ck.graph, 50, 5));
+  report("depthwise reading constants", a);
+  EXPECT_EQ(a.same, a.n);
+  EXPECT_LT(a.max_diff, 1e-4 * std::max(1.0, a.max_logit));
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <initializer_list>
 #include <random>
 #include <string>
 #include <vector>
@@ -18,6 +19,17 @@ std::string fixture_path(const std::string& name);
 std::vector<uint8_t> read_fixture(const std::string& name);
 // A fresh empty directory under the system temp dir, removed by the caller.
 std::filesystem::path temp_dir(const std::string& tag);
+
+// Nodes and graphs (bbits.graph JSON) for small test networks: a conv2d
+// (stride 1, bias, weight and activation quantizers, signed activations
+// without an activation function), the classifier `fc` (IN -> 5, float
+// logits), a graph of C x H x H input whose output is `fc`, and a keep mask of
+// N channels with the given ones pruned.
+nlohmann::json conv_node(const std::string& name, const std::string& in, int cin, int cout, int k, int pad,
+                         int groups, const std::string& act, bool prune = true);
+nlohmann::json head_node(const std::string& in, int fin);
+nlohmann::json graph_json(const nlohmann::json& nodes, int c, int h);
+std::vector<int> mask(int n, std::initializer_list<int> pruned);
 
 // A small graph JSON (bbits.graph) → checkpoint with random weights: every
 // layer gets random weights, biases and (if bn) BN statistics; quantizers get

@@ -26,7 +26,7 @@
 #include <filesystem>
 
 #include "bbits/converter/convert.h"
-#include "bbits/converter/safetensors.h"
+#include "bbits/contract/safetensors.h"
 #include "bbits/converter/simulate.h"
 #include "bbits/runtime.h"
 #include "test_util.h"
@@ -37,7 +37,7 @@ namespace {
 std::vector<uint8_t> read_maybe_gz(const std::string& path) {
   // fixtures are named relative to the fixture folder; anything else is a path
   if (path.find('/') == std::string::npos) return test::read_fixture(path);
-  return read_file_bytes(path);
+  return contract::read_file_bytes(path);
 }
 
 // BBITS_AGREEMENT_CHECKPOINT / BBITS_AGREEMENT_LOGITS (plain files) measure

@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <filesystem>
 #include <fstream>
@@ -164,6 +165,27 @@ TEST(Format, AtomicWrite) {
   for (auto& e : std::filesystem::directory_iterator(dir)) leftovers += e.path().filename().string().find(".tmp") != std::string::npos;
   EXPECT_EQ(leftovers, 0u);
   std::filesystem::remove_all(dir);
+}
+
+TEST(Format, PrunedRowsAreCheckedAgainstTheMaskAndTheWeights) {
+  auto message = [](const std::function<void(fb::ModelT&)>& mutate) {
+    auto w = tiny_model();
+    mutate(w.model());
+    try {
+      w.serialize();
+    } catch (const FormatError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  // The conv's rows hold ones, so no row may be listed as a pruned zero row.
+  EXPECT_NE(message([](fb::ModelT& m) { m.operators[0]->pruned_rows = {1}; }).find("is not zero"), std::string::npos);
+  EXPECT_NE(message([](fb::ModelT& m) { m.operators[0]->pruned_rows = {3}; }).find("ascending weight rows below 3"),
+            std::string::npos);
+  EXPECT_NE(message([](fb::ModelT& m) { m.operators[0]->pruned_rows = {2, 1}; }).find("ascending"), std::string::npos);
+  EXPECT_NE(message([](fb::ModelT& m) { m.operators[3]->pruned_rows = {0}; }).find("needs channels_removed and a keep_mask"),
+            std::string::npos);
+  EXPECT_EQ(message([](fb::ModelT&) {}), "");  // (a listed zero row: tests/converter, PartialRemoval...)
 }
 
 TEST(Format, RejectsDescriptions) {

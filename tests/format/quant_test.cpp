@@ -126,4 +126,10 @@ TEST(Cost, LeNet5HandCount) {
   EXPECT_EQ(cost::fc_macs(512, 1024), 524288);
   EXPECT_EQ(cost::bops(cost::fc_macs(10, 512), 4, 8), 5120 * 32);
   EXPECT_EQ(cost::weight_bytes(3, 5, 2), 3 * 2);
+  // Absurd shapes saturate instead of overflowing.
+  EXPECT_EQ(cost::bops(INT64_MAX / 4, 8, 8), INT64_MAX);
+  EXPECT_EQ(cost::conv2d_macs(1 << 20, 1 << 20, 1 << 20, 1 << 10, 3, 3), INT64_MAX);
+  EXPECT_EQ(cost::bops_fp32(INT64_MAX / 1000), INT64_MAX);
+  EXPECT_EQ(cost::weight_bytes(INT64_MAX / 2, 16, 8), INT64_MAX);
+  static_assert(cost::fc_macs(512, 1024) == 524288);
 }

@@ -32,13 +32,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       t.data.assign(static_cast<size_t>(t.elements()), 0.5f);
       inputs.push_back(std::move(t));
     }
-    // The MACs are the file's own figures, so any int64 value: sum them
-    // without overflowing and skip the model once it is past the budget.
+    // The unpruned MACs (computed from the shapes, saturated) bound the
+    // work: skip the model once it is past the budget.
     constexpr int64_t kMaxWork = int64_t{1} << 26;
     int64_t work = 0;
     for (const auto& L : model->info().layers) {
-      if (L.macs < 0 || L.macs > kMaxWork - work) return 0;
-      work += L.macs;
+      if (L.macs_unpruned < 0 || L.macs_unpruned > kMaxWork - work) return 0;
+      work += L.macs_unpruned;
     }
     bbits::Session session(model);
     session.run(inputs);

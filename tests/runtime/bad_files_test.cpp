@@ -258,19 +258,56 @@ TEST(BadFiles, NonFiniteFloatBias) {
   EXPECT_ERROR_HAS(msg, "not a finite number");
 }
 
-TEST(BadFiles, AbsurdStoredCostsDoNotOverflow) {
-  // Costs are stored, not recomputed: extreme values must not overflow the
-  // totals (found under UBSan by RandomByteFlipsWithValidChecksum).
-  const auto b = repack(small_model().bytes, [](fb::ModelT& m) {
-    for (auto& op : m.operators) {
-      op->macs = op->macs_unpruned = op->bops = op->weight_bytes = INT64_MAX / 3;
-    }
+TEST(BadFiles, StoredCostsAreNotTrusted) {
+  // The runtime computes every layer's costs from its shapes: absurd stored
+  // figures (RandomByteFlipsWithValidChecksum once overflowed their totals
+  // under UBSan) change nothing it reports, and each layer keeps the file's
+  // figures beside its own so that tools can say where they disagree.
+  const auto& good = small_model().bytes;
+  const auto reference = bbits::Model::from_memory(good.data(), good.size());
+  for (const auto& L : reference->info().layers) EXPECT_TRUE(L.stored_costs_agree()) << L.name;
+  const auto b = repack(good, [](fb::ModelT& m) {
+    for (auto& op : m.operators) op->macs = op->macs_unpruned = op->bops = op->weight_bytes = INT64_MAX / 3;
     m.operators[0]->macs_unpruned = -7;
   });
   EXPECT_EQ(load_error(b), "");
-  auto model = bbits::Model::from_memory(b.data(), b.size());
-  EXPECT_EQ(model->info().bops_fp32, INT64_MAX);
-  EXPECT_EQ(model->info().macs, INT64_MAX);
+  const auto model = bbits::Model::from_memory(b.data(), b.size());
+  const auto& info = model->info();
+  const auto& ref = reference->info();
+  EXPECT_EQ(info.macs, ref.macs);
+  EXPECT_EQ(info.macs_unpruned, ref.macs_unpruned);
+  EXPECT_EQ(info.bops, ref.bops);
+  EXPECT_EQ(info.bops_fp32, ref.bops_fp32);
+  EXPECT_EQ(info.weight_bytes, ref.weight_bytes);
+  EXPECT_EQ(info.float32_bytes, ref.float32_bytes);
+  ASSERT_EQ(info.layers.size(), ref.layers.size());
+  for (size_t i = 0; i < info.layers.size(); ++i) {
+    EXPECT_FALSE(info.layers[i].stored_costs_agree()) << info.layers[i].name;
+    EXPECT_EQ(info.layers[i].stored_macs, INT64_MAX / 3);
+  }
+  EXPECT_EQ(info.layers[0].stored_macs_unpruned, -7);
+}
+
+TEST(BadFiles, OneCorruptStoredFigureIsFoundAndNamed) {
+  // conv2 states 10 MACs more than it does: only that layer disagrees, on
+  // that figure, and the totals are the computed ones.
+  const auto& good = small_model().bytes;
+  const auto reference = bbits::Model::from_memory(good.data(), good.size());
+  const auto b = repack(good, [](fb::ModelT& m) {
+    for (auto& op : m.operators)
+      if (op->name == "conv2") op->macs += 10;
+  });
+  const auto model = bbits::Model::from_memory(b.data(), b.size());
+  size_t disagree = 0;
+  for (const auto& L : model->info().layers) {
+    if (L.stored_costs_agree()) continue;
+    ++disagree;
+    EXPECT_EQ(L.name, "conv2");
+    EXPECT_EQ(L.stored_macs, L.macs + 10);
+    EXPECT_EQ(L.stored_bops, L.bops);
+  }
+  EXPECT_EQ(disagree, 1u);
+  EXPECT_EQ(model->info().macs, reference->info().macs);
 }
 
 TEST(BadFiles, MisalignedVectorsFoundByTheFuzzer) {

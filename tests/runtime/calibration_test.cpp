@@ -1,6 +1,7 @@
-// load_calibration: a calibration written in `bbits calibrate`'s format changes
-// the kernel choice of models loaded afterwards; reset_calibration restores
-// it; bad files are refused by name, through the C++ and the C API.
+// load_calibration: a calibration written in `bbits calibrate`'s format (the
+// runtime's Calibration, bbits/runtime/calibration.h) changes the kernel
+// choice of models loaded afterwards; reset_calibration restores it; bad files
+// are refused by name, through the C++ and the C API.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -12,6 +13,7 @@
 
 #include "bbits/bbits.h"
 #include "bbits/runtime.h"
+#include "bbits/runtime/calibration.h"
 #include "lenet_builder.h"
 
 namespace {
@@ -22,11 +24,29 @@ std::string write_file(const std::string& name, const std::string& text) {
   return p.string();
 }
 
+// A calibration with one bandwidth level and `kernel`'s convolution peak at
+// one and two threads.
+bbits::Calibration calibration(const std::string& kernel, double macs_per_s) {
+  bbits::Calibration c;
+  c.created = "now";
+  c.cpu = "test";
+  c.isa = "avx512_vnni";
+  c.bandwidth = {{.threads = 1, .level = "L1", .capacity = 32768, .probe_bytes = 16384, .bytes_per_s = 1e11}};
+  bbits::KernelPeak p;
+  p.kernel = kernel;
+  p.op = "conv2d";
+  p.wbits = p.abits = 8;
+  p.threads = 1;
+  p.macs_per_s = macs_per_s;
+  c.peaks.push_back(p);
+  p.threads = 2;
+  p.macs_per_s = 1e15;
+  c.peaks.push_back(p);
+  return c;
+}
+
 std::string peaks_json(const std::string& kernel, double macs_per_s) {
-  return std::string(R"({"version": 1, "isa": "avx512_vnni", "cpu": "test", "created": "now", "peaks": [)") +
-         R"({"kernel": ")" + kernel + R"(", "op": "conv2d", "threads": 1, "macs_per_s": )" +
-         std::to_string(macs_per_s) + "}," +
-         R"({"kernel": ")" + kernel + R"(", "op": "conv2d", "threads": 2, "macs_per_s": 1e15}]})";
+  return calibration(kernel, macs_per_s).to_json().dump();
 }
 
 TEST(Calibration, ChangesTheKernelChoiceAndResets) {
@@ -77,17 +97,28 @@ TEST(Calibration, BadFilesAreRefusedByName) {
   expect_error(a, "not valid JSON");
   const std::string b = write_file("bbits_cal_b.json", R"({"version": 7, "peaks": []})");
   expect_error(b, "unsupported calibration version");
-  const std::string c = write_file("bbits_cal_c.json", R"({"version": 1})");
+  auto doc = calibration("x", 1e9).to_json();
+  doc.erase("peaks");
+  const std::string c = write_file("bbits_cal_c.json", doc.dump());
   expect_error(c, "no \"peaks\"");
-  const std::string d = write_file("bbits_cal_d.json", R"({"version": 1, "peaks": [{"kernel": "x", "op": "conv2d", "threads": 1}]})");
+  doc = calibration("x", 1e9).to_json();
+  doc["peaks"][0].erase("macs_per_s");
+  const std::string d = write_file("bbits_cal_d.json", doc.dump());
   expect_error(d, "peaks[0] has no \"macs_per_s\"");
-  const std::string e = write_file("bbits_cal_e.json", R"({"version": 1, "peaks": [{"kernel": "x", "op": "conv2d", "threads": 1, "macs_per_s": -5}]})");
+  doc = calibration("x", 1e9).to_json();
+  doc["peaks"][0]["macs_per_s"] = -5;
+  const std::string e = write_file("bbits_cal_e.json", doc.dump());
   expect_error(e, "not a positive number");
+  // The writer's file reads back the same (one schema for `bbits calibrate`,
+  // the bench and the runtime).
+  const std::string f = write_file("bbits_cal_f.json", "");
+  calibration("x", 1e9).save(f);
+  EXPECT_EQ(bbits::Calibration::load(f).to_json(), calibration("x", 1e9).to_json());
   // The C API reports the same.
   EXPECT_EQ(bbits_load_calibration(b.c_str()), -1);
   EXPECT_NE(std::string(bbits_last_error()).find("unsupported calibration version"), std::string::npos);
   EXPECT_EQ(bbits_load_calibration(nullptr), -1);
-  for (const auto& p : {a, b, c, d, e}) std::remove(p.c_str());
+  for (const auto& p : {a, b, c, d, e, f}) std::remove(p.c_str());
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
-// Torch-free parts of the training library: graph JSON, model shapes, MAC
-// and BOP counts, the IDX reader, learning-rate schedules.
+// Torch-free parts of the training library: MAC and BOP counts, the IDX
+// reader, learning-rate schedules (the graph and the model zoo: tests/contract).
 #include <gtest/gtest.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -11,68 +11,13 @@
 
 #include "bbits/training/cost.h"
 #include "bbits/training/dataset.h"
-#include "bbits/training/graph.h"
+#include "bbits/contract/zoo.h"
 #include "bbits/training/schedule.h"
 
 using namespace bbits::train;
 
-TEST(Graph, LeNet5MatchesTheContractExample) {
-  const Graph g = build_model("lenet5", ModelOptions{});
-  ASSERT_EQ(g.nodes.size(), 7u);
-  const Node& c0 = g.node("features.0");
-  EXPECT_EQ(c0.op, Op::Conv2d);
-  EXPECT_EQ(c0.in_channels, 1);
-  EXPECT_EQ(c0.out_channels, 32);
-  EXPECT_EQ(c0.kernel[0], 5);
-  EXPECT_TRUE(c0.prune);
-  EXPECT_TRUE(c0.act_quant);
-  EXPECT_FALSE(c0.act_signed);
-  EXPECT_EQ(g.node("features.2").out_channels, 64);
-  EXPECT_EQ(g.node("classifier.0").in_channels, 1024);
-  EXPECT_EQ(g.node("classifier.0").out_channels, 512);
-  const Node& last = g.node("classifier.1");
-  EXPECT_FALSE(last.prune);
-  EXPECT_FALSE(last.act_quant);
-  EXPECT_TRUE(last.weight_quant);
-  EXPECT_EQ(g.outputs, std::vector<std::string>{"classifier.1"});
-  const auto shapes = infer_shapes(g);
-  EXPECT_EQ(shapes.at("features.3"), (std::vector<int64_t>{64, 4, 4}));
-  EXPECT_NEAR(g.input.pixel_scale, 1.0 / 255.0, 1e-15);
-}
-
-TEST(Graph, JsonRoundTripAndValidation) {
-  for (const auto& name : model_names()) {
-    ModelOptions o;
-    o.input_shape = name == "lenet5" ? std::vector<int64_t>{1, 28, 28} : std::vector<int64_t>{3, 32, 32};
-    o.width = 0.25;
-    const Graph g = build_model(name, o);
-    const Graph h = Graph::from_json_string(g.to_json_string());
-    EXPECT_TRUE(g.to_json() == h.to_json()) << name;
-  }
-  nlohmann::json j = build_model("lenet5", ModelOptions{}).to_json();
-  auto bad = j;
-  bad["nodes"][0]["op"] = "conv3d";
-  EXPECT_THROW(Graph::from_json(bad), std::invalid_argument);
-  bad = j;
-  bad["nodes"][0].erase("kernel");
-  try {
-    Graph::from_json(bad);
-    FAIL() << "missing field accepted";
-  } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("kernel"), std::string::npos);
-  }
-  bad = j;
-  bad["nodes"][1]["inputs"][0] = "nowhere";
-  EXPECT_THROW(Graph::from_json(bad), std::invalid_argument);
-  bad = j;
-  bad["nodes"][2]["in_channels"] = 31;
-  EXPECT_THROW(Graph::from_json(bad), std::invalid_argument);
-  EXPECT_THROW(Graph::from_json_string("{not json"), std::invalid_argument);
-  EXPECT_THROW(build_model("alexnet", ModelOptions{}), std::invalid_argument);
-}
-
 TEST(Cost, LeNet5MacsAndBopsByHand) {
-  const Graph g = build_model("lenet5", ModelOptions{});
+  const Graph g = bbits::contract::make_graph("lenet5");
   const auto m = layer_macs(g);
   EXPECT_EQ(m.at("features.0"), 24 * 24 * 32 * 1 * 25);
   EXPECT_EQ(m.at("features.2"), 8 * 8 * 64 * 32 * 25);

@@ -23,7 +23,8 @@
 
 #include "bbits/training/network.h"
 #include "bbits/training/optim.h"
-#include "bbits/training/safetensors.h"
+#include "bbits/contract/checkpoint.h"
+#include "bbits/contract/zoo.h"
 #include "bbits/training/trainer.h"
 
 using namespace bbits::train;
@@ -66,7 +67,7 @@ TEST(Training, OneStepLowersTheLossAndMovesTheGates) {
   // saturate at 1 and one small step moves log alpha by less than a float ulp).
   QuantSetup qs;
   qs.set_gate_init(1.0);
-  Net net(build_model("lenet5", ModelOptions{}), qs);
+  Net net(bbits::contract::make_graph("lenet5"), qs);
   const auto x = at::rand({16, 1, 28, 28});
   const auto y = at::randint(0, 10, {16}, at::kLong);
   net.calibrate(x);
@@ -108,11 +109,8 @@ TEST(Training, EveryModelBuildsQuantizedAndSteps) {
                         {"resnet18-small", {3, 16, 16}, 0.125},
                         {"mobilenetv2", {3, 32, 32}, 0.25}};
   for (const auto& c : cases) {
-    ModelOptions o;
-    o.input_shape = c.shape;
-    o.width = c.width;
     at::manual_seed(2);
-    Net net(build_model(c.name, o), QuantSetup{});
+    Net net(bbits::contract::make_graph(c.name, model_options(c.shape, c.width)), QuantSetup{});
     const auto x = at::rand({2, c.shape[0], c.shape[1], c.shape[2]});
     net.calibrate(x);
     net.train();
@@ -139,7 +137,7 @@ TEST(Training, EveryModelBuildsQuantizedAndSteps) {
 }
 
 TEST(Training, ModesConfigureTheQuantizers) {
-  const Graph g = build_model("lenet5", ModelOptions{});
+  const Graph g = bbits::contract::make_graph("lenet5");
   QuantSetup fixed;
   fixed.learn_bit_gates = false;
   fixed.weight_bits = 4;
@@ -167,14 +165,14 @@ Graph bn_conv_graph() {
   g.input.shape = {2, 6, 6};
   Node n;
   n.name = "conv";
-  n.op = Op::Conv2d;
+  n.op = bbits::contract::OpKind::Conv2d;
   n.inputs = {"input"};
   n.in_channels = 2;
   n.out_channels = 3;
-  n.kernel = {3, 3};
+  n.kernel_h = n.kernel_w = 3;
   n.bias = false;
   n.bn = true;
-  n.activation = "relu";
+  n.activation = bbits::contract::Act::Relu;
   n.weight_quant = n.act_quant = true;
   g.nodes.push_back(n);
   g.outputs = {"conv"};
@@ -244,11 +242,11 @@ TEST(Training, CalibrationSeesBatchNormalisedActivations) {
 
 // Every tensor of two checkpoints bit-identical.
 void expect_same_tensors(const std::filesystem::path& a, const std::filesystem::path& b) {
-  const auto ca = bbits::train::read_safetensors(a.string()), cb = bbits::train::read_safetensors(b.string());
+  const auto ca = bbits::contract::load_checkpoint(a.string()), cb = bbits::contract::load_checkpoint(b.string());
   ASSERT_EQ(ca.tensors.size(), cb.tensors.size());
-  for (size_t i = 0; i < ca.tensors.size(); ++i) {
-    ASSERT_EQ(ca.tensors[i].name, cb.tensors[i].name);
-    EXPECT_EQ(ca.tensors[i].data, cb.tensors[i].data) << ca.tensors[i].name;
+  for (const auto& [name, t] : ca.tensors) {
+    ASSERT_TRUE(cb.has(name)) << name;
+    EXPECT_EQ(t.data, cb.get(name).data) << name;
   }
 }
 
@@ -491,21 +489,21 @@ TEST(Trainer, GateInitOptionsSetEachGate) {
   EXPECT_DOUBLE_EQ(c.gate_init_for(2), 3.0);
   std::ostringstream log;
   run_training(c, log);
-  const Checkpoint ck = read_safetensors((out / "final.safetensors").string());
+  const Checkpoint ck = bbits::contract::load_checkpoint((out / "final.safetensors").string());
   const std::map<std::string, float> want = {
       {"log_alpha_2", 3.0f}, {"log_alpha_4", 2.5f}, {"log_alpha_8", 6.0f}, {"log_alpha_16", -6.0f}, {"log_alpha_32", -6.0f}};
   int checked = 0, z2 = 0;
-  for (const auto& t : ck.tensors) {
-    const auto dot = t.name.rfind('.');
-    const auto it = want.find(t.name.substr(dot + 1));
+  for (const auto& [name, t] : ck.tensors) {
+    const auto dot = name.rfind('.');
+    const auto it = want.find(name.substr(dot + 1));
     if (it == want.end()) continue;
-    for (float v : t.data) EXPECT_EQ(v, it->second) << t.name;
+    for (float v : t.data) EXPECT_EQ(v, it->second) << name;
     ++checked;
     z2 += it->first == "log_alpha_2";
   }
   EXPECT_EQ(checked, 7 * 4 + 3);  // 4 weight + 3 activation quantizers, z2 on 3 layers
   EXPECT_EQ(z2, 3);
-  const auto tj = nlohmann::json::parse(ck.metadata.at("bbits.training"));
+  const auto tj = ck.training;
   EXPECT_EQ(tj["gate_init_16"].get<double>(), -6.0);
   EXPECT_EQ(tj["gate_init_prune"].get<double>(), 3.0);
   std::filesystem::remove_all(out);
@@ -531,19 +529,19 @@ TEST(Trainer, BatchNormFoldedForFineTuningAndResumable) {
   ASSERT_EQ(r.epochs.size(), 3u);
   EXPECT_EQ(r.switch_accuracy, r.epochs[0].test_acc);
   auto graph_of = [](const std::filesystem::path& p) {
-    return Graph::from_json_string(read_safetensors(p.string()).metadata.at("bbits.graph"));
+    return bbits::contract::load_checkpoint(p.string()).graph;
   };
   int bn_before = 0;
   for (const auto& n : graph_of(out / "straight" / "epoch-1.safetensors").nodes) bn_before += n.bn;
   EXPECT_GT(bn_before, 0);
   for (const char* f : {"epoch-2.safetensors", "final.safetensors"}) {
-    const Checkpoint ck = read_safetensors((out / "straight" / f).string());
-    for (const auto& n : Graph::from_json_string(ck.metadata.at("bbits.graph")).nodes) {
+    const Checkpoint ck = bbits::contract::load_checkpoint((out / "straight" / f).string());
+    for (const auto& n : ck.graph.nodes) {
       EXPECT_FALSE(n.bn) << f << " " << n.name;
-      if (has_weights(n.op)) EXPECT_TRUE(n.bias && ck.find(n.name + ".bias")) << f << " " << n.name;
+      if (n.is_layer()) EXPECT_TRUE(n.bias && ck.has(n.name + ".bias")) << f << " " << n.name;
     }
-    for (const auto& t : ck.tensors) EXPECT_EQ(t.name.find(".bn."), std::string::npos) << t.name;
-    EXPECT_TRUE(nlohmann::json::parse(ck.metadata.at("bbits.training"))["bn_folded"].get<bool>());
+    for (const auto& [name, t] : ck.tensors) EXPECT_EQ(name.find(".bn."), std::string::npos) << name;
+    EXPECT_TRUE(ck.training["bn_folded"].get<bool>());
   }
   EXPECT_NE(log.str().find("batch-norm layer(s) folded"), std::string::npos);
 
@@ -580,14 +578,14 @@ TEST(Trainer, PruneOnlyBitsTakeWeightAndActivationWidths) {
   c.prune_only_bits = "w4a8";
   std::ostringstream log;
   run_training(c, log);
-  const Checkpoint ck = read_safetensors((out / "final.safetensors").string());
+  const Checkpoint ck = bbits::contract::load_checkpoint((out / "final.safetensors").string());
   for (const char* n : {"features.0.wq", "classifier.1.wq"}) {
-    EXPECT_EQ(ck.at(std::string(n) + ".log_alpha_4").data[0], 20.0f) << n;
-    EXPECT_EQ(ck.at(std::string(n) + ".log_alpha_8").data[0], -20.0f) << n;
+    EXPECT_EQ(ck.get(std::string(n) + ".log_alpha_4").data[0], 20.0f) << n;
+    EXPECT_EQ(ck.get(std::string(n) + ".log_alpha_8").data[0], -20.0f) << n;
   }
-  EXPECT_EQ(ck.at("features.0.aq.log_alpha_8").data[0], 20.0f);
-  EXPECT_EQ(ck.at("features.0.aq.log_alpha_16").data[0], -20.0f);
-  EXPECT_EQ(nlohmann::json::parse(ck.metadata.at("bbits.training"))["prune_only_bits"], "w4a8");
+  EXPECT_EQ(ck.get("features.0.aq.log_alpha_8").data[0], 20.0f);
+  EXPECT_EQ(ck.get("features.0.aq.log_alpha_16").data[0], -20.0f);
+  EXPECT_EQ(ck.training["prune_only_bits"], "w4a8");
   c.prune_only_bits = "4";
   EXPECT_THROW(run_training(c, log), std::invalid_argument);
   std::filesystem::remove_all(out);

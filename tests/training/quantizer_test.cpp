@@ -308,12 +308,12 @@ Graph tiny_graph() {
   auto conv = [](const std::string& name, const std::string& in, int64_t ci, int64_t co) {
     Node n;
     n.name = name;
-    n.op = Op::Conv2d;
+    n.op = bbits::contract::OpKind::Conv2d;
     n.inputs = {in};
     n.in_channels = ci;
     n.out_channels = co;
-    n.kernel = {3, 3};
-    n.activation = "relu";
+    n.kernel_h = n.kernel_w = 3;
+    n.activation = bbits::contract::Act::Relu;
     n.weight_quant = n.prune = n.act_quant = true;
     return n;
   };
@@ -321,15 +321,15 @@ Graph tiny_graph() {
   g.nodes.push_back(conv("b", "a", 2, 3));
   Node f;
   f.name = "f";
-  f.op = Op::Flatten;
+  f.op = bbits::contract::OpKind::Flatten;
   f.inputs = {"b"};
   g.nodes.push_back(f);
   Node c;
   c.name = "c";
-  c.op = Op::Linear;
+  c.op = bbits::contract::OpKind::Linear;
   c.inputs = {"f"};
-  c.in_channels = 3;
-  c.out_channels = 4;
+  c.in_features = 3;
+  c.out_features = 4;
   c.weight_quant = true;
   g.nodes.push_back(c);
   g.outputs = {"c"};

@@ -7,15 +7,17 @@
 
 namespace bbits::train {
 
+using contract::OpKind;
+
 std::map<std::string, int64_t> layer_macs(const Graph& g) {
-  const auto shapes = infer_shapes(g);
+  const auto shapes = contract::infer_shapes(g);
   std::map<std::string, int64_t> m;
   for (const auto& n : g.nodes) {
-    if (n.op == Op::Conv2d) {
-      const auto& y = shapes.at(n.name);
-      m[n.name] = bbits::cost::conv2d_macs(y[1], y[2], n.out_channels, n.in_channels / n.groups, n.kernel[0], n.kernel[1]);
-    } else if (n.op == Op::Linear) {
-      m[n.name] = bbits::cost::fc_macs(n.out_channels, n.in_channels);
+    if (n.op == OpKind::Conv2d) {
+      const auto& y = shapes.of(g, n.name);
+      m[n.name] = bbits::cost::conv2d_macs(y[1], y[2], n.out_channels, n.in_channels / n.groups, n.kernel_h, n.kernel_w);
+    } else if (n.op == OpKind::Linear) {
+      m[n.name] = bbits::cost::fc_macs(n.out_features, n.in_features);
     }
   }
   return m;
@@ -25,8 +27,8 @@ std::map<std::string, int64_t> quantizer_macs(const Graph& g) {
   const auto macs = layer_macs(g);
   std::map<std::string, int64_t> q;
   for (const auto& n : g.nodes) {
-    if (!has_weights(n.op)) continue;
-    const std::string f = feeding_quantizer(g, n.inputs.at(0));
+    if (!n.is_layer()) continue;
+    const std::string f = contract::feeding_quantizer(g, n.inputs.at(0));
     if (!f.empty()) q[f] += macs.at(n.name);
   }
   return q;
@@ -34,19 +36,18 @@ std::map<std::string, int64_t> quantizer_macs(const Graph& g) {
 
 namespace {
 // Kept input units (channels for conv, features for linear) of layer n.
-int64_t kept_inputs(const Graph& g, const Node& n, const std::map<std::string, std::vector<bool>>& keep,
-                    const std::map<std::string, std::vector<int64_t>>& shapes) {
-  const int64_t total = n.in_channels;
-  if (n.op == Op::Conv2d && n.groups != 1) return total;
+int64_t kept_inputs(const Graph& g, const Node& n, const std::map<std::string, std::vector<bool>>& keep) {
+  const int64_t total = n.op == OpKind::Conv2d ? n.in_channels : n.in_features;
+  if (n.op == OpKind::Conv2d && n.groups != 1) return total;
   std::string cur = n.inputs.at(0);
   while (cur != g.input.name) {
     const Node& p = g.node(cur);
-    if (p.op == Op::MaxPool || p.op == Op::AvgPool || p.op == Op::GlobalAvgPool || p.op == Op::Flatten ||
-        p.op == Op::Relu || p.op == Op::Relu6) {
+    if (p.op == OpKind::MaxPool || p.op == OpKind::AvgPool || p.op == OpKind::GlobalAvgPool ||
+        p.op == OpKind::Flatten || p.op == OpKind::Relu || p.op == OpKind::Relu6) {
       cur = p.inputs.at(0);
       continue;
     }
-    if (has_weights(p.op) && p.prune && keep.count(p.name)) {
+    if (p.is_layer() && p.prune && keep.count(p.name)) {
       const auto& mask = keep.at(p.name);
       const int64_t kept = std::count(mask.begin(), mask.end(), true);
       const int64_t c = static_cast<int64_t>(mask.size());
@@ -55,7 +56,6 @@ int64_t kept_inputs(const Graph& g, const Node& n, const std::map<std::string, s
     }
     break;
   }
-  (void)shapes;
   return total;
 }
 }  // namespace
@@ -63,34 +63,34 @@ int64_t kept_inputs(const Graph& g, const Node& n, const std::map<std::string, s
 CostReport compute_costs(const Graph& g, const std::map<std::string, int>& weight_bits,
                          const std::map<std::string, int>& act_bits,
                          const std::map<std::string, std::vector<bool>>& keep) {
-  const auto shapes = infer_shapes(g);
+  const auto shapes = contract::infer_shapes(g);
   const auto full = layer_macs(g);
   CostReport r;
   for (const auto& n : g.nodes) {
-    if (!has_weights(n.op)) continue;
+    if (!n.is_layer()) continue;
     LayerCost c;
     c.name = n.name;
     c.macs_full = full.at(n.name);
-    c.total = n.out_channels;
-    c.kept = n.out_channels;
+    c.total = n.outputs();
+    c.kept = n.outputs();
     if (n.prune && keep.count(n.name)) {
       const auto& m = keep.at(n.name);
-      if (static_cast<int64_t>(m.size()) != n.out_channels)
+      if (static_cast<int64_t>(m.size()) != n.outputs())
         throw std::invalid_argument("compute_costs: keep mask of '" + n.name + "' has the wrong size");
       c.kept = std::count(m.begin(), m.end(), true);
     }
-    const int64_t in_kept = kept_inputs(g, n, keep, shapes);
-    if (n.op == Op::Conv2d) {
-      const auto& y = shapes.at(n.name);
+    const int64_t in_kept = kept_inputs(g, n, keep);
+    if (n.op == OpKind::Conv2d) {
+      const auto& y = shapes.of(g, n.name);
       const int64_t in_per_group = n.groups == 1 ? in_kept : n.in_channels / n.groups;
-      c.macs = bbits::cost::conv2d_macs(y[1], y[2], c.kept, in_per_group, n.kernel[0], n.kernel[1]);
+      c.macs = bbits::cost::conv2d_macs(y[1], y[2], c.kept, in_per_group, n.kernel_h, n.kernel_w);
     } else {
       c.macs = bbits::cost::fc_macs(c.kept, in_kept);
     }
     auto wb = weight_bits.find(n.name);
     c.weight_bits = (n.weight_quant && wb != weight_bits.end()) ? wb->second : 32;
     if (c.kept == 0) c.weight_bits = 0;
-    const std::string f = feeding_quantizer(g, n.inputs.at(0));
+    const std::string f = contract::feeding_quantizer(g, n.inputs.at(0));
     if (f.empty()) {
       c.act_bits = 32;
     } else {

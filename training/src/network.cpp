@@ -10,6 +10,8 @@
 
 namespace bbits::train {
 
+using contract::OpKind;
+
 namespace {
 
 std::string module_name(const std::string& s) {
@@ -19,9 +21,9 @@ std::string module_name(const std::string& s) {
   return r;
 }
 
-at::Tensor apply_activation(const at::Tensor& x, const std::string& act) {
-  if (act == "relu") return at::relu(x);
-  if (act == "relu6") return at::clamp(x, 0.0, 6.0);
+at::Tensor apply_activation(const at::Tensor& x, contract::Act act) {
+  if (act == contract::Act::Relu) return at::relu(x);
+  if (act == contract::Act::Relu6) return at::clamp(x, 0.0, 6.0);
   return x;
 }
 
@@ -39,24 +41,24 @@ QuantizerConfig act_config(const QuantSetup& q, bool is_signed) {
 
 std::vector<int64_t> sizes_of(const at::Tensor& t) { return std::vector<int64_t>(t.sizes().begin(), t.sizes().end()); }
 
-NamedTensor to_named(const std::string& name, const at::Tensor& t) {
-  NamedTensor n;
-  n.name = name;
+contract::FTensor to_ftensor(const at::Tensor& t) {
+  contract::FTensor f;
   auto c = t.detach().to(at::kFloat).contiguous();
-  n.shape = sizes_of(c);
-  n.data.assign(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
-  return n;
+  f.shape = sizes_of(c);
+  f.data.assign(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+  return f;
 }
 
-void copy_into(at::Tensor& dst, const NamedTensor& src) {
+void copy_into(at::Tensor& dst, const Checkpoint& ck, const std::string& name) {
+  const contract::FTensor& src = ck.get(name);
   if (sizes_of(dst) != src.shape) {
     std::string want, got;
     for (auto d : dst.sizes()) want += (want.empty() ? "" : ",") + std::to_string(d);
     for (auto d : src.shape) got += (got.empty() ? "" : ",") + std::to_string(d);
-    throw CheckpointError("checkpoint: tensor '" + src.name + "' has shape [" + got + "], expected [" + want + "]");
+    throw CheckpointError("checkpoint: tensor '" + name + "' has shape [" + got + "], expected [" + want + "]");
   }
   for (float v : src.data)
-    if (!std::isfinite(v)) throw CheckpointError("checkpoint: tensor '" + src.name + "' holds a non-finite value");
+    if (!std::isfinite(v)) throw CheckpointError("checkpoint: tensor '" + name + "' holds a non-finite value");
   at::NoGradGuard ng;
   auto t = at::from_blob(const_cast<float*>(src.data.data()), dst.sizes(), at::kFloat).clone();
   dst.copy_(t);
@@ -66,30 +68,31 @@ void copy_into(at::Tensor& dst, const NamedTensor& src) {
 
 // ---------------------------------------------------------------------------
 QLayer::QLayer(const Node& n, const QuantSetup& q) : node(n) {
-  if (!has_weights(n.op)) throw std::invalid_argument("QLayer: node '" + n.name + "' has no weights");
+  if (!n.is_layer()) throw std::invalid_argument("QLayer: node '" + n.name + "' has no weights");
   int64_t fan_in = 0;
-  if (n.op == Op::Conv2d) {
-    weight = at::empty({n.out_channels, n.in_channels / n.groups, n.kernel[0], n.kernel[1]}, at::kFloat);
-    fan_in = n.in_channels / n.groups * n.kernel[0] * n.kernel[1];
+  const int64_t outs = n.outputs();
+  if (n.op == OpKind::Conv2d) {
+    weight = at::empty({n.out_channels, n.in_channels / n.groups, n.kernel_h, n.kernel_w}, at::kFloat);
+    fan_in = n.in_channels / n.groups * n.kernel_h * n.kernel_w;
   } else {
-    weight = at::empty({n.out_channels, n.in_channels}, at::kFloat);
-    fan_in = n.in_channels;
+    weight = at::empty({n.out_features, n.in_features}, at::kFloat);
+    fan_in = n.in_features;
   }
   // PyTorch's default initialisation: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
   const double bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
   weight.uniform_(-bound, bound);
   weight = register_parameter("weight", weight);
-  if (n.bias) bias = register_parameter("bias", at::empty({n.out_channels}, at::kFloat).uniform_(-bound, bound));
+  if (n.bias) bias = register_parameter("bias", at::empty({outs}, at::kFloat).uniform_(-bound, bound));
   if (n.bn) {
-    bn_weight = register_parameter("bn_weight", at::ones({n.out_channels}, at::kFloat));
-    bn_bias = register_parameter("bn_bias", at::zeros({n.out_channels}, at::kFloat));
-    running_mean = register_buffer("bn_running_mean", at::zeros({n.out_channels}, at::kFloat));
-    running_var = register_buffer("bn_running_var", at::ones({n.out_channels}, at::kFloat));
+    bn_weight = register_parameter("bn_weight", at::ones({outs}, at::kFloat));
+    bn_bias = register_parameter("bn_bias", at::zeros({outs}, at::kFloat));
+    running_mean = register_buffer("bn_running_mean", at::zeros({outs}, at::kFloat));
+    running_var = register_buffer("bn_running_var", at::ones({outs}, at::kFloat));
   }
   if (n.weight_quant) {
     QuantizerConfig c;
     c.is_signed = true;
-    c.prune_channels = n.prune ? n.out_channels : 0;
+    c.prune_channels = n.prune ? outs : 0;
     c.learn_bit_gates = q.learn_bit_gates;
     c.fixed_bits = q.weight_bits;
     c.learn_prune_gates = q.learn_prune_gates;
@@ -103,9 +106,9 @@ QLayer::QLayer(const Node& n, const QuantSetup& q) : node(n) {
 }
 
 at::Tensor QLayer::run(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const {
-  if (node.op == Op::Conv2d)
-    return at::conv2d(x, w, b, {node.stride[0], node.stride[1]}, {node.padding[0], node.padding[1]},
-                      {node.dilation[0], node.dilation[1]}, node.groups);
+  if (node.op == OpKind::Conv2d)
+    return at::conv2d(x, w, b, {node.stride_h, node.stride_w}, {node.pad_h, node.pad_w},
+                      {node.dilation_h, node.dilation_w}, node.groups);
   return at::linear(x, w, b);
 }
 
@@ -125,7 +128,7 @@ at::Tensor QLayer::batch_norm_train(const at::Tensor& x, const at::Tensor& y) {
   // the running statistics the weight was folded with to the batch's, and the
   // running averages updated afterwards (unbiased variance, momentum 0.1).
   const at::Tensor y0 = run(x, weight, at::Tensor());
-  const std::vector<int64_t> dims = node.op == Op::Conv2d ? std::vector<int64_t>{0, 2, 3} : std::vector<int64_t>{0};
+  const std::vector<int64_t> dims = node.op == OpKind::Conv2d ? std::vector<int64_t>{0, 2, 3} : std::vector<int64_t>{0};
   const at::Tensor mean = y0.mean(dims);
   const at::Tensor var = y0.var(dims, /*unbiased=*/false);
   const at::Tensor sigma = at::sqrt(running_var + node.bn_eps), sigma_b = at::sqrt(var + node.bn_eps);
@@ -153,12 +156,12 @@ at::Tensor QLayer::forward(const at::Tensor& x) {
 
 // ---------------------------------------------------------------------------
 Net::Net(Graph graph, const QuantSetup& q) : graph_(std::move(graph)) {
-  infer_shapes(graph_);
+  contract::infer_shapes(graph_);
   layers_.resize(graph_.nodes.size());
   node_aq_.resize(graph_.nodes.size());
   QuantizerConfig ic;
   bool nonneg = true;
-  for (double m : graph_.input.mean) nonneg = nonneg && m == 0.0;
+  for (float m : graph_.input.mean) nonneg = nonneg && m == 0.0f;
   ic.is_signed = !nonneg;
   ic.learn_bit_gates = false;
   ic.fixed_bits = 8;
@@ -166,7 +169,7 @@ Net::Net(Graph graph, const QuantSetup& q) : graph_(std::move(graph)) {
   input_q_ = register_module("input_aq", std::make_shared<BBQuantizer>(ic));
   for (size_t i = 0; i < graph_.nodes.size(); ++i) {
     const Node& n = graph_.nodes[i];
-    if (has_weights(n.op)) {
+    if (n.is_layer()) {
       layers_[i] = register_module(module_name(n.name), std::make_shared<QLayer>(n, q));
     } else if (n.act_quant) {
       node_aq_[i] = register_module(module_name(n.name) + "_aq", std::make_shared<BBQuantizer>(act_config(q, n.act_signed)));
@@ -212,34 +215,37 @@ at::Tensor Net::forward(const at::Tensor& x) {
     const at::Tensor& a = get(n.inputs[0]);
     at::Tensor y;
     switch (n.op) {
-      case Op::Conv2d:
-      case Op::Linear:
+      case OpKind::Conv2d:
+      case OpKind::Linear:
         y = layers_[i]->forward(a);
         break;
-      case Op::MaxPool:
-        y = at::max_pool2d(a, {n.kernel[0], n.kernel[1]}, {n.stride[0], n.stride[1]}, {n.padding[0], n.padding[1]});
+      case OpKind::MaxPool:
+        y = at::max_pool2d(a, {n.kernel_h, n.kernel_w}, {n.stride_h, n.stride_w}, {n.pad_h, n.pad_w});
         break;
-      case Op::AvgPool:
-        y = at::avg_pool2d(a, {n.kernel[0], n.kernel[1]}, {n.stride[0], n.stride[1]}, {n.padding[0], n.padding[1]});
+      case OpKind::AvgPool:
+        y = at::avg_pool2d(a, {n.kernel_h, n.kernel_w}, {n.stride_h, n.stride_w}, {n.pad_h, n.pad_w},
+                           /*ceil_mode=*/false, n.count_include_pad);
         break;
-      case Op::GlobalAvgPool:
+      case OpKind::GlobalAvgPool:
         y = at::adaptive_avg_pool2d(a, {1, 1});
         break;
-      case Op::Flatten:
+      case OpKind::Flatten:
         y = a.flatten(1);
         break;
-      case Op::Add:
+      case OpKind::Add:
         y = apply_activation(a + get(n.inputs[1]), n.activation);
         break;
-      case Op::Concat: {
+      case OpKind::Concat: {
         std::vector<at::Tensor> xs;
         for (const auto& in : n.inputs) xs.push_back(get(in));
         y = at::cat(xs, 1);
         break;
       }
-      case Op::Relu:
-      case Op::Relu6:
-        y = apply_activation(a, n.activation);
+      case OpKind::Relu:
+        y = apply_activation(a, contract::Act::Relu);
+        break;
+      case OpKind::Relu6:
+        y = apply_activation(a, contract::Act::Relu6);
         break;
     }
     if (node_aq_[i]) y = node_aq_[i]->forward(y);
@@ -309,28 +315,28 @@ void Net::set_weights_trainable(bool on) {
   }
 }
 
-std::vector<NamedTensor> Net::export_tensors() const {
-  std::vector<NamedTensor> r;
+TensorMap Net::export_tensors() const {
+  TensorMap r;
   auto add_q = [&](const std::string& prefix, const BBQuantizer& q, bool gates) {
-    r.push_back(to_named(prefix + ".x_max", q.x_max));
+    r[prefix + ".x_max"] = to_ftensor(q.x_max);
     if (!gates) return;
-    if (q.has_prune()) r.push_back(to_named(prefix + ".log_alpha_2", q.log_alpha_2));
-    r.push_back(to_named(prefix + ".log_alpha_4", q.log_alpha_4));
-    r.push_back(to_named(prefix + ".log_alpha_8", q.log_alpha_8));
-    r.push_back(to_named(prefix + ".log_alpha_16", q.log_alpha_16));
-    r.push_back(to_named(prefix + ".log_alpha_32", q.log_alpha_32));
+    if (q.has_prune()) r[prefix + ".log_alpha_2"] = to_ftensor(q.log_alpha_2);
+    r[prefix + ".log_alpha_4"] = to_ftensor(q.log_alpha_4);
+    r[prefix + ".log_alpha_8"] = to_ftensor(q.log_alpha_8);
+    r[prefix + ".log_alpha_16"] = to_ftensor(q.log_alpha_16);
+    r[prefix + ".log_alpha_32"] = to_ftensor(q.log_alpha_32);
   };
   add_q(graph_.input.name + ".aq", *input_q_, false);
   for (size_t i = 0; i < graph_.nodes.size(); ++i) {
     const std::string& name = graph_.nodes[i].name;
     if (const auto& l = layers_[i]) {
-      r.push_back(to_named(name + ".weight", l->weight));
-      if (l->bias.defined()) r.push_back(to_named(name + ".bias", l->bias));
+      r[name + ".weight"] = to_ftensor(l->weight);
+      if (l->bias.defined()) r[name + ".bias"] = to_ftensor(l->bias);
       if (l->node.bn) {
-        r.push_back(to_named(name + ".bn.weight", l->bn_weight));
-        r.push_back(to_named(name + ".bn.bias", l->bn_bias));
-        r.push_back(to_named(name + ".bn.running_mean", l->running_mean));
-        r.push_back(to_named(name + ".bn.running_var", l->running_var));
+        r[name + ".bn.weight"] = to_ftensor(l->bn_weight);
+        r[name + ".bn.bias"] = to_ftensor(l->bn_bias);
+        r[name + ".bn.running_mean"] = to_ftensor(l->running_mean);
+        r[name + ".bn.running_var"] = to_ftensor(l->running_var);
       }
       if (l->wq) add_q(name + ".wq", *l->wq, true);
       if (l->aq) add_q(name + ".aq", *l->aq, true);
@@ -341,35 +347,41 @@ std::vector<NamedTensor> Net::export_tensors() const {
   return r;
 }
 
+Checkpoint Net::checkpoint(nlohmann::json training) const {
+  Checkpoint ck;
+  ck.graph = graph_;
+  ck.training = std::move(training);
+  ck.tensors = export_tensors();
+  return ck;
+}
+
 void Net::import_tensors(const Checkpoint& ck) {
   // Expected names, from a fresh export of this network's structure.
-  const auto expected = export_tensors();
-  std::set<std::string> want;
-  for (const auto& t : expected) want.insert(t.name);
-  for (const auto& t : ck.tensors)
-    if (!want.count(t.name)) throw CheckpointError("checkpoint: unexpected tensor '" + t.name + "' for this graph");
+  const TensorMap expected = export_tensors();
+  for (const auto& [name, t] : ck.tensors)
+    if (!expected.count(name)) throw CheckpointError("checkpoint: unexpected tensor '" + name + "' for this graph");
   auto load_q = [&](const std::string& prefix, BBQuantizer& q, bool gates) {
-    copy_into(q.x_max, ck.at(prefix + ".x_max"));
+    copy_into(q.x_max, ck, prefix + ".x_max");
     if (!(q.range() > 0.0f)) throw CheckpointError("checkpoint: '" + prefix + ".x_max' must be positive");
     q.set_initialized(true);
     if (!gates) return;
-    if (q.has_prune()) copy_into(q.log_alpha_2, ck.at(prefix + ".log_alpha_2"));
-    copy_into(q.log_alpha_4, ck.at(prefix + ".log_alpha_4"));
-    copy_into(q.log_alpha_8, ck.at(prefix + ".log_alpha_8"));
-    copy_into(q.log_alpha_16, ck.at(prefix + ".log_alpha_16"));
-    copy_into(q.log_alpha_32, ck.at(prefix + ".log_alpha_32"));
+    if (q.has_prune()) copy_into(q.log_alpha_2, ck, prefix + ".log_alpha_2");
+    copy_into(q.log_alpha_4, ck, prefix + ".log_alpha_4");
+    copy_into(q.log_alpha_8, ck, prefix + ".log_alpha_8");
+    copy_into(q.log_alpha_16, ck, prefix + ".log_alpha_16");
+    copy_into(q.log_alpha_32, ck, prefix + ".log_alpha_32");
   };
   load_q(graph_.input.name + ".aq", *input_q_, false);
   for (size_t i = 0; i < graph_.nodes.size(); ++i) {
     const std::string& name = graph_.nodes[i].name;
     if (const auto& l = layers_[i]) {
-      copy_into(l->weight, ck.at(name + ".weight"));
-      if (l->bias.defined()) copy_into(l->bias, ck.at(name + ".bias"));
+      copy_into(l->weight, ck, name + ".weight");
+      if (l->bias.defined()) copy_into(l->bias, ck, name + ".bias");
       if (l->node.bn) {
-        copy_into(l->bn_weight, ck.at(name + ".bn.weight"));
-        copy_into(l->bn_bias, ck.at(name + ".bn.bias"));
-        copy_into(l->running_mean, ck.at(name + ".bn.running_mean"));
-        copy_into(l->running_var, ck.at(name + ".bn.running_var"));
+        copy_into(l->bn_weight, ck, name + ".bn.weight");
+        copy_into(l->bn_bias, ck, name + ".bn.bias");
+        copy_into(l->running_mean, ck, name + ".bn.running_mean");
+        copy_into(l->running_var, ck, name + ".bn.running_var");
       }
       if (l->wq) load_q(name + ".wq", *l->wq, true);
       if (l->aq) load_q(name + ".aq", *l->aq, true);
@@ -383,13 +395,13 @@ void Net::import_weights(const Checkpoint& ck) {
   for (size_t i = 0; i < graph_.nodes.size(); ++i) {
     const std::string& name = graph_.nodes[i].name;
     if (const auto& l = layers_[i]) {
-      copy_into(l->weight, ck.at(name + ".weight"));
-      if (l->bias.defined()) copy_into(l->bias, ck.at(name + ".bias"));
+      copy_into(l->weight, ck, name + ".weight");
+      if (l->bias.defined()) copy_into(l->bias, ck, name + ".bias");
       if (l->node.bn) {
-        copy_into(l->bn_weight, ck.at(name + ".bn.weight"));
-        copy_into(l->bn_bias, ck.at(name + ".bn.bias"));
-        copy_into(l->running_mean, ck.at(name + ".bn.running_mean"));
-        copy_into(l->running_var, ck.at(name + ".bn.running_var"));
+        copy_into(l->bn_weight, ck, name + ".bn.weight");
+        copy_into(l->bn_bias, ck, name + ".bn.bias");
+        copy_into(l->running_mean, ck, name + ".bn.running_mean");
+        copy_into(l->running_var, ck, name + ".bn.running_var");
       }
     }
   }

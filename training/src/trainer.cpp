@@ -25,6 +25,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "bbits/contract/zoo.h"
 #include "bbits/training/cost.h"
 #include "bbits/training/dataset.h"
 #include "bbits/training/network.h"
@@ -176,7 +177,7 @@ double get_lr(const torch::optim::Optimizer& opt) {
 namespace {
 
 struct ModeSetup {
-  ModelOptions model;
+  contract::ZooOptions model;
   QuantSetup quant;
 };
 
@@ -197,10 +198,23 @@ std::pair<int, int> parse_prune_only_bits(const std::string& s) {
   throw std::invalid_argument("--prune-only-bits must be 8, 16, 32 or wXaY (e.g. w4a8), not '" + s + "'");
 }
 
+}  // namespace
+
+contract::ZooOptions model_options(const std::vector<int64_t>& input_shape, double width) {
+  contract::ZooOptions o;
+  o.input_shape = input_shape;
+  o.num_classes = 10;
+  o.width = width;
+  o.prune_depthwise = false;
+  o.preprocessing = contract::Preprocessing{};  // pixel / 255, mean 0, std 1
+  return o;
+}
+
+namespace {
+
 ModeSetup mode_setup(const TrainConfig& c, const std::vector<int64_t>& input_shape) {
   ModeSetup m;
-  m.model.input_shape = input_shape;
-  m.model.width = c.width;
+  m.model = model_options(input_shape, c.width);
   m.quant.gate_init = {c.gate_init_for(4), c.gate_init_for(8), c.gate_init_for(16), c.gate_init_for(32)};
   m.quant.gate_init_prune = c.gate_init_for(2);
   for (int b : {2, 4, 8, 16, 32})
@@ -303,7 +317,7 @@ double evaluate(Net& net, const ImageSet& s, int64_t batch, std::vector<float>* 
   return s.count ? static_cast<double>(correct) / static_cast<double>(s.count) : 0.0;
 }
 
-std::string training_json(const TrainConfig& c, int epoch, double acc, double rel, bool bn_folded) {
+json training_json(const TrainConfig& c, int epoch, double acc, double rel, bool bn_folded) {
   json j = {{"method", mode_name(c.mode)},
             {"mu", c.mu},
             {"epochs", c.epochs + c.finetune_epochs},
@@ -341,17 +355,12 @@ std::string training_json(const TrainConfig& c, int epoch, double acc, double re
     else
       j["prune_only_bits"] = c.prune_only_bits;
   }
-  return j.dump();
+  return j;
 }
 
 void save(const Net& net, const TrainConfig& c, const std::string& path, int epoch, double acc, double rel,
           bool bn_folded) {
-  Checkpoint ck;
-  ck.metadata["bbits.format"] = kCheckpointFormat;
-  ck.metadata["bbits.graph"] = net.graph().to_json_string();
-  ck.metadata["bbits.training"] = training_json(c, epoch, acc, rel, bn_folded);
-  ck.tensors = net.export_tensors();
-  write_safetensors(path, ck);
+  contract::save_checkpoint(net.checkpoint(training_json(c, epoch, acc, rel, bn_folded)), path);
 }
 
 // ---- training state next to a checkpoint (for an exact --resume) -------------
@@ -471,21 +480,20 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log) {
   const ImageSet test = load_split(c.dataset, c.data_dir, "test", c.test_limit);
   const std::vector<int64_t> input_shape{train.channels, train.rows, train.cols};
   ModeSetup ms = mode_setup(c, input_shape);
-  Graph graph = build_model(c.model, ms.model);
+  Graph graph = contract::make_graph(c.model, ms.model);
   Net net(graph, ms.quant);
 
   int start_epoch = 0;      // completed epochs
   bool bn_folded = false;   // batch norm folded into the weights (fine-tuning)
   if (!c.resume.empty()) {
-    Checkpoint ck = read_safetensors(c.resume);
-    check_contract_metadata(ck, "checkpoint '" + c.resume + "'");
-    const Graph g2 = Graph::from_json_string(ck.metadata.at("bbits.graph"));
-    const json tj = json::parse(ck.metadata.at("bbits.training"));
+    const Checkpoint ck = contract::load_checkpoint(c.resume);
+    const Graph& g2 = ck.graph;
+    const json& tj = ck.training;
     start_epoch = tj.value("epoch", 0);
-    if (g2.to_json() != graph.to_json()) {
+    if (g2 != graph) {
       // A checkpoint written during fine-tuning holds the batch-norm-folded graph.
       const Graph folded = without_batch_norm(graph);
-      if (folded.to_json() == graph.to_json() || g2.to_json() != folded.to_json())
+      if (folded == graph || g2 != folded)
         throw std::invalid_argument("--resume: checkpoint graph (model '" + g2.model + "') does not match --model " +
                                     c.model + " in mode " + mode_name(c.mode));
       if (start_epoch < c.epochs)
@@ -503,8 +511,7 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log) {
     log << fmt::format("resumed from {} after epoch {}\n", c.resume, start_epoch);
   } else {
     if (c.mode == Mode::PostTraining) {
-      Checkpoint ck = read_safetensors(c.init);
-      check_contract_metadata(ck, "checkpoint '" + c.init + "'");
+      const Checkpoint ck = contract::load_checkpoint(c.init);
       net.import_weights(ck);
       log << fmt::format("weights from {}\n", c.init);
     }
@@ -726,9 +733,8 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log) {
 
 double run_eval(const EvalConfig& c, std::ostream& log) {
   set_threads(c.threads);
-  Checkpoint ck = read_safetensors(c.checkpoint);
-  check_contract_metadata(ck, "checkpoint '" + c.checkpoint + "'");
-  const Graph g = Graph::from_json_string(ck.metadata.at("bbits.graph"));
+  const Checkpoint ck = contract::load_checkpoint(c.checkpoint);
+  const Graph& g = ck.graph;
   QuantSetup q;
   Net net(g, q);
   net.import_tensors(ck);
@@ -741,7 +747,7 @@ double run_eval(const EvalConfig& c, std::ostream& log) {
     const int64_t classes = test.count ? static_cast<int64_t>(logits.size()) / test.count : 0;
     write_npy(c.save_logits, logits, {test.count, classes});
   }
-  const json tj = json::parse(ck.metadata.at("bbits.training"));
+  const json& tj = ck.training;
   log << fmt::format("{}: model {}, method {}, {} test images{}\n", c.checkpoint, g.model, tj.value("method", "?"),
                      test.count, c.save_logits.empty() ? "" : ", logits written to " + c.save_logits);
   return acc;

@@ -66,11 +66,20 @@ struct LayerInfo {
   int64_t channels_total = 0;   // output channels of the trained layer (0: no weights)
   int64_t channels_kept = 0;
   std::vector<uint8_t> keep_mask;  // one byte per trained output channel; empty: nothing pruned
-  int64_t macs = 0;             // batch 1, pruned channels removed
+  // Costs at batch 1, computed by the runtime from the layer's shapes, keep
+  // mask and weights (docs/RUNTIME.md, `bbits inspect`).
+  int64_t macs = 0;             // pruned and constant channels removed
   int64_t macs_unpruned = 0;
   int64_t weight_bytes = 0;     // packed weight bytes as stored (biases excluded)
   int64_t bops = 0;             // macs x weight bits x input bits
   int64_t bops_fp32 = 0;        // the same layer at 32/32 with nothing pruned
+  // The same figures as the file states them (its writer's); a file whose
+  // stored figures differ from the computed ones is suspect.
+  int64_t stored_macs = 0, stored_macs_unpruned = 0, stored_weight_bytes = 0, stored_bops = 0;
+  bool stored_costs_agree() const {
+    return stored_macs == macs && stored_macs_unpruned == macs_unpruned && stored_weight_bytes == weight_bytes &&
+           stored_bops == bops;
+  }
   // Kernel the plan chose for this operator on this CPU, and why.
   std::string kernel;
   std::string kernel_reason;

@@ -1,12 +1,12 @@
 // libFuzzer target: the safetensors checkpoint reader and the whole
-// conversion behind it. Any input must either convert or raise ConvertError /
-// FormatError; crashes, sanitizer reports and other exceptions are bugs.
+// conversion behind it. Any input must either convert or raise a
+// CheckpointError (ConvertError is one) or a FormatError; crashes, sanitizer
+// reports and other exceptions are bugs.
 #include <cstddef>
 #include <cstdint>
 #include <span>
 
 #include "bbits/converter/convert.h"
-#include "bbits/converter/safetensors.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace bbits::converter;
@@ -19,7 +19,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     bbits::format::ModelWriter w;
     build_model(ck, w);
     (void)w.serialize();
-  } catch (const ConvertError&) {
+  } catch (const bbits::contract::CheckpointError&) {
   } catch (const bbits::format::FormatError&) {
   }
   return 0;

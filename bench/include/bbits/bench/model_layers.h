@@ -1,6 +1,6 @@
 // bbits bench — a model file seen as a list of kernel-level layers: for each
 // operator, the kernel descriptor (bbits/kernels/kernels.h) and constant data
-// exactly as the runtime's plan built them (bbits/runtime_plan.h: the one
+// exactly as the runtime's plan built them (bbits/runtime/plan.h: the one
 // decoder of the model format into kernel descriptors), the kernel the plan
 // chose, and the layer's cost (MACs, bytes, BOPs). The benchmarks time each
 // layer by running that kernel on exactly this descriptor, and build the

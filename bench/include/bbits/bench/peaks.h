@@ -111,7 +111,7 @@ MachineProbe probe_machine(int threads, int probes = 3);
 // so far stays below 75% of linear; returns the fastest 1-thread time and the
 // best speedup over all tries. A VM's vCPUs that share one physical core for
 // seconds would otherwise leave a calibrated scaling near 1, against which
-// the bench could no longer tell a slowed-down machine.
+// the bench cannot tell a slowed-down machine.
 MachineProbe settled_probe(int threads, const std::function<MachineProbe()>& probe, const std::function<void()>& pause,
                            int max_tries);
 

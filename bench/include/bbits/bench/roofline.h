@@ -76,7 +76,7 @@ struct RooflinePrediction {
 // overlapped with the arithmetic (cold_ns, added); on t > 1 threads the
 // (t-1)/t of the input that other cores wrote crosses through the first
 // shared cache level (cross_ns, added); the activations come from the level
-// holding the working set. Without reuse entries (older calibrations) the
+// holding the working set. Without reuse entries in the calibration the
 // weights come from the first level holding that many bytes (DRAM beyond the
 // last one) inside the max. 0: everything from the working set's level (a
 // layer run on its own, over and over).
@@ -91,7 +91,7 @@ double scratch_round_trip_ns(int64_t bytes, const Calibration& cal, int threads)
 // the calibration's per-call cost (KernelOverhead) at that thread count; on
 // more than one thread at least the single-thread per-call cost plus the
 // dispatch cost of `runtime` ("pool" or "openmp"). Without per-call entries
-// (older calibrations) the dispatch cost alone, as before.
+// in the calibration: the dispatch cost alone.
 double call_overhead_ns(const Calibration& cal, const std::string& kernel, const std::string& family, int threads,
                         const std::string& runtime);
 

@@ -5,14 +5,11 @@
 #include <string>
 #include <vector>
 
+#include "bbits/runtime/calibration.h"
+
 namespace bbits::bench {
 
-// A data or unified cache level as the kernel reports it (sysfs).
-struct CacheLevel {
-  int level = 0;          // 1, 2, 3
-  int64_t bytes = 0;      // capacity of one instance
-  int shared_by = 1;      // logical CPUs sharing one instance
-};
+using bbits::CacheLevel;  // a data or unified cache level (sysfs), as the calibration file records it
 
 // Data/unified caches of CPU 0, ascending by level. When sysfs says nothing
 // (containers, other kernels) returns a conservative default (32 KiB L1,

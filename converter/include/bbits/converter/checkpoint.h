@@ -1,123 +1,57 @@
-// bbits converter — the in-memory checkpoint: graph, float tensors and
-// training facts, as defined by docs/CHECKPOINT.md. Readers (safetensors,
-// reference .pth) produce it; the converter, the synthetic generator and the
-// fake-quantized reference evaluator consume it.
+// bbits converter — the checkpoint as the converter takes it: the contract's
+// checkpoint (bbits/contract/checkpoint.h: graph, float tensors, training
+// facts, docs/CHECKPOINT.md) plus the input grid it is evaluated with, and
+// the decisions the converter reads off it (gates, BN folding). Readers
+// (safetensors, reference .pth) produce it; the converter, the synthetic
+// generator and the fake-quantized reference evaluator consume it.
 #pragma once
 
 #include <cstdint>
-#include <map>
-#include <stdexcept>
+#include <span>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
+#include "bbits/contract/checkpoint.h"
+#include "bbits/contract/graph.h"
 
 namespace bbits::converter {
 
 // Every rejection of an input (checkpoint, graph, option) is a ConvertError
-// whose message names the tensor, node or field concerned.
-class ConvertError : public std::runtime_error {
+// or, from the contract's readers, a contract::CheckpointError; the message
+// names the tensor, node or field concerned.
+class ConvertError : public contract::CheckpointError {
  public:
-  using std::runtime_error::runtime_error;
+  using contract::CheckpointError::CheckpointError;
 };
 
-// A dense float32 tensor in C order.
-struct FTensor {
-  std::vector<int64_t> shape;
-  std::vector<float> data;
-
-  int64_t numel() const;
-  float scalar() const { return data.at(0); }
-};
-
-using TensorMap = std::map<std::string, FTensor>;
-
-std::string shape_str(const std::vector<int64_t>& shape);
-
-enum class OpKind { Conv2d, Linear, MaxPool, AvgPool, GlobalAvgPool, Add, Concat, Flatten, Relu, Relu6 };
-enum class Act { None, Relu, Relu6 };
-
-const char* op_kind_name(OpKind op);
-const char* act_name(Act a);
-inline float apply_act(Act a, float v) {
-  if (a == Act::Relu) return v > 0.0f ? v : 0.0f;
-  if (a == Act::Relu6) return v > 0.0f ? (v < 6.0f ? v : 6.0f) : 0.0f;
-  return v;
-}
-
-struct Node {
-  std::string name;
-  OpKind op = OpKind::Conv2d;
-  std::vector<std::string> inputs;
-  // conv2d
-  int64_t in_channels = 0, out_channels = 0;
-  int kernel_h = 1, kernel_w = 1, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
-  int dilation_h = 1, dilation_w = 1, groups = 1;
-  // linear
-  int64_t in_features = 0, out_features = 0;
-  // conv2d / linear
-  bool bias = false, bn = false;
-  double bn_eps = 1e-5;
-  bool weight_quant = false, prune = false;
-  // conv2d / linear / add / relu / relu6
-  Act activation = Act::None;
-  bool act_quant = false, act_signed = false;
-  // concat
-  int axis = 1;
-  // avgpool: PyTorch's default counts padding in the divisor
-  bool count_include_pad = true;
-
-  bool is_layer() const { return op == OpKind::Conv2d || op == OpKind::Linear; }
-  bool is_depthwise() const {
-    return op == OpKind::Conv2d && groups > 1 && groups == in_channels && groups == out_channels;
-  }
-};
-
-struct InputSpec {
-  std::string name = "input";
-  std::vector<int64_t> shape;  // C, H, W (no batch)
-  std::string layout = "NCHW";
-  double pixel_scale = 1.0;
-  std::vector<float> mean, std;
-};
-
-struct Graph {
-  std::string model;
-  InputSpec input;
-  std::vector<Node> nodes;  // execution order
-  std::vector<std::string> outputs;
-
-  // Index of a node by name, -1 for the input, throws for an unknown name.
-  int index_of(const std::string& name) const;
-  const Node& node(const std::string& name) const;
-};
-
-// Per-node output shapes without the batch dimension (C,H,W or F), plus the
-// input's. Throws ConvertError naming the node when shapes do not agree.
-struct Shapes {
-  std::vector<int64_t> input;
-  std::vector<std::vector<int64_t>> node;  // parallel to Graph::nodes
-  const std::vector<int64_t>& of(const Graph& g, const std::string& name) const;
-};
-
-Graph parse_graph(const nlohmann::json& j);          // the `bbits.graph` JSON
-nlohmann::json graph_to_json(const Graph& g);
-Shapes infer_shapes(const Graph& g);                 // also validates the graph
-
-// The tensors a graph requires (name -> shape), as documented in CHECKPOINT.md.
-std::map<std::string, std::vector<int64_t>> expected_tensors(const Graph& g);
+using contract::Act;
+using contract::act_name;
+using contract::apply_act;
+using contract::expected_tensors;
+using contract::FTensor;
+using contract::Graph;
+using contract::graph_to_json;
+using contract::infer_shapes;
+using contract::InputSpec;
+using contract::Node;
+using contract::op_kind_name;
+using contract::OpKind;
+using contract::parse_graph;
+using contract::save_checkpoint;
+using contract::shape_str;
+using contract::Shapes;
+using contract::TensorMap;
+using contract::validate_checkpoint;
 
 // Checkpoint::input_bits of a reference import: 8 bits when the 8-bit grid
 // holds every pixel level of the recorded preprocessing exactly (x / 255,
 // LeNet-5's loader), 16 otherwise (docs/CONVERTER.md, "Input precision").
 inline constexpr int kInputBitsFromPixels = 0;
 
-struct Checkpoint {
-  Graph graph;
-  TensorMap tensors;
-  nlohmann::json training = nlohmann::json::object();  // `bbits.training`
-  std::string source;                                   // file it came from
-  std::string format = "bbits-checkpoint/1";
+// A checkpoint (the contract's) as the converter takes it.
+struct Checkpoint : contract::Checkpoint {
+  Checkpoint() = default;
+  explicit Checkpoint(contract::Checkpoint ck) : contract::Checkpoint(std::move(ck)) {}
   // Grid of the network input the checkpoint is evaluated with: 8 for bbits
   // checkpoints (the training library's input quantizer), 16 (the 16-bit
   // grid over the same range) or 32 (float32); kInputBitsFromPixels for a
@@ -125,15 +59,12 @@ struct Checkpoint {
   // input_bits_of. Not stored in the safetensors file; bbits-convert's
   // --input-bits overrides it (ConvertOptions::input_bits).
   int input_bits = 8;
-
-  const FTensor& get(const std::string& name) const;
-  bool has(const std::string& name) const { return tensors.count(name) != 0; }
 };
 
-// Strict check of a checkpoint against its graph: every required tensor is
-// present with the exact shape, no tensor is left over, every value is finite,
-// quantizer ranges are positive and batch-norm variances non-negative.
-void validate_checkpoint(const Checkpoint& ck);
+// A bbits checkpoint read with the contract's reader (contract::parse_checkpoint,
+// load_checkpoint): input_bits 8.
+Checkpoint parse_checkpoint(std::span<const uint8_t> bytes, const std::string& source);
+Checkpoint load_checkpoint(const std::string& path);
 
 // Decisions by the test-time gate rule (format/quant.h).
 int weight_bits_of(const Checkpoint& ck, const Node& layer);     // 2..32 (32: float)

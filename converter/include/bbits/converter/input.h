@@ -29,6 +29,11 @@ std::vector<float> parse_value_list(const std::string& text, const std::string& 
 // not positive, or a value is not finite. Without overrides, nothing changes.
 void apply_input_overrides(Checkpoint& ck, const InputOverrides& o);
 
+// Range of the preprocessed input for raw pixels 0..255: the x_max of the
+// input grid when a checkpoint does not record one (reference imports) or
+// when the preprocessing is overridden.
+float default_input_x_max(const InputSpec& in);
+
 // Checks an --input-bits value (8, 16 or 32); throws ConvertError otherwise.
 int check_input_bits(int bits);
 

@@ -7,9 +7,12 @@
 #include <string>
 #include <vector>
 
-#include "bbits/training/graph.h"
+#include "bbits/contract/graph.h"
 
 namespace bbits::train {
+
+using contract::Graph;
+using contract::Node;
 
 // MACs of every weight layer (batch 1, nothing pruned).
 std::map<std::string, int64_t> layer_macs(const Graph& g);

@@ -11,11 +11,18 @@
 
 #include <torch/nn/module.h>
 
-#include "bbits/training/graph.h"
+#include "bbits/contract/checkpoint.h"
+#include "bbits/contract/graph.h"
 #include "bbits/training/quantizer.h"
-#include "bbits/training/safetensors.h"
 
 namespace bbits::train {
+
+using contract::Checkpoint;
+using contract::CheckpointError;
+using contract::Graph;
+using contract::InputSpec;
+using contract::Node;
+using contract::TensorMap;
 
 // How the quantizers of a network are set up (from the training mode).
 struct QuantSetup {
@@ -75,7 +82,10 @@ class Net : public torch::nn::Module {
   void set_weights_trainable(bool on);
 
   // Checkpoint tensors in the contract's names (docs/CHECKPOINT.md).
-  std::vector<NamedTensor> export_tensors() const;
+  TensorMap export_tensors() const;
+  // The checkpoint of this network as the trainer writes it: its graph, the
+  // training facts (`bbits.training`) and export_tensors().
+  Checkpoint checkpoint(nlohmann::json training) const;
   // Loads the named tensors; every expected tensor must be present with its
   // shape, and no unknown tensor may be present. Marks all ranges initialised.
   void import_tensors(const Checkpoint& ck);

@@ -8,9 +8,15 @@
 #include <string>
 #include <vector>
 
+#include "bbits/contract/zoo.h"
 #include "bbits/training/schedule.h"
 
 namespace bbits::train {
+
+// The model zoo's options bbits-train builds its networks with: the data
+// set's input shape, 10 classes and pixel / 255 (Fashion-MNIST), no pruning
+// gates on depthwise convolutions.
+contract::ZooOptions model_options(const std::vector<int64_t>& input_shape, double width = 1.0);
 
 enum class Mode { BayesianBits, PostTraining, QuantOnly, PruneOnly, Fixed, Float };
 const char* mode_name(Mode m);
