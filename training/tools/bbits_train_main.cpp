@@ -96,7 +96,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--nproc", nproc,
                  "Start this many local processes as one distributed run (each with --threads, by default the cores / "
-                 "N) and wait for all of them");
+                 "N) and wait for all of them")
+      ->check(CLI::Range(1, 1024));
   bool no_progress = false, no_epoch_ckpt = false;
   app.add_flag("--no-progress", no_progress, "No progress bar");
   app.add_flag("--no-epoch-checkpoints", no_epoch_ckpt, "Write only final.safetensors");
