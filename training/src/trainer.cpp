@@ -652,14 +652,15 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log_out) {
       er.lr_last = lr_w;
       er.lr_ranges_last = lr_r;
       // This rank's share of the global batch (all of it in a single process).
+      // A rank whose share is empty (a last batch smaller than the world)
+      // still runs one image, weighted 0, so that it draws the same gate
+      // samples as the others.
       const Shard sh = pg ? shard_of(n, pg->size(), pg->rank()) : Shard{0, n};
-      auto px = gather(train, order.data() + b, n, c.augment, rng, sh);
-      auto y = labels_of(train, order.data() + b + sh.begin, sh.size());
-      at::Tensor logits, ce = at::zeros({}, at::kFloat);
-      if (sh.size() > 0) {
-        logits = net.forward(preprocess(px.data(), sh.size(), graph.input));
-        ce = at::cross_entropy_loss(logits, y);
-      }
+      const Shard run = sh.size() > 0 ? sh : Shard{0, 1};
+      auto px = gather(train, order.data() + b, n, c.augment, rng, run);
+      auto y = labels_of(train, order.data() + b + run.begin, run.size());
+      auto logits = net.forward(preprocess(px.data(), run.size(), graph.input));
+      auto ce = at::cross_entropy_loss(logits, y);
       // gate_loss: the sum of the quantizers' regularizers, added once per batch
       // to the mean cross-entropy (train_epoch: loss = ce_loss + lmb * c_loss).
       at::Tensor reg = (!finetuning && mu > 0) ? net.regularizer() : at::zeros({}, at::kFloat);
@@ -670,7 +671,7 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log_out) {
       if (opt_w) opt_w->zero_grad();
       if (opt_g) opt_g->zero_grad();
       if (opt_r) opt_r->zero_grad();
-      if (loss.requires_grad()) loss.backward();
+      loss.backward();
       double lv = loss.item<double>(), cev = ce.item<double>();
       int64_t batch_correct = sh.size() > 0 ? (logits.argmax(1) == y).sum().item<int64_t>() : 0;
       if (pg) {  // one all-reduce: gradients, batch-norm statistics, the log's sums
