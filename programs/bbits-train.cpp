@@ -1,10 +1,13 @@
 // bbits-train: Bayesian Bits training on LibTorch, and the eval entry point.
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include "bbits/training/distributed.h"
 #include "bbits/training/trainer.h"
 
 int main(int argc, char** argv) {
@@ -77,11 +80,66 @@ int main(int argc, char** argv) {
   app.add_option("--test-limit", c.test_limit, "Use only the first N test images");
   app.add_flag("--augment", c.augment, "Random horizontal flips and shifts of up to 2 pixels");
   app.add_option("--width", c.width, "Channel multiplier for vgg7, resnet18(-small), mobilenetv2")->capture_default_str();
+  DistOptions dist;
+  int nproc = 0;
+  app.add_option("--world-size", dist.world_size,
+                 "Distributed: number of processes (ranks) of the run, over all machines (default $WORLD_SIZE, else 1); "
+                 "--batch-size is then the global batch, split over the ranks");
+  app.add_option("--rank", dist.rank, "Distributed: this process's rank, 0..world size - 1 (default $RANK, else 0); rank 0 writes --out");
+  app.add_option("--master-addr", dist.master_addr, "Distributed: the address of rank 0's machine (default $MASTER_ADDR, else 127.0.0.1)");
+  app.add_option("--master-port", dist.master_port,
+                 "Distributed: the TCP port rank 0 listens on for the rendezvous (default $MASTER_PORT, else 29500; "
+                 "with --nproc a free port)");
+  app.add_option("--dist-timeout", dist.timeout_s,
+                 "Distributed: seconds to wait for the other ranks at the rendezvous and in every collective; a peer "
+                 "silent for longer stops the run")
+      ->capture_default_str();
+  app.add_option("--nproc", nproc,
+                 "Start this many local processes as one distributed run (each with --threads, by default the cores / "
+                 "N) and wait for all of them")
+      ->check(CLI::Range(1, 1024));
   bool no_progress = false, no_epoch_ckpt = false;
   app.add_flag("--no-progress", no_progress, "No progress bar");
   app.add_flag("--no-epoch-checkpoints", no_epoch_ckpt, "Write only final.safetensors");
   CLI11_PARSE(app, argc, argv);
+  bool distributed = false;
+  int rank = 0;
   try {
+    if (!eval_ckpt.empty() && (nproc > 0 || dist.world_size || dist.rank))
+      throw std::invalid_argument("--eval runs in one process: --nproc, --world-size and --rank apply to training");
+    if (nproc > 1) {
+      if (dist.world_size || dist.rank)
+        throw std::invalid_argument("--nproc starts its own ranks: leave out --world-size and --rank");
+      const EnvLookup env = process_environment();
+      DistOptions local = dist;
+      local.world_size = nproc;
+      local.rank = 0;
+      if (!local.master_addr && !env("MASTER_ADDR")) local.master_addr = "127.0.0.1";
+      if (!local.master_port && !env("MASTER_PORT")) local.master_port = free_tcp_port(local.master_addr.value_or("127.0.0.1"));
+      const DistConfig world = resolve_dist_config(local, env);
+      // The ranks get our arguments without --nproc (and --threads cores/N unless given).
+      std::vector<std::string> args;
+      for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "--nproc") {
+          ++i;
+          continue;
+        }
+        if (a.rfind("--nproc=", 0) == 0) continue;
+        args.push_back(a);
+      }
+      if (app.count("--threads") == 0) {
+        const int t = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / nproc);
+        args.push_back("--threads");
+        args.push_back(std::to_string(t));
+      }
+      std::fprintf(stderr, "bbits-train: starting %d ranks, rendezvous at %s:%d\n", nproc, world.master_addr.c_str(),
+                   world.master_port);
+      return launch_local_ranks(nproc, self_executable(), args, world, dist.timeout_s + 10, std::cerr);
+    }
+    if (eval_ckpt.empty()) c.dist = resolve_dist_config(dist, process_environment());
+    distributed = c.dist.enabled();
+    rank = c.dist.rank;
     if (!eval_ckpt.empty()) {
       e.checkpoint = eval_ckpt;
       e.dataset = c.dataset;
@@ -96,10 +154,13 @@ int main(int argc, char** argv) {
     c.progress = !no_progress;
     c.save_epochs = !no_epoch_ckpt;
     const auto r = run_training(c, std::cout);
-    std::printf("accuracy: %.4f\nrelative_bops: %.6f\n", r.test_accuracy, r.relative_bops);
+    if (rank == 0) std::printf("accuracy: %.4f\nrelative_bops: %.6f\n", r.test_accuracy, r.relative_bops);
     return 0;
   } catch (const std::exception& ex) {
-    std::fprintf(stderr, "bbits-train: error: %s\n", ex.what());
+    if (distributed)
+      std::fprintf(stderr, "bbits-train: error (rank %d of %d): %s\n", rank, c.dist.world_size, ex.what());
+    else
+      std::fprintf(stderr, "bbits-train: error: %s\n", ex.what());
     return 1;
   }
 }

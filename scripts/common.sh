@@ -12,7 +12,7 @@ BBITS_PACKAGES=(
   libxsimd-dev libbenchmark-dev libgtest-dev libgmock-dev
   libfmt-dev libflatbuffers-dev flatbuffers-compiler
   libcli11-dev nlohmann-json3-dev zlib1g-dev
-  libtorch-dev libopenblas0
+  libtorch-dev libgloo-dev libopenblas0
   dataset-fashion-mnist
   clang libclang-rt-14-dev
   gnuplot-nox
