@@ -271,7 +271,7 @@ TEST(Distributed, BatchNormRanksStayIdentical) {
     ASSERT_EQ(a.tensors.size(), b.tensors.size());
     for (size_t i = 0; i < a.tensors.size(); ++i) {
       EXPECT_EQ(a.tensors[i].data, b.tensors[i].data) << f << " " << a.tensors[i].name << ": ranks differ";
-      if (f == files.front() && a.tensors[i].name == "conv1.bn.running_mean") {
+      if (f == files.front() && a.tensors[i].name == "features.0.bn.running_mean") {
         // After the first step the first layer's running mean is the single
         // process's: the shares' means weighted by share are the global
         // batch's mean. (Deeper layers see inputs normalised per share.)
