@@ -104,7 +104,6 @@ int64_t lut_prepare_row(const uint8_t* x, int64_t K, uint32_t* offs, int64_t* as
   constexpr int VB = O::kBytes, Q = VB / 4;
   const u8 three(uint8_t{3});
   typename O::i64 sum(int64_t{0});
-  alignas(64) uint32_t tmp[Q];
   for (int64_t k = 0; k < K; k += VB) {
     const int64_t left = K - k;
     const u8 v = left >= VB ? u8::load_unaligned(x + k) : O::load_bytes(x + k, left);
@@ -118,12 +117,8 @@ int64_t lut_prepare_row(const uint8_t* x, int64_t K, uint32_t* offs, int64_t* as
     const u32 hi = ((w >> 16) & u32(3u)) | ((w >> 22) & u32(0xCu));
     const u32 o = (lo << 6) | (hi << 22);
     const int64_t nq = std::min<int64_t>(Q, (left + 3) / 4);
-    if (nq == Q) {
-      o.store_unaligned(offs + k / 4);
-    } else {
-      o.store_aligned(tmp);
-      std::memcpy(offs + k / 4, tmp, static_cast<size_t>(nq) * 4);
-    }
+    if (nq == Q) o.store_unaligned(offs + k / 4);
+    else O::store_bytes_n(reinterpret_cast<uint8_t*>(offs + k / 4), xsimd::bitwise_cast<u8>(o), nq * 4);
   }
   *asum = O::sum_i64(sum);
   return -1;

@@ -24,6 +24,7 @@
 //   mult(m), mul(a, M, h0, h1), sra(v, s), join(h0, h1), join_hi(h0, h1)
 //                               the requantization's 64-bit steps (requant.h)
 //   load_bytes(p, n), store_bytes_n(p, v, n), byte_sums(v), sum_i64(v)
+//   load_i32(p, n), load_f32(p, n)  the first n lanes (n <= kLanes), the rest 0
 //   store_u8<NB>(o, r0, r1, r2, r3, n, sgn, lo, hi), store_u16(o, r, n)
 //   widen_bytes, widen_words, to_f64, from_f64, f32_to_f64, f64_to_f32, store_f32
 //                               widening and conversions, halves in lane order

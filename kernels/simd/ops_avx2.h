@@ -220,6 +220,11 @@ struct Ops<Avx2> : OpsX86 {
     for (int l = 0; l < 8; ++l) m[l] = l < n ? -1 : 0;
     return _mm256_maskload_ps(p, _mm256_load_si256(reinterpret_cast<const __m256i*>(m)));
   }
+  BBITS_INLINE static i32 load_i32(const int32_t* p, int64_t n) {
+    alignas(32) int32_t m[8];
+    for (int l = 0; l < 8; ++l) m[l] = l < n ? -1 : 0;
+    return _mm256_maskload_epi32(reinterpret_cast<const int*>(p), _mm256_load_si256(reinterpret_cast<const __m256i*>(m)));
+  }
   BBITS_INLINE static void hsum4(f32 a, f32 b, f32 c, f32 d, float* out) { hsum4_256(a, b, c, d, out); }
 
   // Interleave within each 128-bit lane (vpunpck{l,h}{bw,wd}).

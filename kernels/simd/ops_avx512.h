@@ -155,6 +155,7 @@ struct OpsAvx512 : OpsX86 {
     }
   }
   BBITS_INLINE static f32 load_f32(const float* p, int64_t n) { return _mm512_maskz_loadu_ps(mask_lanes(n), p); }
+  BBITS_INLINE static i32 load_i32(const int32_t* p, int64_t n) { return _mm512_maskz_loadu_epi32(mask_lanes(n), p); }
   BBITS_INLINE static void hsum4(f32 a, f32 b, f32 c, f32 d, float* out) {
     auto half = [](__m512 v) { return _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)); };
     hsum4_256(half(a), half(b), half(c), half(d), out);

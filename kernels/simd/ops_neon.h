@@ -186,6 +186,11 @@ struct OpsNeon {
     std::memcpy(t, p, static_cast<size_t>(n) * 4);
     return vld1q_f32(t);
   }
+  BBITS_INLINE static i32 load_i32(const int32_t* p, int64_t n) {
+    int32_t t[4] = {};
+    std::memcpy(t, p, static_cast<size_t>(n) * 4);
+    return vld1q_s32(t);
+  }
   BBITS_INLINE static void hsum4(f32 a, f32 b, f32 c, f32 d, float* out) {
     vst1q_f32(out, vpaddq_f32(vpaddq_f32(a, b), vpaddq_f32(c, d)));
   }

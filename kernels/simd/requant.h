@@ -110,7 +110,6 @@ void epilogue_row(const int32_t* acc, int64_t oc0, int64_t n, int32_t rowcorr, c
   const i32 rc(rowcorr), lo(lo32), hi(hi32);
   const bool sgn = E.kind == OutKind::S8 || E.kind == OutKind::S16;
   const bool bytes = E.kind == OutKind::U8 || E.kind == OutKind::S8;
-  alignas(64) int32_t tmp[L] = {};
   for (int64_t c = 0; c < n; c += 4 * L) {
     i32 r[4];
 #pragma GCC unroll 4
@@ -120,13 +119,7 @@ void epilogue_row(const int32_t* acc, int64_t oc0, int64_t n, int32_t rowcorr, c
         r[v] = i32(0);
         continue;
       }
-      i32 a;
-      if (cnt == L) {
-        a = i32::load_unaligned(acc + at);
-      } else {
-        std::memcpy(tmp, acc + at, static_cast<size_t>(cnt) * 4);
-        a = i32::load_aligned(tmp);
-      }
+      i32 a = cnt == L ? i32::load_unaligned(acc + at) : O::load_i32(acc + at, cnt);
       a = a + i32::load_aligned(E.colterm.get() + oc) - rc;
       r[v] = xsimd::min(xsimd::max(requant<Tag>(a, RequantVec<Tag>(E.rq, oc)), lo), hi);
       if (!bytes) O::store_u16(static_cast<uint16_t*>(out_row) + oc, r[v], cnt);
