@@ -9,8 +9,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <optional>
 
 #include "bbits/bench/calibration.h"
+#include "bbits/bench/cost_profile.h"
 #include "bbits/bench/model_bench.h"
 #include "bbits/bench/report.h"
 #include "calibration_options.h"
@@ -31,6 +33,8 @@ struct BenchOptions {
   std::string calibration;
   bool no_baselines = false;
   bool all_columns = false;
+  double target_ms = 0;    // > 0: report the whole model against this budget
+  std::string cost_table;  // its prediction beside the measurement
 };
 
 int run_bench(const BenchOptions& o) {
@@ -78,6 +82,11 @@ int run_bench(const BenchOptions& o) {
                "roof = roofline time, roof_err = roof / t - 1, bop_xN = speedup BOPs predict vs the layer at N/N bits,\n"
                "meas_xN = measured speedup vs the oneDNN baseline at N bits, roof_xN = roofline-predicted speedup\n");
   }
+  if (o.target_ms > 0 || !o.cost_table.empty()) {
+    std::optional<contract::CostTable> table;
+    if (!o.cost_table.empty()) table = contract::CostTable::load(o.cost_table);
+    fmt::print("{}", bb::budget_report(r, o.model, o.target_ms, table ? &*table : nullptr));
+  }
   std::fflush(stdout);
   return 0;
 }
@@ -101,6 +110,11 @@ BBITS_COMMAND("bench", "Measure per-layer and whole-model time against BOP and r
                                "~/.cache/bbits/calibration.json; made by a quick calibration on first use)");
                 sub.add_flag("--no-baselines", o->no_baselines, "Skip the oneDNN float32 and int8 baselines");
                 sub.add_flag("--all-columns", o->all_columns, "Print every column in the terminal table");
+                sub.add_option("--target-ms", o->target_ms,
+                               "Print the measured whole-model time against this budget (ms)");
+                sub.add_option("--cost-table", o->cost_table,
+                               "Print the cost table's prediction (`bbits profile`) beside the measured time")
+                    ->check(CLI::ExistingFile);
                 return [o]() -> int { return run_bench(*o); };
               });
 

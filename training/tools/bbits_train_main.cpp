@@ -32,6 +32,17 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--reg-type", c.reg_type, "Regularizer cost per bit width: bop ((MACs / largest layer MACs) x bits) or const (1), the reference's --reg-type")
       ->capture_default_str();
+  app.add_option("--cost", c.cost,
+                 "Prior: bops (the reference's expected-BOP regularizer) or latency (expected time on --cost-table)")
+      ->capture_default_str();
+  app.add_option("--cost-table", c.cost_table, "Cost table of this network on the target CPU (`bbits profile`)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--target-ms", c.target_ms,
+                 "Budget in ms on the cost table: mu is adapted (dual ascent) so that the final model meets it");
+  app.add_option("--target-rel-bops", c.target_rel_bops,
+                 "Budget in percent relative BOPs: mu is adapted so that the final model meets it");
+  app.add_option("--budget-eta", c.budget_eta, "Budget controller step: mu *= exp(eta (cost / target - 1)) per batch")
+      ->capture_default_str();
   app.add_option("--epochs", c.epochs, "Training epochs (gated phase)")->capture_default_str();
   app.add_option("--finetune-epochs", c.finetune_epochs,
                  "Epochs of fine-tuning after the gates are fixed at their test-time decisions and batch norm is folded "

@@ -1,0 +1,51 @@
+// bbits training — budgets instead of mu (docs/TRAINING.md, "Budgets"): the
+// regularizer strength mu is adapted during training by dual ascent on the
+// Lagrangian L = CE + mu (cost - target), in a multiplicative form
+//   mu <- clamp(mu * exp(clamp(eta * ln(cost / target), -0.5, 0.5)), mu_min, mu_max)
+// so that mu stays positive, grows while the deterministic-gate model costs
+// more than the budget and shrinks while it costs less, as fast either way.
+// Torch-free.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+#include "bbits/contract/cost_table.h"
+#include "bbits/contract/graph.h"
+
+namespace bbits::train {
+
+class BudgetController {
+ public:
+  // target > 0; mu0 > 0 (the starting mu); eta > 0 (step of log mu per unit
+  // of relative excess cost). Throws std::invalid_argument naming the bad value.
+  BudgetController(double target, double mu0, double eta, double mu_min = 1e-6, double mu_max = 1e6);
+
+  // One dual step with the current cost; returns the new mu.
+  double update(double cost);
+  double mu() const { return mu_; }
+  double target() const { return target_; }
+
+ private:
+  double target_, mu_, eta_, mu_min_, mu_max_;
+};
+
+// A budget that the network cannot meet: below what every learnable gate
+// closed (2 bits, all prunable channels but one pruned) reaches, or above the
+// unquantized network. Raised before training starts.
+class BudgetError : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+// Checks lo <= target <= hi; throws BudgetError with `what` (e.g. "--target-ms 0.01"),
+// the bound and its meaning otherwise.
+void check_budget(const std::string& what, double target, double lo, double hi, const std::string& unit);
+
+// A cost table in BOP units for a graph: the time replaced by
+// 100 x MACs(kept_out, kept_in) x b_w x b_a / BOPs at 32/32 (percent relative
+// BOPs, as compute_costs counts them), so that ExpectedCost gives the expected
+// relative BOPs. Torch-free.
+contract::CostTable bop_cost_table(const contract::Graph& g);
+
+}  // namespace bbits::train
