@@ -24,8 +24,10 @@ BudgetController::BudgetController(double target, double mu0, double eta, double
 double BudgetController::update(double cost) {
   if (!std::isfinite(cost) || cost < 0) throw std::invalid_argument(fmt::format("budget: cost {} is not a time or share", cost));
   // Symmetric in the ratio (twice over budget raises log mu as much as half
-  // the budget lowers it), at most +-0.5 per update.
-  const double step = std::clamp(eta_ * std::log(std::max(cost, 1e-12 * target_) / target_), -0.5, 0.5);
+  // the budget lowers it), at most +-eta per update: the gates move a bounded
+  // step per optimiser step (Adam), so a mu that runs away from them only
+  // makes them overshoot.
+  const double step = std::clamp(eta_ * std::log(std::max(cost, 1e-12 * target_) / target_), -eta_, eta_);
   mu_ = std::clamp(mu_ * std::exp(step), mu_min_, mu_max_);
   return mu_;
 }

@@ -41,7 +41,7 @@ int main(int argc, char** argv) {
                  "Budget in ms on the cost table: mu is adapted (dual ascent) so that the final model meets it");
   app.add_option("--target-rel-bops", c.target_rel_bops,
                  "Budget in percent relative BOPs: mu is adapted so that the final model meets it");
-  app.add_option("--budget-eta", c.budget_eta, "Budget controller step: mu *= exp(eta (cost / target - 1)) per batch")
+  app.add_option("--budget-eta", c.budget_eta, "Budget controller step: mu *= exp(clamp(eta ln(cost / target), -eta, eta)) per batch")
       ->capture_default_str();
   app.add_option("--epochs", c.epochs, "Training epochs (gated phase)")->capture_default_str();
   app.add_option("--finetune-epochs", c.finetune_epochs,

@@ -1,7 +1,7 @@
 // bbits training — budgets instead of mu (docs/TRAINING.md, "Budgets"): the
 // regularizer strength mu is adapted during training by dual ascent on the
 // Lagrangian L = CE + mu (cost - target), in a multiplicative form
-//   mu <- clamp(mu * exp(clamp(eta * ln(cost / target), -0.5, 0.5)), mu_min, mu_max)
+//   mu <- clamp(mu * exp(clamp(eta * ln(cost / target), -eta, eta)), mu_min, mu_max)
 // so that mu stays positive, grows while the deterministic-gate model costs
 // more than the budget and shrinks while it costs less, as fast either way.
 // Torch-free.

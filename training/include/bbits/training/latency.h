@@ -56,7 +56,7 @@ struct CostSetup {
   std::string cost = "bops";   // bops | latency
   std::string table;           // --cost-table
   std::optional<double> target_ms, target_rel_bops;
-  double eta = 0.05;           // --budget-eta
+  double eta = 0.02;           // --budget-eta
 };
 
 // The regularizer the trainer adds (mu x regularizer()), the costs it logs and

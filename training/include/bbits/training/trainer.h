@@ -36,7 +36,7 @@ struct TrainConfig {
   std::string cost = "bops";
   std::string cost_table;
   std::optional<double> target_ms, target_rel_bops;  // ms on the table; percent relative BOPs
-  double budget_eta = 0.05;        // dual step of log mu per unit of relative excess cost
+  double budget_eta = 0.02;        // dual step of log mu per unit of relative excess cost
   int epochs = 30;
   int finetune_epochs = 0;
   int64_t batch_size = 128;
