@@ -110,3 +110,15 @@ TEST(Budget, BopTableAgreesWithComputeCosts) {
   const auto r = compute_costs(g, wb, ab_node, keep);
   EXPECT_NEAR(t.predict_us(wb, ab_layer, kept), 100.0 * r.relative, 1e-9 * 100.0 * r.relative);
 }
+
+// Over budget mu rises by at most e^eta per step; under budget it is released
+// ten times as fast (a pruned gate cannot come back by itself).
+TEST(BudgetController, RisesSlowlyAndReleasesQuickly) {
+  BudgetController up(1.0, 1.0, 0.02);
+  EXPECT_NEAR(up.update(100.0), std::exp(0.02), 1e-12);  // capped at eta
+  EXPECT_NEAR(up.update(1.0), std::exp(0.02), 1e-12);    // on budget: unchanged
+  BudgetController down(1.0, 1.0, 0.02);
+  EXPECT_NEAR(down.update(0.01), std::exp(-0.2), 1e-12);  // capped at 10 eta
+  BudgetController near(1.0, 1.0, 0.02);
+  EXPECT_NEAR(near.update(0.99), std::exp(10 * 0.02 * std::log(0.99)), 1e-12);
+}

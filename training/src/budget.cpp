@@ -23,11 +23,13 @@ BudgetController::BudgetController(double target, double mu0, double eta, double
 
 double BudgetController::update(double cost) {
   if (!std::isfinite(cost) || cost < 0) throw std::invalid_argument(fmt::format("budget: cost {} is not a time or share", cost));
-  // Symmetric in the ratio (twice over budget raises log mu as much as half
-  // the budget lowers it), at most +-eta per update: the gates move a bounded
-  // step per optimiser step (Adam), so a mu that runs away from them only
-  // makes them overshoot.
-  const double step = std::clamp(eta_ * std::log(std::max(cost, 1e-12 * target_) / target_), -eta_, eta_);
+  // Over budget: up by eta x ln(cost / target), at most eta per update (the
+  // gates move a bounded step per optimiser step under Adam, so a mu that runs
+  // ahead of them only makes them overshoot). Under budget: down ten times as
+  // fast, since overshooting is nearly irreversible: a pruned channel's gate,
+  // sampled at exactly 0, gets no gradient from the data to reopen it.
+  const double r = std::log(std::max(cost, 1e-12 * target_) / target_);
+  const double step = r > 0 ? std::min(eta_ * r, eta_) : std::max(kRelease * eta_ * r, -kRelease * eta_);
   mu_ = std::clamp(mu_ * std::exp(step), mu_min_, mu_max_);
   return mu_;
 }

@@ -1,9 +1,10 @@
 // bbits training — budgets instead of mu (docs/TRAINING.md, "Budgets"): the
 // regularizer strength mu is adapted during training by dual ascent on the
 // Lagrangian L = CE + mu (cost - target), in a multiplicative form
-//   mu <- clamp(mu * exp(clamp(eta * ln(cost / target), -eta, eta)), mu_min, mu_max)
-// so that mu stays positive, grows while the deterministic-gate model costs
-// more than the budget and shrinks while it costs less, as fast either way.
+//   mu <- clamp(mu * exp(s), mu_min, mu_max),  r = ln(cost / target),
+//   s = min(eta r, eta) over budget, max(10 eta r, -10 eta) under it,
+// so that mu stays positive, grows slowly while the deterministic-gate model
+// costs more than the budget and is released quickly once it costs less.
 // Torch-free.
 #pragma once
 
@@ -23,6 +24,7 @@ class BudgetController {
 
   // One dual step with the current cost; returns the new mu.
   double update(double cost);
+  static constexpr double kRelease = 10.0;  // how much faster mu falls than it rises
   double mu() const { return mu_; }
   double target() const { return target_; }
 
