@@ -247,6 +247,9 @@ contract::CostTable profile_graph(const Graph& g, const ProfileOptions& o,
   t.width = o.width;
   t.input = g.input.shape;
   t.measured = o.measure;
+  if (o.price_measured && !o.measure) throw std::invalid_argument("profile: pricing by measurement needs measure");
+  t.priced_by = o.price_measured ? "measured" : "roofline";
+  auto price = [&](const Point& p) { return (o.price_measured ? p.measured_ns : p.predicted_ns) * 1e-3; };
   t.call_us = o.calibration.dispatch_ns("pool", o.threads) * 1e-3;
 
   // One operator as the runtime plans it: its kernel, cost and prediction
@@ -300,7 +303,7 @@ contract::CostTable profile_graph(const Graph& g, const ProfileOptions& o,
         contract::CostOther c;
         c.name = n.name;
         c.op = contract::op_kind_name(n.op);
-        c.us = p.predicted_ns * 1e-3;
+        c.us = price(p);
         c.measured_us = o.measure ? p.measured_ns * 1e-3 : -1;
         t.other.push_back(c);
       }
@@ -344,7 +347,7 @@ contract::CostTable profile_graph(const Graph& g, const ProfileOptions& o,
                                                  L.in_channels);
             const Point p = run_point(layer_desc(g, shapes, n, wb, L.act_bits[ai], L.kept_out[oi], L.kept_in[ii]), what,
                                       run_bytes, o.measure);
-            L.us[L.index(wi, ai, oi, ii)] = p.predicted_ns * 1e-3;
+            L.us[L.index(wi, ai, oi, ii)] = price(p);
             if (o.measure) L.measured_us[L.index(wi, ai, oi, ii)] = p.measured_ns * 1e-3;
             if (oi + 1 == no && ii + 1 == ni) L.kernels[wi * na + ai] = p.kernel;
           }

@@ -120,6 +120,7 @@ json CostTable::to_json() const {
   j["input"] = input;
   j["weight_bits"] = weight_bits;
   j["measured"] = measured;
+  j["priced_by"] = priced_by;
   j["call_us"] = call_us;
   auto nested = [&](const CostLayer& L, const std::vector<double>& v) {
     json a = json::array();
@@ -196,6 +197,10 @@ CostTable CostTable::from_json(const json& j) {
   if (t.input.size() != 3) fail("input must be [C, H, W]");
   t.weight_bits = get_as<std::vector<int>>(j, "weight_bits", "table");
   t.measured = get_as<bool>(j, "measured", "table");
+  if (j.contains("priced_by")) t.priced_by = get_as<std::string>(j, "priced_by", "table");  // absent: roofline
+  if (t.priced_by != "roofline" && t.priced_by != "measured")
+    fail("priced_by is '" + t.priced_by + "', not roofline or measured");
+  if (t.priced_by == "measured" && !t.measured) fail("priced_by is measured but the table holds no measurements");
   t.call_us = get_as<double>(j, "call_us", "table");
   if (!(t.call_us >= 0) || !std::isfinite(t.call_us)) fail("call_us must be >= 0 and finite");
   if (t.weight_bits.empty()) fail("weight_bits is empty");

@@ -1,6 +1,6 @@
 // bbits profile --arch ARCH [--width W] [--input CxHxW] [--classes N] -o costs.json
 // bbits profile --checkpoint CKPT.safetensors -o costs.json
-//               [--threads T] [--measure] [--calibration FILE]
+//               [--threads T] [--measure] [--price roofline|measured] [--calibration FILE]
 // The cost table of a network on this CPU (docs/COST_TABLE.md): per weight
 // layer, the time of the kernel the plan chooses over a grid of weight bits,
 // input bits and kept channels, plus the operators between the layers.
@@ -30,6 +30,7 @@ struct ProfileCliOptions {
   int64_t classes = 10;
   int threads = 1;
   bool measure = false;
+  std::string price = "roofline";
   int repeats = 5;
 };
 
@@ -76,7 +77,10 @@ int run_profile(const ProfileCliOptions& o) {
   bb::ProfileOptions po;
   po.threads = o.threads;
   po.width = width;
-  po.measure = o.measure;
+  if (o.price != "roofline" && o.price != "measured")
+    throw std::invalid_argument("--price must be roofline or measured, not '" + o.price + "'");
+  po.price_measured = o.price == "measured";
+  po.measure = o.measure || po.price_measured;
   po.timing.repeats = o.repeats;
   po.calibration_path = o.calibration.empty() ? bb::default_calibration_path() : o.calibration;
   const char* env = std::getenv("BBITS_CALIBRATION");
@@ -123,6 +127,10 @@ BBITS_COMMAND("profile", "Write the cost table of a network on this CPU (for bbi
                 sub.add_option("-o,--out", o->out, "Output cost table (JSON)")->required();
                 sub.add_option("--threads", o->threads, "Threads the model will run on")->capture_default_str();
                 sub.add_flag("--measure", o->measure, "Also time the real kernels at every grid point");
+                sub.add_option("--price", o->price,
+                               "What the table's times (the trainer's prices) are: roofline (the calibration's "
+                               "prediction) or measured (implies --measure)")
+                    ->capture_default_str();
                 sub.add_option("--repeats", o->repeats, "With --measure: timed samples per point (median)")
                     ->capture_default_str();
                 sub.add_option("--calibration", o->calibration,

@@ -421,6 +421,14 @@ TEST(BbitsCli, ProfileAndBenchAgainstABudget) {
   EXPECT_NE(std::system(bad.c_str()), 0);
   EXPECT_NE(bb::read_text(dir.file("bad.log")).find("bbits: error: cost table: layer 'features.1'"), std::string::npos)
       << bb::read_text(dir.file("bad.log"));
+  // Priced by measurement: the times the trainer reads are the measured ones.
+  const std::string measured = bin + " profile --arch lenet5 --price measured --repeats 1 --calibration " + cal + " -o " +
+                               dir.file("m.json") + " > /dev/null 2>&1";
+  ASSERT_EQ(std::system(measured.c_str()), 0);
+  const auto m = bbits::contract::CostTable::load(dir.file("m.json"));
+  EXPECT_EQ(m.priced_by, "measured");
+  EXPECT_TRUE(m.measured);
+  EXPECT_EQ(t.priced_by, "roofline");
   // Bad arguments.
   EXPECT_NE(std::system((bin + " profile --arch nosuch -o " + dir.file("x.json") + " --calibration " + cal + " > /dev/null 2>&1").c_str()), 0);
   EXPECT_NE(std::system((bin + " profile --arch lenet5 --input 1x28 -o " + dir.file("x.json") + " --calibration " + cal + " > /dev/null 2>&1").c_str()), 0);

@@ -140,6 +140,11 @@ TEST(CostTable, MalformedTablesAreRejectedNamingTheProblem) {
   }
   {
     json j = good;
+    j["priced_by"] = "measured";  // the toy table holds no measurements
+    expect(j, "priced_by is measured but the table holds no measurements");
+  }
+  {
+    json j = good;
     j["format"] = "other";
     expect(j, "format is 'other'");
   }

@@ -26,6 +26,9 @@ struct ProfileOptions {
   double width = 1.0;            // recorded in the table
   // Time the kernels too (LayerRunner, the plan's kernel) at every grid point.
   bool measure = false;
+  // Price the table (`us`) with the measured times instead of the roofline's
+  // (needs `measure`).
+  bool price_measured = false;
   TimingOptions timing{.warmup = 1, .repeats = 5, .min_sample_ns = 20'000};
 };
 

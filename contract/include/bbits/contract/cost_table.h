@@ -75,6 +75,9 @@ struct CostTable {
   std::vector<CostOther> other;
   double call_us = 0;               // per-run cost outside the operators (session dispatch)
   bool measured = false;            // `--measure`: measured_us present
+  // What `us` holds: "roofline" (the calibration's prediction) or "measured"
+  // (`--price measured`: the measured times, made non-decreasing in kept channels).
+  std::string priced_by = "roofline";
 
   nlohmann::json to_json() const;
   // Validates every field; throws CostTableError naming the problem.
