@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Runs the whole bbits test suite on a fresh Debian 12 machine (as root):
 # installs missing Debian packages, builds (Release, ccache) into build/ and
-# runs every suite through ctest; then rebuilds the torch-free parts with
-# AddressSanitizer + UndefinedBehaviorSanitizer and runs their suites; then
-# builds the libFuzzer targets with clang and runs each for a while.
+# runs every suite through ctest; then rebuilds the torch-free parts as the
+# lean runtime (no oneDNN, no OpenMP) with AddressSanitizer +
+# UndefinedBehaviorSanitizer and runs their suites; then cross-builds for
+# AArch64 and runs the kernel, format, runtime and converter suites under
+# qemu on CPUs with and without the NEON dot product (scripts/test-arm64.sh);
+# then builds the libFuzzer targets with clang and runs each for a while.
 #
 #   scripts/test.sh                 everything
-#   BBITS_SKIP_SANITIZE=1 scripts/test.sh   skip the sanitizer build
+#   BBITS_SKIP_SANITIZE=1 scripts/test.sh   skip the sanitizer (lean) build
+#   BBITS_SKIP_ARM64=1 scripts/test.sh      skip the AArch64 cross-build and emulated runs
 #   BBITS_SKIP_FUZZ=1 scripts/test.sh       skip the fuzzers
 #   BBITS_FUZZ_SECONDS=N            seconds per fuzz target (default 20)
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -41,12 +45,25 @@ bbits_build "$BBITS_BUILD"
 run_ctest release "$BBITS_BUILD"
 
 if [[ -z "${BBITS_SKIP_SANITIZE:-}" ]]; then
-  echo "== configure + build (ASan + UBSan, no LibTorch) in $BBITS_BUILD-asan"
+  # Also the lean runtime: -DBBITS_WITH_ONEDNN=OFF, every layer on our kernels.
+  echo "== configure + build (ASan + UBSan, no LibTorch, lean: no oneDNN) in $BBITS_BUILD-asan"
   bbits_configure "$BBITS_BUILD-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBBITS_SANITIZE=ON \
-    -DBBITS_TESTS=ON -DBBITS_BENCH=OFF -DBBITS_TRAINING=OFF
+    -DBBITS_TESTS=ON -DBBITS_BENCH=OFF -DBBITS_TRAINING=OFF -DBBITS_WITH_ONEDNN=OFF
   bbits_build "$BBITS_BUILD-asan"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    run_ctest sanitizers "$BBITS_BUILD-asan"
+    run_ctest sanitizers-lean "$BBITS_BUILD-asan"
+fi
+
+if [[ -z "${BBITS_SKIP_ARM64:-}" ]]; then
+  echo "== AArch64: cross-build + suites under qemu (scripts/test-arm64.sh)"
+  log="$logdir/arm64.log"
+  if BBITS_ARM64_BUILD="$BBITS_BUILD-arm64" "$BBITS_ROOT/scripts/test-arm64.sh" 2>&1 | tee "$log"; then :; else status=1; fi
+  line=$(grep -E "^== arm64 summary" "$log" | tail -1 || true)
+  summary+=("arm64 (qemu): ${line#== arm64 summary }")
+  a_passed=$(sed -nE 's/.*: ([0-9]+) passed, ([0-9]+) failed.*/\1/p' <<<"$line")
+  a_failed=$(sed -nE 's/.*: ([0-9]+) passed, ([0-9]+) failed.*/\2/p' <<<"$line")
+  TOTAL_PASSED=$((TOTAL_PASSED + ${a_passed:-0}))
+  TOTAL_FAILED=$((TOTAL_FAILED + ${a_failed:-1}))
 fi
 
 if [[ -z "${BBITS_SKIP_FUZZ:-}" ]]; then

@@ -413,4 +413,29 @@ Checkpoint import_reference(const TensorMap& state, const std::string& arch, con
   return ck;
 }
 
+Checkpoint read_checkpoint_file(const std::string& path, const std::string& arch, const std::string& gates_from) {
+  const auto bytes = contract::read_file_bytes(path);
+  const bool is_pth = (bytes.size() >= 2 && bytes[0] == 'P' && bytes[1] == 'K') || (!bytes.empty() && bytes[0] == 0x80);
+  if (is_pth) {
+    if (arch.empty())
+      throw ConvertError(path + ": a reference .pth checkpoint needs --arch (lenet5, vgg7, resnet18, mobilenetv2)");
+    TensorMap state, gates;
+    try {
+      state = read_pth(bytes);
+    } catch (const ConvertError& e) {
+      throw ConvertError(path + ": " + e.what());
+    }
+    if (!gates_from.empty()) gates = read_pth_file(gates_from);
+    return import_reference(state, arch, gates_from.empty() ? nullptr : &gates, path);
+  }
+  if (!arch.empty() || !gates_from.empty())
+    throw ConvertError("--arch and --gates-from apply to reference .pth checkpoints; " + path +
+                       " is a bbits checkpoint that carries its own graph");
+  try {
+    return parse_checkpoint(bytes, path);
+  } catch (const contract::CheckpointError& e) {
+    throw ConvertError(path + ": " + e.what());
+  }
+}
+
 }  // namespace bbits::converter

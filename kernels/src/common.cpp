@@ -21,6 +21,8 @@ const char* isa_name(Isa isa) {
     case Isa::AVX512: return "avx512";
     case Isa::AVX512_VNNI: return "avx512_vnni";
     case Isa::AMX: return "amx";
+    case Isa::NEON: return "neon";
+    case Isa::NEON_DOTPROD: return "neon_dotprod";
   }
   return "unknown";
 }
@@ -36,6 +38,8 @@ std::optional<Isa> parse_isa(std::string_view text) {
   if (t == "avx512") return Isa::AVX512;
   if (t == "avx512_vnni" || t == "avx512vnni") return Isa::AVX512_VNNI;
   if (t == "amx") return Isa::AMX;
+  if (t == "neon") return Isa::NEON;
+  if (t == "neon_dotprod" || t == "neondot" || t == "neon_dot") return Isa::NEON_DOTPROD;
   return std::nullopt;
 }
 

@@ -1,4 +1,5 @@
-// CPU feature detection (cpuid + XCR0 + the Linux AMX permission request).
+// CPU feature detection: cpuid + XCR0 + the Linux AMX permission request on
+// x86-64, getauxval(AT_HWCAP / AT_HWCAP2) on AArch64.
 #include "bbits/kernels/cpu.h"
 
 #include <cstdlib>
@@ -8,6 +9,10 @@
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
 #define BBITS_X86 1
 #include <cpuid.h>
+#endif
+#if defined(__aarch64__)
+#define BBITS_ARM64 1
+#include <sys/auxv.h>
 #endif
 #if defined(__linux__)
 #include <sys/syscall.h>
@@ -118,7 +123,33 @@ CpuFeatures detect() {
   }
   if (f.amx_tile && f.amx_int8) f.amx_permitted = request_amx_permission();
 #endif
+#ifdef BBITS_ARM64
+  // Bits of the Linux arm64 hwcaps ABI (asm/hwcap.h): HWCAP_ASIMD, HWCAP_ASIMDDP, HWCAP2_I8MM.
+  constexpr unsigned long kHwcapAsimd = 1ul << 1, kHwcapAsimdDp = 1ul << 20, kHwcap2I8mm = 1ul << 13;
+  const unsigned long hw = getauxval(AT_HWCAP), hw2 = getauxval(AT_HWCAP2);
+  f.vendor = "arm64";
+  f.asimd = (hw & kHwcapAsimd) != 0;
+  f.asimd_dp = f.asimd && (hw & kHwcapAsimdDp) != 0;
+  f.i8mm = f.asimd && (hw2 & kHwcap2I8mm) != 0;
+#endif
   return f;
+}
+
+constexpr IsaFamily kBuildFamily =
+#if defined(BBITS_X86)
+    IsaFamily::X86;
+#elif defined(BBITS_ARM64)
+    IsaFamily::Arm;
+#else
+    IsaFamily::Portable;
+#endif
+
+// The accepted BBITS_MAX_ISA values on an architecture's ladder.
+std::string levels_of(IsaFamily fam) {
+  std::string s = "reference";
+  for (Isa i : {Isa::AVX2, Isa::AVX512, Isa::AVX512_VNNI, Isa::AMX, Isa::NEON, Isa::NEON_DOTPROD})
+    if (isa_family(i) == fam) s += std::string(", ") + isa_name(i);
+  return s;
 }
 
 }  // namespace
@@ -151,6 +182,10 @@ std::string CpuFeatures::to_string() const {
   add(amx_tile, "amx_tile");
   add(amx_int8, "amx_int8");
   add(amx_bf16, "amx_bf16");
+  add(asimd, "asimd");
+  add(asimd_dp, "asimddp");
+  add(i8mm, "i8mm");
+  if (asimd) return s;
   if (amx_tile && amx_int8)
     s += amx_permitted ? " (amx permitted)" : " (amx not permitted by the OS)";
   else
@@ -164,6 +199,7 @@ const CpuFeatures& cpu_features() {
 }
 
 Isa max_supported_isa(const CpuFeatures& f) {
+  if (f.asimd) return f.asimd_dp ? Isa::NEON_DOTPROD : Isa::NEON;
   if (!(f.avx2 && f.fma)) return Isa::Reference;
   if (!(f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq)) return Isa::AVX2;
   if (!f.avx512_vnni) return Isa::AVX512;
@@ -171,13 +207,22 @@ Isa max_supported_isa(const CpuFeatures& f) {
   return Isa::AMX;
 }
 
+IsaFamily isa_family_of(const CpuFeatures& f) {
+  const Isa best = max_supported_isa(f);
+  return best == Isa::Reference ? kBuildFamily : isa_family(best);
+}
+
 Isa detect_isa(const CpuFeatures& f, const char* max_isa_env) {
   const Isa best = max_supported_isa(f);
   if (max_isa_env == nullptr || *max_isa_env == '\0') return best;
+  const IsaFamily fam = isa_family_of(f);
   const auto cap = parse_isa(max_isa_env);
   if (!cap)
-    throw std::invalid_argument(std::string("BBITS_MAX_ISA=") + max_isa_env +
-                                " is not one of reference, avx2, avx512, avx512_vnni, amx");
+    throw std::invalid_argument(std::string("BBITS_MAX_ISA=") + max_isa_env + " is not one of " + levels_of(fam));
+  if (*cap != Isa::Reference && isa_family(*cap) != fam)
+    throw std::invalid_argument(std::string("BBITS_MAX_ISA=") + max_isa_env + " is a level of " +
+                                (isa_family(*cap) == IsaFamily::Arm ? "AArch64" : "x86-64") +
+                                "; this CPU accepts " + levels_of(fam));
   return isa_at_most(best, *cap) ? best : *cap;
 }
 

@@ -8,15 +8,7 @@
 #include "bbits/kernels/kernels.h"
 #include "reference/ref_util.h"
 
-#ifdef BBITS_HAVE_SIMD
-#if __has_include("bbits/kernels/simd.h")
 #include "bbits/kernels/simd.h"
-#else
-namespace bbits::kernels {
-void register_simd_kernels(std::vector<KernelInfo>& table);
-}
-#endif
-#endif
 
 namespace bbits::kernels {
 
@@ -24,9 +16,7 @@ namespace {
 std::vector<KernelInfo> build_table() {
   std::vector<KernelInfo> t;
   ref::register_all(t);
-#ifdef BBITS_HAVE_SIMD
   register_simd_kernels(t);
-#endif
   return t;
 }
 

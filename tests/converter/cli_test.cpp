@@ -27,7 +27,7 @@ struct CliRun {
   std::string out;
 };
 CliRun run(const std::string& args) {
-  const std::string cmd = std::string(BBITS_CONVERT_EXE) + " " + args + " 2>&1";
+  const std::string cmd = std::string(BBITS_TEST_LAUNCHER) + BBITS_CONVERT_EXE + " " + args + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   CliRun r{-1, {}};
   if (!p) return r;

@@ -40,28 +40,13 @@ const fb::Operator* op_named(const Built& b, const std::string& name) {
 const fb::Tensor* tensor(const Built& b, int i) { return b.view.model->tensors()->Get(static_cast<flatbuffers::uoffset_t>(i)); }
 std::vector<int64_t> shape_of(const fb::Tensor* t) { return std::vector<int64_t>(t->shape()->begin(), t->shape()->end()); }
 
+using test::mask;
 json conv(const std::string& name, const std::string& in, int cin, int cout, int k, int pad, int groups,
           const std::string& act, bool prune = true) {
-  return {{"name", name}, {"op", "conv2d"}, {"inputs", {in}}, {"in_channels", cin}, {"out_channels", cout},
-          {"kernel", {k, k}}, {"stride", {1, 1}}, {"padding", {pad, pad}}, {"dilation", {1, 1}}, {"groups", groups},
-          {"bias", true}, {"bn", false}, {"activation", act}, {"weight_quant", true}, {"prune", prune},
-          {"act_quant", true}, {"act_signed", act == "none"}};
+  return test::conv_node(name, in, cin, cout, k, pad, groups, act, prune);
 }
-json head(const std::string& in, int fin) {
-  return {{"name", "fc"}, {"op", "linear"}, {"inputs", {in}}, {"in_features", fin}, {"out_features", 5},
-          {"bias", true}, {"activation", "none"}, {"weight_quant", true}, {"prune", false}, {"act_quant", false}};
-}
-json graph(const json& nodes, int c, int h) {
-  return {{"model", "test"},
-          {"input", {{"shape", {c, h, h}}, {"pixel_scale", 1.0 / 255}, {"mean", {0.0}}, {"std", {1.0}}}},
-          {"nodes", nodes},
-          {"outputs", {"fc"}}};
-}
-std::vector<int> mask(int n, std::initializer_list<int> pruned) {
-  std::vector<int> m(static_cast<size_t>(n), 1);
-  for (int p : pruned) m[static_cast<size_t>(p)] = 0;
-  return m;
-}
+json head(const std::string& in, int fin) { return test::head_node(in, fin); }
+json graph(const json& nodes, int c, int h) { return test::graph_json(nodes, c, h); }
 
 TEST(Gates, TestTimeRuleAndCutoff) {
   EXPECT_EQ(bits_from_gates(20, 20, 20, 20), 32);

@@ -4,8 +4,10 @@
 
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <random>
 
+#include "bbits/contract/safetensors.h"
 #include "bbits/contract/zoo.h"
 #include "bbits/converter/convert.h"
 #include "bbits/converter/input.h"
@@ -154,6 +156,54 @@ TEST(Pth, FineTunedCheckpointNeedsGatesFrom) {
   const Checkpoint b = import_reference(ref, "lenet5", nullptr, "ref.pth");
   ASSERT_EQ(a.tensors.size(), b.tensors.size());
   for (const auto& [k, v] : b.tensors) EXPECT_EQ(a.get(k).data, v.data) << k;
+}
+
+// bbits-convert's reader tells a reference .pth from a bbits checkpoint by
+// its first bytes; --arch and --gates-from belong to the .pth only.
+TEST(Pth, CheckpointFilesAreToldApartByTheirBytes) {
+  const auto dir = test::temp_dir("read_checkpoint_file");
+  auto write = [&](const std::string& name, const std::vector<uint8_t>& bytes) {
+    const std::string p = (dir / name).string();
+    contract::write_file_bytes(p, bytes);
+    return p;
+  };
+  const std::string pth = write("ref.pth", test::read_fixture("lenet5_reference.pth.gz"));
+  const std::string fine = write("fine.pth", test::read_fixture("lenet5_finetuned.pth.gz"));
+  const std::string st = write("trained.safetensors", test::read_fixture("lenet5_trained.safetensors.gz"));
+
+  const Checkpoint a = read_checkpoint_file(pth, "lenet5", "");
+  const Checkpoint want = import_reference(read_pth_file(pth), "lenet5", nullptr, pth);
+  EXPECT_EQ(a.graph, want.graph);
+  EXPECT_EQ(a.tensors, want.tensors);
+  EXPECT_EQ(a.source, pth);
+  const TensorMap gates = read_pth_file(pth);
+  EXPECT_EQ(read_checkpoint_file(fine, "lenet5", pth).tensors,
+            import_reference(read_pth_file(fine), "lenet5", &gates, fine).tensors);
+
+  const Checkpoint b = read_checkpoint_file(st, "", "");
+  EXPECT_EQ(b.tensors, load_checkpoint(st).tensors);
+  EXPECT_EQ(b.input_bits, 8);
+
+  auto expect_error = [](const std::function<void()>& f, const std::string& needle) {
+    try {
+      f();
+      ADD_FAILURE() << "accepted; expected an error containing '" << needle << "'";
+    } catch (const contract::CheckpointError& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  expect_error([&] { read_checkpoint_file(pth, "", ""); }, "needs --arch");
+  expect_error([&] { read_checkpoint_file(st, "lenet5", ""); }, "carries its own graph");
+  expect_error([&] { read_checkpoint_file(st, "", pth); }, "carries its own graph");
+  std::vector<uint8_t> cut = test::read_fixture("lenet5_trained.safetensors.gz");
+  cut.resize(cut.size() / 2);
+  const std::string bad = write("cut.safetensors", cut);
+  expect_error([&] { read_checkpoint_file(bad, "", ""); }, bad + ": ");
+  std::vector<uint8_t> zip = test::read_fixture("lenet5_reference.pth.gz");
+  zip.resize(zip.size() / 2);
+  const std::string badpth = write("cut.pth", zip);
+  expect_error([&] { read_checkpoint_file(badpth, "lenet5", ""); }, badpth + ": ");
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Pth, TensorsOutsideTheTemplateAreAnError) {

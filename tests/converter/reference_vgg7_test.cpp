@@ -30,6 +30,8 @@ namespace bbits::converter {
 namespace {
 
 constexpr int64_t kFixtureImages = 2000;
+// All of them natively, 500 under emulation.
+int64_t images() { return test::images_to_evaluate(kFixtureImages, 500); }
 
 // The normalisation of the reference's CIFAR-10 loader (transform_test).
 const std::vector<float> kLoaderMean = {0.4914f, 0.4822f, 0.4465f};
@@ -163,9 +165,9 @@ TEST(ReferenceVgg7, ImportsWithTheCheckpointsWidths) {
 // evaluation, and no input value outside the input grid.
 TEST(ReferenceVgg7, AgreesWithTheReferencesFloatInputEvaluation) {
   REQUIRE_DATA();
-  const Result r = evaluate(reference_checkpoint(), {}, kFixtureImages);
+  const Result r = evaluate(reference_checkpoint(), {}, images());
   report("--arch vgg7 (default input grid)", r);
-  EXPECT_EQ(r.n, kFixtureImages);
+  EXPECT_EQ(r.n, images());
   EXPECT_GE(r.agree * 1000, r.n * 995);
   EXPECT_EQ(r.clipped, 0);
   EXPECT_EQ(r.first_act_bits, 16);
@@ -183,7 +185,7 @@ TEST(ReferenceVgg7, TheTorchvisionCifar10StdClipsTheBackgroundAndDisagrees) {
   apply_input_overrides(ck, ov);
   const float x_max = ck.get("input.aq.x_max").scalar();
   EXPECT_NEAR(x_max, (1.0f - 0.4822f) / 0.2435f, 1e-6);  // 2.1265
-  const int64_t n = 1000;
+  const int64_t n = test::images_to_evaluate(1000, 500);
   const Result r = evaluate(ck, {}, n);
   report("--arch vgg7 --std 0.2470,0.2435,0.2616 (the torchvision CIFAR-10 std)", r);
   int64_t beyond = 0, black = 0;
@@ -210,7 +212,7 @@ TEST(ReferenceVgg7, InputGridsOfEightSixteenAndThirtyTwoBits) {
   for (int bits : {8, 16, 32}) {
     ConvertOptions o;
     o.input_bits = bits;
-    const Result r = evaluate(ck, o, kFixtureImages);
+    const Result r = evaluate(ck, o, images());
     report(("--input-bits " + std::to_string(bits)).c_str(), r);
     EXPECT_EQ(r.first_act_bits, bits);
     // the kernel the table gave the first layer takes that input width

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <stdexcept>
@@ -42,6 +43,32 @@ std::filesystem::path temp_dir(const std::string& tag) {
   auto p = std::filesystem::temp_directory_path() / ("bbits_conv_" + tag + "_" + std::to_string(rd()));
   std::filesystem::create_directories(p);
   return p;
+}
+
+nlohmann::json conv_node(const std::string& name, const std::string& in, int cin, int cout, int k, int pad,
+                         int groups, const std::string& act, bool prune) {
+  return {{"name", name}, {"op", "conv2d"}, {"inputs", {in}}, {"in_channels", cin}, {"out_channels", cout},
+          {"kernel", {k, k}}, {"stride", {1, 1}}, {"padding", {pad, pad}}, {"dilation", {1, 1}}, {"groups", groups},
+          {"bias", true}, {"bn", false}, {"activation", act}, {"weight_quant", true}, {"prune", prune},
+          {"act_quant", true}, {"act_signed", act == "none"}};
+}
+
+nlohmann::json head_node(const std::string& in, int fin) {
+  return {{"name", "fc"}, {"op", "linear"}, {"inputs", {in}}, {"in_features", fin}, {"out_features", 5},
+          {"bias", true}, {"activation", "none"}, {"weight_quant", true}, {"prune", false}, {"act_quant", false}};
+}
+
+nlohmann::json graph_json(const nlohmann::json& nodes, int c, int h) {
+  return {{"model", "test"},
+          {"input", {{"shape", {c, h, h}}, {"pixel_scale", 1.0 / 255}, {"mean", {0.0}}, {"std", {1.0}}}},
+          {"nodes", nodes},
+          {"outputs", {"fc"}}};
+}
+
+std::vector<int> mask(int n, std::initializer_list<int> pruned) {
+  std::vector<int> m(static_cast<size_t>(n), 1);
+  for (int p : pruned) m[static_cast<size_t>(p)] = 0;
+  return m;
 }
 
 Checkpoint make_small_checkpoint(const SmallNet& net) {
@@ -176,6 +203,11 @@ std::vector<float> read_npy_f32(const std::vector<uint8_t>& b, std::vector<int64
   std::vector<float> v(static_cast<size_t>(n));
   std::memcpy(v.data(), b.data() + hoff + hlen, v.size() * 4);
   return v;
+}
+
+int64_t images_to_evaluate(int64_t native, int64_t emulated) {
+  const char* e = std::getenv("BBITS_TEST_EMULATED");
+  return e != nullptr && std::string(e) == "1" ? emulated : native;
 }
 
 bool load_fashion_mnist_test(int64_t limit, FTensor& images, std::vector<int>& labels) {

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <initializer_list>
 #include <random>
 #include <string>
 #include <vector>
@@ -18,6 +19,17 @@ std::string fixture_path(const std::string& name);
 std::vector<uint8_t> read_fixture(const std::string& name);
 // A fresh empty directory under the system temp dir, removed by the caller.
 std::filesystem::path temp_dir(const std::string& tag);
+
+// Nodes and graphs (bbits.graph JSON) for small test networks: a conv2d
+// (stride 1, bias, weight and activation quantizers, signed activations
+// without an activation function), the classifier `fc` (IN -> 5, float
+// logits), a graph of C x H x H input whose output is `fc`, and a keep mask of
+// N channels with the given ones pruned.
+nlohmann::json conv_node(const std::string& name, const std::string& in, int cin, int cout, int k, int pad,
+                         int groups, const std::string& act, bool prune = true);
+nlohmann::json head_node(const std::string& in, int fin);
+nlohmann::json graph_json(const nlohmann::json& nodes, int c, int h);
+std::vector<int> mask(int n, std::initializer_list<int> pruned);
 
 // A small graph JSON (bbits.graph) → checkpoint with random weights: every
 // layer gets random weights, biases and (if bn) BN statistics; quantizers get
@@ -43,5 +55,10 @@ std::vector<float> read_npy_f32(const std::vector<uint8_t>& bytes, std::vector<i
 // Fashion-MNIST test images (N x 1 x 28 x 28, pixels / 255) and labels when the
 // data set is installed (/usr/share/datasets/fashion-mnist); empty otherwise.
 bool load_fashion_mnist_test(int64_t limit, FTensor& images, std::vector<int>& labels);
+
+// How many images a whole-network evaluation runs: `native`, or `emulated`
+// when BBITS_TEST_EMULATED=1 (scripts/test-arm64.sh under qemu, 30 to 90 times
+// slower). The kernel sweeps are never shortened.
+int64_t images_to_evaluate(int64_t native, int64_t emulated);
 
 }  // namespace bbits::converter::test

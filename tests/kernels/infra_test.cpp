@@ -172,6 +172,29 @@ TEST(Cpu, MaxIsaFromFeatures) {
   EXPECT_EQ(max_supported_isa(f), Isa::AVX512_VNNI) << "AMX without the OS permission";
   f.amx_permitted = true;
   EXPECT_EQ(max_supported_isa(f), Isa::AMX);
+  CpuFeatures a;  // AArch64
+  a.asimd = true;
+  EXPECT_EQ(max_supported_isa(a), Isa::NEON);
+  a.asimd_dp = true;
+  EXPECT_EQ(max_supported_isa(a), Isa::NEON_DOTPROD);
+  EXPECT_EQ(isa_family_of(a), IsaFamily::Arm);
+  EXPECT_EQ(isa_family_of(f), IsaFamily::X86);
+}
+
+// Each architecture has its own ladder: a level of the other one is never
+// "at most" a cap, and the reference kernels are under every cap.
+TEST(Cpu, IsaLaddersPerArchitecture) {
+  EXPECT_TRUE(isa_at_most(Isa::NEON, Isa::NEON_DOTPROD));
+  EXPECT_FALSE(isa_at_most(Isa::NEON_DOTPROD, Isa::NEON));
+  EXPECT_TRUE(isa_at_most(Isa::AVX2, Isa::AVX512_VNNI));
+  for (Isa x86 : {Isa::AVX2, Isa::AVX512, Isa::AVX512_VNNI, Isa::AMX})
+    for (Isa arm : {Isa::NEON, Isa::NEON_DOTPROD}) {
+      EXPECT_FALSE(isa_at_most(x86, arm)) << isa_name(x86) << " vs " << isa_name(arm);
+      EXPECT_FALSE(isa_at_most(arm, x86)) << isa_name(arm) << " vs " << isa_name(x86);
+    }
+  for (Isa cap : {Isa::Reference, Isa::AVX2, Isa::AMX, Isa::NEON, Isa::NEON_DOTPROD})
+    EXPECT_TRUE(isa_at_most(Isa::Reference, cap));
+  EXPECT_FALSE(isa_at_most(Isa::NEON, Isa::Reference));
 }
 
 TEST(Cpu, DetectIsaHonoursTheCap) {
@@ -191,6 +214,24 @@ TEST(Cpu, DetectIsaHonoursTheCap) {
     EXPECT_NE(std::string(e.what()).find("sse9"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("avx512_vnni"), std::string::npos) << e.what();
   }
+  // AArch64 features: the NEON ladder; an x86 level is an error naming this CPU's levels.
+  CpuFeatures a;
+  a.asimd = a.asimd_dp = true;
+  EXPECT_EQ(detect_isa(a, nullptr), Isa::NEON_DOTPROD);
+  EXPECT_EQ(detect_isa(a, "neon"), Isa::NEON);
+  EXPECT_EQ(detect_isa(a, "NEON_DOTPROD"), Isa::NEON_DOTPROD);
+  EXPECT_EQ(detect_isa(a, "reference"), Isa::Reference);
+  a.asimd_dp = false;
+  EXPECT_EQ(detect_isa(a, "neon_dotprod"), Isa::NEON) << "a cap never raises the level";
+  for (const char* foreign : {"avx2", "avx512_vnni"}) {
+    try {
+      detect_isa(a, foreign);
+      ADD_FAILURE() << "no exception for " << foreign << " on AArch64";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("neon_dotprod"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_THROW(detect_isa(f, "neon"), std::invalid_argument);
 }
 
 TEST(Cpu, DetectIsaReadsTheEnvironment) {
@@ -201,8 +242,9 @@ TEST(Cpu, DetectIsaReadsTheEnvironment) {
   EXPECT_EQ(detect_isa(), best);
   setenv("BBITS_MAX_ISA", "reference", 1);
   EXPECT_EQ(detect_isa(), Isa::Reference);
-  setenv("BBITS_MAX_ISA", "avx2", 1);
-  EXPECT_TRUE(isa_at_most(detect_isa(), Isa::AVX2));
+  const bool arm = isa_family_of(cpu_features()) == IsaFamily::Arm;
+  setenv("BBITS_MAX_ISA", arm ? "neon" : "avx2", 1);
+  EXPECT_TRUE(isa_at_most(detect_isa(), arm ? Isa::NEON : Isa::AVX2));
   setenv("BBITS_MAX_ISA", "bogus", 1);
   EXPECT_THROW(detect_isa(), std::invalid_argument);
   if (old) setenv("BBITS_MAX_ISA", saved.c_str(), 1);
@@ -220,9 +262,33 @@ TEST(Cpu, FeaturesAreConsistent) {
   std::printf("cpu: %s | %s | best isa %s\n", f.brand.c_str(), f.to_string().c_str(), isa_name(best));
 }
 
+// BBITS_EXPECT_ISA (set by scripts/test-arm64.sh for each emulated CPU): the
+// level this machine must detect, so that a run on a CPU without the dot
+// product really takes the plain NEON kernels (and one with it the sdot ones).
+TEST(Cpu, DetectsTheExpectedIsa) {
+  const char* want = std::getenv("BBITS_EXPECT_ISA");
+  if (want == nullptr || *want == '\0') GTEST_SKIP() << "BBITS_EXPECT_ISA not set";
+  const auto isa = parse_isa(want);
+  ASSERT_TRUE(isa.has_value()) << "BBITS_EXPECT_ISA=" << want;
+  EXPECT_EQ(max_supported_isa(cpu_features()), *isa) << cpu_features().to_string();
+  // The table's choice for an 8-bit conv is a kernel of that level.
+  ConvDesc c;
+  c.H = c.W = 8;
+  c.C = 32;
+  c.OC = 64;
+  c.KH = c.KW = 3;
+  c.wbits = 8;
+  c.in = {8, false, 0.02f};
+  c.out = {8, false, 0.05f};
+  const auto* k = choose_kernel(c, max_supported_isa(cpu_features())).info;
+  EXPECT_EQ(k->isa, *isa) << k->name;
+}
+
 TEST(Cpu, IsaNamesRoundTrip) {
-  for (Isa i : {Isa::Reference, Isa::AVX2, Isa::AVX512, Isa::AVX512_VNNI, Isa::AMX})
+  for (Isa i : {Isa::Reference, Isa::AVX2, Isa::AVX512, Isa::AVX512_VNNI, Isa::AMX, Isa::NEON, Isa::NEON_DOTPROD})
     EXPECT_EQ(parse_isa(isa_name(i)), i);
+  EXPECT_EQ(parse_isa("neon-dotprod"), Isa::NEON_DOTPROD);
+  EXPECT_EQ(parse_isa("neondot"), Isa::NEON_DOTPROD);
   EXPECT_EQ(parse_isa("avx512-vnni"), Isa::AVX512_VNNI);
   EXPECT_EQ(parse_isa("ref"), Isa::Reference);
   EXPECT_FALSE(parse_isa("avx3").has_value());

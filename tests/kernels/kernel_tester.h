@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "bbits/format/quant.h"
+#include "bbits/kernels/cpu.h"
 #include "bbits/kernels/kernels.h"
 #include "bbits/kernels/thread_pool.h"
 
@@ -610,6 +611,23 @@ void sweep_fc_shapes(const FcDesc& base, F&& fn, int64_t max_k = 130, int64_t ma
       fn(d);
     }
   }
+}
+
+// The ISA caps this machine can run: reference, then every level of its own
+// ladder up to its best (x86-64: avx2, avx512, avx512_vnni, amx; AArch64:
+// neon, neon_dotprod).
+inline std::vector<Isa> isa_caps() {
+  const Isa machine = max_supported_isa(cpu_features());
+  std::vector<Isa> caps = {Isa::Reference};
+  for (Isa i : {Isa::AVX2, Isa::AVX512, Isa::AVX512_VNNI, Isa::AMX, Isa::NEON, Isa::NEON_DOTPROD})
+    if (isa_at_most(i, machine)) caps.push_back(i);
+  return caps;
+}
+
+// The lowest SIMD level of this machine's ladder (avx2 or neon), or reference.
+inline Isa first_simd_isa() {
+  const std::vector<Isa> caps = isa_caps();
+  return caps.size() > 1 ? caps[1] : Isa::Reference;
 }
 
 }  // namespace bbits::kernels::testing

@@ -50,7 +50,7 @@ class CliInput : public ::testing::Test {
     return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
   }
   CliResult run(const std::string& args) const {
-    const std::string cmd = bin + " " + args + " > " + p("out.txt") + " 2> " + p("err.txt");
+    const std::string cmd = std::string(BBITS_TEST_LAUNCHER) + bin + " " + args + " > " + p("out.txt") + " 2> " + p("err.txt");
     const int st = std::system(cmd.c_str());
     CliResult r;
     r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;

@@ -31,12 +31,8 @@ namespace {
 
 // The checkpoint the trainer writes for `net`.
 Checkpoint net_checkpoint(Net& net, const std::string& method) {
-  Checkpoint ck;
-  ck.graph = net.graph();
-  ck.training = json{{"method", method}, {"mu", 0.1}, {"epochs", 1}, {"dataset", "fashion-mnist"},
-                     {"test_accuracy", 0.5}, {"relative_bops", 0.01}, {"seed", 1}};
-  ck.tensors = net.export_tensors();
-  return ck;
+  return net.checkpoint(json{{"method", method}, {"mu", 0.1}, {"epochs", 1}, {"dataset", "fashion-mnist"},
+                             {"test_accuracy", 0.5}, {"relative_bops", 0.01}, {"seed", 1}});
 }
 
 Graph lenet5() { return bbits::contract::make_graph("lenet5"); }
@@ -278,31 +274,33 @@ TEST(CheckpointContract, BatchNormFoldedCheckpoint) {
 // converter then converts it.
 TEST(CheckpointContract, EveryZooGraphWrittenByTheTrainerIsReadByTheConverter) {
   struct Case {
-    std::string arch;
     std::vector<int64_t> shape;
     double width;
   };
-  const Case cases[] = {{"lenet5", {1, 28, 28}, 1.0},
-                        {"vgg7", {1, 28, 28}, 0.0625},
-                        {"resnet18", {1, 32, 32}, 0.125},
-                        {"resnet18-small", {1, 16, 16}, 0.125},
-                        {"mobilenetv2", {1, 32, 32}, 0.25}};
-  for (const Case& c : cases) {
+  const std::map<std::string, Case> cases = {{"lenet5", {{1, 28, 28}, 1.0}},
+                                             {"vgg7", {{1, 28, 28}, 0.0625}},
+                                             {"resnet18", {{1, 32, 32}, 0.125}},
+                                             {"resnet18-small", {{1, 16, 16}, 0.125}},
+                                             {"mobilenetv2", {{1, 32, 32}, 0.25}}};
+  ASSERT_EQ(cases.size(), bbits::contract::zoo_names().size());
+  for (const std::string& arch : bbits::contract::zoo_names()) {
+    ASSERT_TRUE(cases.count(arch)) << arch;
+    const Case& c = cases.at(arch);
     at::manual_seed(5);
-    Net net(bbits::contract::make_graph(c.arch, model_options(c.shape, c.width)), QuantSetup{});
+    Net net(bbits::contract::make_graph(arch, model_options(c.shape, c.width)), QuantSetup{});
     net.calibrate(at::rand({2, c.shape[0], c.shape[1], c.shape[2]}));
     const Checkpoint written = net_checkpoint(net, "bayesian-bits");
-    const std::string path = temp_path("bbits_zoo_" + c.arch) + ".safetensors";
+    const std::string path = temp_path("bbits_zoo_" + arch) + ".safetensors";
     bbits::contract::save_checkpoint(written, path);
     const bbits::converter::Checkpoint read = bbits::converter::load_checkpoint(path);
-    EXPECT_EQ(read.graph, net.graph()) << c.arch;
-    EXPECT_EQ(bbits::contract::graph_to_json(read.graph), bbits::contract::graph_to_json(net.graph())) << c.arch;
-    EXPECT_EQ(read.tensors, written.tensors) << c.arch;
-    EXPECT_EQ(read.training, written.training) << c.arch;
+    EXPECT_EQ(read.graph, net.graph()) << arch;
+    EXPECT_EQ(bbits::contract::graph_to_json(read.graph), bbits::contract::graph_to_json(net.graph())) << arch;
+    EXPECT_EQ(read.tensors, written.tensors) << arch;
+    EXPECT_EQ(read.training, written.training) << arch;
     bbits::format::ModelWriter w;
     const bbits::converter::ConvertReport r = bbits::converter::build_model(read, w);
-    EXPECT_EQ(r.model, c.arch);
-    EXPECT_NO_THROW((void)w.serialize()) << c.arch;
+    EXPECT_EQ(r.model, arch);
+    EXPECT_NO_THROW((void)w.serialize()) << arch;
     std::filesystem::remove(path);
   }
 }

@@ -19,41 +19,17 @@
 
 #include <nlohmann/json.hpp>
 
-#include <zlib.h>
-
 #include "bbits/training/network.h"
 #include "bbits/training/optim.h"
 #include "bbits/contract/checkpoint.h"
 #include "bbits/contract/zoo.h"
 #include "bbits/training/trainer.h"
+#include "tiny_run.h"
 
 using namespace bbits::train;
+using namespace bbits::train::testing;
 
 namespace {
-// A small Fashion-MNIST-shaped data set (gzipped IDX files) so the trainer
-// test needs neither the Debian package nor the time to decompress 60,000 images.
-void write_idx(const std::filesystem::path& dir, const std::string& prefix, int n, unsigned seed) {
-  std::vector<uint8_t> img = {0, 0, 8, 3, 0, 0, static_cast<uint8_t>(n >> 8), static_cast<uint8_t>(n & 0xff), 0, 0, 0, 28, 0, 0, 0, 28};
-  std::vector<uint8_t> lab = {0, 0, 8, 1, 0, 0, static_cast<uint8_t>(n >> 8), static_cast<uint8_t>(n & 0xff)};
-  uint32_t state = seed;
-  for (int i = 0; i < n; ++i) {
-    const int label = i % 10;
-    lab.push_back(static_cast<uint8_t>(label));
-    for (int p = 0; p < 28 * 28; ++p) {
-      state = state * 1664525u + 1013904223u;
-      // a class-dependent bright band plus noise
-      const bool band = (p / 28) / 3 == label;
-      img.push_back(static_cast<uint8_t>((band ? 160 : 0) + (state >> 26)));
-    }
-  }
-  for (auto [name, bytes] : {std::pair{prefix + "-images-idx3-ubyte.gz", &img}, std::pair{prefix + "-labels-idx1-ubyte.gz", &lab}}) {
-    gzFile f = gzopen((dir / name).c_str(), "wb");
-    ASSERT_NE(f, nullptr);
-    gzwrite(f, bytes->data(), static_cast<unsigned>(bytes->size()));
-    gzclose(f);
-  }
-}
-
 at::Tensor loss_on(Net& net, const at::Tensor& x, const at::Tensor& y, double mu, uint64_t seed) {
   at::manual_seed(seed);  // same gate samples for the before/after comparison
   return at::cross_entropy_loss(net.forward(x), y) + mu * net.regularizer();
@@ -238,33 +214,6 @@ TEST(Training, CalibrationSeesBatchNormalisedActivations) {
   const float raw = at::relu(at::conv2d(x, l->weight)).max().item<float>();
   EXPECT_GT(std::abs(l->aq->range() - raw), 0.1f * raw);  // the untrained statistics would give another range
   EXPECT_GT(l->running_var.sub(1.0).abs().max().item<float>(), 0.0f);  // one update, as the reference's first pass
-}
-
-// Every tensor of two checkpoints bit-identical.
-void expect_same_tensors(const std::filesystem::path& a, const std::filesystem::path& b) {
-  const auto ca = bbits::contract::load_checkpoint(a.string()), cb = bbits::contract::load_checkpoint(b.string());
-  ASSERT_EQ(ca.tensors.size(), cb.tensors.size());
-  for (const auto& [name, t] : ca.tensors) {
-    ASSERT_TRUE(cb.has(name)) << name;
-    EXPECT_EQ(t.data, cb.get(name).data) << name;
-  }
-}
-
-// A fresh folder `out` with a tiny IDX data set in out/data (train images,
-// test images, seeds), and a training config on it writing to out.
-TrainConfig tiny_run(const std::filesystem::path& out, int train, int test, unsigned seed) {
-  std::filesystem::remove_all(out);
-  const auto data = out / "data";
-  std::filesystem::create_directories(data);
-  write_idx(data, "train", train, seed);
-  write_idx(data, "t10k", test, seed + 1);
-  TrainConfig c;
-  c.data_dir = data.string();
-  c.out = out.string();
-  c.train_limit = train;
-  c.test_limit = test;
-  c.progress = false;
-  return c;
 }
 
 TEST(Trainer, TinyRunWritesLogsCheckpointsAndResumes) {

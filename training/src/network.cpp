@@ -347,6 +347,14 @@ TensorMap Net::export_tensors() const {
   return r;
 }
 
+Checkpoint Net::checkpoint(nlohmann::json training) const {
+  Checkpoint ck;
+  ck.graph = graph_;
+  ck.training = std::move(training);
+  ck.tensors = export_tensors();
+  return ck;
+}
+
 void Net::import_tensors(const Checkpoint& ck) {
   // Expected names, from a fresh export of this network's structure.
   const TensorMap expected = export_tensors();

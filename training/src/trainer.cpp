@@ -31,6 +31,7 @@
 #include "bbits/training/latency.h"
 #include "bbits/training/network.h"
 #include "bbits/training/optim.h"
+#include "bbits/training/process_group.h"
 #include "bbits/format/quant.h"
 
 namespace bbits::train {
@@ -266,21 +267,26 @@ ImageSet load_split(const std::string& dataset, const std::string& dir, const st
   return s;
 }
 
-// Gathers a batch of raw pixels (optionally augmented: random horizontal flip
-// and a random shift of up to 2 pixels with zero fill).
-std::vector<uint8_t> gather(const ImageSet& s, const int64_t* idx, int64_t n, bool augment, std::mt19937_64& rng) {
+// Gathers the images `keep` of a batch of n as raw pixels (optionally
+// augmented: random horizontal flip and a random shift of up to 2 pixels with
+// zero fill). The augmentation is drawn for all n images, so every rank of a
+// distributed run draws what a single process draws for the whole batch.
+std::vector<uint8_t> gather(const ImageSet& s, const int64_t* idx, int64_t n, bool augment, std::mt19937_64& rng,
+                            Shard keep) {
   const int64_t sz = s.image_size();
-  std::vector<uint8_t> out(static_cast<size_t>(n * sz), 0);
+  std::vector<uint8_t> out(static_cast<size_t>(keep.size() * sz), 0);
   std::uniform_int_distribution<int> shift(-2, 2), coin(0, 1);
   for (int64_t i = 0; i < n; ++i) {
+    const bool kept = i >= keep.begin && i < keep.end;
     const uint8_t* src = s.pixels.data() + idx[i] * sz;
-    uint8_t* dst = out.data() + i * sz;
+    uint8_t* dst = out.data() + (i - keep.begin) * sz;
     if (!augment) {
-      std::copy(src, src + sz, dst);
+      if (kept) std::copy(src, src + sz, dst);
       continue;
     }
     const bool flip = coin(rng);
     const int dy = shift(rng), dx = shift(rng);
+    if (!kept) continue;
     for (int64_t c = 0; c < s.channels; ++c)
       for (int64_t y = 0; y < s.rows; ++y)
         for (int64_t x = 0; x < s.cols; ++x) {
@@ -300,20 +306,27 @@ at::Tensor labels_of(const ImageSet& s, const int64_t* idx, int64_t n) {
   return y;
 }
 
-// Eval-mode accuracy (and optionally logits) on a set.
-double evaluate(Net& net, const ImageSet& s, int64_t batch, std::vector<float>* logits) {
+// Eval-mode accuracy (and optionally logits) on a set; with a process group
+// each rank evaluates its share of the set and the counts are summed.
+double evaluate(Net& net, const ImageSet& s, int64_t batch, std::vector<float>* logits, ProcessGroup* pg = nullptr) {
   net.eval();
   at::NoGradGuard ng;
   int64_t correct = 0;
   if (logits) logits->clear();
-  for (int64_t b = 0; b < s.count; b += batch) {
-    const int64_t n = std::min(batch, s.count - b);
+  const Shard sh = pg ? shard_of(s.count, pg->size(), pg->rank()) : Shard{0, s.count};
+  for (int64_t b = sh.begin; b < sh.end; b += batch) {
+    const int64_t n = std::min(batch, sh.end - b);
     auto x = preprocess(s.pixels.data() + b * s.image_size(), n, net.graph().input);
     auto out = net.forward(x).contiguous();
     auto pred = out.argmax(1);
     const int64_t* pp = pred.data_ptr<int64_t>();
     for (int64_t i = 0; i < n; ++i) correct += pp[i] == s.labels[static_cast<size_t>(b + i)];
     if (logits) logits->insert(logits->end(), out.data_ptr<float>(), out.data_ptr<float>() + out.numel());
+  }
+  if (pg) {
+    at::Tensor t = at::full({1}, correct, at::kLong);
+    pg->allreduce_sum(t, "the evaluation on the test set");
+    correct = t.item<int64_t>();
   }
   return s.count ? static_cast<double>(correct) / static_cast<double>(s.count) : 0.0;
 }
@@ -361,11 +374,7 @@ json training_json(const TrainConfig& c, int epoch, double acc, double rel, bool
 
 void save(const Net& net, const TrainConfig& c, const std::string& path, int epoch, double acc, double rel,
           bool bn_folded) {
-  Checkpoint ck;
-  ck.graph = net.graph();
-  ck.training = training_json(c, epoch, acc, rel, bn_folded);
-  ck.tensors = net.export_tensors();
-  contract::save_checkpoint(ck, path);
+  contract::save_checkpoint(net.checkpoint(training_json(c, epoch, acc, rel, bn_folded)), path);
 }
 
 // ---- training state next to a checkpoint (for an exact --resume) -------------
@@ -470,7 +479,7 @@ std::string describe(const char* group, const OptimizerPlan& p) {
 
 }  // namespace
 
-TrainResult run_training(const TrainConfig& c, std::ostream& log) {
+TrainResult run_training(const TrainConfig& c, std::ostream& log_out) {
   set_threads(c.threads);
   at::manual_seed(c.seed);
   std::mt19937_64 rng(c.seed);
@@ -480,6 +489,18 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log) {
   if (c.mode == Mode::PostTraining && c.init.empty() && c.resume.empty())
     throw std::invalid_argument("--mode post-training needs --init FLOAT_CHECKPOINT");
   const PhasePlan gated_plan = phase_plan(c, false), ft_plan = phase_plan(c, true);  // option errors first
+  if (c.dist.enabled() && c.batch_size < c.dist.world_size)
+    throw std::invalid_argument(fmt::format("--batch-size {} (the global batch) must be at least the world size {}",
+                                            c.batch_size, c.dist.world_size));
+  // Distributed: every rank trains on its share of each global batch; rank 0
+  // alone logs and writes OUT.
+  const std::unique_ptr<ProcessGroup> pg = c.dist.enabled() ? std::make_unique<ProcessGroup>(c.dist) : nullptr;
+  const bool writer = !pg || pg->rank() == 0;
+  std::ostream discard(nullptr);
+  std::ostream& log = writer ? log_out : discard;
+  if (pg)
+    log << fmt::format("distributed: {} ranks (Gloo), rendezvous at {}:{}; global batch {}, about {} per rank\n",
+                       pg->size(), c.dist.master_addr, c.dist.master_port, c.batch_size, c.batch_size / pg->size());
 
   const ImageSet train = load_split(c.dataset, c.data_dir, "train", c.train_limit);
   const ImageSet test = load_split(c.dataset, c.data_dir, "test", c.test_limit);
@@ -491,6 +512,7 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log) {
   int start_epoch = 0;      // completed epochs
   bool bn_folded = false;   // batch norm folded into the weights (fine-tuning)
   if (!c.resume.empty()) {
+    if (pg) check_same_files(*pg, {c.resume, train_state_path(c.resume)}, "--resume checkpoint and training state");
     const Checkpoint ck = contract::load_checkpoint(c.resume);
     const Graph& g2 = ck.graph;
     const json& tj = ck.training;
@@ -525,28 +547,31 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log) {
     std::vector<int64_t> idx(static_cast<size_t>(train.count));
     for (int64_t i = 0; i < train.count; ++i) idx[static_cast<size_t>(i)] = i;
     std::shuffle(idx.begin(), idx.end(), rng);
-    auto px = gather(train, idx.data(), nc, false, rng);
+    auto px = gather(train, idx.data(), nc, false, rng, Shard{0, nc});
     net.calibrate(preprocess(px.data(), nc, graph.input));
   }
+  if (pg) broadcast_state(*pg, net);  // the same weights, ranges and gates on every rank
   if (c.mode == Mode::PostTraining) net.set_weights_trainable(false);
 
   // The prior and the budget; an unreachable budget or a table that does not
-  // describe this network stops here, before any training.
+  // describe this network stops here, before any training. Every rank builds
+  // the same model from the same gates, so mu stays the same on every rank.
   if ((c.target_ms || c.target_rel_bops) && (c.mode == Mode::Fixed || c.mode == Mode::Float))
     throw std::invalid_argument(std::string("a budget needs learned gates, not --mode ") + mode_name(c.mode));
   CostModel cost_model(net, CostSetup{c.cost, c.cost_table, c.target_ms, c.target_rel_bops, c.budget_eta}, c.mu);
   log << "cost: " << cost_model.describe() << "\n";
 
-  std::filesystem::create_directories(c.out);
+  if (writer) std::filesystem::create_directories(c.out);
   const std::string log_csv = c.out + "/log.csv", bits_csv = c.out + "/bits.csv";
-  if (start_epoch == 0) {
+  if (writer && start_epoch == 0) {
     std::ofstream(log_csv) << "epoch,loss,ce,reg,train_acc,test_acc,rel_bops,seconds,cpu_seconds,phase,mu,expected_cost,cost,target,cost_unit\n";
     std::ofstream(bits_csv) << "epoch,quantizer,bits,kept,total,x_max\n";
   }
 
   const int total_epochs = c.epochs + c.finetune_epochs;
   const int64_t steps_per_epoch = (train.count + c.batch_size - 1) / c.batch_size;
-  const bool tty = c.progress && isatty(fileno(stderr));
+  const bool progress = c.progress && writer;
+  const bool tty = progress && isatty(fileno(stderr));
   TrainResult result;
   double secs_sum = 0;
   int secs_n = 0;
@@ -591,7 +616,7 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log) {
         nfold, describe("weights", ft_plan.weights), describe("ranges", ft_plan.ranges),
         ft_plan.schedule.to_string(), c.finetune_epochs * steps_per_epoch);
     if (at_switch) {
-      result.switch_accuracy = evaluate(net, test, 1000, nullptr);
+      result.switch_accuracy = evaluate(net, test, 1000, nullptr, pg.get());
       log << fmt::format("after the switch, before fine-tuning: test_acc {:.4f}\n", result.switch_accuracy);
     }
   };
@@ -655,19 +680,36 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log) {
       }
       er.lr_last = lr_w;
       er.lr_ranges_last = lr_r;
-      auto px = gather(train, order.data() + b, n, c.augment, rng);
-      auto x = preprocess(px.data(), n, graph.input);
-      auto y = labels_of(train, order.data() + b, n);
-      auto logits = net.forward(x);
+      // This rank's share of the global batch (all of it in a single process).
+      // A rank whose share is empty (a last batch smaller than the world)
+      // still runs one image, weighted 0, so that it draws the same gate
+      // samples as the others.
+      const Shard sh = pg ? shard_of(n, pg->size(), pg->rank()) : Shard{0, n};
+      const Shard run = sh.size() > 0 ? sh : Shard{0, 1};
+      auto px = gather(train, order.data() + b, n, c.augment, rng, run);
+      auto y = labels_of(train, order.data() + b + run.begin, run.size());
+      auto logits = net.forward(preprocess(px.data(), run.size(), graph.input));
       auto ce = at::cross_entropy_loss(logits, y);
       // gate_loss: the sum of the quantizers' regularizers, added once per batch
       // to the mean cross-entropy (train_epoch: loss = ce_loss + lmb * c_loss).
       at::Tensor reg = (!finetuning && mu > 0) ? cost_model.regularizer() : at::zeros({}, at::kFloat);
-      auto loss = ce + mu * reg;
+      // Distributed, the ranks' losses sum to the global batch's: the share of
+      // the mean cross-entropy, and the regularizer split evenly.
+      const double share = static_cast<double>(sh.size()) / static_cast<double>(n);
+      auto loss = pg ? ce * share + (mu / pg->size()) * reg : ce + mu * reg;
       if (opt_w) opt_w->zero_grad();
       if (opt_g) opt_g->zero_grad();
       if (opt_r) opt_r->zero_grad();
       loss.backward();
+      double lv = loss.item<double>(), cev = ce.item<double>();
+      int64_t batch_correct = sh.size() > 0 ? (logits.argmax(1) == y).sum().item<int64_t>() : 0;
+      if (pg) {  // one all-reduce: gradients, batch-norm statistics, the log's sums
+        std::vector<double> st{lv, cev * share, static_cast<double>(batch_correct)};
+        reduce_step(*pg, net, share, st, fmt::format("the gradient all-reduce of epoch {}, step {}", epoch + 1, steps + 1));
+        lv = st[0];
+        cev = st[1];
+        batch_correct = std::llround(st[2]);
+      }
       if (opt_w) opt_w->step();
       if (opt_g) opt_g->step();
       if (opt_r) {
@@ -675,17 +717,20 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log) {
         at::NoGradGuard ng;
         for (auto& r : net.range_parameters()) r.clamp_min_(1e-6);
       }
-      if (cost_model.has_budget() && !finetuning) mu = cost_model.update();  // dual step on the budget
-      const double lv = loss.item<double>();
+      // The dual step on the budget: its cost is a function of the gates
+      // alone, which every rank holds equal after the step, so every rank
+      // computes the same mu without communicating.
+      if (cost_model.has_budget() && !finetuning) mu = cost_model.update();
       if (!std::isfinite(lv)) throw std::runtime_error(fmt::format("loss became {} at epoch {}: lower the learning rates", lv, epoch + 1));
+      if (c.on_step) c.on_step(epoch, steps, net.export_tensors());
       sum_loss += lv * n;
-      sum_ce += ce.item<double>() * n;
+      sum_ce += cev * n;
       sum_reg += reg.item<double>() * n;
-      correct += (logits.argmax(1) == y).sum().item<int64_t>();
+      correct += batch_correct;
       seen += n;
       ++steps;
       const auto now = Clock::now();
-      if (c.progress && (std::chrono::duration<double>(now - last_print).count() > (tty ? 0.2 : 15.0) || seen == train.count)) {
+      if (progress && (std::chrono::duration<double>(now - last_print).count() > (tty ? 0.2 : 15.0) || seen == train.count)) {
         last_print = now;
         const double el = std::chrono::duration<double>(now - t0).count();
         const double frac = static_cast<double>(seen) / static_cast<double>(train.count);
@@ -699,7 +744,7 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log) {
         else std::cerr << line << "\n";
       }
     }
-    if (tty && c.progress) std::cerr << "\n";
+    if (tty) std::cerr << "\n";
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     const double cpu = cpu_seconds() - cpu0;
     er.epoch = epoch + 1;
@@ -710,7 +755,7 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log) {
     er.train_acc = static_cast<double>(correct) / std::max<int64_t>(seen, 1);
     er.seconds = secs;
     er.cpu_seconds = cpu;
-    er.test_acc = evaluate(net, test, 1000, nullptr);
+    er.test_acc = evaluate(net, test, 1000, nullptr, pg.get());
     const CostReport cr = compute_costs(graph, net.weight_bits(), net.act_bits(), net.keep_masks());
     er.rel_bops = cr.relative;
     er.mu = mu;
@@ -726,7 +771,7 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log) {
     log << fmt::format("  cost {:.5g} {} (expected {:.5g}){} mu {:.4g}\n", er.cost, cost_model.unit(), er.expected_cost,
                        cost_model.has_budget() ? fmt::format(" target {:.5g}", cost_model.target()) : std::string(), mu)
         << std::flush;
-    {
+    if (writer) {
       std::ofstream f(log_csv, std::ios::app);
       f << fmt::format("{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.8f},{:.2f},{:.2f},{},{:.6g},{:.8g},{:.8g},{},{}\n", er.epoch,
                        er.loss, er.ce, er.reg, er.train_acc, er.test_acc, er.rel_bops, secs, cpu,
@@ -742,7 +787,7 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log) {
                           k.empty() ? std::string("") : std::to_string(k.size()), q->range());
       }
     }
-    if (c.save_epochs) {
+    if (writer && c.save_epochs) {
       const std::string ck = c.out + "/epoch-" + std::to_string(er.epoch) + ".safetensors";
       save(net, c, ck, er.epoch, er.test_acc, er.rel_bops, bn_folded);
       save_train_state(ck, opt_w.get(), opt_g.get(), opt_r.get(), rng, finetuning);
@@ -753,20 +798,24 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log) {
 
   if (!finetuning && cost_model.has_budget() && !result.epochs.empty()) {  // no fine-tuning: project the final model
     project();
-    result.test_accuracy = evaluate(net, test, 1000, nullptr);
+    result.test_accuracy = evaluate(net, test, 1000, nullptr, pg.get());
     result.relative_bops = compute_costs(graph, net.weight_bits(), net.act_bits(), net.keep_masks()).relative;
   }
   if (result.epochs.empty()) {  // nothing to train (e.g. resumed at the end): evaluate as is
-    result.test_accuracy = evaluate(net, test, 1000, nullptr);
+    result.test_accuracy = evaluate(net, test, 1000, nullptr, pg.get());
     result.relative_bops = compute_costs(graph, net.weight_bits(), net.act_bits(), net.keep_masks()).relative;
   }
   result.seconds_per_epoch = secs_n ? secs_sum / secs_n : 0.0;
   result.cpu_seconds_per_epoch = secs_n ? result.cpu_seconds_per_epoch / secs_n : 0.0;
   result.cost = cost_model.deterministic();
   result.final_checkpoint = c.out + "/final.safetensors";
-  save(net, c, result.final_checkpoint, std::max(start_epoch, total_epochs), result.test_accuracy, result.relative_bops,
-       bn_folded);
-  save_train_state(result.final_checkpoint, opt_w.get(), opt_g.get(), opt_r.get(), rng, finetuning);
+  if (writer) {
+    save(net, c, result.final_checkpoint, std::max(start_epoch, total_epochs), result.test_accuracy,
+         result.relative_bops, bn_folded);
+    save_train_state(result.final_checkpoint, opt_w.get(), opt_g.get(), opt_r.get(), rng, finetuning);
+  }
+  // No rank finishes before rank 0 has written the final checkpoint.
+  if (pg) pg->barrier("the final barrier, after rank 0 wrote " + result.final_checkpoint);
   log << layer_table(compute_costs(graph, net.weight_bits(), net.act_bits(), net.keep_masks()));
   log << fmt::format("test accuracy {:.4f}, relative BOPs {:.4f}%, {:.1f} s ({:.1f} CPU s) per epoch\nwrote {}\n",
                      result.test_accuracy, 100 * result.relative_bops, result.seconds_per_epoch,

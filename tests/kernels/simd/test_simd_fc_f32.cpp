@@ -32,7 +32,8 @@ std::vector<const KernelInfo*> fc_f32_kernels() {
   const Isa machine = max_supported_isa(cpu_features());
   for (const auto& k : kernel_table())
     if (k.op == OpKind::FullyConnected && k.act_bits == 32 && k.isa != Isa::Reference &&
-        isa_at_most(k.isa, machine) && k.name.rfind("fc_w", 0) == 0 && k.name.find("a32_f32_avx") != std::string::npos)
+        isa_at_most(k.isa, machine) && k.name.rfind("fc_w", 0) == 0 && k.name.find("a32_f32_") != std::string::npos &&
+        k.name.find("onednn") == std::string::npos)
       out.push_back(&k);
   return out;
 }
@@ -77,8 +78,8 @@ FcDesc fc_desc(int64_t N, int64_t K, int64_t OC, int wbits) {
 
 TEST(SimdFcF32, KernelsRegistered) {
   const auto ks = fc_f32_kernels();
-  if (max_supported_isa(cpu_features()) == Isa::Reference) GTEST_SKIP() << "no AVX2 on this CPU";
-  // Every width at AVX2, and at AVX-512 when the CPU has it.
+  if (max_supported_isa(cpu_features()) == Isa::Reference) GTEST_SKIP() << "no SIMD level on this CPU";
+  // Every width at AVX2 (or NEON), and at AVX-512 too when the CPU has it.
   const size_t want = isa_at_most(Isa::AVX512, max_supported_isa(cpu_features())) ? 6 : 3;
   EXPECT_EQ(ks.size(), want);
   for (const auto* k : ks) {
@@ -208,15 +209,16 @@ TEST(SimdFcF32, ExtremeValues) {
 // The table prefers these kernels for the synthetic models' classifiers (float
 // input after the global average pool), under each ISA cap.
 TEST(SimdFcF32, ChosenForClassifiers) {
-  const Isa machine = max_supported_isa(cpu_features());
-  if (machine == Isa::Reference) GTEST_SKIP() << "no AVX2 on this CPU";
+  const std::vector<Isa> caps = testing::isa_caps();
+  if (caps.size() < 2) GTEST_SKIP() << "no SIMD level on this CPU";
   for (auto [K, OC] : {std::pair<int64_t, int64_t>{512, 1000}, {1280, 1000}})
     for (int b : {2, 4, 8})
-      for (Isa cap : {Isa::AVX2, Isa::AVX512, Isa::AVX512_VNNI}) {
-        if (!isa_at_most(cap, machine)) continue;
+      for (Isa cap : caps) {
+        if (cap == Isa::Reference) continue;
         FcDesc d = fc_desc(1, K, OC, b);
         d.out = {8, false, 0.05f};
-        const std::string want = "fc_w" + std::to_string(b) + "a32_f32_" + (cap == Isa::AVX2 ? "avx2" : "avx512");
+        const char* isa = cap == Isa::AVX2 ? "avx2" : isa_family(cap) == IsaFamily::Arm ? "neon" : "avx512";
+        const std::string want = "fc_w" + std::to_string(b) + "a32_f32_" + isa;
         const KernelChoice c = choose_kernel(d, cap);
         ASSERT_NE(c.info, nullptr);
         EXPECT_EQ(c.info->name, want) << describe(d) << " cap " << isa_name(cap) << ": "

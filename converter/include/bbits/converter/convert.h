@@ -66,7 +66,9 @@ struct ConvertReport {
   std::string output;            // path written
 };
 
-// Fills `writer` with the model of a (validated) checkpoint.
+// Fills `writer` with the model of a checkpoint: the passes of
+// bbits/converter/passes.h in their order (graph checks, gate decisions,
+// folding, quantization, channel removal, writing).
 ConvertReport build_model(const Checkpoint& ck, bbits::format::ModelWriter& writer,
                           const ConvertOptions& opts = {});
 

@@ -43,4 +43,11 @@ TensorMap read_pth_file(const std::string& path);
 Checkpoint import_reference(const TensorMap& state, const std::string& arch, const TensorMap* gates,
                             const std::string& source);
 
+// A checkpoint file as bbits-convert takes it, told apart by its first bytes:
+// a reference .pth (zip or legacy pickle) imported onto the `arch` template,
+// with the gates of `gates_from` when that is not empty; or a bbits
+// checkpoint (safetensors), which carries its own graph, so `arch` and
+// `gates_from` must be empty. Errors name the file.
+Checkpoint read_checkpoint_file(const std::string& path, const std::string& arch, const std::string& gates_from);
+
 }  // namespace bbits::converter

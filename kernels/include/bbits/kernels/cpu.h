@@ -8,8 +8,8 @@
 namespace bbits::kernels {
 
 struct CpuFeatures {
-  std::string vendor;  // "AuthenticAMD", "GenuineIntel", ...
-  std::string brand;   // processor brand string
+  std::string vendor;  // "AuthenticAMD", "GenuineIntel", ...; "arm64" on AArch64
+  std::string brand;   // processor brand string (x86); empty on AArch64
   // Instruction sets (cpuid), each already AND-ed with the OS support (XCR0)
   // of the register state it needs.
   bool sse42 = false, avx = false, avx2 = false, fma = false, f16c = false, bmi2 = false;
@@ -21,8 +21,11 @@ struct CpuFeatures {
   // AMX tile data usable by this process: the CPU has AMX and Linux granted
   // the permission (arch_prctl ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA).
   bool amx_permitted = false;
+  // AArch64 (getauxval AT_HWCAP / AT_HWCAP2): Advanced SIMD, its dot product
+  // (sdot / udot, HWCAP_ASIMDDP) and the int8 matrix multiply (HWCAP2_I8MM).
+  bool asimd = false, asimd_dp = false, i8mm = false;
 
-  // "avx2 fma avx512f avx512bw ... (no amx)"
+  // "avx2 fma avx512f avx512bw ... (no amx)"; "asimd asimddp" on AArch64
   std::string to_string() const;
 };
 
@@ -30,15 +33,23 @@ struct CpuFeatures {
 const CpuFeatures& cpu_features();
 
 // Highest ISA level the features allow:
-//   AVX2        avx2 + fma
-//   AVX512      + avx512 f, bw, vl, dq
-//   AVX512_VNNI + avx512_vnni
-//   AMX         + amx_tile, amx_int8 and the permission
+//   x86-64:  AVX2        avx2 + fma
+//            AVX512      + avx512 f, bw, vl, dq
+//            AVX512_VNNI + avx512_vnni
+//            AMX         + amx_tile, amx_int8 and the permission
+//   AArch64: NEON        asimd
+//            NEON_DOTPROD + asimd_dp
 Isa max_supported_isa(const CpuFeatures& f);
 
-// min(max_supported_isa(f), cap) where cap is parsed from `max_isa_env`
-// (the value of BBITS_MAX_ISA; nullptr or "" = no cap). Throws
-// std::invalid_argument naming the bad value and the accepted ones.
+// The architecture whose ladder applies to f: that of max_supported_isa(f),
+// or of the build target when f allows only the reference kernels.
+IsaFamily isa_family_of(const CpuFeatures& f);
+
+// min(max_supported_isa(f), cap) on f's ladder, where cap is parsed from
+// `max_isa_env` (the value of BBITS_MAX_ISA; nullptr or "" = no cap).
+// Throws std::invalid_argument naming the bad value and the levels this
+// architecture accepts (an unknown name, or a level of the other
+// architecture).
 Isa detect_isa(const CpuFeatures& f, const char* max_isa_env);
 
 // detect_isa(cpu_features(), getenv("BBITS_MAX_ISA")). Read on every call so

@@ -1,17 +1,7 @@
 // bbits — the kernel API: operator descriptors, the kernel table, kernel
 // choice. Free of oneDNN / xsimd / FlatBuffers: the runtime, the SIMD kernels,
-// the tests and the benchmarks all include only this.
-//
-// CHANGELOG (newest first; every change stays source compatible unless marked
-// BREAKING; owners of runtime/ and kernels/simd/ read this):
-//   v3  (2026-11-28 07:20) integer avg pool: exact division by the window
-//       count (avg_pool_divide(); the v2 form rounded ties wrongly for counts
-//       like 6 or 12). Added avg_pool_divide(). No other change.
-//   v2  (2026-11-28 06:55) BREAKING (nobody used it yet): integer add now
-//       follows docs/FORMAT.md: each input requantized on its own, then summed;
-//       AddRequant is {Requant a, b}. Avg pool rounds half away from zero
-//       (FORMAT.md). Semantics of everything else unchanged.
-//   v1  (2026-11-28 06:45) first version.
+// the tests and the benchmarks all include only this. kKernelApiVersion
+// counts source-incompatible changes.
 //
 // ---------------------------------------------------------------------------
 // Conventions (see also docs/FORMAT.md)
@@ -42,7 +32,7 @@
 // - Bias: bias_q (int32, as stored for integer layers) and/or bias_f (float).
 //   When only one is given the other is derived: bias_f = bias_q * s_w[oc] * s_in
 //   (a float side counts as scale 1), bias_q = bbits::quantize_bias(bias_f, ...).
-//   v4: an integer layer given bias_f also keeps the bias's sub-step part:
+//   An integer layer given bias_f also keeps the bias's sub-step part:
 //   out = clamp(apply_requant(acc + bias_q, R[oc], F[oc])) with
 //   F[oc] = bbits::bias_fraction(bias_f, s_w, s_in, bias_q, R[oc]) (quant.h).
 //   With only bias_q, F = 0.
@@ -64,19 +54,53 @@
 
 namespace bbits::kernels {
 
-inline constexpr int kKernelApiVersion = 3;
+inline constexpr int kKernelApiVersion = 4;
 
 class ThreadPool;  // thread_pool.h
 
-// ---- ISA levels (ordered: a cap at level L allows every level <= L) ---------
-enum class Isa : uint8_t { Reference = 0, AVX2 = 1, AVX512 = 2, AVX512_VNNI = 3, AMX = 4 };
-// "reference", "avx2", "avx512", "avx512_vnni", "amx"
+// ---- ISA levels ---------------------------------------------------------------
+// Each architecture has its own ladder above the portable reference kernels:
+//   x86-64:  Reference < AVX2 < AVX512 < AVX512_VNNI < AMX
+//   AArch64: Reference < NEON < NEON_DOTPROD
+// A cap (BBITS_MAX_ISA) means "at most this level on this architecture":
+// isa_at_most(isa, cap) holds when isa is Reference or on cap's ladder at or
+// below it; levels of the other architecture are never "at most" a cap.
+enum class Isa : uint8_t {
+  Reference = 0,
+  AVX2 = 1,
+  AVX512 = 2,
+  AVX512_VNNI = 3,
+  AMX = 4,
+  NEON = 5,
+  NEON_DOTPROD = 6,
+};
+enum class IsaFamily : uint8_t { Portable, X86, Arm };
+constexpr IsaFamily isa_family(Isa isa) {
+  return isa == Isa::Reference ? IsaFamily::Portable
+         : (isa == Isa::NEON || isa == Isa::NEON_DOTPROD) ? IsaFamily::Arm
+                                                          : IsaFamily::X86;
+}
+// Position on its architecture's ladder (Reference = 0).
+constexpr int isa_level(Isa isa) {
+  switch (isa) {
+    case Isa::Reference: return 0;
+    case Isa::AVX2: return 1;
+    case Isa::AVX512: return 2;
+    case Isa::AVX512_VNNI: return 3;
+    case Isa::AMX: return 4;
+    case Isa::NEON: return 1;
+    case Isa::NEON_DOTPROD: return 2;
+  }
+  return 0;
+}
+// "reference", "avx2", "avx512", "avx512_vnni", "amx", "neon", "neon_dotprod"
 const char* isa_name(Isa isa);
 // Inverse of isa_name (case-insensitive; also accepts "ref", "avx512vnni",
-// "avx512-vnni"); nullopt for anything else.
+// "avx512-vnni", "neondot", "neon-dotprod"); nullopt for anything else.
 std::optional<Isa> parse_isa(std::string_view text);
 constexpr bool isa_at_most(Isa isa, Isa cap) {
-  return static_cast<uint8_t>(isa) <= static_cast<uint8_t>(cap);
+  if (isa == Isa::Reference) return true;
+  return isa_family(isa) == isa_family(cap) && isa_level(isa) <= isa_level(cap);
 }
 
 // ---- operators -----------------------------------------------------------------

@@ -1,10 +1,11 @@
 // bbits — the SIMD kernels' hook into the kernel table, and their cost-model
 // calibration.
 //
-// The SIMD kernels (kernels/simd/) are compiled per ISA with per-file flags and
-// registered only as table entries: each says its Isa, and its supports()
-// also checks that this CPU has that ISA, so the table never offers a kernel
-// the machine cannot run. BBITS_MAX_ISA / candidates(desc, max_isa) cap them.
+// The SIMD kernel families (kernels/<family>/, listed in kernels/simd/families.cpp)
+// are compiled per ISA with per-file flags and registered only as table
+// entries: each says its Isa, and its supports() also checks that this CPU
+// has that ISA, so the table never offers a kernel the machine cannot run.
+// BBITS_MAX_ISA / candidates(desc, max_isa) cap them.
 #pragma once
 
 #include <string>
@@ -15,8 +16,7 @@
 
 namespace bbits::kernels {
 
-// Appends every SIMD kernel to the table (called once by table.cpp when
-// BBITS_HAVE_SIMD is defined).
+// Appends every SIMD kernel of this build to the table (called once by table.cpp).
 void register_simd_kernels(std::vector<KernelInfo>& table);
 
 // Cost-model calibration. Each SIMD kernel estimates

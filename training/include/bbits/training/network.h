@@ -83,6 +83,9 @@ class Net : public torch::nn::Module {
 
   // Checkpoint tensors in the contract's names (docs/CHECKPOINT.md).
   TensorMap export_tensors() const;
+  // The checkpoint of this network as the trainer writes it: its graph, the
+  // training facts (`bbits.training`) and export_tensors().
+  Checkpoint checkpoint(nlohmann::json training) const;
   // Loads the named tensors; every expected tensor must be present with its
   // shape, and no unknown tensor may be present. Marks all ranges initialised.
   void import_tensors(const Checkpoint& ck);

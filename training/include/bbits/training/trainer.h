@@ -3,12 +3,14 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <iosfwd>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "bbits/contract/zoo.h"
+#include "bbits/training/distributed.h"
 #include "bbits/training/schedule.h"
 
 namespace bbits::train {
@@ -75,6 +77,13 @@ struct TrainConfig {
   double width = 1.0;
   bool progress = true;
   bool save_epochs = true;  // OUT/epoch-N.safetensors
+  // Data-parallel training (docs/TRAINING.md, "Distributed runs"): rank 0
+  // alone writes OUT; --batch-size is the global batch, split over the ranks.
+  DistConfig dist;
+  // Called after every optimiser step with the epoch (0-based), the step
+  // within it and the network's checkpoint tensors (tests compare runs step
+  // by step with it).
+  std::function<void(int epoch, int64_t step, const contract::TensorMap& tensors)> on_step;
 
   // The initial log alpha of the gate for `bits` (4, 8, 16, 32; 2 = the pruning gate z2).
   double gate_init_for(int bits) const;
