@@ -194,3 +194,93 @@ TEST(LatencyPrior, ProjectionPutsTheModelOntoTheBudget) {
   }
   std::filesystem::remove(path);
 }
+
+namespace {
+
+// Every learned bit gate at `bits`; of every learned pruning gate the first
+// `kept_frac` of the channels kept (log alpha 5), the rest pruned (-5).
+void set_gates(Net& net, int bits, double kept_frac) {
+  at::NoGradGuard ng;
+  for (auto& [name, q] : net.quantizers()) {
+    if (!q->enabled()) continue;
+    if (q->bit_gates_learned()) {
+      q->log_alpha_4.fill_(bits >= 4 ? kGateOn : kGateOff);
+      q->log_alpha_8.fill_(bits >= 8 ? kGateOn : kGateOff);
+      q->log_alpha_16.fill_(bits >= 16 ? kGateOn : kGateOff);
+      q->log_alpha_32.fill_(bits >= 32 ? kGateOn : kGateOff);
+    }
+    if (q->prune_gates_learned()) {
+      auto a = q->log_alpha_2.accessor<float, 1>();
+      const int64_t n = q->log_alpha_2.size(0), k = std::max<int64_t>(1, static_cast<int64_t>(kept_frac * n));
+      for (int64_t c = 0; c < n; ++c) a[c] = c < k ? 5.0f : -5.0f;
+    }
+  }
+}
+
+}  // namespace
+
+// The projection's worth of a move: narrow steps are worth far more than wide
+// ones, and a channel of even a 512-channel layer more than a step beyond 8 bits.
+TEST(LatencyPrior, ProjectionWorthOfMoves) {
+  EXPECT_GT(bit_step_value(2, 4), bit_step_value(4, 8));
+  EXPECT_GT(bit_step_value(4, 8), bit_step_value(8, 16));
+  EXPECT_GT(bit_step_value(8, 16), bit_step_value(16, 32));
+  EXPECT_GT(bit_step_value(16, 32), 0.0);
+  EXPECT_DOUBLE_EQ(bit_step_value(4, 2), bit_step_value(2, 4));
+  EXPECT_NEAR(bit_step_value(2, 4), 1.0 / 9 - 1.0 / 225, 1e-15);
+  EXPECT_GT(channel_value(512), 100 * bit_step_value(8, 16));
+  EXPECT_DOUBLE_EQ(channel_value(64), 1.0 / 64);
+}
+
+// Reopening: with every layer at 8 bits and half its channels pruned, and a
+// budget that all channels at 8 bits meet, the projection restores channels
+// and does not widen any quantizer to 16 or 32 bits (the rule it replaced
+// reopened bit gates first). Closing: from the float network down to the cost
+// of every layer at 8 bits with all channels, it narrows the bit widths (the
+// steps beyond 8 bits are worth almost nothing) and prunes no channel.
+TEST(LatencyPrior, ProjectionPrefersChannelsToWideBits) {
+  const Graph g = make("lenet5");
+  const auto path = (std::filesystem::temp_directory_path() / "bbits_latency_test_projection_rule.json").string();
+  const CostTable t = curved_table(g);
+  t.save(path);
+  Net net(g, QuantSetup{});
+  set_gates(net, 8, 1.0);
+  const double all8 = ExpectedCost(net, t).deterministic();
+  CostSetup s;
+  s.cost = "latency";
+  s.table = path;
+  s.target_ms = all8 * 1e-3;
+  {
+    set_gates(net, 8, 0.5);
+    CostModel cm(net, s, 0.1);
+    ASSERT_LT(cm.deterministic(), *s.target_ms);
+    const Projection p = project_to_budget(net, cm);
+    EXPECT_EQ(p.closed, 0);
+    EXPECT_GT(p.opened, 0);
+    EXPECT_LE(p.after, *s.target_ms);
+    for (const auto& [name, q] : net.quantizers()) {
+      if (!q->enabled() || !q->regularized) continue;
+      if (q->bit_gates_learned()) EXPECT_EQ(q->bits(), 8) << name;
+      if (q->prune_gates_learned()) {
+        const auto k = q->keep();
+        EXPECT_EQ(std::count(k.begin(), k.end(), true), static_cast<int64_t>(k.size())) << name;
+      }
+    }
+  }
+  {
+    set_gates(net, 32, 1.0);
+    CostModel cm(net, s, 0.1);
+    ASSERT_GT(cm.deterministic(), *s.target_ms);
+    const Projection p = project_to_budget(net, cm);
+    EXPECT_LE(p.after, *s.target_ms);
+    for (const auto& [name, q] : net.quantizers()) {
+      if (!q->enabled() || !q->regularized) continue;
+      if (q->bit_gates_learned()) EXPECT_EQ(q->bits(), 8) << name;
+      if (q->prune_gates_learned()) {
+        const auto k = q->keep();
+        EXPECT_EQ(std::count(k.begin(), k.end(), true), static_cast<int64_t>(k.size())) << name;
+      }
+    }
+  }
+  std::filesystem::remove(path);
+}

@@ -29,9 +29,38 @@ double BudgetController::update(double cost) {
   // fast, since overshooting is nearly irreversible: a pruned channel's gate,
   // sampled at exactly 0, gets no gradient from the data to reopen it.
   const double r = std::log(std::max(cost, 1e-12 * target_) / target_);
-  const double step = r > 0 ? std::min(eta_ * r, eta_) : std::max(kRelease * eta_ * r, -kRelease * eta_);
+  double step = r > 0 ? std::min(eta_ * r, eta_) : std::max(kRelease * eta_ * r, -kRelease * eta_);
+  // Over budget but already falling fast towards it (the gates are moving):
+  // hold mu, so that it does not keep rising until the gates overshoot.
+  if (r > 0 && previous_ > 0 && cost > 0 && std::log(previous_ / cost) >= kHold * eta_) step = 0;
+  previous_ = cost;
   mu_ = std::clamp(mu_ * std::exp(step), mu_min_, mu_max_);
   return mu_;
+}
+
+BudgetSignal parse_budget_signal(const std::string& s) {
+  if (s == "deterministic") return BudgetSignal::Deterministic;
+  if (s == "expected") return BudgetSignal::Expected;
+  if (s == "min") return BudgetSignal::Min;
+  throw std::invalid_argument("--budget-signal must be deterministic, expected or min, not '" + s + "'");
+}
+
+const char* budget_signal_name(BudgetSignal s) {
+  switch (s) {
+    case BudgetSignal::Deterministic: return "deterministic";
+    case BudgetSignal::Expected: return "expected";
+    case BudgetSignal::Min: return "min";
+  }
+  return "?";
+}
+
+double budget_signal(BudgetSignal s, double expected, double deterministic) {
+  switch (s) {
+    case BudgetSignal::Deterministic: return deterministic;
+    case BudgetSignal::Expected: return expected;
+    case BudgetSignal::Min: return std::min(expected, deterministic);
+  }
+  return deterministic;
 }
 
 void check_budget(const std::string& what, double target, double lo, double hi, const std::string& unit) {

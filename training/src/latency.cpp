@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <tuple>
 
 #include "bbits/format/cost.h"
 #include "bbits/format/quant.h"
@@ -179,6 +180,7 @@ CostModel::CostModel(const Net& net, const CostSetup& s, double mu0) : net_(net)
   }
   bops_ = std::make_unique<ExpectedCost>(net, bop_cost_table(net.graph()));
   mu_ = mu0;
+  signal_ = parse_budget_signal(s.signal);
   if (latency_budget_) {
     check_budget(fmt::format("--target-ms {:g}", *s.target_ms), *s.target_ms, time_->lowest() * 1e-3,
                  t_full_us_ * 1e-3, "ms on the cost table");
@@ -208,7 +210,11 @@ double CostModel::deterministic() const {
 }
 
 double CostModel::update() {
-  if (controller_) mu_ = controller_->update(deterministic());
+  if (controller_) {
+    const double e = signal_ == BudgetSignal::Deterministic ? 0.0 : expected();
+    const double d = signal_ == BudgetSignal::Expected ? 0.0 : deterministic();
+    mu_ = controller_->update(budget_signal(signal_, e, d));
+  }
   return mu_;
 }
 
@@ -216,40 +222,95 @@ std::string CostModel::describe() const {
   std::string s = latency_ ? fmt::format("latency prior (100 x E[T] / {:.1f} us of the unquantized network)", t_full_us_)
                            : std::string("BOP prior");
   if (controller_)
-    s += fmt::format(", budget {:g} {} (mu adapted from {:g})", controller_->target(), unit(), controller_->mu());
+    s += fmt::format(", budget {:g} {} (mu adapted from {:g} on the {} cost)", controller_->target(), unit(),
+                     controller_->mu(), budget_signal_name(signal_));
   return s;
 }
 
 namespace {
+// The relative error variance of a b-bit grid (0 for float32).
+double grid_error(int bits) {
+  if (bits >= 32) return 0.0;
+  const double levels = std::ldexp(1.0, bits) - 1.0;
+  return 1.0 / (levels * levels);
+}
+}  // namespace
 
-// One gate decision the projection can flip: element `index` of `la`.
-// Reopening a bit gate also closes the one above it (`next`), so that the
-// width grows by one step even when that gate was on behind a closed one.
-struct GateRef {
-  at::Tensor la;
-  int64_t index = 0;
-  at::Tensor next;  // bit gates: the gate above (undefined for z32 and pruning gates)
-  float value() const { return la.data_ptr<float>()[index]; }
-  void set(float v) const { la.data_ptr<float>()[index] = v; }
+double bit_step_value(int from_bits, int to_bits) { return std::abs(grid_error(from_bits) - grid_error(to_bits)); }
+
+double channel_value(int64_t channels) { return 1.0 / static_cast<double>(std::max<int64_t>(channels, 1)); }
+
+namespace {
+
+int next_wider(int b) { return b >= 32 ? 32 : b * 2; }
+int next_narrower(int b) { return b <= 2 ? 2 : b / 2; }
+
+// One gate decision the projection can flip: the gates it writes (log alpha
+// elements) and what the flip is worth in the accuracy proxy.
+struct Move {
+  struct Write {
+    at::Tensor la;
+    int64_t index;
+    float value, old;
+  };
+  std::vector<Write> writes;
+  double value = 0;   // proxy gained (reopening) or lost (closing), times the gate's confidence
+  bool wide = false;  // reopening to 16 or 32 bits
+  void apply() const {
+    for (const auto& w : writes) w.la.data_ptr<float>()[w.index] = w.value;
+  }
+  void undo() const {
+    for (auto it = writes.rbegin(); it != writes.rend(); ++it) it->la.data_ptr<float>()[it->index] = it->old;
+  }
 };
 
-// kinds: 1 bit gates, 2 pruning gates, 3 both.
-std::vector<GateRef> candidates(const Net& net, bool closing, int kinds = 3) {
-  std::vector<GateRef> r;
+float at_index(const at::Tensor& la, int64_t i) { return la.data_ptr<float>()[i]; }
+double confidence(float la) { return std::max(1.0 - bbits::gate_prob_zero(la), 0.01); }
+
+// The moves of one quantizer: one bit-width step (the widest open bit gate
+// closed, or the gate above it opened with the one above that closed, so that
+// the width moves by exactly one step) and one channel (the least confident
+// kept channel, never the last, or the most confident pruned one).
+std::vector<Move> moves(const Net& net, bool closing) {
+  std::vector<Move> r;
   for (const auto& [name, q] : net.quantizers()) {
     if (!q->enabled() || !q->regularized) continue;
-    if ((kinds & 1) && q->bit_gates_learned()) {
+    const int b = q->bits();  // 2, 4, 8, 16, 32
+    if (q->bit_gates_learned()) {
       const at::Tensor las[4] = {q->log_alpha_4, q->log_alpha_8, q->log_alpha_16, q->log_alpha_32};
-      const int b = q->bits();  // 2, 4, 8, 16, 32
       const int open = b == 2 ? -1 : b == 4 ? 0 : b == 8 ? 1 : b == 16 ? 2 : 3;  // widest open gate
-      if (closing && open >= 0) r.push_back({las[open], 0});
-      if (!closing && open < 3) r.push_back({las[open + 1], 0, open + 2 <= 3 ? las[open + 2] : at::Tensor()});
+      if (closing && open >= 0) {
+        Move m;
+        m.writes.push_back({las[open], 0, static_cast<float>(kGateOff), at_index(las[open], 0)});
+        m.value = confidence(at_index(las[open], 0)) * bit_step_value(b, next_narrower(b));
+        r.push_back(std::move(m));
+      }
+      if (!closing && open < 3) {
+        Move m;
+        m.writes.push_back({las[open + 1], 0, static_cast<float>(kGateOn), at_index(las[open + 1], 0)});
+        if (open + 2 <= 3) m.writes.push_back({las[open + 2], 0, static_cast<float>(kGateOff), at_index(las[open + 2], 0)});
+        m.value = confidence(at_index(las[open + 1], 0)) * bit_step_value(b, next_wider(b));
+        m.wide = next_wider(b) >= 16;
+        r.push_back(std::move(m));
+      }
     }
-    if ((kinds & 2) && q->prune_gates_learned()) {
+    if (q->prune_gates_learned()) {
       const auto keep = q->keep();
       const int64_t kept = std::count(keep.begin(), keep.end(), true);
-      for (size_t c = 0; c < keep.size(); ++c)
-        if (keep[c] == closing && (!closing || kept > 1)) r.push_back({q->log_alpha_2, static_cast<int64_t>(c)});
+      if (closing && kept <= 1) continue;
+      int64_t best = -1;
+      for (size_t c = 0; c < keep.size(); ++c) {
+        if (keep[c] != closing) continue;
+        const float v = at_index(q->log_alpha_2, static_cast<int64_t>(c));
+        if (best < 0 || (closing ? v < at_index(q->log_alpha_2, best) : v > at_index(q->log_alpha_2, best)))
+          best = static_cast<int64_t>(c);
+      }
+      if (best < 0) continue;
+      Move m;
+      const float old = at_index(q->log_alpha_2, best);
+      m.writes.push_back({q->log_alpha_2, best, static_cast<float>(closing ? kGateOff : kGateOn), old});
+      m.value = confidence(old) * channel_value(static_cast<int64_t>(keep.size()));
+      r.push_back(std::move(m));
     }
   }
   return r;
@@ -263,40 +324,57 @@ Projection project_to_budget(Net& net, const CostModel& cost) {
   Projection p;
   const double target = cost.target();
   p.before = p.after = cost.deterministic();
-  // Close the least confident open gates until the model is within the budget.
+  // Over budget: close what loses the least proxy per unit of cost saved.
   while (p.after > target) {
-    auto c = candidates(net, true);
-    if (c.empty()) break;
-    const auto it = std::min_element(c.begin(), c.end(), [](const GateRef& a, const GateRef& b) { return a.value() < b.value(); });
-    it->set(static_cast<float>(kGateOff));
-    ++p.closed;
-    p.after = cost.deterministic();
-  }
-  // Reopen the most confident closed gates while that keeps the model within it.
-  // Passes over the closed gates (a reopened bit gate makes the next one a
-  // candidate) until one reopens nothing: bit gates first (coarse steps),
-  // then pruning gates (one channel each) to fill up to the target.
-  for (int kinds : {1, 2})
-  for (bool more = true; more && p.after < 0.95 * target;) {
-    more = false;
-    auto c = candidates(net, false, kinds);
-    std::sort(c.begin(), c.end(), [](const GateRef& a, const GateRef& b) { return a.value() > b.value(); });
-    for (const GateRef& g : c) {
-      if (p.after >= 0.95 * target) break;
-      const float old = g.value();
-      const float old_next = g.next.defined() ? g.next.item<float>() : 0.0f;
-      g.set(static_cast<float>(kGateOn));
-      if (g.next.defined()) g.next.fill_(static_cast<float>(kGateOff));
+    const Move* best = nullptr;
+    double best_score = 0, best_cost = 0;
+    const auto c = moves(net, true);
+    for (const Move& m : c) {
+      m.apply();
       const double now = cost.deterministic();
-      if (now <= target) {
-        p.after = now;
-        ++p.opened;
-        more = true;
-      } else {
-        g.set(old);
-        if (g.next.defined()) g.next.fill_(old_next);
+      m.undo();
+      const double saved = p.after - now;
+      if (!(saved > 0)) continue;  // closing it would not make the model cheaper
+      const double score = m.value / saved;
+      if (!best || score < best_score) {
+        best = &m;
+        best_score = score;
+        best_cost = now;
       }
     }
+    if (!best) break;
+    best->apply();
+    ++p.closed;
+    p.after = best_cost;
+  }
+  // Under budget: reopen what gains the most proxy per unit of cost, among
+  // the moves that keep the model within the budget (a move that costs
+  // nothing or saves comes first); a step to 16 or 32 bits only when no
+  // channel and no step up to 8 bits fits.
+  for (;;) {
+    // Ranked by (not to 16/32 bits, costs nothing, worth per unit of cost or,
+    // for a move that costs nothing, worth).
+    const Move* best = nullptr;
+    std::tuple<bool, bool, double> best_key{false, false, 0.0};
+    double best_cost = 0;
+    const auto c = moves(net, false);
+    for (const Move& m : c) {
+      m.apply();
+      const double now = cost.deterministic();
+      m.undo();
+      if (now > target) continue;
+      const double extra = now - p.after;
+      const std::tuple<bool, bool, double> key{!m.wide, extra <= 0, extra <= 0 ? m.value : m.value / extra};
+      if (!best || key > best_key) {
+        best = &m;
+        best_key = key;
+        best_cost = now;
+      }
+    }
+    if (!best) break;
+    best->apply();
+    ++p.opened;
+    p.after = best_cost;
   }
   return p;
 }

@@ -502,8 +502,8 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log_out) {
     log << fmt::format("distributed: {} ranks (Gloo), rendezvous at {}:{}; global batch {}, about {} per rank\n",
                        pg->size(), c.dist.master_addr, c.dist.master_port, c.batch_size, c.batch_size / pg->size());
 
-  const ImageSet train = load_split(c.dataset, c.data_dir, "train", c.train_limit);
-  const ImageSet test = load_split(c.dataset, c.data_dir, "test", c.test_limit);
+  const ImageSet train = pad(load_split(c.dataset, c.data_dir, "train", c.train_limit), c.pad);
+  const ImageSet test = pad(load_split(c.dataset, c.data_dir, "test", c.test_limit), c.pad);
   const std::vector<int64_t> input_shape{train.channels, train.rows, train.cols};
   ModeSetup ms = mode_setup(c, input_shape);
   Graph graph = contract::make_graph(c.model, ms.model);
@@ -558,7 +558,7 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log_out) {
   // the same model from the same gates, so mu stays the same on every rank.
   if ((c.target_ms || c.target_rel_bops) && (c.mode == Mode::Fixed || c.mode == Mode::Float))
     throw std::invalid_argument(std::string("a budget needs learned gates, not --mode ") + mode_name(c.mode));
-  CostModel cost_model(net, CostSetup{c.cost, c.cost_table, c.target_ms, c.target_rel_bops, c.budget_eta}, c.mu);
+  CostModel cost_model(net, CostSetup{c.cost, c.cost_table, c.target_ms, c.target_rel_bops, c.budget_eta, c.budget_signal}, c.mu);
   log << "cost: " << cost_model.describe() << "\n";
 
   if (writer) std::filesystem::create_directories(c.out);
@@ -834,6 +834,9 @@ double run_eval(const EvalConfig& c, std::ostream& log) {
   Net net(g, q);
   net.import_tensors(ck);
   ImageSet test = load_split(c.dataset, c.data_dir, "test", c.limit);
+  // A model trained on padded images (--pad) gets them padded the same way.
+  const int64_t extra = g.input.shape.size() == 3 ? g.input.shape[1] - test.rows : 0;
+  if (extra > 0 && extra % 2 == 0 && g.input.shape[2] - test.cols == extra) test = pad(test, extra / 2);
   if (test.channels != g.input.shape[0] || test.rows != g.input.shape[1] || test.cols != g.input.shape[2])
     throw std::invalid_argument("dataset images do not match the model input shape");
   std::vector<float> logits;

@@ -3,9 +3,10 @@
 // Lagrangian L = CE + mu (cost - target), in a multiplicative form
 //   mu <- clamp(mu * exp(s), mu_min, mu_max),  r = ln(cost / target),
 //   s = min(eta r, eta) over budget, max(10 eta r, -10 eta) under it,
-// so that mu stays positive, grows slowly while the deterministic-gate model
-// costs more than the budget and is released quickly once it costs less.
-// Torch-free.
+//   s = 0 over budget while the cost falls by at least eta / 10 in log per step,
+// so that mu stays positive, grows slowly while the model costs more than the
+// budget and is released quickly once it costs less. The cost it sees is the
+// budget signal (BudgetSignal). Torch-free.
 #pragma once
 
 #include <stdexcept>
@@ -25,12 +26,26 @@ class BudgetController {
   // One dual step with the current cost; returns the new mu.
   double update(double cost);
   static constexpr double kRelease = 10.0;  // how much faster mu falls than it rises
+  static constexpr double kHold = 0.1;      // over budget, mu holds while ln(previous / cost) >= kHold x eta
   double mu() const { return mu_; }
   double target() const { return target_; }
 
  private:
   double target_, mu_, eta_, mu_min_, mu_max_;
+  double previous_ = -1.0;  // the cost of the last update (< 0: none yet)
 };
+
+// What the controller sees as "the cost": the deterministic-gate model's
+// (moves in steps, only when a gate crosses its threshold), the expected cost
+// under the gate distributions (smooth, moves with every gate), or the lower
+// of the two (`min`, the default): the expected cost while the gates close
+// (it falls before any gate crosses, so mu stops rising and is released
+// before the crossing), the deterministic one once it is lower (an overshoot
+// releases mu at once).
+enum class BudgetSignal { Deterministic, Expected, Min };
+BudgetSignal parse_budget_signal(const std::string& s);  // "deterministic" | "expected" | "min"; else invalid_argument
+const char* budget_signal_name(BudgetSignal s);
+double budget_signal(BudgetSignal s, double expected, double deterministic);
 
 // A budget that the network cannot meet: below what every learnable gate
 // closed (2 bits, all prunable channels but one pruned) reaches, or above the

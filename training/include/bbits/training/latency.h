@@ -57,6 +57,7 @@ struct CostSetup {
   std::string table;           // --cost-table
   std::optional<double> target_ms, target_rel_bops;
   double eta = 0.02;           // --budget-eta
+  std::string signal = "min";  // --budget-signal (BudgetSignal)
 };
 
 // The regularizer the trainer adds (mu x regularizer()), the costs it logs and
@@ -80,7 +81,8 @@ class CostModel {
   bool has_budget() const { return controller_.has_value(); }
   double target() const { return controller_ ? controller_->target() : 0.0; }
   double mu() const { return mu_; }
-  // One dual step after an optimiser step (budgets only); returns mu.
+  // One dual step after an optimiser step (budgets only) on the budget
+  // signal of expected() and deterministic(); returns mu.
   double update();
   std::string describe() const;
 
@@ -90,19 +92,26 @@ class CostModel {
   std::unique_ptr<ExpectedCost> time_, bops_;
   double t_full_us_ = 1.0;
   double mu_ = 0.0;
+  BudgetSignal signal_ = BudgetSignal::Min;
   std::optional<BudgetController> controller_;
 };
 
 // The end of the gated phase with a budget: the deterministic-gate model is
-// moved onto the budget by its least confident gate decisions. While it costs
-// more than the target, the learned gate with the lowest log alpha among the
-// open ones that can close (a pruning gate of a kept channel, never a layer's
-// last; the widest open bit gate of a quantizer) is closed (log alpha -20).
-// Then, while it costs less than 95% of the target, closed gates are
-// reopened, highest log alpha first, each kept only if the model stays within
-// the target: bit gates first (one width step: the gate above is closed),
-// then pruning gates (one channel each), in passes until a pass reopens
-// nothing (log alpha +20).
+// moved onto the budget greedily by cost-effectiveness (docs/TRAINING.md,
+// "The projection"). Each move flips one gate decision: one bit-width step of
+// a quantizer (closing its widest open bit gate, or opening the one above) or
+// one output channel (pruning the least confident kept channel, never a
+// layer's last, or restoring the most confident pruned one). A move is worth
+// its accuracy proxy times the gate's confidence P(on) (at least 0.01): a
+// bit step b -> b' is worth |e(b) - e(b')| with e(b) = 1 / (2^b - 1)^2 (the
+// grid's relative error variance; e(32) = 0), a channel of a layer with C
+// outputs 1 / C. While the model costs more than the target, the move that
+// loses the least worth per unit of cost saved is made; then, while any move
+// keeps it within the target, the move that gains the most worth per unit of
+// cost (moves that cost nothing first; steps to 16 or 32 bits only when
+// nothing else fits).
+double bit_step_value(int from_bits, int to_bits);
+double channel_value(int64_t channels);
 struct Projection {
   double before = 0, after = 0;  // deterministic cost, budget unit
   int closed = 0, opened = 0;

@@ -39,6 +39,7 @@ struct TrainConfig {
   std::string cost_table;
   std::optional<double> target_ms, target_rel_bops;  // ms on the table; percent relative BOPs
   double budget_eta = 0.02;        // dual step of log mu per unit of relative excess cost
+  std::string budget_signal = "min";  // the cost the controller sees: deterministic | expected | min
   int epochs = 30;
   int finetune_epochs = 0;
   int64_t batch_size = 128;
@@ -73,6 +74,7 @@ struct TrainConfig {
   int threads = 2;
   int64_t calib_images = 256;
   int64_t train_limit = -1, test_limit = -1;  // use the first N images
+  int64_t pad = 0;                             // zero pixels added on each side of every image (28x28 + 2 x 2 = 32x32)
   bool augment = false;
   double width = 1.0;
   bool progress = true;
