@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <random>
@@ -172,6 +173,39 @@ TEST(LatencyPrior, CostModelRejectsUnreachableBudgetsAndMissingTables) {
   std::filesystem::remove(path);
 }
 
+// How many single steps up (a quantizer's next bit width, one pruned channel
+// of a layer) would keep the model within the budget.
+static int steps_that_fit(Net& net, const CostModel& cm) {
+  at::NoGradGuard ng;
+  int fit = 0;
+  for (auto& [name, q] : net.quantizers()) {
+    if (!q->enabled() || !q->regularized) continue;
+    std::vector<at::Tensor> saved;
+    for (const auto& g : q->gate_parameters()) saved.push_back(g.clone());
+    const int b = q->bits();
+    if (q->bit_gates_learned() && b < 32) {
+      at::Tensor las[4] = {q->log_alpha_4, q->log_alpha_8, q->log_alpha_16, q->log_alpha_32};
+      const int next = b == 2 ? 0 : b == 4 ? 1 : b == 8 ? 2 : 3;
+      las[next].fill_(kGateOn);
+      if (next < 3) las[next + 1].fill_(kGateOff);
+      EXPECT_EQ(q->bits(), 2 * b) << name;
+      fit += cm.deterministic() <= cm.target();
+    }
+    const auto gp = q->gate_parameters();
+    for (size_t i = 0; i < gp.size(); ++i) gp[i].copy_(saved[i]);
+    if (q->prune_gates_learned()) {
+      const auto k = q->keep();
+      const auto it = std::find(k.begin(), k.end(), false);
+      if (it != k.end()) {
+        q->log_alpha_2[it - k.begin()].fill_(kGateOn);
+        fit += cm.deterministic() <= cm.target();
+        for (size_t i = 0; i < gp.size(); ++i) gp[i].copy_(saved[i]);
+      }
+    }
+  }
+  return fit;
+}
+
 TEST(LatencyPrior, ProjectionPutsTheModelOntoTheBudget) {
   const Graph g = make("lenet5");
   const auto path = (std::filesystem::temp_directory_path() / "bbits_latency_test_projection.json").string();
@@ -189,7 +223,9 @@ TEST(LatencyPrior, ProjectionPutsTheModelOntoTheBudget) {
     const Projection p = project_to_budget(net, cm);
     EXPECT_NEAR(p.after, cm.deterministic(), 1e-12);
     EXPECT_LE(p.after, *s.target_ms) << frac;
-    EXPECT_GE(p.after, 0.95 * *s.target_ms) << frac << " before " << p.before << " closed " << p.closed << " opened " << p.opened;
+    // Within 5% below the budget, or no single step fits any more (here: the
+    // remaining steps are float32 layers the budget cannot pay for).
+    if (p.after < 0.95 * *s.target_ms) EXPECT_EQ(steps_that_fit(net, cm), 0) << frac;
     EXPECT_GT(p.closed + p.opened, 0) << p.before << " " << p.closed << " " << p.opened;
   }
   std::filesystem::remove(path);

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <map>
 #include <tuple>
+#include <utility>
 
 #include "bbits/format/cost.h"
 #include "bbits/format/quant.h"
@@ -318,63 +319,126 @@ std::vector<Move> moves(const Net& net, bool closing) {
 
 }  // namespace
 
+namespace {
+
+// Every gate of the network, to try a sequence of moves and take it back.
+std::vector<std::pair<at::Tensor, at::Tensor>> snapshot(const Net& net) {
+  std::vector<std::pair<at::Tensor, at::Tensor>> r;
+  for (const auto& [name, q] : net.quantizers())
+    for (const at::Tensor& g : q->gate_parameters()) r.emplace_back(g, g.clone());
+  return r;
+}
+void restore(const std::vector<std::pair<at::Tensor, at::Tensor>>& s) {
+  for (const auto& [g, v] : s) g.copy_(v);
+}
+
+// The cheapest move in worth per unit of cost saved (closing) or the best in
+// worth per unit of cost added that fits within `target` (reopening).
+struct Choice {
+  const Move* move = nullptr;
+  double cost = 0;
+};
+Choice best_closing(const std::vector<Move>& c, const CostModel& cost, double now) {
+  Choice best;
+  double best_score = 0;
+  for (const Move& m : c) {
+    m.apply();
+    const double after = cost.deterministic();
+    m.undo();
+    const double saved = now - after;
+    if (!(saved > 0)) continue;  // closing it would not make the model cheaper
+    const double score = m.value / saved;
+    if (!best.move || score < best_score) {
+      best = {&m, after};
+      best_score = score;
+    }
+  }
+  return best;
+}
+Choice best_reopening(const std::vector<Move>& c, const CostModel& cost, double now, double target) {
+  // Ranked by (not to 16/32 bits, costs nothing, worth per unit of cost or,
+  // for a move that costs nothing, worth).
+  Choice best;
+  std::tuple<bool, bool, double> best_key{false, false, 0.0};
+  for (const Move& m : c) {
+    m.apply();
+    const double after = cost.deterministic();
+    m.undo();
+    if (after > target) continue;
+    const double extra = after - now;
+    const std::tuple<bool, bool, double> key{!m.wide, extra <= 0, extra <= 0 ? m.value : m.value / extra};
+    if (!best.move || key > best_key) {
+      best = {&m, after};
+      best_key = key;
+    }
+  }
+  return best;
+}
+
+}  // namespace
+
 Projection project_to_budget(Net& net, const CostModel& cost) {
   if (!cost.has_budget()) throw std::logic_error("project_to_budget: no budget");
   at::NoGradGuard ng;
   Projection p;
   const double target = cost.target();
   p.before = p.after = cost.deterministic();
-  // Over budget: close what loses the least proxy per unit of cost saved.
-  while (p.after > target) {
-    const Move* best = nullptr;
-    double best_score = 0, best_cost = 0;
-    const auto c = moves(net, true);
-    for (const Move& m : c) {
-      m.apply();
-      const double now = cost.deterministic();
-      m.undo();
-      const double saved = p.after - now;
-      if (!(saved > 0)) continue;  // closing it would not make the model cheaper
-      const double score = m.value / saved;
-      if (!best || score < best_score) {
-        best = &m;
-        best_score = score;
-        best_cost = now;
-      }
+  // Closes the cheapest moves until the model is within the budget; returns
+  // the worth lost.
+  auto close_to_target = [&](int& closed) {
+    double lost = 0;
+    while (p.after > target) {
+      const auto c = moves(net, true);
+      const Choice b = best_closing(c, cost, p.after);
+      if (!b.move) break;
+      b.move->apply();
+      lost += b.move->value;
+      ++closed;
+      p.after = b.cost;
     }
-    if (!best) break;
-    best->apply();
-    ++p.closed;
-    p.after = best_cost;
-  }
-  // Under budget: reopen what gains the most proxy per unit of cost, among
-  // the moves that keep the model within the budget (a move that costs
-  // nothing or saves comes first); a step to 16 or 32 bits only when no
-  // channel and no step up to 8 bits fits.
-  for (;;) {
-    // Ranked by (not to 16/32 bits, costs nothing, worth per unit of cost or,
-    // for a move that costs nothing, worth).
-    const Move* best = nullptr;
-    std::tuple<bool, bool, double> best_key{false, false, 0.0};
-    double best_cost = 0;
-    const auto c = moves(net, false);
-    for (const Move& m : c) {
-      m.apply();
-      const double now = cost.deterministic();
-      m.undo();
-      if (now > target) continue;
-      const double extra = now - p.after;
-      const std::tuple<bool, bool, double> key{!m.wide, extra <= 0, extra <= 0 ? m.value : m.value / extra};
-      if (!best || key > best_key) {
-        best = &m;
-        best_key = key;
-        best_cost = now;
-      }
+    return lost;
+  };
+  // Reopens the best moves that fit until none does.
+  auto fill = [&] {
+    for (;;) {
+      const auto c = moves(net, false);
+      const Choice b = best_reopening(c, cost, p.after, target);
+      if (!b.move) break;
+      b.move->apply();
+      ++p.opened;
+      p.after = b.cost;
     }
-    if (!best) break;
-    best->apply();
-    ++p.opened;
-    p.after = best_cost;
+  };
+  close_to_target(p.closed);
+  fill();
+  // Exchanges: a step up to 8 bits that does not fit is taken if closing the
+  // cheapest moves to make room for it loses less worth than it gains (a
+  // wide layer's few channels for a 2-bit layer's next width, say); then the
+  // budget is filled again. At most 64 exchanges.
+  for (int exchanges = 0; exchanges < 64;) {
+    auto c = moves(net, false);
+    std::sort(c.begin(), c.end(), [](const Move& a, const Move& b) { return a.value > b.value; });
+    bool taken = false;
+    for (const Move& m : c) {
+      if (m.wide) continue;
+      const auto saved = snapshot(net);
+      const double before = p.after;
+      m.apply();
+      p.after = cost.deterministic();
+      int closed = 0;
+      const double lost = close_to_target(closed);
+      if (p.after <= target && m.value > lost * (1.0 + 1e-9)) {
+        ++p.opened;
+        p.closed += closed;
+        taken = true;
+        break;
+      }
+      restore(saved);
+      p.after = before;
+    }
+    if (!taken) break;
+    ++exchanges;
+    fill();
   }
   return p;
 }

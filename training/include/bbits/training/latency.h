@@ -109,7 +109,9 @@ class CostModel {
 // loses the least worth per unit of cost saved is made; then, while any move
 // keeps it within the target, the move that gains the most worth per unit of
 // cost (moves that cost nothing first; steps to 16 or 32 bits only when
-// nothing else fits).
+// nothing else fits); then exchanges: a step up to 8 bits that does not fit,
+// with the cheapest closings that make room for it, when they lose less
+// worth than it gains.
 double bit_step_value(int from_bits, int to_bits);
 double channel_value(int64_t channels);
 struct Projection {
