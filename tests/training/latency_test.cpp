@@ -253,6 +253,17 @@ void set_gates(Net& net, int bits, double kept_frac) {
   }
 }
 
+void expect_8_bits_and_every_channel(const Net& net) {
+  for (const auto& [name, q] : net.quantizers()) {
+    if (!q->enabled() || !q->regularized) continue;
+    if (q->bit_gates_learned()) EXPECT_EQ(q->bits(), 8) << name;
+    if (q->prune_gates_learned()) {
+      const auto k = q->keep();
+      EXPECT_EQ(std::count(k.begin(), k.end(), true), static_cast<int64_t>(k.size())) << name;
+    }
+  }
+}
+
 }  // namespace
 
 // The projection's worth of a move: narrow steps are worth far more than wide
@@ -294,14 +305,7 @@ TEST(LatencyPrior, ProjectionPrefersChannelsToWideBits) {
     EXPECT_EQ(p.closed, 0);
     EXPECT_GT(p.opened, 0);
     EXPECT_LE(p.after, *s.target_ms);
-    for (const auto& [name, q] : net.quantizers()) {
-      if (!q->enabled() || !q->regularized) continue;
-      if (q->bit_gates_learned()) EXPECT_EQ(q->bits(), 8) << name;
-      if (q->prune_gates_learned()) {
-        const auto k = q->keep();
-        EXPECT_EQ(std::count(k.begin(), k.end(), true), static_cast<int64_t>(k.size())) << name;
-      }
-    }
+    expect_8_bits_and_every_channel(net);
   }
   {
     set_gates(net, 32, 1.0);
@@ -309,14 +313,7 @@ TEST(LatencyPrior, ProjectionPrefersChannelsToWideBits) {
     ASSERT_GT(cm.deterministic(), *s.target_ms);
     const Projection p = project_to_budget(net, cm);
     EXPECT_LE(p.after, *s.target_ms);
-    for (const auto& [name, q] : net.quantizers()) {
-      if (!q->enabled() || !q->regularized) continue;
-      if (q->bit_gates_learned()) EXPECT_EQ(q->bits(), 8) << name;
-      if (q->prune_gates_learned()) {
-        const auto k = q->keep();
-        EXPECT_EQ(std::count(k.begin(), k.end(), true), static_cast<int64_t>(k.size())) << name;
-      }
-    }
+    expect_8_bits_and_every_channel(net);
   }
   std::filesystem::remove(path);
 }
