@@ -59,9 +59,10 @@ std::vector<int> act_grid(const Graph& g, const Node& n) {
   return {2, 4, 8, 16, 32};
 }
 
-kernels::QuantInfo out_grid(const Node& n) {
-  if (!n.act_quant) return {32, true, 1.0f};
-  return {8, n.act_signed, kScale};
+// A node's output grid: its quantizer at `bits` (float at 32), float without one.
+kernels::QuantInfo out_grid(const Node& n, int bits = 8) {
+  if (!n.act_quant || bits == 32) return {32, true, 1.0f};
+  return {bits, n.act_signed, kScale};
 }
 
 // Kernel, stride and symmetric padding of a conv or pooling desc from the node.
@@ -77,7 +78,7 @@ void set_window(Desc& d, const Node& n) {
 
 // One point of a layer: its desc with `ko` outputs and `ki` inputs.
 kernels::OpDesc layer_desc(const Graph& g, const contract::Shapes& shapes, const Node& n, int wbits, int abits,
-                           int64_t ko, int64_t ki) {
+                           int64_t ko, int64_t ki, int out_bits = 8) {
   if (n.op == OpKind::Conv2d) {
     const auto& xs = shapes.of(g, n.inputs.at(0));
     kernels::ConvDesc d;
@@ -91,7 +92,7 @@ kernels::OpDesc layer_desc(const Graph& g, const contract::Shapes& shapes, const
     d.groups = n.groups;
     d.wbits = wbits;
     d.in = grid_of(g, n.inputs.at(0), abits);
-    d.out = out_grid(n);
+    d.out = out_grid(n, out_bits);
     d.activation = kact(n.activation);
     return d;
   }
@@ -100,15 +101,19 @@ kernels::OpDesc layer_desc(const Graph& g, const contract::Shapes& shapes, const
   d.OC = ko;
   d.wbits = wbits;
   d.in = grid_of(g, n.inputs.at(0), abits);
-  d.out = out_grid(n);
+  d.out = out_grid(n, out_bits);
   d.activation = kact(n.activation);
   return d;
 }
 
-// The desc of an operator between the layers, at full size on 8-bit grids.
-std::optional<kernels::OpDesc> other_desc(const Graph& g, const contract::Shapes& shapes, const Node& n) {
-  const auto& xs = shapes.of(g, n.inputs.at(0));
-  const kernels::QuantInfo in = grid_of(g, n.inputs.at(0), 8);
+// The desc of an operator between the layers, its (first) input on the
+// `bits` grid of the quantizer feeding it (8 by default), with `channels`
+// channels (< 0: all).
+std::optional<kernels::OpDesc> other_desc(const Graph& g, const contract::Shapes& shapes, const Node& n, int bits = 8,
+                                          int64_t channels = -1) {
+  auto xs = shapes.of(g, n.inputs.at(0));
+  if (channels > 0 && !xs.empty()) xs[0] = channels;
+  const kernels::QuantInfo in = grid_of(g, n.inputs.at(0), bits);
   switch (n.op) {
     case OpKind::MaxPool:
     case OpKind::AvgPool:
@@ -250,6 +255,7 @@ contract::CostTable profile_graph(const Graph& g, const ProfileOptions& o,
   if (o.price_measured && !o.measure) throw std::invalid_argument("profile: pricing by measurement needs measure");
   t.priced_by = o.price_measured ? "measured" : "roofline";
   auto price = [&](const Point& p) { return (o.price_measured ? p.measured_ns : p.predicted_ns) * 1e-3; };
+  const bool price_measured = o.price_measured;
   t.call_us = o.calibration.dispatch_ns("pool", o.threads) * 1e-3;
 
   // One operator as the runtime plans it: its kernel, cost and prediction
@@ -326,6 +332,38 @@ contract::CostTable profile_graph(const Graph& g, const ProfileOptions& o,
       for (int64_t k : contract::kept_grid(g.node(L.in_from).outputs())) L.kept_in.push_back(k * L.in_per_channel);
     }
     const size_t nw = t.weight_bits.size(), na = L.act_bits.size(), no = L.kept_out.size(), ni = L.kept_in.size();
+    // What the width of the layer's input costs outside the layer: at 16 or
+    // 32 bits the producing layer writes int16 or float instead of 8-bit
+    // values, and the operators between (pooling, flatten) run on them. Their
+    // extra time over 8 bits, with the producer keeping the channels that
+    // give each kept-input grid point, is added to the layer's price at that
+    // input width (2 and 4 bits are stored as 8-bit values: nothing).
+    std::vector<double> surcharge(na * ni, 0.0);
+    const std::string fq = contract::feeding_quantizer(g, n.inputs.at(0));
+    if (na == 5 && !fq.empty() && fq != g.input.name && g.node(fq).is_layer()) {
+      const Node& prod = g.node(fq);
+      const std::vector<int> pin = act_grid(g, prod);
+      const int pa = std::find(pin.begin(), pin.end(), 8) != pin.end() ? 8 : pin.front();
+      const int64_t pki = prod.op == OpKind::Conv2d ? prod.in_channels : prod.in_features;
+      std::vector<const Node*> chain;  // the operators from the producer to this layer
+      for (std::string x = n.inputs.at(0); x != fq; x = g.node(x).inputs.at(0)) chain.push_back(&g.node(x));
+      auto outside = [&](int bits, int64_t kept) {
+        double us = price(run_point(layer_desc(g, shapes, prod, 8, pa, kept, pki, bits),
+                                    fmt::format("layer '{}' writing {}-bit outputs", fq, bits), run_bytes, price_measured));
+        for (const Node* c : chain)
+          if (auto d = other_desc(g, shapes, *c, bits, kept))
+            us += price(run_point(*d, fmt::format("'{}' at {} bits", c->name, bits), run_bytes, price_measured));
+        return us;
+      };
+      for (size_t ii = 0; ii < ni; ++ii) {
+        const int64_t kept = L.in_from == fq ? L.kept_in[ii] / L.in_per_channel : prod.outputs();
+        const double at8 = outside(8, kept);
+        for (size_t ai = 0; ai < na; ++ai)
+          if (L.act_bits[ai] > 8) surcharge[ai * ni + ii] = std::max(0.0, outside(L.act_bits[ai], kept) - at8);
+      }
+      say(fmt::format("{}: its input at 16 / 32 bits costs {:.2f} / {:.2f} us more outside the layer (all channels)",
+                      n.name, surcharge[3 * ni + ni - 1], surcharge[4 * ni + ni - 1]));
+    }
     L.us.assign(nw * na * no * ni, 0.0);
     if (o.measure) L.measured_us.assign(L.us.size(), kNaN);
     L.kernels.assign(nw * na, "");
@@ -347,7 +385,7 @@ contract::CostTable profile_graph(const Graph& g, const ProfileOptions& o,
                                                  L.in_channels);
             const Point p = run_point(layer_desc(g, shapes, n, wb, L.act_bits[ai], L.kept_out[oi], L.kept_in[ii]), what,
                                       run_bytes, o.measure);
-            L.us[L.index(wi, ai, oi, ii)] = price(p);
+            L.us[L.index(wi, ai, oi, ii)] = price(p) + surcharge[ai * ni + ii];
             if (o.measure) L.measured_us[L.index(wi, ai, oi, ii)] = p.measured_ns * 1e-3;
             if (oi + 1 == no && ii + 1 == ni) L.kernels[wi * na + ai] = p.kernel;
           }
