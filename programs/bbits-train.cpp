@@ -35,6 +35,23 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--reg-type", c.reg_type, "Regularizer cost per bit width: bop ((MACs / largest layer MACs) x bits) or const (1), the reference's --reg-type")
       ->capture_default_str();
+  app.add_option("--cost", c.cost,
+                 "Prior: bops (the reference's expected-BOP regularizer) or latency (expected time on --cost-table)")
+      ->capture_default_str();
+  app.add_option("--cost-table", c.cost_table, "Cost table of this network on the target CPU (`bbits profile`)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--target-ms", c.target_ms,
+                 "Budget in ms on the cost table: mu is adapted (dual ascent) so that the final model meets it");
+  app.add_option("--target-rel-bops", c.target_rel_bops,
+                 "Budget in percent relative BOPs: mu is adapted so that the final model meets it");
+  app.add_option("--budget-eta", c.budget_eta,
+                 "Budget controller step: mu *= exp(s), s = min(eta r, eta) over budget, max(10 eta r, -10 eta) under "
+                 "it, r = ln(cost / target), per batch")
+      ->capture_default_str();
+  app.add_option("--budget-signal", c.budget_signal,
+                 "The cost the budget controller sees: deterministic (the test-time gates), expected (under the gate "
+                 "distributions) or min (the lower of the two)")
+      ->capture_default_str();
   app.add_option("--epochs", c.epochs, "Training epochs (gated phase)")->capture_default_str();
   app.add_option("--finetune-epochs", c.finetune_epochs,
                  "Epochs of fine-tuning after the gates are fixed at their test-time decisions and batch norm is folded "
@@ -77,6 +94,7 @@ int main(int argc, char** argv) {
   app.add_option("--threads", c.threads, "Torch intra-op and inter-op threads")->capture_default_str();
   app.add_option("--calib-images", c.calib_images, "Training images used to initialise the ranges")->capture_default_str();
   app.add_option("--train-limit", c.train_limit, "Use only the first N training images");
+  app.add_option("--pad", c.pad, "Zero pixels added on each side of every image (2: Fashion-MNIST at 32x32)");
   app.add_option("--test-limit", c.test_limit, "Use only the first N test images");
   app.add_flag("--augment", c.augment, "Random horizontal flips and shifts of up to 2 pixels");
   app.add_option("--width", c.width, "Channel multiplier for vgg7, resnet18(-small), mobilenetv2")->capture_default_str();

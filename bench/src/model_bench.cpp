@@ -75,22 +75,15 @@ struct Pred {
 
 Pred predict(const LayerCost& c, const Calibration& cal, const std::string& kernel, const std::string& family,
              int threads, std::pair<int64_t, int64_t> kn, int64_t weights_reuse_bytes = 0) {
-  Pred p;
-  double peak = 0;
-  if (c.compute_work() > 0) {
-    const auto pk =
-        cal.peak_macs_per_s(kernel, family, threads, kn.first, kn.second, c.macs > 0 ? c.wbits : 0, c.m,
-                            c.macs > 0 ? int{c.in_signed} : -1, c.macs > 0 ? -1 : int{c.out_float});
-    if (!pk) return p;  // not calibrated: no prediction
-    peak = *pk;
-  }
   // The oneDNN baselines start their threads through OpenMP; the plan's
   // kernels built on oneDNN run one OpenMP thread each and split over the
   // session's pool like every other kernel.
   const bool omp = kernel == baseline_name(BaselineKind::F32) || kernel == baseline_name(BaselineKind::Int8);
-  p.r = roofline(c, peak, cal, threads, call_overhead_ns(cal, kernel, family, threads, omp ? "openmp" : "pool"),
-                 weights_reuse_bytes);
-  p.ns = p.r.time_ns;
+  Pred p;
+  if (auto r = predict_roofline(c, cal, kernel, family, threads, kn, weights_reuse_bytes, omp ? "openmp" : "pool")) {
+    p.r = *r;
+    p.ns = r->time_ns;
+  }
   return p;
 }
 

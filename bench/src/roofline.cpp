@@ -119,3 +119,22 @@ double relative_error(double predicted, double measured) {
 }
 
 }  // namespace bbits::bench
+
+namespace bbits::bench {
+
+std::optional<RooflinePrediction> predict_roofline(const LayerCost& c, const Calibration& cal,
+                                                   const std::string& kernel, const std::string& family,
+                                                   int threads, std::pair<int64_t, int64_t> kn,
+                                                   int64_t weights_reuse_bytes, const std::string& runtime) {
+  double peak = 0;
+  if (c.compute_work() > 0) {
+    const auto pk =
+        cal.peak_macs_per_s(kernel, family, threads, kn.first, kn.second, c.macs > 0 ? c.wbits : 0, c.m,
+                            c.macs > 0 ? int{c.in_signed} : -1, c.macs > 0 ? -1 : int{c.out_float});
+    if (!pk) return std::nullopt;  // not calibrated: no prediction
+    peak = *pk;
+  }
+  return roofline(c, peak, cal, threads, call_overhead_ns(cal, kernel, family, threads, runtime), weights_reuse_bytes);
+}
+
+}  // namespace bbits::bench

@@ -1,5 +1,6 @@
 // bbits bench MODEL [--json] [--csv FILE] [--json-out FILE] [--threads 1,2]
 //                   [--repeats N] [--passes N] [--calibration FILE] [--no-baselines]
+//                   [--target-ms T] [--cost-table FILE]
 // (bbits::bench::commands::bench; columns: docs/BENCH.md).
 #include <memory>
 
@@ -23,5 +24,10 @@ BBITS_COMMAND("bench", "Measure per-layer and whole-model time against BOP and r
                                "~/.cache/bbits/calibration.json; made by a quick calibration on first use)");
                 sub.add_flag("--no-baselines", o->no_baselines, "Skip the oneDNN float32 and int8 baselines");
                 sub.add_flag("--all-columns", o->all_columns, "Print every column in the terminal table");
+                sub.add_option("--target-ms", o->target_ms,
+                               "Print the measured whole-model time against this budget (ms)");
+                sub.add_option("--cost-table", o->cost_table,
+                               "Print the cost table's prediction (`bbits profile`) beside the measured time")
+                    ->check(CLI::ExistingFile);
                 return [o]() -> int { return bbits::bench::commands::bench(*o); };
               });

@@ -114,6 +114,31 @@ TEST(Dataset, FashionMnistTestSplitWhenInstalled) {
   EXPECT_EQ(take(s, 10).labels.size(), 10u);
 }
 
+// --pad: zeros around every image, the pixels and labels unchanged inside.
+TEST(Dataset, PadAddsZerosOnEachSide) {
+  ImageSet s;
+  s.count = 2;
+  s.rows = 2;
+  s.cols = 3;
+  s.pixels = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+  s.labels = {3, 4};
+  const ImageSet p = pad(s, 2);
+  EXPECT_EQ(p.count, 2);
+  EXPECT_EQ(p.rows, 6);
+  EXPECT_EQ(p.cols, 7);
+  EXPECT_EQ(p.labels, s.labels);
+  ASSERT_EQ(p.pixels.size(), 2u * 6 * 7);
+  int nonzero = 0;
+  for (uint8_t v : p.pixels) nonzero += v != 0;
+  EXPECT_EQ(nonzero, 12);
+  EXPECT_EQ(p.pixels[(0 * 6 + 2) * 7 + 2], 1);
+  EXPECT_EQ(p.pixels[(0 * 6 + 3) * 7 + 4], 6);
+  EXPECT_EQ(p.pixels[(1 * 6 + 2) * 7 + 2], 7);
+  EXPECT_EQ(p.pixels[(1 * 6 + 3) * 7 + 4], 12);
+  EXPECT_EQ(pad(s, 0).pixels, s.pixels);
+  EXPECT_THROW(pad(s, -1), std::invalid_argument);
+}
+
 // The schedules against the reference's formulas, by hand.
 TEST(Schedule, LinearTailIsTheReferenceMakeLrScheduler) {
   // make_lr_scheduler(1e-3, 15): ep_sched = int(2/3 * 15) = 10; LambdaLR at

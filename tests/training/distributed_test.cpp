@@ -128,6 +128,7 @@ TrainConfig step_config(const std::string& model, const std::string& optimizer, 
   c.gate_init = 3.0;
   c.mu = 0.01;
   c.seed = 5;
+  if (optimizer == "adam-budget") c.target_rel_bops = 20.0;  // mu adapted by the budget controller
   if (optimizer == "sgd") {  // every group
     c.optimizer = c.optimizer_gates = c.optimizer_ranges = c.ft_optimizer_ranges = "sgd";
     c.lr = c.lr_ranges = 0.01;
@@ -281,6 +282,36 @@ TEST(Distributed, BatchNormRanksStayIdentical) {
     }
   }
   EXPECT_EQ(running, 1);
+  fs::remove_all(dir);
+}
+
+// With a budget mu is adapted after every step from the gates' cost, on every
+// rank by itself: the ranks still hold the same network to the bit after
+// every step (through the projection onto the budget at the end of the gated
+// phase), and rank 0's log shows mu moved.
+TEST(Distributed, BudgetRanksStayIdentical) {
+  const fs::path dir = temp_dir("budget");
+  write_tiny_data(dir / "data", 200, 100, 21);
+  const StepRuns r = run_two_ranks_and_one("lenet5", "adam-budget", dir);
+  const auto files = step_files(r.rank0);
+  ASSERT_EQ(files.size(), 12u);
+  ASSERT_EQ(step_files(r.rank1), files);
+  for (const auto& f : files) {
+    const TensorFile a = read_tensors((r.rank0 / f).string()), b = read_tensors((r.rank1 / f).string());
+    ASSERT_EQ(a.tensors, b.tensors) << f << ": ranks differ";
+  }
+  std::ifstream l0(r.out0 / "log.csv");
+  std::string header, row;
+  std::getline(l0, header);
+  EXPECT_NE(header.find(",mu,expected_cost,cost,target,cost_unit"), std::string::npos) << header;
+  ASSERT_TRUE(static_cast<bool>(std::getline(l0, row)));
+  // Column 11 is mu: it left the starting 0.01 during the first epoch.
+  std::vector<std::string> cols;
+  std::stringstream ss(row);
+  for (std::string c; std::getline(ss, c, ',');) cols.push_back(c);
+  ASSERT_GE(cols.size(), 15u) << row;
+  EXPECT_NE(std::stod(cols[10]), 0.01) << row;
+  EXPECT_EQ(cols[13], "20") << row;
   fs::remove_all(dir);
 }
 

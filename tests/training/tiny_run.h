@@ -69,6 +69,7 @@ struct NamedTensor {
   std::string name;
   std::vector<int64_t> shape;
   std::vector<float> data;
+  bool operator==(const NamedTensor&) const = default;
 };
 struct TensorFile {
   std::vector<NamedTensor> tensors;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "bbits/contract/cost_table.h"
 #include "bbits/format/cost.h"
 
 namespace bbits::train {
@@ -39,14 +40,9 @@ namespace {
 int64_t kept_inputs(const Graph& g, const Node& n, const std::map<std::string, std::vector<bool>>& keep) {
   const int64_t total = n.op == OpKind::Conv2d ? n.in_channels : n.in_features;
   if (n.op == OpKind::Conv2d && n.groups != 1) return total;
-  std::string cur = n.inputs.at(0);
-  while (cur != g.input.name) {
+  const std::string cur = contract::channel_source(g, n.inputs.at(0));
+  if (cur != g.input.name) {
     const Node& p = g.node(cur);
-    if (p.op == OpKind::MaxPool || p.op == OpKind::AvgPool || p.op == OpKind::GlobalAvgPool ||
-        p.op == OpKind::Flatten || p.op == OpKind::Relu || p.op == OpKind::Relu6) {
-      cur = p.inputs.at(0);
-      continue;
-    }
     if (p.is_layer() && p.prune && keep.count(p.name)) {
       const auto& mask = keep.at(p.name);
       const int64_t kept = std::count(mask.begin(), mask.end(), true);
@@ -54,7 +50,6 @@ int64_t kept_inputs(const Graph& g, const Node& n, const std::map<std::string, s
       if (c == 0 || total % c) return total;
       return kept * (total / c);  // flatten: every kept channel brings its H*W features
     }
-    break;
   }
   return total;
 }

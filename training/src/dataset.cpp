@@ -1,5 +1,6 @@
 #include "bbits/training/dataset.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <stdexcept>
@@ -87,6 +88,24 @@ ImageSet take(const ImageSet& s, int64_t n) {
   r.count = n;
   r.pixels.resize(static_cast<size_t>(n * s.image_size()));
   r.labels.resize(static_cast<size_t>(n));
+  return r;
+}
+
+ImageSet pad(const ImageSet& s, int64_t p) {
+  if (p < 0 || p > 1024) throw std::invalid_argument("--pad must be 0..1024, got " + std::to_string(p));
+  if (p == 0) return s;
+  ImageSet r;
+  r.count = s.count;
+  r.channels = s.channels;
+  r.rows = s.rows + 2 * p;
+  r.cols = s.cols + 2 * p;
+  r.labels = s.labels;
+  r.pixels.assign(static_cast<size_t>(r.count * r.image_size()), 0);
+  for (int64_t i = 0; i < s.count * s.channels; ++i)
+    for (int64_t y = 0; y < s.rows; ++y) {
+      const uint8_t* src = s.pixels.data() + (i * s.rows + y) * s.cols;
+      std::copy(src, src + s.cols, r.pixels.data() + (i * r.rows + y + p) * r.cols + p);
+    }
   return r;
 }
 

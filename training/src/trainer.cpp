@@ -28,6 +28,7 @@
 #include "bbits/contract/zoo.h"
 #include "bbits/training/cost.h"
 #include "bbits/training/dataset.h"
+#include "bbits/training/latency.h"
 #include "bbits/training/network.h"
 #include "bbits/training/optim.h"
 #include "bbits/training/process_group.h"
@@ -501,8 +502,8 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log_out) {
     log << fmt::format("distributed: {} ranks (Gloo), rendezvous at {}:{}; global batch {}, about {} per rank\n",
                        pg->size(), c.dist.master_addr, c.dist.master_port, c.batch_size, c.batch_size / pg->size());
 
-  const ImageSet train = load_split(c.dataset, c.data_dir, "train", c.train_limit);
-  const ImageSet test = load_split(c.dataset, c.data_dir, "test", c.test_limit);
+  const ImageSet train = pad(load_split(c.dataset, c.data_dir, "train", c.train_limit), c.pad);
+  const ImageSet test = pad(load_split(c.dataset, c.data_dir, "test", c.test_limit), c.pad);
   const std::vector<int64_t> input_shape{train.channels, train.rows, train.cols};
   ModeSetup ms = mode_setup(c, input_shape);
   Graph graph = contract::make_graph(c.model, ms.model);
@@ -552,10 +553,18 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log_out) {
   if (pg) broadcast_state(*pg, net);  // the same weights, ranges and gates on every rank
   if (c.mode == Mode::PostTraining) net.set_weights_trainable(false);
 
+  // The prior and the budget; an unreachable budget or a table that does not
+  // describe this network stops here, before any training. Every rank builds
+  // the same model from the same gates, so mu stays the same on every rank.
+  if ((c.target_ms || c.target_rel_bops) && (c.mode == Mode::Fixed || c.mode == Mode::Float))
+    throw std::invalid_argument(std::string("a budget needs learned gates, not --mode ") + mode_name(c.mode));
+  CostModel cost_model(net, CostSetup{c.cost, c.cost_table, c.target_ms, c.target_rel_bops, c.budget_eta, c.budget_signal}, c.mu);
+  log << "cost: " << cost_model.describe() << "\n";
+
   if (writer) std::filesystem::create_directories(c.out);
   const std::string log_csv = c.out + "/log.csv", bits_csv = c.out + "/bits.csv";
   if (writer && start_epoch == 0) {
-    std::ofstream(log_csv) << "epoch,loss,ce,reg,train_acc,test_acc,rel_bops,seconds,cpu_seconds,phase\n";
+    std::ofstream(log_csv) << "epoch,loss,ce,reg,train_acc,test_acc,rel_bops,seconds,cpu_seconds,phase,mu,expected_cost,cost,target,cost_unit\n";
     std::ofstream(bits_csv) << "epoch,quantizer,bits,kept,total,x_max\n";
   }
 
@@ -629,10 +638,23 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log_out) {
 
   std::vector<int64_t> order(static_cast<size_t>(train.count));
   for (int64_t i = 0; i < train.count; ++i) order[static_cast<size_t>(i)] = i;
-  const double mu = (c.mode == Mode::Fixed || c.mode == Mode::Float) ? 0.0 : c.mu;
+  double mu = (c.mode == Mode::Fixed || c.mode == Mode::Float) ? 0.0 : cost_model.mu();
 
+  // With a budget, the end of the gated phase puts the deterministic-gate
+  // model onto it by its least confident gate decisions (project_to_budget).
+  auto project = [&] {
+    if (!cost_model.has_budget()) return;
+    const Projection p = project_to_budget(net, cost_model);
+    log << fmt::format("budget: the gated phase ends at {:.5g} {} (target {:.5g}, {:+.1f}%); {} gate(s) closed, {} "
+                       "reopened: {:.5g} {} ({:+.1f}%)\n",
+                       p.before, cost_model.unit(), cost_model.target(), 100.0 * (p.before / cost_model.target() - 1.0),
+                       p.closed, p.opened, p.after, cost_model.unit(), 100.0 * (p.after / cost_model.target() - 1.0));
+  };
   for (int epoch = start_epoch; epoch < total_epochs; ++epoch) {
-    if (epoch == c.epochs && !finetuning) enter_finetune(true);
+    if (epoch == c.epochs && !finetuning) {
+      project();
+      enter_finetune(true);
+    }
     const int phase_epoch = finetuning ? epoch - c.epochs : epoch;
     if (!plan.per_step) apply_lr(phase_epoch, c.epochs);
     const int64_t phase_steps = static_cast<int64_t>(c.finetune_epochs) * steps_per_epoch;
@@ -670,7 +692,7 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log_out) {
       auto ce = at::cross_entropy_loss(logits, y);
       // gate_loss: the sum of the quantizers' regularizers, added once per batch
       // to the mean cross-entropy (train_epoch: loss = ce_loss + lmb * c_loss).
-      at::Tensor reg = (!finetuning && mu > 0) ? net.regularizer() : at::zeros({}, at::kFloat);
+      at::Tensor reg = (!finetuning && mu > 0) ? cost_model.regularizer() : at::zeros({}, at::kFloat);
       // Distributed, the ranks' losses sum to the global batch's: the share of
       // the mean cross-entropy, and the regularizer split evenly.
       const double share = static_cast<double>(sh.size()) / static_cast<double>(n);
@@ -695,6 +717,10 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log_out) {
         at::NoGradGuard ng;
         for (auto& r : net.range_parameters()) r.clamp_min_(1e-6);
       }
+      // The dual step on the budget: its cost is a function of the gates
+      // alone, which every rank holds equal after the step, so every rank
+      // computes the same mu without communicating.
+      if (cost_model.has_budget() && !finetuning) mu = cost_model.update();
       if (!std::isfinite(lv)) throw std::runtime_error(fmt::format("loss became {} at epoch {}: lower the learning rates", lv, epoch + 1));
       if (c.on_step) c.on_step(epoch, steps, net.export_tensors());
       sum_loss += lv * n;
@@ -711,6 +737,9 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log_out) {
         std::string line = fmt::format("epoch {:>3}/{} [{}] {:5.1f}% loss {:.4f} ce {:.4f} reg {:.4f} acc {:.4f} {:.0f} img/s",
                                        epoch + 1, total_epochs, bar(frac, 24), 100 * frac, sum_loss / seen, sum_ce / seen,
                                        sum_reg / seen, static_cast<double>(correct) / seen, seen / std::max(el, 1e-9));
+        if (cost_model.has_budget())
+          line += fmt::format(" cost {:.4g}/{:.4g} {} mu {:.3g}", cost_model.deterministic(), cost_model.target(),
+                              cost_model.unit(), mu);
         if (tty) std::cerr << "\r" << line << std::flush;
         else std::cerr << line << "\n";
       }
@@ -729,18 +758,26 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log_out) {
     er.test_acc = evaluate(net, test, 1000, nullptr, pg.get());
     const CostReport cr = compute_costs(graph, net.weight_bits(), net.act_bits(), net.keep_masks());
     er.rel_bops = cr.relative;
+    er.mu = mu;
+    er.expected_cost = cost_model.expected();
+    er.cost = cost_model.deterministic();
     result.epochs.push_back(er);
     secs_sum += secs;
     result.cpu_seconds_per_epoch += cpu;
     ++secs_n;
     log << fmt::format("epoch {}/{}{}: loss {:.4f} ce {:.4f} reg {:.4f} train_acc {:.4f} test_acc {:.4f} rel_bops {:.4f}% lr {:.3g}..{:.3g} ({:.1f} s, {:.1f} CPU s)\n",
                        er.epoch, total_epochs, finetuning ? " (fine-tune)" : "", er.loss, er.ce, er.reg, er.train_acc,
-                       er.test_acc, 100 * er.rel_bops, er.lr_first, er.lr_last, secs, cpu)
+                       er.test_acc, 100 * er.rel_bops, er.lr_first, er.lr_last, secs, cpu);
+    log << fmt::format("  cost {:.5g} {} (expected {:.5g}){} mu {:.4g}\n", er.cost, cost_model.unit(), er.expected_cost,
+                       cost_model.has_budget() ? fmt::format(" target {:.5g}", cost_model.target()) : std::string(), mu)
         << std::flush;
     if (writer) {
       std::ofstream f(log_csv, std::ios::app);
-      f << fmt::format("{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.8f},{:.2f},{:.2f},{}\n", er.epoch, er.loss, er.ce, er.reg,
-                       er.train_acc, er.test_acc, er.rel_bops, secs, cpu, finetuning ? "finetune" : "train");
+      f << fmt::format("{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.8f},{:.2f},{:.2f},{},{:.6g},{:.8g},{:.8g},{},{}\n", er.epoch,
+                       er.loss, er.ce, er.reg, er.train_acc, er.test_acc, er.rel_bops, secs, cpu,
+                       finetuning ? "finetune" : "train", er.mu, er.expected_cost, er.cost,
+                       cost_model.has_budget() ? fmt::format("{:.8g}", cost_model.target()) : std::string(),
+                       cost_model.unit() == "ms" ? "ms" : "pct_bops");
       std::ofstream fb(bits_csv, std::ios::app);
       for (const auto& [name, q] : net.quantizers()) {
         const auto k = q->keep();
@@ -759,12 +796,18 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log_out) {
     result.relative_bops = er.rel_bops;
   }
 
+  if (!finetuning && cost_model.has_budget() && !result.epochs.empty()) {  // no fine-tuning: project the final model
+    project();
+    result.test_accuracy = evaluate(net, test, 1000, nullptr, pg.get());
+    result.relative_bops = compute_costs(graph, net.weight_bits(), net.act_bits(), net.keep_masks()).relative;
+  }
   if (result.epochs.empty()) {  // nothing to train (e.g. resumed at the end): evaluate as is
     result.test_accuracy = evaluate(net, test, 1000, nullptr, pg.get());
     result.relative_bops = compute_costs(graph, net.weight_bits(), net.act_bits(), net.keep_masks()).relative;
   }
   result.seconds_per_epoch = secs_n ? secs_sum / secs_n : 0.0;
   result.cpu_seconds_per_epoch = secs_n ? result.cpu_seconds_per_epoch / secs_n : 0.0;
+  result.cost = cost_model.deterministic();
   result.final_checkpoint = c.out + "/final.safetensors";
   if (writer) {
     save(net, c, result.final_checkpoint, std::max(start_epoch, total_epochs), result.test_accuracy,
@@ -777,6 +820,9 @@ TrainResult run_training(const TrainConfig& c, std::ostream& log_out) {
   log << fmt::format("test accuracy {:.4f}, relative BOPs {:.4f}%, {:.1f} s ({:.1f} CPU s) per epoch\nwrote {}\n",
                      result.test_accuracy, 100 * result.relative_bops, result.seconds_per_epoch,
                      result.cpu_seconds_per_epoch, result.final_checkpoint);
+  if (cost_model.has_budget())
+    log << fmt::format("budget: {:.5g} {} against the target {:.5g} ({:+.1f}%)\n", result.cost, cost_model.unit(),
+                       cost_model.target(), 100.0 * (result.cost / cost_model.target() - 1.0));
   return result;
 }
 
@@ -788,6 +834,9 @@ double run_eval(const EvalConfig& c, std::ostream& log) {
   Net net(g, q);
   net.import_tensors(ck);
   ImageSet test = load_split(c.dataset, c.data_dir, "test", c.limit);
+  // A model trained on padded images (--pad) gets them padded the same way.
+  const int64_t extra = g.input.shape.size() == 3 ? g.input.shape[1] - test.rows : 0;
+  if (extra > 0 && extra % 2 == 0 && g.input.shape[2] - test.cols == extra) test = pad(test, extra / 2);
   if (test.channels != g.input.shape[0] || test.rows != g.input.shape[1] || test.cols != g.input.shape[2])
     throw std::invalid_argument("dataset images do not match the model input shape");
   std::vector<float> logits;

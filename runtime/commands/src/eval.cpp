@@ -55,16 +55,26 @@ Data load_dataset(const EvalOptions& o, const Model& model) {
   if (labels.shape.size() != 1 || labels.shape[0] != images.shape[0])
     throw Error(fmt::format("{}: {} labels for {} images", lbl_path, shape_str(labels.shape), images.shape[0]));
   const Preprocessor pre(model);
-  if (pre.channels != 1 || pre.height != images.shape[1] || pre.width != images.shape[2])
+  const int64_t h = images.shape[1], w = images.shape[2];
+  // A model trained on zero-padded images (bbits-train --pad: 28x28 -> 32x32)
+  // gets them padded the same way, centred.
+  const int64_t pad = (pre.height - h) % 2 == 0 && pre.height - h == pre.width - w && pre.height > h ? (pre.height - h) / 2 : 0;
+  if (pre.channels != 1 || pre.height != h + 2 * pad || pre.width != w + 2 * pad)
     throw Error(fmt::format("the model expects {}x{}x{} inputs, fashion-mnist images are 1x{}x{}", pre.channels,
-                            pre.height, pre.width, images.shape[1], images.shape[2]));
+                            pre.height, pre.width, h, w));
   Data d;
   d.count = images.shape[0];
-  d.image_bytes = images.shape[1] * images.shape[2];
-  d.pixels.resize(images.values.size());
-  for (size_t i = 0; i < d.pixels.size(); ++i) d.pixels[i] = static_cast<uint8_t>(images.values[i]);
+  d.image_bytes = pre.height * pre.width;
+  d.pixels.assign(static_cast<size_t>(d.count * d.image_bytes), 0);
+  for (int64_t i = 0; i < d.count; ++i)
+    for (int64_t y = 0; y < h; ++y)
+      for (int64_t x = 0; x < w; ++x)
+        d.pixels[static_cast<size_t>((i * pre.height + y + pad) * pre.width + x + pad)] =
+            static_cast<uint8_t>(images.values[static_cast<size_t>((i * h + y) * w + x)]);
   d.labels = labels.as_int();
-  d.description = fmt::format("fashion-mnist {} ({} images, {})", o.split, d.count, img_path);
+  d.description = fmt::format("fashion-mnist {} ({} images{}, {})", o.split, d.count,
+                              pad ? fmt::format(", zero-padded by {} to {}x{}", pad, pre.height, pre.width) : "",
+                              img_path);
   return d;
 }
 

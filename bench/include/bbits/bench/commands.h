@@ -1,4 +1,4 @@
-// bbits bench — what `bbits bench` and `bbits calibrate` do. Each takes its
+// bbits bench — what `bbits bench`, `bbits calibrate` and `bbits profile` do. Each takes its
 // options, prints its report on stdout (progress on stderr) and returns the
 // exit code; bad options and failures are thrown (std::exception). The
 // columns and the calibration file are documented in docs/BENCH.md. The
@@ -6,6 +6,7 @@
 // options.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,8 @@ struct BenchOptions {
   std::string calibration;     // empty: $BBITS_CALIBRATION or ~/.cache/bbits/calibration.json
   bool no_baselines = false;   // skip the oneDNN baselines
   bool all_columns = false;    // every column in the terminal table
+  double target_ms = 0;        // > 0: the measured whole model against this budget (ms)
+  std::string cost_table;      // the cost table's prediction beside the measurement
 };
 int bench(const BenchOptions& o);
 
@@ -45,6 +48,25 @@ struct CalibrateOptions {
   int repeats = 15;        // timed samples per kernel
 };
 int calibrate(const CalibrateOptions& o);
+
+// bbits profile: the cost table of a network on this CPU (docs/COST_TABLE.md),
+// for a zoo architecture (`arch`, with width, input shape and classes as
+// bbits-train builds it) or for a checkpoint's graph. Without a calibration
+// file at the default place, a quick calibration is made first.
+struct ProfileOptions {
+  std::string arch;                  // either arch ...
+  std::string checkpoint;            // ... or a checkpoint's graph
+  std::string out;                   // the table (JSON)
+  std::string input = "1x28x28";     // C x H x W
+  std::string calibration;           // as BenchOptions::calibration
+  double width = 1.0;
+  int64_t classes = 10;
+  int threads = 1;
+  bool measure = false;              // also time the real kernels at every grid point
+  std::string price = "roofline";    // roofline | measured (implies measure)
+  int repeats = 5;                   // with measure: timed samples per point
+};
+int profile(const ProfileOptions& o);
 
 // The quick calibration of `bbits calibrate --quick` and of `bbits bench`'s
 // first use: few samples, at most three shapes per kernel and width, one pass

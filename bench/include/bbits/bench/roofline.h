@@ -11,7 +11,9 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <utility>
 
 #include "bbits/bench/calibration.h"
 
@@ -82,6 +84,16 @@ struct RooflinePrediction {
 // layer run on its own, over and over).
 RooflinePrediction roofline(const LayerCost& cost, double peak_macs_per_s, const Calibration& cal, int threads,
                             double overhead_ns = 0, int64_t weights_reuse_bytes = 0);
+
+// The roofline time of a layer run by `kernel` (a kernel-table name or a
+// oneDNN baseline's) for its family: the calibration's peak for the layer's
+// GEMM view `kn` (gemm_kn), width, rows and signedness, the per-call cost of
+// `runtime` ("pool" or "openmp") at `threads`, and roofline(). nullopt when
+// the kernel was never calibrated for the family.
+std::optional<RooflinePrediction> predict_roofline(const LayerCost& c, const Calibration& cal,
+                                                   const std::string& kernel, const std::string& family,
+                                                   int threads, std::pair<int64_t, int64_t> kn,
+                                                   int64_t weights_reuse_bytes, const std::string& runtime);
 
 // Time of a scratch round trip: 2 x bytes over the bandwidth of the level
 // holding `bytes` at `threads` threads (0 for no scratch).

@@ -28,4 +28,8 @@ ImageSet load_fashion_mnist(const std::string& split, const std::string& dir = "
 // The first n images (n <= count) as a new set.
 ImageSet take(const ImageSet& s, int64_t n);
 
+// Every image with `p` zero pixels added on each side (Fashion-MNIST 28x28 ->
+// 32x32 with p = 2). p = 0: the set as it is; p < 0 is an error.
+ImageSet pad(const ImageSet& s, int64_t p);
+
 }  // namespace bbits::train

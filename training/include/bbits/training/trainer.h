@@ -32,6 +32,14 @@ struct TrainConfig {
   std::string out = "runs/lenet5";
   double mu = 0.1;                 // the reference's gating lambda: loss = CE + mu * sum of regularizers
   std::string reg_type = "bop";    // bop | const (the reference's --reg-type)
+  // The prior and the budget (latency.h): bops (the reference's) or latency
+  // (expected time on the cost table of `bbits profile`); with a target, mu
+  // is adapted so that the deterministic-gate model meets it.
+  std::string cost = "bops";
+  std::string cost_table;
+  std::optional<double> target_ms, target_rel_bops;  // ms on the table; percent relative BOPs
+  double budget_eta = 0.02;        // dual step of log mu per unit of relative excess cost
+  std::string budget_signal = "min";  // the cost the controller sees: deterministic | expected | min
   int epochs = 30;
   int finetune_epochs = 0;
   int64_t batch_size = 128;
@@ -66,6 +74,7 @@ struct TrainConfig {
   int threads = 2;
   int64_t calib_images = 256;
   int64_t train_limit = -1, test_limit = -1;  // use the first N images
+  int64_t pad = 0;                             // zero pixels added on each side of every image (28x28 + 2 x 2 = 32x32)
   bool augment = false;
   double width = 1.0;
   bool progress = true;
@@ -100,6 +109,9 @@ struct EpochResult {
   // Learning rates of the weight and range groups at the epoch's first and
   // last optimiser step.
   double lr_first = 0, lr_last = 0, lr_ranges_first = 0, lr_ranges_last = 0;
+  // mu at the epoch's end, and the cost in the budget's unit (ms or percent
+  // relative BOPs): expected under the gates and of the deterministic gates.
+  double mu = 0, expected_cost = 0, cost = 0;
 };
 
 struct TrainResult {
@@ -108,6 +120,7 @@ struct TrainResult {
   // batch norm folded), before any fine-tuning step; -1 when there was no switch.
   double switch_accuracy = -1;
   double test_accuracy = 0, relative_bops = 0;
+  double cost = 0;  // final deterministic cost in the budget's unit (ms with a cost table, else % BOPs)
   double seconds_per_epoch = 0, cpu_seconds_per_epoch = 0;  // wall clock and process CPU time
   std::string final_checkpoint;
 };
