@@ -106,7 +106,7 @@ const std::vector<Column>& bench_columns() {
       {"roof_x8", 2},     {"meas_x8", 2},      {"bop_err8", 2},  {"roof_err8", 2}, {"t_layers_sum_us", 1},
       {"t_kernel_us", 1}, {"t_kernel_iqr_us", 1}, {"roof_err_kernel", 2}, {"onednn_f32_impl"}, {"onednn_int8_impl"},
       {"roof_compute_us", 2}, {"roof_memory_us", 2}, {"roof_epilogue_us", 2}, {"roof_call_us", 2}, {"dominant"}, {"weights_level"}, {"roof_kernel_us", 1},
-      {"weight_bytes"}, {"act_bytes"}};
+      {"weight_bytes"}, {"act_bytes"}, {"t_outside_us", 1}, {"outside_share", 3}};
   return cols;
 }
 
@@ -264,6 +264,10 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
       if (!best || s.median < best->median) best = s;
     };
     std::vector<std::optional<Summary>> tb_best(n), ts_best(n);
+    // Time of a profiled run outside its layers (Session::run_ns less the
+    // sum of layer_ns: input and output conversion, the step loop), and the
+    // profiled run as a whole, from the same runs.
+    std::optional<Summary> outside_best, prof_run_best;
     bool ts_ok = opts.whole_model;
     for (int pass = 0; pass < opts.passes; ++pass) {
       settle();
@@ -289,14 +293,26 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
       keep(whole_b, time_ns([&] { run_on(*session); }, opts.timing));
       for (int w = 0; w < opts.timing.warmup; ++w) run_on(*prof);
       std::vector<std::vector<double>> samples(n);
+      std::vector<double> outside, prof_run;
       for (int r = 0; r < opts.timing.repeats; ++r) {
         run_on(*prof);
         const std::vector<double>& ns = prof->layer_ns();
         if (ns.size() != n) break;
-        for (size_t i = 0; i < n; ++i) samples[i].push_back(ns[i]);
+        double sum = 0;
+        for (size_t i = 0; i < n; ++i) {
+          samples[i].push_back(ns[i]);
+          sum += ns[i];
+        }
+        outside.push_back(prof->run_ns() - sum);
+        prof_run.push_back(prof->run_ns());
       }
       if (!samples.empty() && samples[0].size() == static_cast<size_t>(opts.timing.repeats)) {
         for (size_t i = 0; i < n; ++i) keep(ts_best[i], summarize(samples[i]));
+        const Summary o = summarize(outside), w = summarize(prof_run);
+        if (!prof_run_best || w.median < prof_run_best->median) {
+          prof_run_best = w;
+          outside_best = o;
+        }
       } else {
         ts_ok = false;
       }
@@ -396,7 +412,7 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
                         num(pb.term(&RooflinePrediction::epilogue_ns) * 1e-3),
                         num(pb.term(&RooflinePrediction::overhead_ns) * 1e-3),
                         std::isfinite(pb.ns) ? pb.r.dominant() : std::string(), pb.r.weights_level, num(pk.ns * 1e-3),
-                        c.weight_bytes, c.input_bytes + c.output_bytes});
+                        c.weight_bytes, c.input_bytes + c.output_bytes, Cell{}, Cell{}});
     }
     if (ts.empty()) profiled = false;
     const double share = judged > 0 ? static_cast<double>(hits) / judged : kNaN;
@@ -418,7 +434,8 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
                       num(relative_error(rx32, mx32)), num(bx8), num(rx8), num(mx8), num(relative_error(bx8, mx8)),
                       num(relative_error(rx8, mx8)), num(sum_t * 1e-3), Cell{}, Cell{}, Cell{}, std::string(""),
                       std::string(""), Cell{}, Cell{}, Cell{}, Cell{}, std::string(""), std::string(""), Cell{},
-                      Cell{}, Cell{}});
+                      Cell{}, Cell{}, outside_best ? us(&*outside_best) : Cell{},
+                      outside_best ? num(outside_best->median / prof_run_best->median) : Cell{}});
   }
   res.meta.emplace_back("layer_timing", profiled ? "session profile (Session::layer_ns, one run per sample)"
                                                  : "each kernel alone (t_kernel_us)");
@@ -446,6 +463,13 @@ std::string summary_text(const ModelBenchResult& r) {
       if (std::isfinite(ek)) kerr.push_back(std::fabs(ek));
       if (std::isfinite(b8)) berr8.push_back(b8);
       if (std::isfinite(b32)) berr32.push_back(b32);
+    }
+    for (const auto& row : rows) {
+      if (std::get<std::string>(row[c_scope]) != "model" || std::get<int64_t>(row[c_thr]) != t) continue;
+      const double o = get(row, "t_outside_us"), sh = get(row, "outside_share");
+      if (std::isfinite(o) && std::isfinite(sh))
+        s += fmt::format("threads {}: time outside the layers {:.1f} us per run ({:.1f}% of a profiled run)\n", t, o,
+                         sh * 100);
     }
     s += fmt::format("threads {}: roofline within +/-25% of the measured time for {:.0f}% of {} layers", t,
                      std::isfinite(share) ? share * 100 : 0.0, rerr.size());
