@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,10 @@
 #include "bbits/kernels/kernels.h"
 #include "bbits/kernels/simd.h"
 #include "bbits/kernels/thread_pool.h"
+
+// OpenMP's setter when the kernels link an OpenMP runtime (oneDNN's OpenMP
+// build); null in a lean build.
+extern "C" __attribute__((weak)) void omp_set_num_threads(int);
 
 namespace bbits::kernels {
 namespace {
@@ -381,6 +386,76 @@ TEST(SimdGemm, OnednnSlabsAndFlatEpilogueExact) {
     }
   }
   EXPECT_GE(checked, 30);
+}
+
+// Threads of this process (Linux: /proc/self/task), -1 where unknown.
+int process_threads() {
+  std::error_code ec;
+  std::filesystem::directory_iterator it("/proc/self/task", ec);
+  if (ec) return -1;
+  int n = 0;
+  for (; it != std::filesystem::directory_iterator(); ++it) ++n;
+  return n;
+}
+
+// The kernels built on oneDNN (the OpenMP build) run on the threads they are
+// given and no others: with no pool on the calling thread alone, with a pool
+// of 2 on the caller and its one worker, however many threads OpenMP is set
+// to use (4 here: any OpenMP region would start 3 more). Results exact.
+TEST(SimdGemm, OnednnKernelsRunOnlyOnTheThreadsTheyAreGiven) {
+  const int before = process_threads();
+  if (before < 0) GTEST_SKIP() << "no /proc/self/task";
+  std::vector<const KernelInfo*> ks;
+  for (const char* name : {"conv2d_w8a8_u8s8s32_onednn", "fc_w8a8_u8s8s32_onednn", "conv2d_w32a32_f32_onednn",
+                           "fc_w32a32_f32_onednn"}) {
+    const KernelInfo* k = find_kernel(name);
+    if (k != nullptr && isa_at_most(k->isa, max_supported_isa(cpu_features()))) ks.push_back(k);
+  }
+  if (ks.empty()) GTEST_SKIP() << "no oneDNN kernels";
+  if (omp_set_num_threads != nullptr) omp_set_num_threads(4);
+  uint64_t seed = 13000;
+  auto run_all = [&](ThreadPool* pool) {
+    for (const KernelInfo* k : ks) {
+      const bool f32 = k->weight_bits == 32;
+      OpDesc d;
+      if (k->op == OpKind::Conv2D) {
+        ConvDesc c;  // large enough that oneDNN would split it: 64 output rows
+        c.H = c.W = 64;
+        c.C = 32;
+        c.OC = 64;
+        c.KH = c.KW = 3;
+        c.pad_top = c.pad_left = c.pad_bottom = c.pad_right = 1;
+        c.wbits = f32 ? 32 : 8;
+        c.in = {f32 ? 32 : 8, false, 0.02f};
+        c.out = {8, false, 1.0f};
+        c.activation = Activation::Relu;
+        d = c;
+      } else {
+        FcDesc f;
+        f.N = 4;
+        f.K = 1024;
+        f.OC = 512;
+        f.wbits = f32 ? 32 : 8;
+        f.in = {f32 ? 32 : 8, false, 0.02f};
+        f.out = {8, false, 1.0f};
+        d = f;
+      }
+      if (f32) {
+        const testing::TestLayer L = testing::make_layer(d, seed++);
+        const testing::TestTensor out = testing::run_kernel(*k, L, pool);
+        EXPECT_EQ(out.size(), output_elements(L.desc));
+      } else {
+        EXPECT_TRUE(matches_reference(*k, d, seed++, pool)) << k->name;
+      }
+    }
+  };
+  run_all(nullptr);
+  EXPECT_EQ(process_threads(), before) << "a oneDNN kernel started threads of its own on one thread";
+  {
+    ThreadPool pool(2);
+    run_all(&pool);
+    EXPECT_EQ(process_threads(), before + 1) << "a oneDNN kernel started threads beside the pool's worker";
+  }
 }
 
 // The oneDNN int8 wrapper on layers below one slab, run on 2 and 3 threads:
