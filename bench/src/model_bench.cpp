@@ -106,7 +106,7 @@ const std::vector<Column>& bench_columns() {
       {"roof_x8", 2},     {"meas_x8", 2},      {"bop_err8", 2},  {"roof_err8", 2}, {"t_layers_sum_us", 1},
       {"t_kernel_us", 1}, {"t_kernel_iqr_us", 1}, {"roof_err_kernel", 2}, {"onednn_f32_impl"}, {"onednn_int8_impl"},
       {"roof_compute_us", 2}, {"roof_memory_us", 2}, {"roof_epilogue_us", 2}, {"roof_call_us", 2}, {"dominant"}, {"weights_level"}, {"roof_kernel_us", 1},
-      {"weight_bytes"}, {"act_bytes"}, {"t_outside_us", 1}, {"outside_share", 3}};
+      {"weight_bytes"}, {"act_bytes"}, {"t_outside_us", 1}, {"outside_share", 3}, {"t_unfused_us", 1}};
   return cols;
 }
 
@@ -176,6 +176,7 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
     std::vector<int64_t> scratch(n, 0);
     std::vector<std::optional<Summary>> tf(n), ti(n);
     std::optional<Summary> whole_f, whole_i, whole_b;
+    std::optional<Summary> whole_u;  // the session with every layer as its own step (fuse_adds = false)
     std::vector<Summary> ts;  // per-layer times inside a profiled session (empty: unavailable)
     std::vector<std::string> impl_f(n), impl_i(n);
 
@@ -198,7 +199,7 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
       }
     }
     std::shared_ptr<const bbits::Model> run_model;
-    std::unique_ptr<bbits::Session> session, prof;
+    std::unique_ptr<bbits::Session> session, prof, unfused;
     std::vector<bbits::QuantizedTensor> qin;
     std::vector<bbits::Tensor> fin;
     bool quantized = true;
@@ -208,6 +209,7 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
       // Per-layer times inside the session (SessionOptions::profile): each
       // layer reads what the previous one just wrote, as in real use.
       prof = std::make_unique<bbits::Session>(run_model, bbits::SessionOptions{.threads = t, .profile = true});
+      unfused = std::make_unique<bbits::Session>(run_model, bbits::SessionOptions{.threads = t, .fuse_adds = false});
       std::mt19937 rng(3);
       for (size_t i = 0; i < run_model->num_inputs(); ++i)
         if (run_model->input(i).bits == 32) quantized = false;
@@ -290,7 +292,12 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
         else
           sess.run(fin);
       };
-      keep(whole_b, time_ns([&] { run_on(*session); }, opts.timing));
+      // Fused and unfused sessions timed in turn, twice (A B A B): their
+      // ratio is the residual-add fusion's gain on this machine.
+      for (int ab = 0; ab < 2; ++ab) {
+        keep(whole_b, time_ns([&] { run_on(*session); }, opts.timing));
+        keep(whole_u, time_ns([&] { run_on(*unfused); }, opts.timing));
+      }
       for (int w = 0; w < opts.timing.warmup; ++w) run_on(*prof);
       std::vector<std::vector<double>> samples(n);
       std::vector<double> outside, prof_run;
@@ -412,7 +419,7 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
                         num(pb.term(&RooflinePrediction::epilogue_ns) * 1e-3),
                         num(pb.term(&RooflinePrediction::overhead_ns) * 1e-3),
                         std::isfinite(pb.ns) ? pb.r.dominant() : std::string(), pb.r.weights_level, num(pk.ns * 1e-3),
-                        c.weight_bytes, c.input_bytes + c.output_bytes, Cell{}, Cell{}});
+                        c.weight_bytes, c.input_bytes + c.output_bytes, Cell{}, Cell{}, Cell{}});
     }
     if (ts.empty()) profiled = false;
     const double share = judged > 0 ? static_cast<double>(hits) / judged : kNaN;
@@ -435,7 +442,8 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
                       num(relative_error(rx8, mx8)), num(sum_t * 1e-3), Cell{}, Cell{}, Cell{}, std::string(""),
                       std::string(""), Cell{}, Cell{}, Cell{}, Cell{}, std::string(""), std::string(""), Cell{},
                       Cell{}, Cell{}, outside_best ? us(&*outside_best) : Cell{},
-                      outside_best ? num(outside_best->median / prof_run_best->median) : Cell{}});
+                      outside_best ? num(outside_best->median / prof_run_best->median) : Cell{},
+                      whole_u ? us(&*whole_u) : Cell{}});
   }
   res.meta.emplace_back("layer_timing", profiled ? "session profile (Session::layer_ns, one run per sample)"
                                                  : "each kernel alone (t_kernel_us)");
@@ -470,6 +478,10 @@ std::string summary_text(const ModelBenchResult& r) {
       if (std::isfinite(o) && std::isfinite(sh))
         s += fmt::format("threads {}: time outside the layers {:.1f} us per run ({:.1f}% of a profiled run)\n", t, o,
                          sh * 100);
+      const double tf = get(row, "t_us"), tu = get(row, "t_unfused_us");
+      if (std::isfinite(tf) && std::isfinite(tu))
+        s += fmt::format("threads {}: whole model {:.1f} us with residual adds fused, {:.1f} us unfused ({:.3f}x)\n", t,
+                         tf, tu, tu / tf);
     }
     s += fmt::format("threads {}: roofline within +/-25% of the measured time for {:.0f}% of {} layers", t,
                      std::isfinite(share) ? share * 100 : 0.0, rerr.size());

@@ -182,6 +182,9 @@ class GemmConv final : public Kernel {
     check_scratch(args, scratch_bytes(threads), name_);
     with_gemm8_isa(isa_, [&]<class Tag>() { run_isa<Tag>(args, pool, threads); });
   }
+  // Every block of rows as its last panel group finishes it (one panel group:
+  // each work item; several: after the layer, over the pool).
+  bool reports_done() const override { return true; }
 
  private:
   template <class Tag>
@@ -247,8 +250,13 @@ class GemmConv final : public Kernel {
         c.p1 = (pg + 1) * B_.npanels / npg;
         if (c.p0 >= c.p1) continue;
         gemm8_run<Tag>(c);
+        if (args.done && npg == 1) (*args.done)(m0 * d_.OC, (m0 + mb) * d_.OC);
       }
     });
+    if (args.done && npg > 1)
+      parallel_for(pool, nrb, [&](int64_t b, int64_t e, int) {
+        (*args.done)(b * MB_ * d_.OC, std::min(M_, e * MB_) * d_.OC);
+      });
   }
 
   size_t block_bytes() const {

@@ -409,6 +409,7 @@ class OnednnInt8 final : public Kernel {
               set->per_thread[static_cast<size_t>(t)][static_cast<size_t>(sl.runner)]->run(
                   in + (n * d_.H + sl.ih0) * in_row, tacc, tscratch);
               epilogue(tacc, sl.rows * OW_, out + static_cast<size_t>((n * OH_ + sl.oh0) * out_row) * esz, nullptr);
+              if (args.done) (*args.done)((n * OH_ + sl.oh0) * out_row, (n * OH_ + sl.oh0 + sl.rows) * out_row);
             }
           },
           1);
@@ -420,6 +421,7 @@ class OnednnInt8 final : public Kernel {
     if (cache_.slabs.empty()) {
       cache_.runners[0]->run(in, acc, dscratch);
       epilogue(acc, M_, out, pool);
+      report_done(args, 0, M_ * d_.OC, pool);
       return;
     }
     // Slab by slab: oneDNN writes rows [oh0, oh0 + rows) of one image, the
@@ -428,8 +430,11 @@ class OnednnInt8 final : public Kernel {
       for (const Slab& sl : cache_.slabs) {
         cache_.runners[static_cast<size_t>(sl.runner)]->run(in + (n * d_.H + sl.ih0) * in_row, acc, dscratch);
         epilogue(acc, sl.rows * OW_, out + static_cast<size_t>((n * OH_ + sl.oh0) * out_row) * esz, pool);
+        report_done(args, (n * OH_ + sl.oh0) * out_row, (n * OH_ + sl.oh0 + sl.rows) * out_row, pool);
       }
   }
+  // Every slab once its epilogue has run (the whole layer when it is one).
+  bool reports_done() const override { return true; }
 
  private:
   struct Slab {
@@ -448,6 +453,14 @@ class OnednnInt8 final : public Kernel {
   };
 
   size_t acc_bytes(const SlabSet& s) const { return round64(static_cast<size_t>(s.acc_rows * d_.OC) * 4); }
+  // Output elements [b, e) are final: reported in pieces over the pool.
+  static void report_done(const KernelArgs& args, int64_t b, int64_t e, ThreadPool* pool) {
+    if (!args.done) return;
+    constexpr int64_t kPiece = 16384;
+    parallel_for(pool, (e - b + kPiece - 1) / kPiece, [&](int64_t pb, int64_t pe, int) {
+      (*args.done)(b + pb * kPiece, std::min(e, b + pe * kPiece));
+    });
+  }
   size_t per_thread_bytes(const SlabSet& s) const { return acc_bytes(s) + round64(s.dnnl_scratch) + 64; }
   void epilogue(const int32_t* acc, int64_t rows, void* out, ThreadPool* pool) const {
     if (F_.period > 0) flat_epilogue(acc, rows, F_, d_.OC, out, pool);

@@ -172,6 +172,8 @@ TEST(ModelBench, TinyModelOneRepeat) {
   EXPECT_LT(share, 1.0);
   EXPECT_TRUE(std::holds_alternative<std::monostate>(pw[r.rows.column_index("t_outside_us")]));
   EXPECT_NE(bb::summary_text(r).find("time outside the layers"), std::string::npos);
+  EXPECT_TRUE(std::holds_alternative<double>(whole[r.rows.column_index("t_unfused_us")]));
+  EXPECT_NE(bb::summary_text(r).find("with residual adds fused"), std::string::npos);
   // Writers: the CSV and JSON parse back with every row and the run facts.
   const bb::CsvDocument doc = bb::parse_csv(bb::to_csv(r.rows, r.meta));
   EXPECT_EQ(doc.rows.size(), r.rows.rows().size());

@@ -193,6 +193,10 @@ struct RunStats {
 struct SessionOptions {
   int threads = 1;              // threads for this session's kernels (0 = all hardware threads)
   bool profile = false;         // time every layer of every run (Session::layer_ns)
+  // Run residual adds inside the convolution before them where the plan
+  // fused them (docs/RUNTIME.md, the plan); false, or profile, runs every
+  // layer as its own step. Results are identical either way.
+  bool fuse_adds = true;
 };
 
 class BBITS_API Session {

@@ -6,7 +6,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -386,6 +388,93 @@ TEST(SimdGemm, OnednnSlabsAndFlatEpilogueExact) {
     }
   }
   EXPECT_GE(checked, 30);
+}
+
+// Kernels that report finished output ranges (KernelArgs::done, used to fuse
+// residual adds): every output element is reported exactly once, and when a
+// range is reported its values are already the final ones. Layers large
+// enough for the oneDNN wrapper's row slabs, and small ones that split
+// channel panels over two threads; the output is exact against the reference.
+TEST(SimdGemm, FinishedOutputRangesReportedOnceAndFinal) {
+  ThreadPool pool(2);
+  uint64_t seed = 14000;
+  int checked = 0;
+  std::vector<const KernelInfo*> ks = simd_kernels(OpKind::Conv2D);
+  for (const KernelInfo* k : simd_kernels(OpKind::FullyConnected)) ks.push_back(k);
+  for (const KernelInfo* k : ks) {
+    for (int variant = 0; variant < 3; ++variant) {
+      OpDesc d;
+      if (k->op == OpKind::FullyConnected) {
+        FcDesc f;
+        f.N = variant == 0 ? 1 : 9;
+        f.K = 96;
+        f.OC = 40;
+        f.wbits = k->weight_bits == 32 ? 8 : k->weight_bits;
+        f.in = {8, false, 0.02f};
+        f.out = {8, false, 1.0f};
+        d = f;
+      } else {
+        ConvDesc c;
+        c.H = c.W = variant == 0 ? 56 : variant == 1 ? 7 : 13;
+        c.C = variant == 1 ? 256 : 32;
+        c.OC = variant == 1 ? 256 : 64;
+        c.KH = c.KW = variant == 1 ? 1 : 3;
+        c.pad_top = c.pad_left = c.pad_bottom = c.pad_right = c.KH / 2;
+        c.wbits = k->weight_bits == 32 ? 8 : k->weight_bits;
+        c.in = {8, false, 0.02f};
+        c.out = {8, variant == 2, 1.0f};
+        c.activation = variant == 2 ? Activation::None : Activation::Relu;
+        d = c;
+      }
+      if (!k->supports(d)) continue;
+      const testing::TestLayer L = testing::make_layer(d, seed++);
+      const auto kernel = k->create(L.desc, L.weights.view());
+      if (!kernel->reports_done()) break;
+      for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
+        const int64_t n = output_elements(L.desc);
+        const size_t esz = element_bytes(output_quant(L.desc).bits);
+        testing::TestTensor out(output_quant(L.desc), n);
+        out.fill(0x5A);
+        std::vector<uint8_t> seen(static_cast<size_t>(n) * esz, 0), count(static_cast<size_t>(n), 0);
+        std::mutex mu;
+        struct Ctx {
+          const uint8_t* out;
+          size_t esz;
+          std::vector<uint8_t>* seen;
+          std::vector<uint8_t>* count;
+          std::mutex* mu;
+        } ctx{static_cast<const uint8_t*>(out.data()), esz, &seen, &count, &mu};
+        DoneFn done;
+        done.ctx = &ctx;
+        done.fn = [](const void* c, int64_t b, int64_t e) {
+          const auto* x = static_cast<const Ctx*>(c);
+          std::lock_guard<std::mutex> lock(*x->mu);
+          for (int64_t i = b; i < e; ++i) ++(*x->count)[static_cast<size_t>(i)];
+          std::memcpy(x->seen->data() + b * x->esz, x->out + b * x->esz, static_cast<size_t>(e - b) * x->esz);
+        };
+        const int threads = p ? p->num_threads() : 1;
+        testing::TestTensor scratch(QuantInfo{8, false, 1.0f}, static_cast<int64_t>(kernel->scratch_bytes(threads)));
+        std::vector<const void*> ptrs;
+        for (const auto& t : L.inputs) ptrs.push_back(t.data());
+        KernelArgs args;
+        args.inputs = ptrs;
+        args.output = out.data();
+        args.scratch = scratch.bytes() ? scratch.data() : nullptr;
+        args.scratch_size = scratch.bytes();
+        args.done = &done;
+        kernel->run(args, p);
+        int64_t wrong = 0;
+        for (uint8_t c : count) wrong += c != 1;
+        EXPECT_EQ(wrong, 0) << k->name << " " << describe(L.desc) << ": elements not reported exactly once";
+        EXPECT_EQ(std::memcmp(seen.data(), out.data(), seen.size()), 0)
+            << k->name << " " << describe(L.desc) << ": a range was reported before it was final";
+        EXPECT_TRUE(testing::same_output(out, testing::run_kernel(*reference_kernel(L.desc), L)))
+            << k->name << " " << describe(L.desc);
+        ++checked;
+      }
+    }
+  }
+  EXPECT_GT(checked, 0);
 }
 
 // Threads of this process (Linux: /proc/self/task), -1 where unknown.
