@@ -334,10 +334,14 @@ class OnednnInt8 final : public Kernel {
     if (w.data == nullptr || w.size < need)
       throw std::invalid_argument(name_ + ": weights hold " + std::to_string(w.size) + " bytes, " +
                                   std::to_string(need) + " needed");
+    // 2/4-bit weights widened, each channel times its power of two
+    // (weight_upshifts: the same outputs, a shorter epilogue).
+    const std::vector<int> up = weight_upshifts(d_.OC, K, d_.wbits, w, d_.in, d_.out);
     std::vector<int8_t> w8(static_cast<size_t>(d_.OC * K));
     for (int64_t oc = 0; oc < d_.OC; ++oc)
       for (int64_t k = 0; k < K; ++k)
-        w8[static_cast<size_t>(oc * K + k)] = static_cast<int8_t>(unpack_value(w.data + oc * row, k, d_.wbits));
+        w8[static_cast<size_t>(oc * K + k)] = static_cast<int8_t>(
+            unpack_value(w.data + oc * row, k, d_.wbits) * (up.empty() ? 1 : 1 << up[static_cast<size_t>(oc)]));
     OH_ = d_.out_h();
     OW_ = d_.out_w();
     M_ = d_.N * OH_ * OW_;
@@ -345,7 +349,7 @@ class OnednnInt8 final : public Kernel {
     // oneDNN returns the exact sum (its own s8-source compensation), so no
     // -128 * wsum term: pass zero sums.
     E_ = make_epilogue(d_.OC, OCp, K, d_.wbits, w, d_.in, d_.out, d_.activation,
-                       std::vector<int32_t>(static_cast<size_t>(OCp), 0), 0, vec_layout(Isa::AVX512), name_);
+                       std::vector<int32_t>(static_cast<size_t>(OCp), 0), 0, vec_layout(Isa::AVX512), name_, up);
     F_ = make_flat(E_);
     fc_ = is_fc(d_);
     OmpOne omp;

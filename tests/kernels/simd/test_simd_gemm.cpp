@@ -17,6 +17,7 @@
 #include "bbits/kernels/kernels.h"
 #include "bbits/kernels/simd.h"
 #include "bbits/kernels/thread_pool.h"
+#include "simd/common.h"
 
 // OpenMP's setter when the kernels link an OpenMP runtime (oneDNN's OpenMP
 // build); null in a lean build.
@@ -702,6 +703,89 @@ TEST(SimdGemm, MultipliersAboveOneExact) {
     }
   }
   EXPECT_GT(checked, 40);
+}
+
+// 2- and 4-bit weights on the int8 kernels (the GEMM's w8 instances, the
+// oneDNN wrapper), which widen them times a power of two per channel
+// (weight_upshifts) so that multipliers above 1 drop below it: exact against
+// the reference for multipliers from below 1/2 (no upshift) through 1.5..40
+// (partial and full upshifts) to 10^6 (capped by int8), with integer and
+// float biases (the bias fraction scales too), signed and unsigned inputs and
+// outputs, ReLU6, one and two threads; and the upshifts themselves.
+TEST(SimdGemm, WidenedSubByteWeightsUpshiftedExact) {
+  ThreadPool pool(2);
+  uint64_t seed = 15000;
+  int checked = 0;
+  std::vector<const KernelInfo*> ks;
+  for (OpKind op : {OpKind::Conv2D, OpKind::FullyConnected})
+    for (const KernelInfo* k : simd_kernels(op))
+      if (k->weight_bits == 8) ks.push_back(k);
+  for (const KernelInfo* k : ks) {
+    for (int wb : {2, 4}) {
+      for (int variant = 0; variant < 4; ++variant) {
+        OpDesc d;
+        if (k->op == OpKind::Conv2D) {
+          ConvDesc c;
+          c.H = 9;
+          c.W = 11;
+          c.C = 16;
+          c.OC = variant == 3 ? 40 : 72;
+          c.KH = c.KW = variant == 0 ? 1 : 3;
+          c.pad_top = c.pad_left = c.pad_bottom = c.pad_right = variant == 0 ? 0 : 1;
+          c.stride_h = c.stride_w = variant == 2 ? 2 : 1;
+          c.wbits = wb;
+          c.in = {8, variant == 1, 0.05f};
+          c.out = {8, variant % 2 == 1, 1.0f};
+          c.activation = variant % 2 == 1 ? Activation::None : Activation::Relu6;
+          d = c;
+        } else {
+          FcDesc f;
+          f.N = variant == 2 ? 3 : 1;
+          f.K = 200;
+          f.OC = variant == 3 ? 24 : 64;
+          f.wbits = wb;
+          f.in = {8, variant == 1, 0.05f};
+          f.out = {8, variant % 2 == 1, 1.0f};
+          f.activation = variant % 2 == 1 ? Activation::None : Activation::Relu6;
+          d = f;
+        }
+        if (!k->supports(d)) continue;
+        for (double mult : {0.3, 1.5, 3.0, 40.0, 1.0e6}) {
+          testing::TestLayer L = testing::make_layer(d, seed++, /*keep_out_scale=*/false, /*float_bias=*/variant >= 2);
+          float mx = 0.0f;
+          for (float sc : L.weights.scales) mx = std::max(mx, sc);
+          std::visit(
+              [&](auto& x) {
+                if constexpr (requires { x.out.scale; x.in.scale; })
+                  x.out.scale = static_cast<float>(static_cast<double>(mx) * x.in.scale / mult);
+              },
+              L.desc);
+          const testing::TestTensor want = testing::run_kernel(*reference_kernel(L.desc), L);
+          ThreadPool* p = variant == 2 ? &pool : nullptr;
+          const testing::TestTensor got = testing::run_kernel(*k, L, p);
+          EXPECT_TRUE(testing::same_output(got, want))
+              << k->name << " on " << describe(L.desc) << " multiplier " << mult << " seed " << seed - 1;
+          ++checked;
+          // The upshifts: none when every multiplier is below 1/2, else
+          // within what int8 holds (2^(8 - bits)).
+          const ConvDesc c = k->op == OpKind::Conv2D ? std::get<ConvDesc>(L.desc) : fc_as_conv(std::get<FcDesc>(L.desc));
+          const std::vector<int> up = simd::weight_upshifts(c.OC, c.K(), wb, L.weights.view(), c.in, c.out);
+          if (mult < 0.5) {
+            EXPECT_TRUE(up.empty());
+          } else {
+            ASSERT_EQ(up.size(), static_cast<size_t>(c.OC));
+            for (int j : up) EXPECT_TRUE(j >= 0 && j <= 8 - wb) << j;
+            // The channel of the largest multiplier: shift 32 reached (j =
+            // 1 + ceil(log2 mult)) unless int8 or int32 hold less.
+            const int jmax = *std::max_element(up.begin(), up.end());
+            EXPECT_GE(jmax, 1);
+            EXPECT_LE(jmax, std::min(8 - wb, 1 + static_cast<int>(std::ceil(std::log2(mult)))));
+          }
+        }
+      }
+    }
+  }
+  if (!ks.empty()) EXPECT_GT(checked, 40);
 }
 
 TEST(SimdGemm, BadWeightsRejected) {
