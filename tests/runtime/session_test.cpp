@@ -133,13 +133,18 @@ INSTANTIATE_TEST_SUITE_P(Widths, SessionBits,
                                            Bits{2, 4, 8, 16, 16, 8, 4}, Bits{16, 8, 4, 2, 2, 16, 8},
                                            Bits{8, 2, 16, 4, 4, 2, 16}));
 
-TEST(Session, MultiChannelInputInEitherDeclaredLayout) {
+// A small LeNet on a 3-channel 14x14 input.
+LenetModel three_channel_lenet() {
   LenetSpec spec;
   spec.in_c = 3;
   spec.in_h = spec.in_w = 14;
   spec.c1 = 6, spec.keep_c1 = 5, spec.c2 = 8, spec.keep_c2 = 7, spec.fc1 = 16, spec.keep_fc1 = 12;
   spec.k = 3;
-  const LenetModel m = build_lenet(spec);
+  return build_lenet(spec);
+}
+
+TEST(Session, MultiChannelInputInEitherDeclaredLayout) {
+  const LenetModel m = three_channel_lenet();
   auto nchw = load(m);
   const std::vector<uint8_t> nhwc_bytes = bbits::testing::repack_model(
       m.bytes, [](bbits::fb::ModelT& t) { t.preprocess->layout = bbits::fb::Layout::NHWC; });
@@ -229,12 +234,7 @@ TEST(Session, ProfileTimesEveryLayer) {
 // their float values (run) land in the same N,H,W,C storage and give the
 // reference's outputs; a value off the grid is named with its index.
 TEST(Session, MultiChannelInputOnBothPaths) {
-  LenetSpec spec;
-  spec.in_c = 3;
-  spec.in_h = spec.in_w = 14;
-  spec.c1 = 6, spec.keep_c1 = 5, spec.c2 = 8, spec.keep_c2 = 7, spec.fc1 = 16, spec.keep_fc1 = 12;
-  spec.k = 3;
-  const LenetModel m = build_lenet(spec);
+  const LenetModel m = three_channel_lenet();
   bbits::Session s(load(m));
   for (uint32_t seed = 1; seed <= 3; ++seed) {
     const auto x = lenet_random_input(m, seed);  // N,C,H,W

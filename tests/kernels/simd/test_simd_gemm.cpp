@@ -453,17 +453,7 @@ TEST(SimdGemm, FinishedOutputRangesReportedOnceAndFinal) {
           for (int64_t i = b; i < e; ++i) ++(*x->count)[static_cast<size_t>(i)];
           std::memcpy(x->seen->data() + b * x->esz, x->out + b * x->esz, static_cast<size_t>(e - b) * x->esz);
         };
-        const int threads = p ? p->num_threads() : 1;
-        testing::TestTensor scratch(QuantInfo{8, false, 1.0f}, static_cast<int64_t>(kernel->scratch_bytes(threads)));
-        std::vector<const void*> ptrs;
-        for (const auto& t : L.inputs) ptrs.push_back(t.data());
-        KernelArgs args;
-        args.inputs = ptrs;
-        args.output = out.data();
-        args.scratch = scratch.bytes() ? scratch.data() : nullptr;
-        args.scratch_size = scratch.bytes();
-        args.done = &done;
-        kernel->run(args, p);
+        testing::run_kernel_into(*kernel, L, out, p, &done);
         int64_t wrong = 0;
         for (uint8_t c : count) wrong += c != 1;
         EXPECT_EQ(wrong, 0) << k->name << " " << describe(L.desc) << ": elements not reported exactly once";
@@ -645,6 +635,21 @@ TEST(SimdGemm, GemmTileEpilogueExact) {
   if (!simd_kernels(OpKind::Conv2D).empty()) EXPECT_GT(checked, 40);
 }
 
+// A random layer whose output scale makes the largest channel's real
+// multiplier about `mult` (s_w,max * s_in / s_out).
+testing::TestLayer layer_at_multiplier(const OpDesc& d, uint64_t seed, double mult, bool float_bias = false) {
+  testing::TestLayer L = testing::make_layer(d, seed, /*keep_out_scale=*/false, float_bias);
+  float mx = 0.0f;
+  for (float sc : L.weights.scales) mx = std::max(mx, sc);
+  std::visit(
+      [&](auto& x) {
+        if constexpr (requires { x.out.scale; x.in.scale; })
+          x.out.scale = static_cast<float>(static_cast<double>(mx) * x.in.scale / mult);
+      },
+      L.desc);
+  return L;
+}
+
 // Requantization multipliers above 1 (their 64-bit results may leave int32
 // before the output clamp) on every SIMD conv, depthwise and fc kernel with
 // 8-bit outputs: the fused tile and GEMV epilogues, the row epilogue, the
@@ -655,15 +660,7 @@ TEST(SimdGemm, MultipliersAboveOneExact) {
   int checked = 0;
   auto check = [&](const KernelInfo& k, OpDesc d, double mult, ThreadPool* p) {
     if (!k.supports(d)) return;
-    testing::TestLayer L = testing::make_layer(d, seed++, /*keep_out_scale=*/false);
-    float mx = 0.0f;
-    for (float sc : L.weights.scales) mx = std::max(mx, sc);
-    std::visit(
-        [&](auto& x) {
-          if constexpr (requires { x.out.scale; x.in.scale; })
-            x.out.scale = static_cast<float>(static_cast<double>(mx) * x.in.scale / mult);
-        },
-        L.desc);
+    const testing::TestLayer L = layer_at_multiplier(d, seed++, mult);
     const testing::TestTensor want = testing::run_kernel(*reference_kernel(L.desc), L);
     const testing::TestTensor got = testing::run_kernel(k, L, p);
     EXPECT_TRUE(testing::same_output(got, want)) << k.name << " on " << describe(L.desc) << " seed " << seed - 1;
@@ -751,15 +748,7 @@ TEST(SimdGemm, WidenedSubByteWeightsUpshiftedExact) {
         }
         if (!k->supports(d)) continue;
         for (double mult : {0.3, 1.5, 3.0, 40.0, 1.0e6}) {
-          testing::TestLayer L = testing::make_layer(d, seed++, /*keep_out_scale=*/false, /*float_bias=*/variant >= 2);
-          float mx = 0.0f;
-          for (float sc : L.weights.scales) mx = std::max(mx, sc);
-          std::visit(
-              [&](auto& x) {
-                if constexpr (requires { x.out.scale; x.in.scale; })
-                  x.out.scale = static_cast<float>(static_cast<double>(mx) * x.in.scale / mult);
-              },
-              L.desc);
+          const testing::TestLayer L = layer_at_multiplier(d, seed++, mult, /*float_bias=*/variant >= 2);
           const testing::TestTensor want = testing::run_kernel(*reference_kernel(L.desc), L);
           ThreadPool* p = variant == 2 ? &pool : nullptr;
           const testing::TestTensor got = testing::run_kernel(*k, L, p);
