@@ -66,19 +66,43 @@ void with_storage(const kernels::QuantInfo& q, V* base, F&& f) {
   }
 }
 
-// Integers into the slot's storage and layout; false when one lies outside
-// [lo, hi] (the slot then holds garbage).
-bool store_ints(void* dst, const detail::ActSlot& s, const IndexMap& map, const int32_t* v, int32_t lo, int32_t hi) {
-  bool outside = false;
-  with_storage(s.q, dst, [&](auto* d) {
-    using T = std::remove_pointer_t<decltype(d)>;
-    for_each_element(map, s.elements, [&](int64_t o, int64_t k) {
+// Integers into storage of type T in the slot's layout, checked against
+// [lo, hi] on the way; false when one lies outside (the slot then holds
+// garbage). Everything in locals and restrict pointers: through references
+// the byte stores could alias the bounds and the flag, which cost about
+// 1 ns per element.
+template <class T>
+bool store_checked(T* __restrict d, const int32_t* __restrict v, const IndexMap m, const int64_t elements,
+                   const int32_t lo, const int32_t hi) {
+  int32_t outside = 0;
+  if (!m.transpose) {
+    for (int64_t k = 0; k < elements; ++k) {
       const int32_t x = v[k];
-      outside |= (x < lo) | (x > hi);
-      d[o] = static_cast<T>(x);
-    });
-  });
-  return !outside;
+      outside |= static_cast<int32_t>(x < lo) | static_cast<int32_t>(x > hi);
+      d[k] = static_cast<T>(x);
+    }
+    return outside == 0;
+  }
+  const int64_t C = m.C, HW = m.HW;
+  for (int64_t n = 0; n < m.N; ++n) {
+    const int32_t* __restrict vn = v + n * C * HW;
+    T* __restrict dn = d + n * C * HW;
+    for (int64_t c = 0; c < C; ++c) {
+      const int32_t* __restrict vc = vn + c * HW;
+      for (int64_t p = 0; p < HW; ++p) {
+        const int32_t x = vc[p];
+        outside |= static_cast<int32_t>(x < lo) | static_cast<int32_t>(x > hi);
+        dn[p * C + c] = static_cast<T>(x);
+      }
+    }
+  }
+  return outside == 0;
+}
+
+bool store_ints(void* dst, const detail::ActSlot& s, const IndexMap& map, const int32_t* v, int32_t lo, int32_t hi) {
+  bool ok = true;
+  with_storage(s.q, dst, [&](auto* d) { ok = store_checked(d, v, map, s.elements, lo, hi); });
+  return ok;
 }
 
 // The slot's values in the caller's layout, through `put(caller_index, q)`.
