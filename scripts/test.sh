@@ -3,13 +3,16 @@
 # installs missing Debian packages, builds (Release, ccache) into build/ and
 # runs every suite through ctest; then rebuilds the torch-free parts as the
 # lean runtime (no oneDNN, no OpenMP) with AddressSanitizer +
-# UndefinedBehaviorSanitizer and runs their suites; then cross-builds for
+# UndefinedBehaviorSanitizer and runs their suites; then builds the lean
+# runtime's tests with ThreadSanitizer and runs the session tests (one Model
+# shared across threads, thread pools); then cross-builds for
 # AArch64 and runs the kernel, format, runtime and converter suites under
 # qemu on CPUs with and without the NEON dot product (scripts/test-arm64.sh);
 # then builds the libFuzzer targets with clang and runs each for a while.
 #
 #   scripts/test.sh                 everything
 #   BBITS_SKIP_SANITIZE=1 scripts/test.sh   skip the sanitizer (lean) build
+#   BBITS_SKIP_TSAN=1 scripts/test.sh       skip the ThreadSanitizer (lean) build of the session tests
 #   BBITS_SKIP_ARM64=1 scripts/test.sh      skip the AArch64 cross-build and emulated runs
 #   BBITS_SKIP_FUZZ=1 scripts/test.sh       skip the fuzzers
 #   BBITS_FUZZ_SECONDS=N            seconds per fuzz target (default 20)
@@ -52,6 +55,28 @@ if [[ -z "${BBITS_SKIP_SANITIZE:-}" ]]; then
   bbits_build "$BBITS_BUILD-asan"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     run_ctest sanitizers-lean "$BBITS_BUILD-asan"
+fi
+
+if [[ -z "${BBITS_SKIP_TSAN:-}" ]]; then
+  # ThreadSanitizer on the lean runtime (OpenMP, which oneDNN would bring,
+  # is not TSan-instrumented): the session tests, which share one Model
+  # across threads and split layers over sessions' thread pools.
+  echo "== configure + build (ThreadSanitizer, lean) in $BBITS_BUILD-tsan"
+  tsan_start=$(date +%s)
+  bbits_configure "$BBITS_BUILD-tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBBITS_TSAN=ON \
+    -DBBITS_TESTS=ON -DBBITS_BENCH=OFF -DBBITS_TRAINING=OFF -DBBITS_WITH_ONEDNN=OFF
+  bbits_build "$BBITS_BUILD-tsan" --target runtime_test
+  log="$logdir/ctest-tsan.log"
+  echo "== ctest (tsan: Session tests)"
+  if TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+       ctest --test-dir "$BBITS_BUILD-tsan" -R '^Session\.' -j "$BBITS_JOBS" --output-on-failure --timeout 900 \
+       2>&1 | tee "$log"; then :; else status=1; fi
+  line=$(grep -E "tests passed, [0-9]+ tests? failed out of" "$log" | tail -1 || true)
+  summary+=("tsan ($(( $(date +%s) - tsan_start )) s): ${line:-no ctest summary}")
+  t_failed=$(sed -nE 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\1/p' <<<"$line")
+  t_total=$(sed -nE 's/.* failed out of ([0-9]+).*/\1/p' <<<"$line")
+  TOTAL_PASSED=$((TOTAL_PASSED + ${t_total:-0} - ${t_failed:-0}))
+  TOTAL_FAILED=$((TOTAL_FAILED + ${t_failed:-1}))
 fi
 
 if [[ -z "${BBITS_SKIP_ARM64:-}" ]]; then

@@ -99,7 +99,7 @@ const std::vector<Column>& bench_columns() {
       {"roof_x8", 2},     {"meas_x8", 2},      {"bop_err8", 2},  {"roof_err8", 2}, {"t_layers_sum_us", 1},
       {"t_kernel_us", 1}, {"t_kernel_iqr_us", 1}, {"roof_err_kernel", 2}, {"onednn_f32_impl"}, {"onednn_int8_impl"},
       {"roof_compute_us", 2}, {"roof_memory_us", 2}, {"roof_epilogue_us", 2}, {"roof_call_us", 2}, {"dominant"}, {"weights_level"}, {"roof_kernel_us", 1},
-      {"weight_bytes"}, {"act_bytes"}};
+      {"weight_bytes"}, {"act_bytes"}, {"t_outside_us", 1}, {"outside_share", 3}, {"t_unfused_us", 1}};
   return cols;
 }
 
@@ -169,6 +169,7 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
     std::vector<int64_t> scratch(n, 0);
     std::vector<std::optional<Summary>> tf(n), ti(n);
     std::optional<Summary> whole_f, whole_i, whole_b;
+    std::optional<Summary> whole_u;  // the session with every layer as its own step (fuse_adds = false)
     std::vector<Summary> ts;  // per-layer times inside a profiled session (empty: unavailable)
     std::vector<std::string> impl_f(n), impl_i(n);
 
@@ -191,7 +192,7 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
       }
     }
     std::shared_ptr<const bbits::Model> run_model;
-    std::unique_ptr<bbits::Session> session, prof;
+    std::unique_ptr<bbits::Session> session, prof, unfused;
     std::vector<bbits::QuantizedTensor> qin;
     std::vector<bbits::Tensor> fin;
     bool quantized = true;
@@ -201,6 +202,7 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
       // Per-layer times inside the session (SessionOptions::profile): each
       // layer reads what the previous one just wrote, as in real use.
       prof = std::make_unique<bbits::Session>(run_model, bbits::SessionOptions{.threads = t, .profile = true});
+      unfused = std::make_unique<bbits::Session>(run_model, bbits::SessionOptions{.threads = t, .fuse_adds = false});
       std::mt19937 rng(3);
       for (size_t i = 0; i < run_model->num_inputs(); ++i)
         if (run_model->input(i).bits == 32) quantized = false;
@@ -257,6 +259,10 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
       if (!best || s.median < best->median) best = s;
     };
     std::vector<std::optional<Summary>> tb_best(n), ts_best(n);
+    // Time of a profiled run outside its layers (Session::run_ns less the
+    // sum of layer_ns: input and output conversion, the step loop), and the
+    // profiled run as a whole, from the same runs.
+    std::optional<Summary> outside_best, prof_run_best;
     bool ts_ok = opts.whole_model;
     for (int pass = 0; pass < opts.passes; ++pass) {
       settle();
@@ -279,17 +285,34 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
         else
           sess.run(fin);
       };
-      keep(whole_b, time_ns([&] { run_on(*session); }, opts.timing));
+      // Fused and unfused sessions timed in turn, twice (A B A B): their
+      // ratio is the residual-add fusion's gain on this machine.
+      for (int ab = 0; ab < 2; ++ab) {
+        keep(whole_b, time_ns([&] { run_on(*session); }, opts.timing));
+        keep(whole_u, time_ns([&] { run_on(*unfused); }, opts.timing));
+      }
       for (int w = 0; w < opts.timing.warmup; ++w) run_on(*prof);
       std::vector<std::vector<double>> samples(n);
+      std::vector<double> outside, prof_run;
       for (int r = 0; r < opts.timing.repeats; ++r) {
         run_on(*prof);
         const std::vector<double>& ns = prof->layer_ns();
         if (ns.size() != n) break;
-        for (size_t i = 0; i < n; ++i) samples[i].push_back(ns[i]);
+        double sum = 0;
+        for (size_t i = 0; i < n; ++i) {
+          samples[i].push_back(ns[i]);
+          sum += ns[i];
+        }
+        outside.push_back(prof->run_ns() - sum);
+        prof_run.push_back(prof->run_ns());
       }
       if (!samples.empty() && samples[0].size() == static_cast<size_t>(opts.timing.repeats)) {
         for (size_t i = 0; i < n; ++i) keep(ts_best[i], summarize(samples[i]));
+        const Summary o = summarize(outside), w = summarize(prof_run);
+        if (!prof_run_best || w.median < prof_run_best->median) {
+          prof_run_best = w;
+          outside_best = o;
+        }
       } else {
         ts_ok = false;
       }
@@ -389,7 +412,7 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
                         num(pb.term(&RooflinePrediction::epilogue_ns) * 1e-3),
                         num(pb.term(&RooflinePrediction::overhead_ns) * 1e-3),
                         std::isfinite(pb.ns) ? pb.r.dominant() : std::string(), pb.r.weights_level, num(pk.ns * 1e-3),
-                        c.weight_bytes, c.input_bytes + c.output_bytes});
+                        c.weight_bytes, c.input_bytes + c.output_bytes, Cell{}, Cell{}, Cell{}});
     }
     if (ts.empty()) profiled = false;
     const double share = judged > 0 ? static_cast<double>(hits) / judged : kNaN;
@@ -411,7 +434,9 @@ ModelBenchResult run_model_bench(const std::string& model_path, const ModelBench
                       num(relative_error(rx32, mx32)), num(bx8), num(rx8), num(mx8), num(relative_error(bx8, mx8)),
                       num(relative_error(rx8, mx8)), num(sum_t * 1e-3), Cell{}, Cell{}, Cell{}, std::string(""),
                       std::string(""), Cell{}, Cell{}, Cell{}, Cell{}, std::string(""), std::string(""), Cell{},
-                      Cell{}, Cell{}});
+                      Cell{}, Cell{}, outside_best ? us(&*outside_best) : Cell{},
+                      outside_best ? num(outside_best->median / prof_run_best->median) : Cell{},
+                      whole_u ? us(&*whole_u) : Cell{}});
   }
   res.meta.emplace_back("layer_timing", profiled ? "session profile (Session::layer_ns, one run per sample)"
                                                  : "each kernel alone (t_kernel_us)");
@@ -439,6 +464,17 @@ std::string summary_text(const ModelBenchResult& r) {
       if (std::isfinite(ek)) kerr.push_back(std::fabs(ek));
       if (std::isfinite(b8)) berr8.push_back(b8);
       if (std::isfinite(b32)) berr32.push_back(b32);
+    }
+    for (const auto& row : rows) {
+      if (std::get<std::string>(row[c_scope]) != "model" || std::get<int64_t>(row[c_thr]) != t) continue;
+      const double o = get(row, "t_outside_us"), sh = get(row, "outside_share");
+      if (std::isfinite(o) && std::isfinite(sh))
+        s += fmt::format("threads {}: time outside the layers {:.1f} us per run ({:.1f}% of a profiled run)\n", t, o,
+                         sh * 100);
+      const double tf = get(row, "t_us"), tu = get(row, "t_unfused_us");
+      if (std::isfinite(tf) && std::isfinite(tu))
+        s += fmt::format("threads {}: whole model {:.1f} us with residual adds fused, {:.1f} us unfused ({:.3f}x)\n", t,
+                         tf, tu, tu / tf);
     }
     s += fmt::format("threads {}: roofline within +/-25% of the measured time for {:.0f}% of {} layers", t,
                      std::isfinite(share) ? share * 100 : 0.0, rerr.size());

@@ -73,6 +73,17 @@ class AddKernel final : public Kernel {
       });
     });
   }
+  bool elementwise() const override { return true; }
+  void run_elements(const KernelArgs& args, int64_t begin, int64_t end) const override {
+    check_io(args, 2, name_);
+    if (begin < 0 || end > d_.count || begin > end)
+      throw std::invalid_argument(name_ + ": elements [" + std::to_string(begin) + ", " + std::to_string(end) +
+                                  ") outside [0, " + std::to_string(d_.count) + ")");
+    const auto* a = static_cast<const uint8_t*>(args.inputs[0]);
+    const auto* b = static_cast<const uint8_t*>(args.inputs[1]);
+    auto* o = static_cast<uint8_t*>(args.output);
+    with_eltwise_isa(isa_, [&]<class Tag>() { add8<Tag>(p_, a + begin, b + begin, o + begin, end - begin); });
+  }
 
  private:
   std::string name_;

@@ -134,11 +134,24 @@ class GemmConv final : public Kernel {
                                   std::to_string(need) + " needed for " + std::to_string(d_.OC) + " rows of " +
                                   std::to_string(K_) + " values at " + std::to_string(d_.wbits) + " bits");
     const WEnc enc = t_.top_raw && M_ <= 2 ? WEnc::TopRaw : WEnc::Offset;
-    B_ = pack_weights(w.data, row, d_.wbits, d_.OC, K_, kbits, t_.lanes, kGemm8Blocks, enc);
+    // 2/4-bit weights on the int8 kernel: widened here, each channel times
+    // its power of two (weight_upshifts: the same outputs, a shorter epilogue).
+    const std::vector<int> up =
+        kbits == 8 && d_.wbits < 8 ? weight_upshifts(d_.OC, K_, d_.wbits, w, d_.in, d_.out) : std::vector<int>{};
+    if (up.empty()) {
+      B_ = pack_weights(w.data, row, d_.wbits, d_.OC, K_, kbits, t_.lanes, kGemm8Blocks, enc);
+    } else {
+      std::vector<uint8_t> w8(static_cast<size_t>(d_.OC * K_));
+      for (int64_t oc = 0; oc < d_.OC; ++oc)
+        for (int64_t k = 0; k < K_; ++k)
+          w8[static_cast<size_t>(oc * K_ + k)] = static_cast<uint8_t>(static_cast<int8_t>(
+              unpack_value(w.data + static_cast<size_t>(oc) * row, k, d_.wbits) * (1 << up[static_cast<size_t>(oc)])));
+      B_ = pack_weights(w8.data(), static_cast<size_t>(K_), 8, d_.OC, K_, kbits, t_.lanes, kGemm8Blocks, enc);
+    }
     const bool flip = needs_flip(d_.in, t_);
     const int a_offset = !flip ? 0 : (t_.signed_bytes ? -128 : 128);
     E_ = make_epilogue(d_.OC, B_.OCp, K_, d_.wbits, w, d_.in, d_.out, d_.activation, B_.wsum, a_offset,
-                       vec_layout(isa_), name_);
+                       vec_layout(isa_), name_, up);
     if (isa_ == Isa::AVX512_VNNI) fold_colterm(E_);
     direct_ = d_.KH == 1 && d_.KW == 1 && d_.stride_h == 1 && d_.stride_w == 1 && d_.pad_top == 0 &&
               d_.pad_left == 0 && d_.pad_bottom == 0 && d_.pad_right == 0 && !flip && d_.C == B_.Kp;
@@ -182,6 +195,9 @@ class GemmConv final : public Kernel {
     check_scratch(args, scratch_bytes(threads), name_);
     with_gemm8_isa(isa_, [&]<class Tag>() { run_isa<Tag>(args, pool, threads); });
   }
+  // Every block of rows as its last panel group finishes it (one panel group:
+  // each work item; several: after the layer, over the pool).
+  bool reports_done() const override { return true; }
 
  private:
   template <class Tag>
@@ -247,8 +263,13 @@ class GemmConv final : public Kernel {
         c.p1 = (pg + 1) * B_.npanels / npg;
         if (c.p0 >= c.p1) continue;
         gemm8_run<Tag>(c);
+        if (args.done && npg == 1) (*args.done)(m0 * d_.OC, (m0 + mb) * d_.OC);
       }
     });
+    if (args.done && npg > 1)
+      parallel_for(pool, nrb, [&](int64_t b, int64_t e, int) {
+        (*args.done)(b * MB_ * d_.OC, std::min(M_, e * MB_) * d_.OC);
+      });
   }
 
   size_t block_bytes() const {

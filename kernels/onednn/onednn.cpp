@@ -334,10 +334,14 @@ class OnednnInt8 final : public Kernel {
     if (w.data == nullptr || w.size < need)
       throw std::invalid_argument(name_ + ": weights hold " + std::to_string(w.size) + " bytes, " +
                                   std::to_string(need) + " needed");
+    // 2/4-bit weights widened, each channel times its power of two
+    // (weight_upshifts: the same outputs, a shorter epilogue).
+    const std::vector<int> up = weight_upshifts(d_.OC, K, d_.wbits, w, d_.in, d_.out);
     std::vector<int8_t> w8(static_cast<size_t>(d_.OC * K));
     for (int64_t oc = 0; oc < d_.OC; ++oc)
       for (int64_t k = 0; k < K; ++k)
-        w8[static_cast<size_t>(oc * K + k)] = static_cast<int8_t>(unpack_value(w.data + oc * row, k, d_.wbits));
+        w8[static_cast<size_t>(oc * K + k)] = static_cast<int8_t>(
+            unpack_value(w.data + oc * row, k, d_.wbits) * (up.empty() ? 1 : 1 << up[static_cast<size_t>(oc)]));
     OH_ = d_.out_h();
     OW_ = d_.out_w();
     M_ = d_.N * OH_ * OW_;
@@ -345,7 +349,7 @@ class OnednnInt8 final : public Kernel {
     // oneDNN returns the exact sum (its own s8-source compensation), so no
     // -128 * wsum term: pass zero sums.
     E_ = make_epilogue(d_.OC, OCp, K, d_.wbits, w, d_.in, d_.out, d_.activation,
-                       std::vector<int32_t>(static_cast<size_t>(OCp), 0), 0, vec_layout(Isa::AVX512), name_);
+                       std::vector<int32_t>(static_cast<size_t>(OCp), 0), 0, vec_layout(Isa::AVX512), name_, up);
     F_ = make_flat(E_);
     fc_ = is_fc(d_);
     OmpOne omp;
@@ -409,6 +413,7 @@ class OnednnInt8 final : public Kernel {
               set->per_thread[static_cast<size_t>(t)][static_cast<size_t>(sl.runner)]->run(
                   in + (n * d_.H + sl.ih0) * in_row, tacc, tscratch);
               epilogue(tacc, sl.rows * OW_, out + static_cast<size_t>((n * OH_ + sl.oh0) * out_row) * esz, nullptr);
+              if (args.done) (*args.done)((n * OH_ + sl.oh0) * out_row, (n * OH_ + sl.oh0 + sl.rows) * out_row);
             }
           },
           1);
@@ -420,6 +425,7 @@ class OnednnInt8 final : public Kernel {
     if (cache_.slabs.empty()) {
       cache_.runners[0]->run(in, acc, dscratch);
       epilogue(acc, M_, out, pool);
+      report_done(args, 0, M_ * d_.OC, pool);
       return;
     }
     // Slab by slab: oneDNN writes rows [oh0, oh0 + rows) of one image, the
@@ -428,8 +434,11 @@ class OnednnInt8 final : public Kernel {
       for (const Slab& sl : cache_.slabs) {
         cache_.runners[static_cast<size_t>(sl.runner)]->run(in + (n * d_.H + sl.ih0) * in_row, acc, dscratch);
         epilogue(acc, sl.rows * OW_, out + static_cast<size_t>((n * OH_ + sl.oh0) * out_row) * esz, pool);
+        report_done(args, (n * OH_ + sl.oh0) * out_row, (n * OH_ + sl.oh0 + sl.rows) * out_row, pool);
       }
   }
+  // Every slab once its epilogue has run (the whole layer when it is one).
+  bool reports_done() const override { return true; }
 
  private:
   struct Slab {
@@ -448,6 +457,14 @@ class OnednnInt8 final : public Kernel {
   };
 
   size_t acc_bytes(const SlabSet& s) const { return round64(static_cast<size_t>(s.acc_rows * d_.OC) * 4); }
+  // Output elements [b, e) are final: reported in pieces over the pool.
+  static void report_done(const KernelArgs& args, int64_t b, int64_t e, ThreadPool* pool) {
+    if (!args.done) return;
+    constexpr int64_t kPiece = 16384;
+    parallel_for(pool, (e - b + kPiece - 1) / kPiece, [&](int64_t pb, int64_t pe, int) {
+      (*args.done)(b + pb * kPiece, std::min(e, b + pe * kPiece));
+    });
+  }
   size_t per_thread_bytes(const SlabSet& s) const { return acc_bytes(s) + round64(s.dnnl_scratch) + 64; }
   void epilogue(const int32_t* acc, int64_t rows, void* out, ThreadPool* pool) const {
     if (F_.period > 0) flat_epilogue(acc, rows, F_, d_.OC, out, pool);

@@ -150,9 +150,49 @@ RequantTable single_requant(Requant r, int64_t lo, int64_t hi, VecLayout layout)
   return t;
 }
 
+std::vector<int> weight_upshifts(int64_t OC, int64_t K, int wbits, const Weights& w, const QuantInfo& in,
+                                 const QuantInfo& out) {
+  if ((wbits != 2 && wbits != 4) || out.is_float() || out.bits > 8 || in.is_float()) return {};
+  const auto n = static_cast<size_t>(OC);
+  if (w.scales.size() != 1 && w.scales.size() != n) return {};
+  if ((!w.bias_q.empty() && w.bias_q.size() != n) || (!w.bias_f.empty() && w.bias_f.size() != n)) return {};
+  const double s_in = static_cast<double>(in.scale);
+  const double wmax = static_cast<double>(qmax(wbits, true) + 1);
+  const double imax = static_cast<double>(std::max(-qmin(in.bits, in.is_signed), qmax(in.bits, in.is_signed)));
+  std::vector<int> up(n, 0);
+  bool any = false;
+  for (size_t i = 0; i < n; ++i) {
+    const double sw = static_cast<double>(w.scales.size() == 1 ? w.scales[0] : w.scales[i]);
+    if (!(std::isfinite(sw) && sw > 0.0)) return {};
+    Requant r;
+    try {
+      r = make_requant(sw * s_in / static_cast<double>(out.scale));
+    } catch (const std::invalid_argument&) {
+      return {};
+    }
+    if (r.multiplier == 0) continue;
+    int64_t bias = 0;
+    if (!w.bias_q.empty()) bias = w.bias_q[i];
+    else if (!w.bias_f.empty()) bias = quantize_bias(w.bias_f[i], sw, s_in);
+    int j = std::clamp(32 - static_cast<int>(r.shift), 0, 8 - wbits);
+    // The widened sums and the bias, 2^j times larger, stay within int32.
+    while (j > 0 && (wmax * imax * static_cast<double>(K) + std::fabs(static_cast<double>(bias))) *
+                            static_cast<double>(int64_t{1} << j) >=
+                        2147483647.0)
+      --j;
+    up[i] = j;
+    any = any || j > 0;
+  }
+  if (!any) return {};
+  return up;
+}
+
 Epilogue make_epilogue(int64_t OC, int64_t OCp, int64_t K, int wbits, const Weights& w, const QuantInfo& in,
                        const QuantInfo& out, Activation act, const std::vector<int32_t>& wsum, int a_offset,
-                       VecLayout layout, const std::string& who) {
+                       VecLayout layout, const std::string& who, const std::vector<int>& upshift) {
+  if (!upshift.empty() && (upshift.size() != static_cast<size_t>(OC) || out.is_float()))
+    throw std::logic_error(who + ": upshift needs one entry per channel and an integer output");
+  auto up = [&](int64_t oc) { return upshift.empty() ? 0 : upshift[static_cast<size_t>(oc)]; };
   Epilogue E;
   E.OC = OC;
   E.act = act;
@@ -208,18 +248,26 @@ Epilogue make_epilogue(int64_t OC, int64_t OCp, int64_t K, int wbits, const Weig
       } catch (const std::invalid_argument& e) {
         throw std::invalid_argument(who + ": channel " + std::to_string(oc) + ": " + e.what());
       }
-      E.mult[oc] = r.multiplier;
-      E.shift[oc] = r.shift;
-      E.round[oc] = r.shift > 0 ? (int64_t{1} << (r.shift - 1)) : 0;
       // A float bias keeps its sub-step part (docs/FORMAT.md, bias_fraction).
-      if (!w.bias_f.empty()) {
-        E.bfrac[i] = bias_fraction(w.bias_f[i], sw(oc), s_in, E.bias64[i], r);
-        E.round[oc] += E.bfrac[i];
-      }
+      if (!w.bias_f.empty()) E.bfrac[i] = bias_fraction(w.bias_f[i], sw(oc), s_in, E.bias64[i], r);
+      // Weights upshifted by j: sums, bias and fraction 2^j times larger,
+      // shift j larger; apply_requant gives the same integers.
+      const int j = up(oc);
+      E.bias64[i] *= int64_t{1} << j;
+      E.bfrac[i] *= int64_t{1} << j;
+      E.mult[oc] = r.multiplier;
+      E.shift[oc] = r.shift + j;
+      E.round[oc] = (E.shift[oc] > 0 ? (int64_t{1} << (E.shift[oc] - 1)) : 0) + E.bfrac[i];
     }
     const double wmax = static_cast<double>(qmax(wbits, true) + 1);  // raw codes reach -2^(b-1)
     const double imax = static_cast<double>(std::max(-qmin(in.bits, in.is_signed), qmax(in.bits, in.is_signed)));
-    E.wide = wmax * imax * static_cast<double>(K) + static_cast<double>(max_bias) >= 2147483647.0;
+    int jmax = 0;
+    for (int64_t oc = 0; oc < OC; ++oc) jmax = std::max(jmax, up(oc));
+    max_bias = 0;
+    for (int64_t b : E.bias64) max_bias = std::max<int64_t>(max_bias, b < 0 ? -b : b);
+    E.wide = wmax * static_cast<double>(int64_t{1} << jmax) * imax * static_cast<double>(K) +
+                 static_cast<double>(max_bias) >=
+             2147483647.0;
     E.small_mult = true;
     for (int64_t oc = 0; oc < OC; ++oc)
       if (multiplier_above_one(E.mult[oc], E.shift[oc])) E.small_mult = false;

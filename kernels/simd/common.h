@@ -158,9 +158,22 @@ struct Epilogue {
 // to OCp, rounded up to whole vectors), K values per row, weights at wbits:
 // wsum per channel (from the packed weights), activations stored as
 // x + a_offset. Validates scales and biases (std::invalid_argument naming `who`).
+// `upshift` (optional, OC entries): the kernel runs channel oc's weights
+// multiplied by 2^upshift[oc] (weight_upshifts()); wsum is of those weights.
 Epilogue make_epilogue(int64_t OC, int64_t OCp, int64_t K, int wbits, const Weights& w, const QuantInfo& in,
                        const QuantInfo& out, Activation act, const std::vector<int32_t>& wsum, int a_offset,
-                       VecLayout layout, const std::string& who);
+                       VecLayout layout, const std::string& who, const std::vector<int>& upshift = {});
+// 2- and 4-bit weights widened to int8 for an 8-bit kernel, 8-bit integer
+// outputs: per output channel, the power of two j (at most 8 - wbits, so the
+// weights still fit int8) by which to multiply the channel's weights so that
+// its requantization shift reaches 32. The sums are then 2^j times larger and
+// the epilogue takes shift s + j, bias and rounding times 2^j: every output
+// is the same integer (floor(x 2^j / 2^(s+j)) = floor(x / 2^s)), but
+// multipliers above 1 (the sub-byte weights' large scales) drop below 1, so
+// the epilogue needs no pre-clamp and can fold (fold_colterm). j stays 0
+// where the larger sums could leave int32. Empty when no channel gains.
+std::vector<int> weight_upshifts(int64_t OC, int64_t K, int wbits, const Weights& w, const QuantInfo& in,
+                                 const QuantInfo& out);
 // Folds colterm into the requantization's rounding (RequantTable::cround) when
 // that is exact and useful: even / odd layout, every multiplier <= 1, no wide
 // sums, 8-bit outputs, every shift >= 32.

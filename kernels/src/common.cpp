@@ -476,4 +476,8 @@ AddRequant add_requant(const QuantInfo& a, const QuantInfo& b, const QuantInfo& 
   return r;
 }
 
+void Kernel::run_elements(const KernelArgs&, int64_t, int64_t) const {
+  throw std::logic_error(std::string(name()) + ": not an element-wise kernel (run_elements)");
+}
+
 }  // namespace bbits::kernels

@@ -56,6 +56,10 @@ struct Step {
   std::string reason;               // explain_choice()
   std::vector<int> inputs;          // slot indices
   int output = -1;                  // slot index
+  // The next step is an element-wise add of this step's output that runs
+  // inside this one, on each range of rows as the kernel finishes it
+  // (KernelArgs::done); see fuse_residual_adds().
+  bool fuse_next = false;
   // Constant data handed to the kernel (kept alive with the plan); the
   // weights are the packed bytes as stored in the model file.
   std::span<const uint8_t> weight_data;
@@ -79,6 +83,12 @@ struct Plan {
 
 // Builds the plan for a verified model. Throws bbits::Error.
 Plan build_plan(const format::ModelView& view, bool verbose);
+
+// Marks every conv / fc step whose output the next step, an element-wise
+// add, reads, when the step's kernel reports finished ranges (Step::fuse_next),
+// and makes the add's output live from the producing step on (it is written
+// while that step runs). Called before assign_offsets().
+void fuse_residual_adds(Plan& plan);
 
 // Liveness-based offset assignment (greedy by size): sets slot.offset so that
 // slots whose live ranges overlap never share bytes; returns the arena size.

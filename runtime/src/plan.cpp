@@ -263,6 +263,25 @@ size_t Plan::scratch_bytes(int threads) const {
   return (m + 63) / 64 * 64;
 }
 
+void fuse_residual_adds(Plan& plan) {
+  for (size_t i = 0; i + 1 < plan.steps.size(); ++i) {
+    Step& s = plan.steps[i];
+    Step& a = plan.steps[i + 1];
+    const kernels::OpKind op = kernels::op_kind(s.desc);
+    if (op != kernels::OpKind::Conv2D && op != kernels::OpKind::FullyConnected) continue;
+    if (kernels::op_kind(a.desc) != kernels::OpKind::Add || !s.kernel->reports_done() || !a.kernel->elementwise())
+      continue;
+    if (std::find(a.inputs.begin(), a.inputs.end(), s.output) == a.inputs.end()) continue;
+    // Same elements in the same order: the add's count is the conv's output.
+    if (kernels::output_elements(s.desc) != kernels::output_elements(a.desc)) continue;
+    s.fuse_next = true;
+    ActSlot& out = plan.slots[static_cast<size_t>(a.output)];
+    out.first = std::min(out.first, static_cast<int>(i));
+    a.reason += "; runs inside operator " + std::to_string(s.op_index) + " '" + s.name +
+                "' on its output rows as they are finished";
+  }
+}
+
 size_t assign_offsets(std::vector<ActSlot>& slots) {
   std::vector<size_t> order(slots.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
@@ -394,6 +413,12 @@ Plan build_plan(const format::ModelView& view, bool verbose) {
     plan.slots[static_cast<size_t>(slot)].last = nsteps;
     plan.output_slots.push_back(slot);
   }
+  fuse_residual_adds(plan);
+  if (verbose)
+    for (const Step& s : plan.steps)
+      if (s.fuse_next)
+        std::fprintf(stderr, "bbits: [%d] %s: the add that follows runs inside it, on its rows as they are finished\n",
+                     s.op_index, s.name.c_str());
   for (const ActSlot& s : plan.slots) plan.arena_unshared += s.bytes;
   plan.arena_bytes = assign_offsets(plan.slots);
   if (verbose)

@@ -167,6 +167,17 @@ TEST(ModelBench, TinyModelOneRepeat) {
   EXPECT_DOUBLE_EQ(std::get<double>(pw[r.rows.column_index("bop_x32")]), 64.0);
   // Pooling has no BOPs.
   EXPECT_TRUE(std::holds_alternative<std::monostate>(r.rows.rows()[1][r.rows.column_index("bop_x8")]));
+  // The whole-model row: time outside the layers of a profiled run, and its
+  // share of that run (between 0 and 1); layer rows leave both empty.
+  const auto& whole = r.rows.rows().back();
+  ASSERT_TRUE(std::holds_alternative<double>(whole[r.rows.column_index("t_outside_us")]));
+  const double share = std::get<double>(whole[r.rows.column_index("outside_share")]);
+  EXPECT_GT(share, 0.0);
+  EXPECT_LT(share, 1.0);
+  EXPECT_TRUE(std::holds_alternative<std::monostate>(pw[r.rows.column_index("t_outside_us")]));
+  EXPECT_NE(bb::summary_text(r).find("time outside the layers"), std::string::npos);
+  EXPECT_TRUE(std::holds_alternative<double>(whole[r.rows.column_index("t_unfused_us")]));
+  EXPECT_NE(bb::summary_text(r).find("with residual adds fused"), std::string::npos);
   // Writers: the CSV and JSON parse back with every row and the run facts.
   const bb::CsvDocument doc = bb::parse_csv(bb::to_csv(r.rows, r.meta));
   EXPECT_EQ(doc.rows.size(), r.rows.rows().size());

@@ -1,7 +1,10 @@
 // The shared numbers: grids, the gated-sum identity, packing, requantization.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -39,6 +42,77 @@ TEST(Quant, XMaxNeverRoundsPastTheGrid) {
 
 // The gated residual sum with all gates up to b open equals rounding straight
 // onto the b-bit grid (DESIGN.md), in exact float32 arithmetic up to ties.
+// round_half_even against its definition on libm (std::round, std::trunc):
+// the same float, sign of zero included, for every float whose magnitude lies
+// in [2^-2, 2^24] in steps of 7 ulps, every half-integer and its neighbours
+// up to 2^23, and the special values.
+TEST(Quant, RoundHalfEvenMatchesItsLibmDefinition) {
+  auto libm = [](float v) {
+    float r = std::round(v);
+    if (std::fabs(v - std::trunc(v)) == 0.5f) r = 2.0f * std::round(v * 0.5f);
+    return r;
+  };
+  auto same = [](float a, float b) {
+    uint32_t x, y;
+    std::memcpy(&x, &a, 4);
+    std::memcpy(&y, &b, 4);
+    return x == y;
+  };
+  int64_t checked = 0, bad = 0;
+  auto check = [&](float v) {
+    ++checked;
+    if (!same(round_half_even(v), libm(v)) && ++bad <= 10)
+      ADD_FAILURE() << "round_half_even(" << v << ") = " << round_half_even(v) << ", libm gives " << libm(v);
+  };
+  uint32_t lo, hi;
+  const float flo = 0.25f, fhi = 16777216.0f;
+  std::memcpy(&lo, &flo, 4);
+  std::memcpy(&hi, &fhi, 4);
+  for (uint32_t u = lo; u <= hi; u += 7) {
+    float v;
+    std::memcpy(&v, &u, 4);
+    check(v);
+    check(-v);
+  }
+  for (int64_t i = 0; i < (int64_t{1} << 23); i += 1 + i / 64) {
+    const float h = static_cast<float>(i) + 0.5f;
+    for (float v : {h, std::nextafter(h, 0.0f), std::nextafter(h, 1e30f)}) {
+      check(v);
+      check(-v);
+    }
+  }
+  for (float v : {0.0f, -0.0f, 0.49999997f, 0.5f, 1.5f, 2.5f, 1e-30f, 8388607.5f, 8388608.0f, 3e38f,
+                  INFINITY, std::numeric_limits<float>::denorm_min()}) {
+    check(v);
+    check(-v);
+  }
+  EXPECT_TRUE(std::isnan(round_half_even(std::nanf(""))));
+  EXPECT_EQ(bad, 0) << "of " << checked;
+  EXPECT_GT(checked, 1000000);
+}
+
+// ValueQuantizer (constants once) gives quantize_value's results.
+TEST(Quant, ValueQuantizerMatchesQuantizeValue) {
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(-3.0f, 3.0f);
+  for (bool sgn : {false, true})
+    for (int b : {2, 4, 8, 16}) {
+      const float xmax = 1.37f;
+      const ValueQuantizer q(xmax, b, sgn);
+      const float s = grid_scale(xmax, b, sgn);
+      for (int i = 0; i < 20000; ++i) {
+        // Half of the values on exact ties of the grid.
+        const float x = i % 2 == 0 ? u(rng) : (static_cast<float>(i % 301) - 150.0f + 0.5f) * s;
+        const float c = clip_bound(xmax), lo = sgn ? -c : 0.0f;
+        const float xc = std::isnan(x) ? 0.0f : std::min(std::max(x, lo), c);
+        const double want = std::clamp<double>(std::nearbyint(xc / s), qmin(b, sgn), qmax(b, sgn));
+        ASSERT_EQ(q(x), static_cast<int32_t>(want)) << x << " bits " << b;
+        ASSERT_EQ(q(x), quantize_value(x, xmax, b, sgn));
+      }
+      EXPECT_EQ(q(std::nanf("")), 0);
+    }
+}
+
 TEST(Quant, ResidualSumEqualsDirectRounding) {
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> u(-2.5f, 2.5f);

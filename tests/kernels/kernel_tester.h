@@ -345,12 +345,12 @@ inline TestLayer make_layer(const OpDesc& desc_in, uint64_t seed, bool keep_out_
   return L;
 }
 
-// Run an existing kernel on a layer (scratch allocated as asked). Fails the
-// current test (ADD_FAILURE) if the kernel writes past its output or scratch.
-inline TestTensor run_kernel(const Kernel& kernel, const TestLayer& L, ThreadPool* pool = nullptr) {
+// Run an existing kernel on a layer into `out` (scratch allocated as asked;
+// `done`: KernelArgs::done). Fails the current test (ADD_FAILURE) if the
+// kernel writes past its output or scratch.
+inline void run_kernel_into(const Kernel& kernel, const TestLayer& L, TestTensor& out, ThreadPool* pool = nullptr,
+                            const DoneFn* done = nullptr) {
   const std::string name(kernel.name());
-  TestTensor out(output_quant(L.desc), output_elements(L.desc));
-  out.fill(0x5A);
   const int threads = pool ? pool->num_threads() : 1;
   TestTensor scratch(QuantInfo{8, false, 1.0f}, static_cast<int64_t>(kernel.scratch_bytes(threads)));
   std::vector<const void*> ptrs;
@@ -360,9 +360,17 @@ inline TestTensor run_kernel(const Kernel& kernel, const TestLayer& L, ThreadPoo
   args.output = out.data();
   args.scratch = scratch.bytes() ? scratch.data() : nullptr;
   args.scratch_size = scratch.bytes();
+  args.done = done;
   kernel.run(args, pool);
   if (!out.guard_intact()) ADD_FAILURE() << name << " wrote past the end of its output";
   if (!scratch.guard_intact()) ADD_FAILURE() << name << " wrote past the end of its scratch";
+}
+
+// The same into a new output tensor (filled with 0x5A first).
+inline TestTensor run_kernel(const Kernel& kernel, const TestLayer& L, ThreadPool* pool = nullptr) {
+  TestTensor out(output_quant(L.desc), output_elements(L.desc));
+  out.fill(0x5A);
+  run_kernel_into(kernel, L, out, pool);
   return out;
 }
 

@@ -133,13 +133,18 @@ INSTANTIATE_TEST_SUITE_P(Widths, SessionBits,
                                            Bits{2, 4, 8, 16, 16, 8, 4}, Bits{16, 8, 4, 2, 2, 16, 8},
                                            Bits{8, 2, 16, 4, 4, 2, 16}));
 
-TEST(Session, MultiChannelInputInEitherDeclaredLayout) {
+// A small LeNet on a 3-channel 14x14 input.
+LenetModel three_channel_lenet() {
   LenetSpec spec;
   spec.in_c = 3;
   spec.in_h = spec.in_w = 14;
   spec.c1 = 6, spec.keep_c1 = 5, spec.c2 = 8, spec.keep_c2 = 7, spec.fc1 = 16, spec.keep_fc1 = 12;
   spec.k = 3;
-  const LenetModel m = build_lenet(spec);
+  return build_lenet(spec);
+}
+
+TEST(Session, MultiChannelInputInEitherDeclaredLayout) {
+  const LenetModel m = three_channel_lenet();
   auto nchw = load(m);
   const std::vector<uint8_t> nhwc_bytes = bbits::testing::repack_model(
       m.bytes, [](bbits::fb::ModelT& t) { t.preprocess->layout = bbits::fb::Layout::NHWC; });
@@ -211,7 +216,45 @@ TEST(Session, ProfileTimesEveryLayer) {
   const auto x = float_input(m, lenet_random_input(m, 2));
   EXPECT_EQ(s.run({x})[0].data, plain.run({x})[0].data);
   ASSERT_EQ(s.layer_ns().size(), model->info().layers.size());
-  for (double ns : s.layer_ns()) EXPECT_GT(ns, 0.0);
+  double sum = 0.0;
+  for (double ns : s.layer_ns()) {
+    EXPECT_GT(ns, 0.0);
+    sum += ns;
+  }
+  // The whole call: the layers plus what the session does outside them.
+  EXPECT_GT(s.run_ns(), sum);
+  EXPECT_EQ(plain.run_ns(), 0.0);
+  s.run_quantized({quant_input(m, lenet_random_input(m, 2))});
+  sum = 0.0;
+  for (double ns : s.layer_ns()) sum += ns;
+  EXPECT_GT(s.run_ns(), sum);
+}
+
+// A 3-channel N,C,H,W input through both paths: integers (run_quantized) and
+// their float values (run) land in the same N,H,W,C storage and give the
+// reference's outputs; a value off the grid is named with its index.
+TEST(Session, MultiChannelInputOnBothPaths) {
+  const LenetModel m = three_channel_lenet();
+  bbits::Session s(load(m));
+  for (uint32_t seed = 1; seed <= 3; ++seed) {
+    const auto x = lenet_random_input(m, seed);  // N,C,H,W
+    const std::vector<float> ref = lenet_reference(m, x);
+    bbits::QuantizedTensor q = quant_input(m, x);
+    q.shape = {1, 3, 14, 14};
+    const auto yq = s.run_quantized({q});
+    expect_close(yq[0].float_data, ref, 1e-5);
+    bbits::Tensor f;
+    f.shape = {1, 3, 14, 14};
+    for (int32_t v : x) f.data.push_back(static_cast<float>(v) * m.s_in);
+    EXPECT_EQ(s.run({f})[0].data, yq[0].float_data);
+    q.data[400] = -1;
+    try {
+      s.run_quantized({q});
+      ADD_FAILURE() << "no error for a value off the grid";
+    } catch (const bbits::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("value -1 at 400 outside the grid [0, 255]"), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(Session, SessionOutlivesCallerModelReference) {

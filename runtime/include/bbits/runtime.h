@@ -193,6 +193,10 @@ struct RunStats {
 struct SessionOptions {
   int threads = 1;              // threads for this session's kernels (0 = all hardware threads)
   bool profile = false;         // time every layer of every run (Session::layer_ns)
+  // Run residual adds inside the convolution before them where the plan
+  // fused them (docs/RUNTIME.md, the plan); false, or profile, runs every
+  // layer as its own step. Results are identical either way.
+  bool fuse_adds = true;
 };
 
 class BBITS_API Session {
@@ -216,6 +220,12 @@ class BBITS_API Session {
   // With SessionOptions::profile: wall time of each layer (index as in
   // ModelInfo::layers) in the last run, in nanoseconds; empty otherwise.
   const std::vector<double>& layer_ns() const;
+  // With SessionOptions::profile: wall time of the last run() /
+  // run_quantized() call as a whole, in nanoseconds (0 otherwise). Less the
+  // sum of layer_ns(), it is the time the session spends outside the layers:
+  // checking and converting the inputs onto their grid and layout, running
+  // the plan's steps, converting the outputs.
+  double run_ns() const;
 
   // Input statistics of the last run() (counted while quantizing, no extra
   // pass); run_quantized() takes integers as they are and records none

@@ -6,6 +6,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -14,6 +17,11 @@
 #include "bbits/kernels/kernels.h"
 #include "bbits/kernels/simd.h"
 #include "bbits/kernels/thread_pool.h"
+#include "simd/common.h"
+
+// OpenMP's setter when the kernels link an OpenMP runtime (oneDNN's OpenMP
+// build); null in a lean build.
+extern "C" __attribute__((weak)) void omp_set_num_threads(int);
 
 namespace bbits::kernels {
 namespace {
@@ -383,6 +391,153 @@ TEST(SimdGemm, OnednnSlabsAndFlatEpilogueExact) {
   EXPECT_GE(checked, 30);
 }
 
+// Kernels that report finished output ranges (KernelArgs::done, used to fuse
+// residual adds): every output element is reported exactly once, and when a
+// range is reported its values are already the final ones. Layers large
+// enough for the oneDNN wrapper's row slabs, and small ones that split
+// channel panels over two threads; the output is exact against the reference.
+TEST(SimdGemm, FinishedOutputRangesReportedOnceAndFinal) {
+  ThreadPool pool(2);
+  uint64_t seed = 14000;
+  int checked = 0;
+  std::vector<const KernelInfo*> ks = simd_kernels(OpKind::Conv2D);
+  for (const KernelInfo* k : simd_kernels(OpKind::FullyConnected)) ks.push_back(k);
+  for (const KernelInfo* k : ks) {
+    for (int variant = 0; variant < 3; ++variant) {
+      OpDesc d;
+      if (k->op == OpKind::FullyConnected) {
+        FcDesc f;
+        f.N = variant == 0 ? 1 : 9;
+        f.K = 96;
+        f.OC = 40;
+        f.wbits = k->weight_bits == 32 ? 8 : k->weight_bits;
+        f.in = {8, false, 0.02f};
+        f.out = {8, false, 1.0f};
+        d = f;
+      } else {
+        ConvDesc c;
+        c.H = c.W = variant == 0 ? 56 : variant == 1 ? 7 : 13;
+        c.C = variant == 1 ? 256 : 32;
+        c.OC = variant == 1 ? 256 : 64;
+        c.KH = c.KW = variant == 1 ? 1 : 3;
+        c.pad_top = c.pad_left = c.pad_bottom = c.pad_right = c.KH / 2;
+        c.wbits = k->weight_bits == 32 ? 8 : k->weight_bits;
+        c.in = {8, false, 0.02f};
+        c.out = {8, variant == 2, 1.0f};
+        c.activation = variant == 2 ? Activation::None : Activation::Relu;
+        d = c;
+      }
+      if (!k->supports(d)) continue;
+      const testing::TestLayer L = testing::make_layer(d, seed++);
+      const auto kernel = k->create(L.desc, L.weights.view());
+      if (!kernel->reports_done()) break;
+      for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
+        const int64_t n = output_elements(L.desc);
+        const size_t esz = element_bytes(output_quant(L.desc).bits);
+        testing::TestTensor out(output_quant(L.desc), n);
+        out.fill(0x5A);
+        std::vector<uint8_t> seen(static_cast<size_t>(n) * esz, 0), count(static_cast<size_t>(n), 0);
+        std::mutex mu;
+        struct Ctx {
+          const uint8_t* out;
+          size_t esz;
+          std::vector<uint8_t>* seen;
+          std::vector<uint8_t>* count;
+          std::mutex* mu;
+        } ctx{static_cast<const uint8_t*>(out.data()), esz, &seen, &count, &mu};
+        DoneFn done;
+        done.ctx = &ctx;
+        done.fn = [](const void* c, int64_t b, int64_t e) {
+          const auto* x = static_cast<const Ctx*>(c);
+          std::lock_guard<std::mutex> lock(*x->mu);
+          for (int64_t i = b; i < e; ++i) ++(*x->count)[static_cast<size_t>(i)];
+          std::memcpy(x->seen->data() + b * x->esz, x->out + b * x->esz, static_cast<size_t>(e - b) * x->esz);
+        };
+        testing::run_kernel_into(*kernel, L, out, p, &done);
+        int64_t wrong = 0;
+        for (uint8_t c : count) wrong += c != 1;
+        EXPECT_EQ(wrong, 0) << k->name << " " << describe(L.desc) << ": elements not reported exactly once";
+        EXPECT_EQ(std::memcmp(seen.data(), out.data(), seen.size()), 0)
+            << k->name << " " << describe(L.desc) << ": a range was reported before it was final";
+        EXPECT_TRUE(testing::same_output(out, testing::run_kernel(*reference_kernel(L.desc), L)))
+            << k->name << " " << describe(L.desc);
+        ++checked;
+      }
+    }
+  }
+  EXPECT_GT(checked, 0);
+}
+
+// Threads of this process (Linux: /proc/self/task), -1 where unknown.
+int process_threads() {
+  std::error_code ec;
+  std::filesystem::directory_iterator it("/proc/self/task", ec);
+  if (ec) return -1;
+  int n = 0;
+  for (; it != std::filesystem::directory_iterator(); ++it) ++n;
+  return n;
+}
+
+// The kernels built on oneDNN (the OpenMP build) run on the threads they are
+// given and no others: with no pool on the calling thread alone, with a pool
+// of 2 on the caller and its one worker, however many threads OpenMP is set
+// to use (4 here: any OpenMP region would start 3 more). Results exact.
+TEST(SimdGemm, OnednnKernelsRunOnlyOnTheThreadsTheyAreGiven) {
+  const int before = process_threads();
+  if (before < 0) GTEST_SKIP() << "no /proc/self/task";
+  std::vector<const KernelInfo*> ks;
+  for (const char* name : {"conv2d_w8a8_u8s8s32_onednn", "fc_w8a8_u8s8s32_onednn", "conv2d_w32a32_f32_onednn",
+                           "fc_w32a32_f32_onednn"}) {
+    const KernelInfo* k = find_kernel(name);
+    if (k != nullptr && isa_at_most(k->isa, max_supported_isa(cpu_features()))) ks.push_back(k);
+  }
+  if (ks.empty()) GTEST_SKIP() << "no oneDNN kernels";
+  if (omp_set_num_threads != nullptr) omp_set_num_threads(4);
+  uint64_t seed = 13000;
+  auto run_all = [&](ThreadPool* pool) {
+    for (const KernelInfo* k : ks) {
+      const bool f32 = k->weight_bits == 32;
+      OpDesc d;
+      if (k->op == OpKind::Conv2D) {
+        ConvDesc c;  // large enough that oneDNN would split it: 64 output rows
+        c.H = c.W = 64;
+        c.C = 32;
+        c.OC = 64;
+        c.KH = c.KW = 3;
+        c.pad_top = c.pad_left = c.pad_bottom = c.pad_right = 1;
+        c.wbits = f32 ? 32 : 8;
+        c.in = {f32 ? 32 : 8, false, 0.02f};
+        c.out = {8, false, 1.0f};
+        c.activation = Activation::Relu;
+        d = c;
+      } else {
+        FcDesc f;
+        f.N = 4;
+        f.K = 1024;
+        f.OC = 512;
+        f.wbits = f32 ? 32 : 8;
+        f.in = {f32 ? 32 : 8, false, 0.02f};
+        f.out = {8, false, 1.0f};
+        d = f;
+      }
+      if (f32) {
+        const testing::TestLayer L = testing::make_layer(d, seed++);
+        const testing::TestTensor out = testing::run_kernel(*k, L, pool);
+        EXPECT_EQ(out.size(), output_elements(L.desc));
+      } else {
+        EXPECT_TRUE(matches_reference(*k, d, seed++, pool)) << k->name;
+      }
+    }
+  };
+  run_all(nullptr);
+  EXPECT_EQ(process_threads(), before) << "a oneDNN kernel started threads of its own on one thread";
+  {
+    ThreadPool pool(2);
+    run_all(&pool);
+    EXPECT_EQ(process_threads(), before + 1) << "a oneDNN kernel started threads beside the pool's worker";
+  }
+}
+
 // The oneDNN int8 wrapper on layers below one slab, run on 2 and 3 threads:
 // one row slab per thread (a top and a bottom primitive sharing the layer's
 // weights), heights that do not divide (7 rows on 2 and 3 threads, 1 row),
@@ -480,6 +635,21 @@ TEST(SimdGemm, GemmTileEpilogueExact) {
   if (!simd_kernels(OpKind::Conv2D).empty()) EXPECT_GT(checked, 40);
 }
 
+// A random layer whose output scale makes the largest channel's real
+// multiplier about `mult` (s_w,max * s_in / s_out).
+testing::TestLayer layer_at_multiplier(const OpDesc& d, uint64_t seed, double mult, bool float_bias = false) {
+  testing::TestLayer L = testing::make_layer(d, seed, /*keep_out_scale=*/false, float_bias);
+  float mx = 0.0f;
+  for (float sc : L.weights.scales) mx = std::max(mx, sc);
+  std::visit(
+      [&](auto& x) {
+        if constexpr (requires { x.out.scale; x.in.scale; })
+          x.out.scale = static_cast<float>(static_cast<double>(mx) * x.in.scale / mult);
+      },
+      L.desc);
+  return L;
+}
+
 // Requantization multipliers above 1 (their 64-bit results may leave int32
 // before the output clamp) on every SIMD conv, depthwise and fc kernel with
 // 8-bit outputs: the fused tile and GEMV epilogues, the row epilogue, the
@@ -490,15 +660,7 @@ TEST(SimdGemm, MultipliersAboveOneExact) {
   int checked = 0;
   auto check = [&](const KernelInfo& k, OpDesc d, double mult, ThreadPool* p) {
     if (!k.supports(d)) return;
-    testing::TestLayer L = testing::make_layer(d, seed++, /*keep_out_scale=*/false);
-    float mx = 0.0f;
-    for (float sc : L.weights.scales) mx = std::max(mx, sc);
-    std::visit(
-        [&](auto& x) {
-          if constexpr (requires { x.out.scale; x.in.scale; })
-            x.out.scale = static_cast<float>(static_cast<double>(mx) * x.in.scale / mult);
-        },
-        L.desc);
+    const testing::TestLayer L = layer_at_multiplier(d, seed++, mult);
     const testing::TestTensor want = testing::run_kernel(*reference_kernel(L.desc), L);
     const testing::TestTensor got = testing::run_kernel(k, L, p);
     EXPECT_TRUE(testing::same_output(got, want)) << k.name << " on " << describe(L.desc) << " seed " << seed - 1;
@@ -538,6 +700,81 @@ TEST(SimdGemm, MultipliersAboveOneExact) {
     }
   }
   EXPECT_GT(checked, 40);
+}
+
+// 2- and 4-bit weights on the int8 kernels (the GEMM's w8 instances, the
+// oneDNN wrapper), which widen them times a power of two per channel
+// (weight_upshifts) so that multipliers above 1 drop below it: exact against
+// the reference for multipliers from below 1/2 (no upshift) through 1.5..40
+// (partial and full upshifts) to 10^6 (capped by int8), with integer and
+// float biases (the bias fraction scales too), signed and unsigned inputs and
+// outputs, ReLU6, one and two threads; and the upshifts themselves.
+TEST(SimdGemm, WidenedSubByteWeightsUpshiftedExact) {
+  ThreadPool pool(2);
+  uint64_t seed = 15000;
+  int checked = 0;
+  std::vector<const KernelInfo*> ks;
+  for (OpKind op : {OpKind::Conv2D, OpKind::FullyConnected})
+    for (const KernelInfo* k : simd_kernels(op))
+      if (k->weight_bits == 8) ks.push_back(k);
+  for (const KernelInfo* k : ks) {
+    for (int wb : {2, 4}) {
+      for (int variant = 0; variant < 4; ++variant) {
+        OpDesc d;
+        if (k->op == OpKind::Conv2D) {
+          ConvDesc c;
+          c.H = 9;
+          c.W = 11;
+          c.C = 16;
+          c.OC = variant == 3 ? 40 : 72;
+          c.KH = c.KW = variant == 0 ? 1 : 3;
+          c.pad_top = c.pad_left = c.pad_bottom = c.pad_right = variant == 0 ? 0 : 1;
+          c.stride_h = c.stride_w = variant == 2 ? 2 : 1;
+          c.wbits = wb;
+          c.in = {8, variant == 1, 0.05f};
+          c.out = {8, variant % 2 == 1, 1.0f};
+          c.activation = variant % 2 == 1 ? Activation::None : Activation::Relu6;
+          d = c;
+        } else {
+          FcDesc f;
+          f.N = variant == 2 ? 3 : 1;
+          f.K = 200;
+          f.OC = variant == 3 ? 24 : 64;
+          f.wbits = wb;
+          f.in = {8, variant == 1, 0.05f};
+          f.out = {8, variant % 2 == 1, 1.0f};
+          f.activation = variant % 2 == 1 ? Activation::None : Activation::Relu6;
+          d = f;
+        }
+        if (!k->supports(d)) continue;
+        for (double mult : {0.3, 1.5, 3.0, 40.0, 1.0e6}) {
+          const testing::TestLayer L = layer_at_multiplier(d, seed++, mult, /*float_bias=*/variant >= 2);
+          const testing::TestTensor want = testing::run_kernel(*reference_kernel(L.desc), L);
+          ThreadPool* p = variant == 2 ? &pool : nullptr;
+          const testing::TestTensor got = testing::run_kernel(*k, L, p);
+          EXPECT_TRUE(testing::same_output(got, want))
+              << k->name << " on " << describe(L.desc) << " multiplier " << mult << " seed " << seed - 1;
+          ++checked;
+          // The upshifts: none when every multiplier is below 1/2, else
+          // within what int8 holds (2^(8 - bits)).
+          const ConvDesc c = k->op == OpKind::Conv2D ? std::get<ConvDesc>(L.desc) : fc_as_conv(std::get<FcDesc>(L.desc));
+          const std::vector<int> up = simd::weight_upshifts(c.OC, c.K(), wb, L.weights.view(), c.in, c.out);
+          if (mult < 0.5) {
+            EXPECT_TRUE(up.empty());
+          } else {
+            ASSERT_EQ(up.size(), static_cast<size_t>(c.OC));
+            for (int j : up) EXPECT_TRUE(j >= 0 && j <= 8 - wb) << j;
+            // The channel of the largest multiplier: shift 32 reached (j =
+            // 1 + ceil(log2 mult)) unless int8 or int32 hold less.
+            const int jmax = *std::max_element(up.begin(), up.end());
+            EXPECT_GE(jmax, 1);
+            EXPECT_LE(jmax, std::min(8 - wb, 1 + static_cast<int>(std::ceil(std::log2(mult)))));
+          }
+        }
+      }
+    }
+  }
+  if (!ks.empty()) EXPECT_GT(checked, 40);
 }
 
 TEST(SimdGemm, BadWeightsRejected) {

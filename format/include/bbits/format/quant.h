@@ -83,27 +83,46 @@ inline float grid_scale(float x_max, int bits, bool is_signed) {
 // x_max itself never rounds past the top of the grid.
 inline float clip_bound(float x_max) { return (1.0f - 1e-7f) * x_max; }
 
-// Round half to even (torch.round), independent of the FP environment.
+// Round half to even (torch.round), independent of the FP environment, and
+// without a libm call (the session quantizes every input value with it):
+// below 2^23 the integer part converts exactly (truncation toward zero), the
+// fraction v - t is exact, and the sign of a zero result is v's (as
+// std::round's); from 2^23 on every float is an integer; NaN and infinities
+// come back unchanged.
 inline float round_half_even(float v) {
-  float r = std::round(v);  // half away from zero
-  if (std::fabs(v - std::trunc(v)) == 0.5f) r = 2.0f * std::round(v * 0.5f);
-  return r;
+  if (!(std::fabs(v) < 8388608.0f)) return v;
+  int32_t t = static_cast<int32_t>(v);
+  const float f = v - static_cast<float>(t);
+  const bool odd = (t & 1) != 0;
+  if (f > 0.5f || (f == 0.5f && odd)) ++t;
+  else if (f < -0.5f || (f == -0.5f && odd)) --t;
+  return std::copysign(static_cast<float>(t), v);
 }
+
+// Quantization onto the grid of (x_max, bits, is_signed) with its constants
+// computed once: quantize_value() for many values (same results).
+struct ValueQuantizer {
+  float s = 1.0f, c = 0.0f, lo = 0.0f, mn = 0.0f, mx = 0.0f;
+  ValueQuantizer(float x_max, int bits, bool is_signed)
+      : s(grid_scale(x_max, bits, is_signed)),
+        c(clip_bound(x_max)),
+        lo(is_signed ? -c : 0.0f),
+        mn(static_cast<float>(qmin(bits, is_signed))),
+        mx(static_cast<float>(qmax(bits, is_signed))) {}
+  int32_t operator()(float x) const {
+    if (std::isnan(x)) x = 0.0f;
+    const float xc = x < lo ? lo : (x > c ? c : x);
+    float q = round_half_even(xc / s);
+    q = q < mn ? mn : (q > mx ? mx : q);
+    return static_cast<int32_t>(q);
+  }
+};
 
 // Quantize one real value onto the grid (eval mode of the training library):
 // clip to [-c, c] (signed) or [0, c] (unsigned), c = clip_bound(x_max); divide
 // by the step in float32; round half to even; clamp to the legal integers.
 inline int32_t quantize_value(float x, float x_max, int bits, bool is_signed) {
-  const float s = grid_scale(x_max, bits, is_signed);
-  const float c = clip_bound(x_max);
-  const float lo = is_signed ? -c : 0.0f;
-  if (std::isnan(x)) x = 0.0f;
-  const float xc = x < lo ? lo : (x > c ? c : x);
-  float q = round_half_even(xc / s);
-  const float mn = static_cast<float>(qmin(bits, is_signed));
-  const float mx = static_cast<float>(qmax(bits, is_signed));
-  q = q < mn ? mn : (q > mx ? mx : q);
-  return static_cast<int32_t>(q);
+  return ValueQuantizer(x_max, bits, is_signed)(x);
 }
 
 // ---- sub-byte packing -------------------------------------------------------

@@ -54,7 +54,7 @@
 
 namespace bbits::kernels {
 
-inline constexpr int kKernelApiVersion = 4;
+inline constexpr int kKernelApiVersion = 5;
 
 class ThreadPool;  // thread_pool.h
 
@@ -304,11 +304,24 @@ struct Weights {
 };
 
 // ---- kernels ----------------------------------------------------------------------
+// Finished output: a kernel that reports_done() calls it once for every range
+// [begin, end) of output elements (in storage order) as soon as the range is
+// final, each element in exactly one range, from the thread that finished it
+// (ranges may be reported concurrently from different pool threads, and
+// before the kernel returns). The runtime runs an element-wise consumer (a
+// residual add) on each range while it is still in cache.
+struct DoneFn {
+  void (*fn)(const void* ctx, int64_t begin, int64_t end) = nullptr;
+  const void* ctx = nullptr;
+  void operator()(int64_t begin, int64_t end) const { fn(ctx, begin, end); }
+};
+
 struct KernelArgs {
   std::span<const void* const> inputs;  // activation inputs, in desc order
   void* output = nullptr;
   void* scratch = nullptr;  // >= scratch_bytes(threads used) bytes, 64-byte aligned
   size_t scratch_size = 0;
+  const DoneFn* done = nullptr;  // optional; only kernels that reports_done() call it
 };
 
 // A prepared kernel for one layer. run() is const and thread-safe: several
@@ -322,6 +335,14 @@ class Kernel {
   virtual size_t scratch_bytes(int num_threads = 1) const { (void)num_threads; return 0; }
   // pool == nullptr: run on the calling thread only.
   virtual void run(const KernelArgs& args, ThreadPool* pool) const = 0;
+  // True when run() reports every finished output range through args.done
+  // (when given; see DoneFn).
+  virtual bool reports_done() const { return false; }
+  // Element-wise kernels (output element i depends on input elements i
+  // only, no scratch): run_elements() computes output elements [begin, end)
+  // alone, on the calling thread, exactly as run() computes them.
+  virtual bool elementwise() const { return false; }
+  virtual void run_elements(const KernelArgs& args, int64_t begin, int64_t end) const;
 };
 
 inline constexpr int kAnyBits = -1;
